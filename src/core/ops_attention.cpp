@@ -43,6 +43,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   c.output(out, "out", s, q.dtype, q.device);
   AttentionParams p;
   p.dtype = q.dtype;
+  p.device_index = q.device.index;
   p.batch = q.size(0);
   p.hq = q.size(1);
   p.sq = q.size(2);

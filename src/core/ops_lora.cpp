@@ -62,6 +62,7 @@ void lora_forward(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
   c.output(out, "out", s, x.dtype, x.device);
   LoraForwardParams p;
   p.dtype = x.dtype;
+  p.device_index = x.device.index;
   p.x = rows_view(x);
   p.m = p.x.rows;
   p.k = x.size(-1);
@@ -110,6 +111,7 @@ void lora_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
   c.output(grad_b, "grad_b", s.grad_b, x.dtype, x.device);
   LoraBackwardParams p;
   p.dtype = x.dtype;
+  p.device_index = x.device.index;
   p.grad_y = rows_view(grad_y);
   p.x = rows_view(x);
   p.m = p.x.rows;

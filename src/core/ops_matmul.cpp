@@ -53,6 +53,7 @@ void matmul(const Tensor& a, const Tensor& b, const MatmulOptions& opt, const Te
   const bool batched = a.ndim == 3;
   MatmulParams p;
   p.dtype = a.dtype;
+  p.device_index = a.device.index;
   p.batch = batched ? a.size(0) : 1;
   p.m = s.dims[size_t(s.ndim - 2)];
   p.n = s.dims[size_t(s.ndim - 1)];

@@ -13,6 +13,7 @@ namespace {
 RowParams row_params(const Tensor& x, const Tensor& out) {
   RowParams p;
   p.dtype = x.dtype;
+  p.device_index = x.device.index;
   p.x = rows_view(x);
   p.out = rows_view(out);
   return p;

@@ -9,6 +9,13 @@
 #include "loraops/dtype.hpp"
 #include "loraops/ops.hpp"
 
+// Views are read by device code too.
+#if defined(__CUDACC__)
+#define LORAOPS_HD __host__ __device__
+#else
+#define LORAOPS_HD
+#endif
+
 namespace loraops::detail {
 
 // A strided matrix: element (i, j) is at p[i*rs + j*cs].
@@ -26,7 +33,7 @@ struct RowsView {
   int nlead = 0;
   std::array<int64_t, kMaxDims> lead_shape{}, lead_stride{};
 
-  int64_t row_offset(int64_t i) const {
+  LORAOPS_HD int64_t row_offset(int64_t i) const {
     int64_t off = 0;
     for (int d = nlead - 1; d >= 0; --d) {
       const int64_t s = lead_shape[size_t(d)];
@@ -36,7 +43,7 @@ struct RowsView {
     return off;
   }
   // True when rows are evenly spaced; then row i starts at p + i * *row_stride.
-  bool uniform(int64_t* row_stride) const {
+  LORAOPS_HD bool uniform(int64_t* row_stride) const {
     if (nlead == 0) { *row_stride = 0; return true; }
     if (nlead == 1) { *row_stride = lead_stride[0]; return true; }
     return false;
@@ -45,6 +52,7 @@ struct RowsView {
 
 struct MatmulParams {
   DType dtype{};
+  int device_index = 0;  // which GPU, for CUDA tensors
   int64_t batch = 1, m = 0, n = 0, k = 0;
   // op(a)[b][i][l] = a[b*a_bs + i*a.rs + l*a.cs]; op(b)[b][l][j] = b[b*b_bs + l*b.rs + j*b.cs]
   MatView a, b, c;
@@ -57,6 +65,7 @@ struct MatmulParams {
 // softmax, rms_norm, layer_norm, activation: each works row by row (activation elementwise).
 struct RowParams {
   DType dtype{};
+  int device_index = 0;  // which GPU, for CUDA tensors
   RowsView x, out;  // same rows and cols
   const void* weight = nullptr;  // [cols] or null
   int64_t weight_stride = 1;
@@ -68,6 +77,7 @@ struct RowParams {
 
 struct LoraForwardParams {
   DType dtype{};
+  int device_index = 0;  // which GPU, for CUDA tensors
   int64_t m = 0, k = 0, n = 0, r = 0;
   RowsView x;          // m rows of k
   MatView weight;      // [n, k]
@@ -81,6 +91,7 @@ struct LoraForwardParams {
 
 struct LoraBackwardParams {
   DType dtype{};
+  int device_index = 0;  // which GPU, for CUDA tensors
   int64_t m = 0, k = 0, n = 0, r = 0;
   RowsView grad_y;     // m rows of n
   RowsView x;          // m rows of k
@@ -95,6 +106,7 @@ struct LoraBackwardParams {
 
 struct AttentionParams {
   DType dtype{};
+  int device_index = 0;  // which GPU, for CUDA tensors
   int64_t batch = 0, hq = 0, hkv = 0, sq = 0, sk = 0, d = 0;
   const void* q = nullptr;
   const void* k = nullptr;

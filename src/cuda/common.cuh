@@ -1,0 +1,71 @@
+// Shared by the CUDA backend: error checks that become loraops::Error, the device guard, and the
+// mapping from loraops::DType to the CUDA element types.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "loraops/error.hpp"
+#include "loraops/dtype.hpp"
+
+namespace loraops::cuda {
+
+[[noreturn]] inline void throw_cuda(cudaError_t err, const char* what) {
+  throw Error(ErrorKind::Runtime, "cuda", what, "cudaSuccess",
+              std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err));
+}
+
+#define LORAOPS_CUDA_CHECK(call)                                   \
+  do {                                                             \
+    const cudaError_t loraops_err_ = (call);                       \
+    if (loraops_err_ != cudaSuccess) ::loraops::cuda::throw_cuda(loraops_err_, #call); \
+  } while (0)
+
+// After a launch: a bad configuration shows up here, not as a silent no-op.
+#define LORAOPS_CUDA_CHECK_LAUNCH(name) LORAOPS_CUDA_CHECK(cudaGetLastError())
+
+// Makes `index` the current device for the scope of a launch, and restores the caller's.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index) {
+    LORAOPS_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != index) LORAOPS_CUDA_CHECK(cudaSetDevice(index));
+  }
+  ~DeviceGuard() {
+    int now = previous_;
+    cudaGetDevice(&now);
+    if (now != previous_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+// Calls f(T{}) with T the CUDA element type of `t`: the one place a runtime dtype becomes a
+// compile-time one.
+template <class F>
+decltype(auto) dispatch_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::Float16: return f(__half{});
+    case DType::BFloat16: return f(__nv_bfloat16{});
+    case DType::Float32: break;
+  }
+  return f(float{});
+}
+
+template <class T> __device__ __forceinline__ float to_float(T v);
+template <> __device__ __forceinline__ float to_float(float v) { return v; }
+template <> __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+
+}  // namespace loraops::cuda

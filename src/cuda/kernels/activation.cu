@@ -1,0 +1,103 @@
+// Activations (relu, sigmoid, tanh, gelu, gelu_tanh, silu) for float32/float16/bfloat16.
+// Memory-bound: the contiguous path moves 16 bytes per thread per access and computes in fp32;
+// any other layout takes the strided path (one element per thread, offsets from the RowsView).
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+
+namespace loraops::cuda {
+
+namespace {
+
+using detail::RowParams;
+using detail::RowsView;
+
+template <Activation K>
+__device__ __forceinline__ float act(float x) {
+  if constexpr (K == Activation::Relu) return x > 0.f ? x : (x != x ? x : 0.f);  // NaN stays NaN
+  if constexpr (K == Activation::Sigmoid) return 1.f / (1.f + __expf(-x));
+  if constexpr (K == Activation::Tanh) return tanhf(x);
+  if constexpr (K == Activation::Gelu) return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+  if constexpr (K == Activation::GeluTanh) {
+    const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (1.f + tanhf(u));
+  }
+  if constexpr (K == Activation::Silu) return x / (1.f + __expf(-x));
+  return x;
+}
+
+// n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector.
+template <class T, Activation K>
+__global__ void activation_vec(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  constexpr int V = 16 / sizeof(T);
+  struct alignas(16) Vec { T v[V]; };
+  const int64_t nvec = n / V;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec; i += stride) {
+    Vec a = reinterpret_cast<const Vec*>(x)[i];
+#pragma unroll
+    for (int j = 0; j < V; ++j) a.v[j] = from_float<T>(act<K>(to_float(a.v[j])));
+    reinterpret_cast<Vec*>(y)[i] = a;
+  }
+  // The tail (< V elements) goes to the first threads.
+  const int64_t t = nvec * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t < n) y[t] = from_float<T>(act<K>(to_float(x[t])));
+}
+
+template <class T, Activation K>
+__global__ void activation_strided(RowsView xv, RowsView yv, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const int64_t row = e / xv.cols, col = e - row * xv.cols;
+    const T* xp = static_cast<const T*>(xv.p) + xv.row_offset(row) + col * xv.col_stride;
+    T* yp = static_cast<T*>(yv.p) + yv.row_offset(row) + col * yv.col_stride;
+    *yp = from_float<T>(act<K>(to_float(*xp)));
+  }
+}
+
+bool flat(const RowsView& v) {
+  int64_t rs;
+  return v.col_stride == 1 && v.uniform(&rs) && (v.nlead == 0 || rs == v.cols);
+}
+
+int grid_for(int64_t work, int threads) {
+  // Enough blocks to fill the GPU several times over; the kernels loop past that.
+  const int64_t blocks = (work + threads - 1) / threads;
+  return int(blocks < 132 * 32 ? (blocks > 0 ? blocks : 1) : 132 * 32);
+}
+
+template <class T, Activation K>
+void launch(const RowParams& p, cudaStream_t stream) {
+  const int64_t n = p.x.rows * p.x.cols;
+  constexpr int kThreads = 256;
+  const bool aligned = (reinterpret_cast<uintptr_t>(p.x.p) | reinterpret_cast<uintptr_t>(p.out.p)) % 16 == 0;
+  if (flat(p.x) && flat(p.out) && aligned) {
+    const int64_t vecs = n / (16 / int64_t(sizeof(T)));
+    activation_vec<T, K><<<grid_for(vecs > 0 ? vecs : 1, kThreads), kThreads, 0, stream>>>(
+        static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
+  } else {
+    activation_strided<T, K><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p.x, p.out, n);
+  }
+  LORAOPS_CUDA_CHECK_LAUNCH("activation");
+}
+
+}  // namespace
+
+void activation_custom(const RowParams& p, void* stream) {
+  DeviceGuard guard(p.device_index);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    switch (p.kind) {
+      case Activation::Relu: return launch<T, Activation::Relu>(p, s);
+      case Activation::Sigmoid: return launch<T, Activation::Sigmoid>(p, s);
+      case Activation::Tanh: return launch<T, Activation::Tanh>(p, s);
+      case Activation::Gelu: return launch<T, Activation::Gelu>(p, s);
+      case Activation::GeluTanh: return launch<T, Activation::GeluTanh>(p, s);
+      case Activation::Silu: return launch<T, Activation::Silu>(p, s);
+    }
+  });
+}
+
+}  // namespace loraops::cuda
