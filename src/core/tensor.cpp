@@ -31,6 +31,7 @@ int64_t Tensor::numel() const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to place: any strides will do
   int64_t expected = 1;
   for (int d = ndim - 1; d >= 0; --d) {
     if (shape[size_t(d)] == 1) continue;  // a size-1 dim's stride never matters

@@ -14,21 +14,23 @@ constexpr const char* kNoVendorRowOp =
     "a BLAS has no such operation (the CPU vendor path covers matmul, LoRA and attention only)";
 constexpr const char* kNoBlas = "this build of loraops found no BLAS (see README: Building)";
 
-// auto on the CPU:
-// - matmul and attention: the BLAS when built with one (OpenBLAS's packed, hand-written sgemm
-//   beats our blocked loops at every size we measured), else our kernel.
-// - LoRA: the BLAS composition once there are enough rows for a GEMM to pay (>= 16); below that
-//   (decode) our kernel, which reads x once and streams the weight once per row block.
-// - row ops: our kernels (the only fast path there is).
-Impl choose_matmul(const MatmulParams&) { return LORAOPS_WITH_BLAS ? Impl::Vendor : Impl::Custom; }
-Impl choose_attention(const AttentionParams&) {
-  return LORAOPS_WITH_BLAS ? Impl::Vendor : Impl::Custom;
+// auto on the CPU, from `loraops bench --suite all --device cpu` (2-core EPYC VM, OpenBLAS 0.3.21
+// OpenMP build, 2026-11-29; NOTES.md has the table):
+// - matmul and LoRA forward, float32, from 16 rows up: the BLAS (OpenBLAS's packed sgemm beat our
+//   kernel by 1.2-1.5x at 16 and 256 rows). Below 16 rows (decode) our kernel, which streams the
+//   weight once without packing it (1.4x faster at 1 row). Half dtypes: our kernel, since the BLAS
+//   path first converts every operand to fp32 (3-10x slower).
+// - LoRA backward and attention: our kernels everywhere (1.3x and 2.5x faster than the sgemm
+//   compositions, which materialise more and run serial softmax between BLAS calls).
+// - row ops: our kernels (a BLAS has none).
+bool blas_wins(DType t, int64_t rows) {
+  return LORAOPS_WITH_BLAS && t == DType::Float32 && rows >= 16;
+}
+Impl choose_matmul(const MatmulParams& p) {
+  return blas_wins(p.dtype, p.m) ? Impl::Vendor : Impl::Custom;
 }
 Impl choose_lora_forward(const LoraForwardParams& p) {
-  return LORAOPS_WITH_BLAS && p.m >= 16 ? Impl::Vendor : Impl::Custom;
-}
-Impl choose_lora_backward(const LoraBackwardParams& p) {
-  return LORAOPS_WITH_BLAS && p.m >= 16 ? Impl::Vendor : Impl::Custom;
+  return blas_wins(p.dtype, p.m) ? Impl::Vendor : Impl::Custom;
 }
 
 }  // namespace
@@ -65,10 +67,9 @@ void register_kernels(Registry& reg) {
     reg.absent(op, kCPU, Impl::Vendor, kNoBlas);
 #endif
 
+  // No chooser: custom (LoRA backward, attention, row ops).
   reg.set_chooser<MatmulParams>(OpId::Matmul, kCPU, choose_matmul);
-  reg.set_chooser<AttentionParams>(OpId::Attention, kCPU, choose_attention);
   reg.set_chooser<LoraForwardParams>(OpId::LoraForward, kCPU, choose_lora_forward);
-  reg.set_chooser<LoraBackwardParams>(OpId::LoraBackward, kCPU, choose_lora_backward);
 }
 
 }  // namespace loraops::cpu

@@ -13,17 +13,23 @@ namespace {
 using detail::RowParams;
 using detail::RowsView;
 
+// Matches the CPU reference: sigmoid never overflows, erfc keeps gelu accurate in the left tail,
+// gelu_tanh is x*sigmoid(2u) (the tanh form without its cancellation), and the smooth
+// activations give their limit 0 at -inf instead of -inf*0 = NaN.
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
+
 template <Activation K>
 __device__ __forceinline__ float act(float x) {
   if constexpr (K == Activation::Relu) return x > 0.f ? x : (x != x ? x : 0.f);  // NaN stays NaN
-  if constexpr (K == Activation::Sigmoid) return 1.f / (1.f + __expf(-x));
+  if constexpr (K == Activation::Sigmoid) return sigmoid(x);
   if constexpr (K == Activation::Tanh) return tanhf(x);
-  if constexpr (K == Activation::Gelu) return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+  if constexpr (K == Activation::Gelu)
+    return x == -INFINITY ? 0.f : 0.5f * x * erfcf(x * -0.70710678118654752f);
   if constexpr (K == Activation::GeluTanh) {
     const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (1.f + tanhf(u));
+    return x == -INFINITY ? 0.f : x * sigmoid(2.f * u);
   }
-  if constexpr (K == Activation::Silu) return x / (1.f + __expf(-x));
+  if constexpr (K == Activation::Silu) return x == -INFINITY ? 0.f : x * sigmoid(x);
   return x;
 }
 

@@ -1,0 +1,117 @@
+"""Per-call time of a zero-argument callable: the median over repeated batches of back-to-back
+calls.
+
+One call of a small op is shorter than the clock's resolution and the scheduler's noise, so each
+sample times a batch sized to last a fixed target and divides by its length. The median resists
+the odd preempted batch; min, max and the quartiles are kept so a noisy machine shows as noise.
+"""
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+
+CPU_TARGET_S = 0.010    # within the 5-20 ms band: well above timer resolution, short vs. drift
+CUDA_TARGET_S = 0.005   # events resolve ~0.5 us, so shorter batches do; more repeats fit
+QUICK_TARGET_S = 0.0005
+MAX_BATCH = 100_000
+QUICK_MAX_BATCH = 4
+# A slow implementation (the reference at mid sizes) gets fewer repeats rather than minutes.
+CASE_BUDGET_S = 3.0
+QUICK_CASE_BUDGET_S = 0.5
+MIN_REPEATS = 3
+SLOW_CALL_S = 0.05
+
+
+@dataclass
+class Timing:
+    us_median: float
+    us_min: float
+    us_max: float
+    us_q1: float
+    us_q3: float
+    repeats: int
+    batch: int
+    output: object = None  # what the warm-up call returned, for the sanity check
+
+
+def plan(call_s, repeats, quick, target_s):
+    """(batch, repeats) for calls of about call_s seconds each."""
+    target = QUICK_TARGET_S if quick else target_s
+    cap = QUICK_MAX_BATCH if quick else MAX_BATCH
+    batch = max(1, min(cap, round(target / max(call_s, 1e-9))))
+    budget = QUICK_CASE_BUDGET_S if quick else CASE_BUDGET_S
+    affordable = int(budget / max(batch * call_s, 1e-9))
+    return batch, max(min(repeats, MIN_REPEATS), min(repeats, affordable))
+
+
+def _summary(samples_us, batch, output):
+    s = sorted(samples_us)
+    q1, q3 = (statistics.quantiles(s, n=4)[0::2] if len(s) >= 2 else (s[0], s[0]))
+    return Timing(statistics.median(s), s[0], s[-1], q1, q3, len(s), batch, output)
+
+
+class _NoGC:
+    """Keeps the cyclic collector out of the timed region (it would land in random batches)."""
+
+    def __enter__(self):
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was:
+            gc.enable()
+
+
+def time_cpu(fn, repeats, quick=False):
+    # Warm-up (lazy init, first touch of fresh outputs, caches), timed: a call that slow is
+    # already a fair estimate, and a second untimed call would cost as much as a sample.
+    t0 = time.perf_counter_ns()
+    output = fn()
+    call_s = (time.perf_counter_ns() - t0) * 1e-9
+    if call_s < SLOW_CALL_S:
+        t0 = time.perf_counter_ns()
+        fn()
+        call_s = (time.perf_counter_ns() - t0) * 1e-9
+    batch, repeats = plan(call_s, repeats, quick, CPU_TARGET_S)
+    samples = []
+    with _NoGC():
+        if not quick and batch * call_s < 0.2:  # one untimed batch settles clocks and allocator
+            for _ in range(batch):
+                fn()
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            for _ in range(batch):
+                fn()
+            samples.append((time.perf_counter_ns() - t0) / 1e3 / batch)
+    return _summary(samples, batch, output)
+
+
+def time_cuda(fn, repeats, quick=False, torch=None):
+    """Times on PyTorch's current stream with events, so only device time between the events
+    counts (plus any gaps when the host cannot launch fast enough: that is the latency too)."""
+    if torch is None:
+        import torch
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    output = fn()
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    call_s = start.elapsed_time(end) * 1e-3
+    batch, repeats = plan(call_s, repeats, quick, CUDA_TARGET_S)
+    samples = []
+    with _NoGC():
+        if not quick:
+            for _ in range(batch):
+                fn()
+        for _ in range(repeats):
+            start.record()
+            for _ in range(batch):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) * 1e3 / batch)
+    return _summary(samples, batch, output)

@@ -1,0 +1,54 @@
+"""The `loraops` command line. `loraops bench` is the project's main job: it answers "is the vendor
+library fast enough here, or do we need our own kernel?" with numbers (see docs and DESIGN.md)."""
+
+import argparse
+import sys
+
+
+def _positive(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="loraops", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    b = sub.add_parser(
+        "bench", help="time every implementation of every op on a suite of shapes",
+        description="Times the reference, vendor, custom and auto implementations (and PyTorch "
+                    "eager, when importable) of each case of a suite; prints a table and writes "
+                    "results.json and report.md.")
+    b.add_argument("--suite", choices=("seed", "rowwise", "lora", "all"), default="seed",
+                   help="which shapes (default: seed)")
+    b.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: cuda when PyTorch sees a GPU and loraops has its CUDA backend")
+    b.add_argument("--out", default="bench-out", help="output directory (default: ./bench-out)")
+    b.add_argument("--repeats", type=_positive, default=0,
+                   help="timed batches per case (default 20; 3 with --quick)")
+    b.add_argument("--quick", action="store_true",
+                   help="3 repeats of tiny batches: a smoke test, not a measurement")
+    b.add_argument("--match", default="",
+                   help="run only the cases whose 'op shape dtype' contains this text")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.command == "bench":
+        from .bench import BenchError, Options, run_bench
+
+        opts = Options(suite=args.suite, device=args.device, out=args.out, repeats=args.repeats,
+                       quick=args.quick, match=args.match)
+        try:
+            run_bench(opts)
+        except BenchError as e:
+            print(f"loraops bench: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# On the GPU machine (the `device` tool's H200), in one call: build with CUDA, run the GPU tests,
+# run them again under compute-sanitizer (memcheck, racecheck), run the Python tests (torch and
+# gpu markers included) and the benchmarks. Logs go to $OUT (or ./device-out), a summary at the end.
+#   usage: scripts/device_run.sh [bench suites...]   (default: seed)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+SUITES=("${@:-seed}")
+summary=()
+step() {  # step NAME CMD...: run, log to $OUT/NAME.log, remember the status
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
+  return $rc
+}
+
+{ nvidia-smi; nvcc --version; cmake --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$OUT/env.log" 2>&1
+
+# GoogleTest: the image may not have it; the CMake build takes its source from .device/googletest
+# when carried (cp -r /usr/src/googletest .device/ on the dev machine).
+GTEST_ARG=()
+[ -d .device/googletest ] && GTEST_ARG=(-DLORAOPS_GTEST_SOURCE_DIR="$PWD/.device/googletest")
+step configure cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${GTEST_ARG[@]}" &&
+  step build ninja -C build/dev
+if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
+  step gpu_tests build/dev/tests/cpp/loraops_gpu_tests
+  step cpu_tests build/dev/tests/cpp/loraops_tests --gtest_brief=1
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
+fi
+step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
+step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
+for s in "${SUITES[@]}"; do
+  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s"
+  [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
+done
+
+echo "=== summary ==="
+printf '%s\n' "${summary[@]}"
+for f in gpu_tests memcheck racecheck pytest; do
+  [ -f "$OUT/$f.log" ] && { echo "--- $f (tail)"; tail -n 6 "$OUT/$f.log"; }
+done
+for s in "${SUITES[@]}"; do [ -f "$OUT/bench_$s.log" ] && { echo "--- bench $s"; tail -n 40 "$OUT/bench_$s.log"; }; done

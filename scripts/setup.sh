@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine (as root) for loraops and builds it:
+#   Debian packages: a compiler, CMake, Ninja, OpenBLAS (the CPU vendor path), GoogleTest;
+#   a virtual environment .venv with requirements-dev.txt;
+#   the package, installed into .venv from a persistent build dir (build/py) that also holds the
+#   C++ test binaries. The CUDA backend is built when nvcc is found (/usr/local/cuda or PATH).
+# Re-running it is cheap: packages already there are skipped, the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(g++ cmake ninja-build libopenblas-openmp-dev libgtest-dev python3-venv)
+missing=()
+for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages ${missing[*]} and not root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements-dev.txt
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
+echo "setup: building loraops (build/py)" >&2
+.venv/bin/python -m pip install -q --no-build-isolation --no-deps \
+  -C build-dir=build/py -C cmake.define.LORAOPS_BUILD_TESTS=ON .
