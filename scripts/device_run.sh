@@ -2,7 +2,8 @@
 # On the GPU machine (the `device` tool's H200), in one call: build with CUDA, run the GPU tests,
 # run them again under compute-sanitizer (memcheck, racecheck), run the Python tests (torch and
 # gpu markers included) and the benchmarks. Logs go to $OUT (or ./device-out), a summary at the end.
-#   usage: scripts/device_run.sh [bench suites...]   (default: seed)
+#   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
+#   ONLY_CPP=1 skips the Python install, pytest and the bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -32,12 +33,15 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
 fi
+if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
 step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
 for s in "${SUITES[@]}"; do
+  [ "$s" = none ] && continue
   step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s"
   [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
 done
+fi
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
