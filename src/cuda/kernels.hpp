@@ -9,5 +9,12 @@ namespace loraops::cuda {
 
 // kernels/activation.cu
 void activation_custom(const detail::RowParams& p, void* stream);
+// kernels/softmax.cu, kernels/rms_norm.cu, kernels/layer_norm.cu
+void softmax_custom(const detail::RowParams& p, void* stream);
+void rms_norm_custom(const detail::RowParams& p, void* stream);
+void layer_norm_custom(const detail::RowParams& p, void* stream);
+
+// vendor/matmul_cublaslt.cpp
+void matmul_vendor(const detail::MatmulParams& p, void* stream);
 
 }  // namespace loraops::cuda

@@ -137,9 +137,9 @@ TEST(Errors, CudaTensorsWithoutACudaBackendOrKernel) {
   float x[8], o[8];
   Tensor xt = Tensor::contiguous(x, DType::Float32, {8}, Device{DeviceType::CUDA, 0});
   Tensor ot = Tensor::contiguous(o, DType::Float32, {8}, Device{DeviceType::CUDA, 0});
-  // No CUDA kernel for softmax yet (or no CUDA backend): Unsupported before anything runs.
+  // No vendor softmax on CUDA (or no CUDA backend): Unsupported before anything runs.
   try {
-    softmax(xt, -1, ot, {.impl = Impl::Custom});
+    softmax(xt, -1, ot, {.impl = Impl::Vendor});
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Unsupported);

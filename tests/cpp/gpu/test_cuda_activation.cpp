@@ -109,7 +109,12 @@ TEST(CudaActivation, OtherOpsAndImplsAreRegisteredAbsences) {
     EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
     EXPECT_EQ(e.argument(), "impl");
   }
-  EXPECT_THROW(softmax(dx.view(), -1, dout.view(), {}), Error);
+  HostTensor m(DType::Float32, {2, 4});
+  DeviceTensor dm(m), dmo(m);
+  Tensor mo = dmo.view();
+  mo.shape = {2, 2};
+  mo.strides = {2, 1};
+  EXPECT_THROW(matmul(dm.view(), dm.view(), {.trans_b = true}, mo, {.impl = Impl::Custom}), Error);
 }
 
 }  // namespace
