@@ -32,6 +32,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   step cpu_tests build/dev/tests/cpp/loraops_tests --gtest_brief=1
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
+  step latency build/dev/loraops_latency
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
@@ -45,7 +46,7 @@ fi
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
-for f in gpu_tests memcheck racecheck pytest; do
+for f in gpu_tests memcheck racecheck latency pytest; do
   [ -f "$OUT/$f.log" ] && { echo "--- $f (tail)"; tail -n 6 "$OUT/$f.log"; }
 done
 for s in "${SUITES[@]}"; do [ -f "$OUT/bench_$s.log" ] && { echo "--- bench $s"; tail -n 40 "$OUT/bench_$s.log"; }; done

@@ -46,6 +46,18 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
+// Multiprocessor count of a device, read once per device (grid sizes are multiples of it).
+inline int sm_count(int device) {
+  static int cached[64] = {};
+  if (device < 0 || device >= 64) return 132;
+  if (cached[device] == 0) {
+    int n = 0;
+    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    cached[device] = n > 0 ? n : 1;
+  }
+  return cached[device];
+}
+
 // Calls f(T{}) with T the CUDA element type of `t`: the one place a runtime dtype becomes a
 // compile-time one.
 template <class F>

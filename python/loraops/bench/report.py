@@ -140,6 +140,15 @@ def _environment(doc):
               "FLOP/s = 2·M·N·K (+ 2·M·r·(K+N) for LoRA) / time; decode (M ≤ 16) LoRA and GEMM "
               "also GB/s of the weights they stream",
               "- vendor/custom = vendor µs / custom µs: above 1, our kernel is faster"]
+    c = doc.get("ceilings") or {}
+    if c.get("copy_gbps"):
+        lines.append(f"- ceilings measured in this run: copy {c['copy_gbps']:,.0f} GB/s (read + "
+                     "written)" + (f", vendor GEMM {c['gemm_tflops']:,.0f} TFLOP/s "
+                                   f"({c.get('gemm_shape')})" if c.get("gemm_tflops") else "")
+                     + "; notes give each rate as a % of its ceiling; on CUDA, cases under "
+                     "30 µs are also timed in CUDA-graph replay (\"graph\" in the notes)")
+    elif c.get("error"):
+        lines.append(f"- ceilings: not measured ({c['error']})")
     if doc.get("interrupted"):
         lines.append("- **interrupted**: the run was stopped; rows after the stop are missing")
     return lines + [""]

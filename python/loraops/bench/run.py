@@ -11,12 +11,14 @@ import os
 import sys
 from dataclasses import dataclass
 
-from . import check, environment, frameworks, report, suites, timing
+from . import ceilings, check, environment, frameworks, report, suites, timing
 
 IMPLS = ("reference", "vendor", "custom", "auto")
 TORCH = "torch"
 SCHEMA = "loraops-bench/1"
 DEFAULT_REPEATS = 20
+# Cases faster than this (µs per call, eager) are latency-bound: also time them in graph replay.
+GRAPH_BELOW_US = 30.0
 QUICK_REPEATS = 3
 
 
@@ -65,7 +67,8 @@ def _row(case, impl, device):
             "us_median": None, "us_min": None, "us_max": None, "us_q1": None, "us_q3": None,
             "repeats": 0, "batch": 0, "unit": _unit(case, device), "value": None,
             "bytes": case.bytes(), "flops": case.flops(), "weight_gbps": None,
-            "max_rel_err": None, "checked_against": None}
+            "max_rel_err": None, "checked_against": None, "us_graph": None,
+            "frac_of_ceiling": None}
 
 
 def _fill_timing(row, case, t):
@@ -126,11 +129,23 @@ class Runner:
             t = self.time(fn)
             _fill_timing(row, case, t)
             self.sanity_check(row, case, t.output, inputs)
+            if self.device == "cuda" and t.us_median < GRAPH_BELOW_US and not self.opts.quick:
+                self.graph_time(row, fn)
         except self.ops.UnsupportedError as e:  # a registered kernel that is still a stub
             row.update(status="absent", note=str(e))
         except Exception as e:
             row.update(status="error", note=_error_text(e))
         return row
+
+    def graph_time(self, row, fn):
+        """Latency-bound cases: also the per-call time in CUDA-graph replay."""
+        try:
+            row["us_graph"] = timing.time_cuda_graph(fn, self.torch)
+            row["note"] = ((f"{row['note']}; " if row["note"] else "")
+                           + f"graph {report.fmt_us(row['us_graph'])} us")
+        except Exception as e:  # an op that cannot be captured says so; the eager time stands
+            row["note"] = ((f"{row['note']}; " if row["note"] else "")
+                           + f"graph capture failed: {_error_text(e)}")
 
     def sanity_check(self, row, case, output, inputs):
         """Compares with the case's first output; the first one becomes the baseline."""
@@ -216,13 +231,25 @@ def run_bench(opts, ops=None, out=None, err=None):
     runner = Runner(opts, ops, torch, device, err)
     err.write(f"loraops bench: suite {opts.suite} on {device}, {len(cases)} cases x "
               f"{len(runner.impls)} implementations, {runner.repeats} repeats\n")
+    err.write("measuring the ceilings (copy bandwidth, vendor GEMM rate) ...\n")
+    try:
+        ceil = ceilings.measure(device, torch, opts.quick)
+    except Exception as e:  # no ceiling is no reason to lose the run
+        ceil = {"error": _error_text(e)}
     rows, interrupted = runner.run(cases)
+    for r in rows:
+        r["frac_of_ceiling"] = ceilings.fraction(r, ceil)
+        if r["frac_of_ceiling"] is not None:
+            what = "copy" if r["unit"] == "GB/s" else "vendor GEMM"
+            r["note"] = ((f"{r['note']}; " if r["note"] else "")
+                         + f"{100 * r['frac_of_ceiling']:.0f}% of {what}")
     doc = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": environment.device_info(device, torch),
         "loraops": environment.loraops_info(ops),
         "torch": environment.torch_version(torch),
+        "ceilings": ceil,
         "suite": opts.suite,
         "impls": list(runner.impls),
         "options": {"repeats": runner.repeats, "quick": opts.quick, "match": opts.match or None},

@@ -33,18 +33,39 @@ __device__ __forceinline__ float act(float x) {
   return x;
 }
 
-// n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector.
-template <class T, Activation K>
-__global__ void activation_vec(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+// n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector. Each
+// thread issues U independent 16-byte loads (coalesced across the block) before the first use,
+// so enough bytes are in flight to cover HBM latency; loads and stores are streaming (__ldcs /
+// __stcs): each byte is touched once, so it should not displace anything in L2.
+template <class T, Activation K, int U>
+__global__ void __launch_bounds__(256) activation_vec(const T* __restrict__ x, T* __restrict__ y,
+                                                      int64_t n) {
   constexpr int V = 16 / sizeof(T);
-  struct alignas(16) Vec { T v[V]; };
+  union Vec {
+    uint4 raw;
+    T v[V];
+  };
   const int64_t nvec = n / V;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec; i += stride) {
-    Vec a = reinterpret_cast<const Vec*>(x)[i];
+  const int64_t tile = int64_t(blockDim.x) * U;
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  uint4* yv = reinterpret_cast<uint4*>(y);
+  for (int64_t base = int64_t(blockIdx.x) * tile + threadIdx.x; base < nvec;
+       base += int64_t(gridDim.x) * tile) {
+    Vec a[U];
 #pragma unroll
-    for (int j = 0; j < V; ++j) a.v[j] = from_float<T>(act<K>(to_float(a.v[j])));
-    reinterpret_cast<Vec*>(y)[i] = a;
+    for (int u = 0; u < U; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      if (i < nvec) a[u].raw = __ldcs(xv + i);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t i = base + int64_t(u) * blockDim.x;
+      if (i < nvec) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) a[u].v[j] = from_float<T>(act<K>(to_float(a[u].v[j])));
+        __stcs(yv + i, a[u].raw);
+      }
+    }
   }
   // The tail (< V elements) goes to the first threads.
   const int64_t t = nvec * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -67,10 +88,12 @@ bool flat(const RowsView& v) {
   return v.col_stride == 1 && v.uniform(&rs) && (v.nlead == 0 || rs == v.cols);
 }
 
-int grid_for(int64_t work, int threads) {
-  // Enough blocks to fill the GPU several times over; the kernels loop past that.
-  const int64_t blocks = (work + threads - 1) / threads;
-  return int(blocks < 132 * 32 ? (blocks > 0 ? blocks : 1) : 132 * 32);
+// Blocks for `work` items of `per_block` each, capped at 8 resident 256-thread blocks per SM
+// (a full SM); the kernels loop past that.
+int grid_for(int64_t work, int64_t per_block, int device) {
+  const int64_t blocks = (work + per_block - 1) / per_block;
+  const int64_t cap = int64_t(sm_count(device)) * 8;
+  return int(blocks < cap ? (blocks > 0 ? blocks : 1) : cap);
 }
 
 template <class T, Activation K>
@@ -78,12 +101,15 @@ void launch(const RowParams& p, cudaStream_t stream) {
   const int64_t n = p.x.rows * p.x.cols;
   constexpr int kThreads = 256;
   const bool aligned = (reinterpret_cast<uintptr_t>(p.x.p) | reinterpret_cast<uintptr_t>(p.out.p)) % 16 == 0;
+  constexpr int kUnroll = 4;
   if (flat(p.x) && flat(p.out) && aligned) {
     const int64_t vecs = n / (16 / int64_t(sizeof(T)));
-    activation_vec<T, K><<<grid_for(vecs > 0 ? vecs : 1, kThreads), kThreads, 0, stream>>>(
-        static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
+    activation_vec<T, K, kUnroll>
+        <<<grid_for(vecs, kThreads * kUnroll, p.device_index), kThreads, 0, stream>>>(
+            static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
   } else {
-    activation_strided<T, K><<<grid_for(n, kThreads), kThreads, 0, stream>>>(p.x, p.out, n);
+    activation_strided<T, K>
+        <<<grid_for(n, kThreads, p.device_index), kThreads, 0, stream>>>(p.x, p.out, n);
   }
   LORAOPS_CUDA_CHECK_LAUNCH("activation");
 }

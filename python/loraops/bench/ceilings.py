@@ -1,0 +1,72 @@
+"""The ceilings every figure is a fraction of, measured in the same run as the figures (a noisy
+or throttled machine then moves both): device-to-device copy bandwidth (bytes read + written) and,
+on CUDA, the vendor GEMM rate (bf16 8192^3 through PyTorch's cuBLAS)."""
+
+import statistics
+import time
+
+import numpy as np
+
+COPY_BYTES = 1 << 30      # 1 GiB each way on the GPU: far past the 60 MB L2
+CPU_COPY_BYTES = 1 << 28  # 256 MiB on the CPU: past any last-level cache
+
+
+def measure(device, torch=None, quick=False):
+    if device == "cuda":
+        return _cuda(torch, quick)
+    return _cpu(quick)
+
+
+def _cpu(quick):
+    n = (CPU_COPY_BYTES >> (4 if quick else 0)) // 4
+    src = np.random.default_rng(0).random(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    samples = []
+    for _ in range(3 if quick else 7):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        samples.append(time.perf_counter() - t0)
+    return {"copy_gbps": 2 * src.nbytes / statistics.median(samples) / 1e9, "gemm_tflops": None}
+
+
+def _cuda(torch, quick):
+    nbytes = COPY_BYTES >> (4 if quick else 0)
+    src = torch.rand(nbytes // 2, device="cuda", dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    copy_s = _events(torch, lambda: dst.copy_(src), 5 if quick else 20)
+    del src, dst
+    n = 2048 if quick else 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    gemm_s = _events(torch, lambda: torch.matmul(a, b), 3 if quick else 10)
+    del a, b
+    torch.cuda.empty_cache()
+    return {"copy_gbps": 2 * nbytes / copy_s / 1e9, "gemm_tflops": 2 * n ** 3 / gemm_s / 1e12,
+            "gemm_shape": f"bf16 {n}^3 torch.matmul"}
+
+
+def _events(torch, fn, reps):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e-3)
+    return statistics.median(times)
+
+
+def fraction(row, ceil):
+    """The row's rate as a fraction of its ceiling (copy for GB/s, vendor GEMM for FLOP/s)."""
+    v = row.get("value")
+    if v is None or not ceil:
+        return None
+    if row["unit"] == "GB/s":
+        return v / ceil["copy_gbps"] if ceil.get("copy_gbps") else None
+    if row["unit"] == "TFLOP/s" and ceil.get("gemm_tflops"):
+        return v / ceil["gemm_tflops"]
+    return None
