@@ -138,6 +138,9 @@ def _rowwise(device, half_dtypes):
              for c in _rows("rowwise", shape, d)]
     cases += [Case("rowwise", "activation", d, act_shape, kind=kind)
               for kind in ("silu", "gelu_tanh") for d in halves(("bfloat16",))]
+    # The vendor GEMM beside the row ops: the rate the rest of the library is measured against.
+    gemms = ([("bfloat16", 8192), ("float32", 4096)] if device == "cuda" else [("float32", 1024)])
+    cases += [Case("rowwise", "matmul", d, (h, h), n=h) for d, h in gemms]
     return cases
 
 

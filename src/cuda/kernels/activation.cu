@@ -33,10 +33,10 @@ __device__ __forceinline__ float act(float x) {
   return x;
 }
 
-// n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector. Each
-// thread issues U independent 16-byte loads (coalesced across the block) before the first use,
-// so enough bytes are in flight to cover HBM latency; loads and stores are streaming (__ldcs /
-// __stcs): each byte is touched once, so it should not displace anything in L2.
+// n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector. One
+// tile of U vectors per thread per block, no grid-stride loop: each thread issues its U
+// independent, coalesced 16-byte loads before the first use, and the many short blocks keep every
+// SM busy to the end (a capped grid looping over tiles measured 5% slower: NOTES.md).
 template <class T, Activation K, int U>
 __global__ void __launch_bounds__(256) activation_vec(const T* __restrict__ x, T* __restrict__ y,
                                                       int64_t n) {
@@ -46,28 +46,25 @@ __global__ void __launch_bounds__(256) activation_vec(const T* __restrict__ x, T
     T v[V];
   };
   const int64_t nvec = n / V;
-  const int64_t tile = int64_t(blockDim.x) * U;
+  const int64_t base = int64_t(blockIdx.x) * blockDim.x * U + threadIdx.x;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   uint4* yv = reinterpret_cast<uint4*>(y);
-  for (int64_t base = int64_t(blockIdx.x) * tile + threadIdx.x; base < nvec;
-       base += int64_t(gridDim.x) * tile) {
-    Vec a[U];
+  Vec a[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t i = base + int64_t(u) * blockDim.x;
-      if (i < nvec) a[u].raw = __ldcs(xv + i);
-    }
+  for (int u = 0; u < U; ++u) {
+    const int64_t i = base + int64_t(u) * blockDim.x;
+    if (i < nvec) a[u].raw = xv[i];
+  }
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t i = base + int64_t(u) * blockDim.x;
-      if (i < nvec) {
+  for (int u = 0; u < U; ++u) {
+    const int64_t i = base + int64_t(u) * blockDim.x;
+    if (i < nvec) {
 #pragma unroll
-        for (int j = 0; j < V; ++j) a[u].v[j] = from_float<T>(act<K>(to_float(a[u].v[j])));
-        __stcs(yv + i, a[u].raw);
-      }
+      for (int j = 0; j < V; ++j) a[u].v[j] = from_float<T>(act<K>(to_float(a[u].v[j])));
+      yv[i] = a[u].raw;
     }
   }
-  // The tail (< V elements) goes to the first threads.
+  // The tail (< V elements) goes to the first threads of the grid.
   const int64_t t = nvec * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t < n) y[t] = from_float<T>(act<K>(to_float(x[t])));
 }
@@ -104,9 +101,11 @@ void launch(const RowParams& p, cudaStream_t stream) {
   constexpr int kUnroll = 4;
   if (flat(p.x) && flat(p.out) && aligned) {
     const int64_t vecs = n / (16 / int64_t(sizeof(T)));
-    activation_vec<T, K, kUnroll>
-        <<<grid_for(vecs, kThreads * kUnroll, p.device_index), kThreads, 0, stream>>>(
-            static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
+    const int64_t tiles = (vecs + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+    if (tiles > INT32_MAX) throw Error(ErrorKind::Unsupported, "activation", "x",
+                                       "fewer than 2^31 tiles of 1024 vectors", "more");
+    activation_vec<T, K, kUnroll><<<unsigned(tiles > 0 ? tiles : 1), kThreads, 0, stream>>>(
+        static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
   } else {
     activation_strided<T, K>
         <<<grid_for(n, kThreads, p.device_index), kThreads, 0, stream>>>(p.x, p.out, n);

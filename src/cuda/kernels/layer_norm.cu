@@ -1,11 +1,215 @@
-// STUB: to be implemented.
+// layer_norm over each row, (x - mean) * rsqrt(var + eps) * weight + bias, for float32/float16/
+// bfloat16 with fp32 sums and the population variance by a stable method (never E[x^2]-E[x]^2).
+// Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; the
+// mean is one group reduction, the sum of squared deviations from it a second one over the same
+// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic);
+// weight and bias stay in registers across the rows a thread does. Longer rows: one pass of
+// Welford/Chan merges (per vector, then across threads), then a pass that re-reads and writes.
+// Both work on x - x[0] (see stats below).
+// A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
 #include "cuda/kernels.hpp"
-#include "loraops/error.hpp"
+#include "cuda/kernels/row_common.cuh"
 
 namespace loraops::cuda {
 
-void layer_norm_custom(const detail::RowParams&, void*) {
-  throw Error(ErrorKind::Unsupported, "layer_norm_custom", "impl", "an implementation", "a stub");
+namespace {
+
+using namespace rows;
+
+template <class T, int V, int NVEC>
+__global__ void __launch_bounds__(reg_max_threads(NVEC))
+layer_norm_reg(RowParams p, int tpr) {
+  constexpr bool kHold = NVEC <= 4;
+  __shared__ float red[kReduceFloats];
+  const Group g(tpr);
+  const int nv = int(p.x.cols / V);  // <= 8192 here
+  RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f, g.t, tpr, nv);
+  RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f, g.t, tpr, nv);
+  const float inv_n = 1.f / float(p.x.cols);
+  int parity = 0;
+  for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
+    const int64_t row = r0 + g.slot;
+    const bool active = row < p.x.rows;
+    w.refresh();
+    b.refresh();
+    // Both row addresses up front: for views that need divisions, nothing else is live yet.
+    const T* xr = row_ptr<const T>(p.x, active ? row : 0);
+    T* yr = row_ptr<T>(p.out, active ? row : 0);
+    Vec<T, V> v[NVEC];
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k) {
+      const int c = k * tpr + g.t;
+      v[k] = active && c < nv ? load_last<T, V>(vec_ptr<V>(xr, c, p.x.col_stride)) : splat<T, V>(0.f);
+    }
+    // The shift: every thread reads the row's first element itself (one broadcast load, in flight
+    // with the others) rather than wait for a shuffle or a barrier.
+    const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
+    // The statistics of the row scaled by xs (1, or a power of two for a rescued row), as the CPU
+    // custom kernel computes them: the corrected two-pass method on x - x0. The shift keeps data
+    // far from zero (1e4 + noise) small and exact, and the mean is x0 + m, never rounded to a float
+    // near x0; the second pass sums the deviations u = (x - x0) - d and their squares, whose mean
+    // c is the rounding error of d: it corrects the mean and the variance without cancelling.
+    auto stats = [&](float xs, float& m, float& var) {
+      const float x0s = x0 * xs;
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < NVEC; ++k) {
+        if (k * tpr + g.t >= nv) continue;
+#pragma unroll
+        for (int j = 0; j < V; ++j) s += fmaf(v[k][j], xs, -x0s);
+      }
+      const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;
+      launder(v);
+      Sum2Op q{0.f, 0.f};
+#pragma unroll
+      for (int k = 0; k < NVEC; ++k) {
+        if (k * tpr + g.t >= nv) continue;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const float u = fmaf(v[k][j], xs, -x0s) - d;
+          q.a += u;
+          q.b = fmaf(u, u, q.b);
+        }
+      }
+      q = group_reduce(q, g, red, parity);
+      launder(v);
+      const float c = q.a * inv_n;
+      m = d + c;
+      var = nanmax(fmaf(q.b, inv_n, -c * c), 0.f);
+    };
+    float m, var, xs = 1.f, eps = p.eps;
+    stats(1.f, m, var);
+    const bool need = active && needs_rescale(var, p.eps);
+    if (__any_sync(~0u, need)) {  // the whole warp: the reductions shuffle over all of it
+      float a = 0.f;
+#pragma unroll
+      for (int k = 0; k < NVEC; ++k)
+#pragma unroll
+        for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[k][j]));
+      a = group_reduce(MaxOp{a}, g, red, parity).v;
+      launder(v);
+      const bool ok = a > 0.f && a <= FLT_MAX;  // else inf/NaN/0 rows: the plain result is right
+      const float sc = ok ? pow2_scale(a) : 1.f;
+      float m2, var2;
+      stats(sc, m2, var2);
+      if (need && ok) xs = sc, m = m2, var = var2, eps = p.eps * sc * sc;
+    }
+    const float r = rsqrtf(var + eps), x0s = x0 * xs;
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k) {
+      const int c = k * tpr + g.t;
+      if (!active || c >= nv) continue;
+      const Vec<T, V> wk = w.get(k, c), bk = b.get(k, c);
+      float y[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j)
+        y[j] = fmaf((fmaf(v[k][j], xs, -x0s) - m) * r, wk[j], bk[j]);
+      store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
+    }
+  }
+}
+
+// (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
+struct WelfordOp {
+  float n, mean, m2;
+  static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
+  static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
+    if (b.n == 0.f) return a;
+    if (a.n == 0.f) return b;
+    const float n = a.n + b.n, f = b.n / n, d = b.mean - a.mean;
+    return {n, fmaf(d, f, a.mean), a.m2 + b.m2 + d * d * a.n * f};
+  }
+  static __device__ WelfordOp shfl_xor(WelfordOp a, int o) {
+    return {__shfl_xor_sync(~0u, a.n, o), __shfl_xor_sync(~0u, a.mean, o),
+            __shfl_xor_sync(~0u, a.m2, o)};
+  }
+  static __device__ WelfordOp shfl(WelfordOp a, int src, int width) {
+    return {__shfl_sync(~0u, a.n, src, width), __shfl_sync(~0u, a.mean, src, width),
+            __shfl_sync(~0u, a.m2, src, width)};
+  }
+};
+
+// Rows too long for registers; a block per row.
+template <class T, int V>
+__global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
+  __shared__ float red[kReduceFloats];
+  const Group g(int(blockDim.x));
+  const int64_t nv = p.x.cols / V;
+  const Affine<T, V> w(p.weight, p.weight_stride), b(p.bias, p.bias_stride);
+  int parity = 0;
+  for (int64_t row = blockIdx.x; row < p.x.rows; row += gridDim.x) {
+    const T* xr = row_ptr<const T>(p.x, row);
+    const float x0 = load<T, 1>(xr)[0];  // the shift, as in the register kernel
+    // Welford per vector on (x - x0) * xs, then Chan's merges across the block.
+    auto stats = [&](float xs) {
+      const float x0s = x0 * xs;
+      WelfordOp st = WelfordOp::identity();
+      for_row_vectors<T, V, false>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t, const Vec<T, V>& v) {
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < V; ++j) s += fmaf(v[j], xs, -x0s);
+        const float cm = s * (1.f / V);
+        float q = 0.f;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const float d = fmaf(v[j], xs, -x0s) - cm;
+          q = fmaf(d, d, q);
+        }
+        st = WelfordOp::merge(st, {float(V), cm, q});
+      });
+      return group_reduce(st, g, red, parity);
+    };
+    WelfordOp st = stats(1.f);
+    float xs = 1.f, eps = p.eps;
+    if (needs_rescale(st.m2 / st.n, p.eps)) {  // the same in the whole block
+      float a = 0.f;
+      for_row_vectors<T, V, false>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t, const Vec<T, V>& v) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[j]));
+      });
+      a = group_reduce(MaxOp{a}, g, red, parity).v;
+      if (a > 0.f && a <= FLT_MAX) {
+        xs = pow2_scale(a);
+        st = stats(xs);
+        eps = p.eps * xs * xs;
+      }
+    }
+    const float m = st.mean, r = rsqrtf(st.m2 / st.n + eps), x0s = x0 * xs;
+    T* yr = row_ptr<T>(p.out, row);
+    for_row_vectors<T, V, true>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t c, const Vec<T, V>& v) {
+      const Vec<T, V> wc = w.load(c, 1.f), bc = b.load(c, 0.f);
+      float y[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) y[j] = fmaf((fmaf(v[j], xs, -x0s) - m) * r, wc[j], bc[j]);
+      store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
+    });
+  }
+}
+
+template <class T, int V>
+void launch_v(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
+  if (pl.looped) return launch_rows(layer_norm_loop<T, V>, pl, p, s);
+  switch (pl.nvec) {
+    case 1: return launch_rows(layer_norm_reg<T, V, 1>, pl, p, s, pl.tpr);
+    case 2: return launch_rows(layer_norm_reg<T, V, 2>, pl, p, s, pl.tpr);
+    case 4: return launch_rows(layer_norm_reg<T, V, 4>, pl, p, s, pl.tpr);
+    default: return launch_rows(layer_norm_reg<T, V, 8>, pl, p, s, pl.tpr);
+  }
+}
+
+}  // namespace
+
+void layer_norm_custom(const RowParams& p, void* stream) {
+  if (p.x.rows == 0 || p.x.cols == 0) return;
+  DeviceGuard guard(p.device_index);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const RowPlan pl = plan_rows<T>(p);
+    if (pl.v > 1) launch_v<T, 16 / sizeof(T)>(p, pl, s);
+    else launch_v<T, 1>(p, pl, s);
+  });
+  LORAOPS_CUDA_CHECK_LAUNCH("layer_norm");
 }
 
 }  // namespace loraops::cuda

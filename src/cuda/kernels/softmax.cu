@@ -1,11 +1,158 @@
-// STUB: to be implemented.
+// softmax over each row for float32/float16/bfloat16, accumulating in fp32.
+// Register-resident kernel (rows up to 8192 vectors): the row is read once into registers, the
+// max and the sum of exponentials are group reductions, and the row is written from registers:
+// one HBM read and one write per element. Longer rows: an online (max, sum) pass, then a pass
+// that re-reads (mostly from L2) and writes.
+// Special rows as the reference: NaN anywhere gives a NaN row (the max keeps NaN), all -inf gives
+// 0, +inf gives NaN (inf - inf), as the plain formula does.
 #include "cuda/kernels.hpp"
-#include "loraops/error.hpp"
+#include "cuda/kernels/row_common.cuh"
 
 namespace loraops::cuda {
 
-void softmax_custom(const detail::RowParams&, void*) {
-  throw Error(ErrorKind::Unsupported, "softmax_custom", "impl", "an implementation", "a stub");
+namespace {
+
+using namespace rows;
+
+template <class T, int V, int NVEC>
+__global__ void __launch_bounds__(reg_max_threads(NVEC))
+softmax_reg(RowParams p, int tpr) {
+  __shared__ float red[kReduceFloats];
+  const Group g(tpr);
+  const int nv = int(p.x.cols / V);  // <= 8192 here
+  int parity = 0;
+  for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
+    const int64_t row = r0 + g.slot;
+    const bool active = row < p.x.rows;
+    // Both row addresses up front: for views that need divisions, nothing else is live yet.
+    const T* xr = row_ptr<const T>(p.x, active ? row : 0);
+    T* yr = row_ptr<T>(p.out, active ? row : 0);
+    // Every load of the row in flight before the first use; slots past the row hold -inf, which
+    // adds nothing to the max or the sum.
+    Vec<T, V> v[NVEC];
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k) {
+      const int c = k * tpr + g.t;
+      v[k] = active && c < nv ? load_last<T, V>(vec_ptr<V>(xr, c, p.x.col_stride))
+                              : splat<T, V>(-INFINITY);
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k)
+#pragma unroll
+      for (int j = 0; j < V; ++j) m = nanmax(m, v[k][j]);
+    m = group_reduce(MaxOp{m}, g, red, parity).v;
+    launder(v);
+    // An all -inf row has no mass anywhere: subtract 0 (exp gives 0s) and scale by 0.
+    const bool none = m == -INFINITY;
+    const float mm = none ? 0.f : m;
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k)
+#pragma unroll
+      for (int j = 0; j < V; ++j) s += exp_diff(v[k][j], mm);
+    s = group_reduce(SumOp{s}, g, red, parity).v;
+    launder(v);
+    const float inv = none ? 0.f : 1.f / s;
+#pragma unroll
+    for (int k = 0; k < NVEC; ++k) {
+      const int c = k * tpr + g.t;
+      if (!active || c >= nv) continue;
+      float y[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) y[j] = exp_diff_again(v[k][j], mm) * inv;
+      store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
+    }
+  }
+}
+
+// Running (max, sum of exp(x - max)) of part of a row; merges rescale the smaller max's sum.
+struct OnlineOp {
+  float m, s;
+  static __device__ OnlineOp identity() { return {-INFINITY, 0.f}; }
+  static __device__ OnlineOp merge(OnlineOp a, OnlineOp b) {
+    const float m = nanmax(a.m, b.m);
+    if (m == -INFINITY) return {m, 0.f};
+    return {m, a.s * exp_diff(a.m, m) + b.s * exp_diff(b.m, m)};
+  }
+  static __device__ OnlineOp shfl_xor(OnlineOp a, int o) {
+    return {__shfl_xor_sync(~0u, a.m, o), __shfl_xor_sync(~0u, a.s, o)};
+  }
+  static __device__ OnlineOp shfl(OnlineOp a, int src, int width) {
+    return {__shfl_sync(~0u, a.m, src, width), __shfl_sync(~0u, a.s, src, width)};
+  }
+};
+
+// Rows too long for registers; a block per row.
+template <class T, int V>
+__global__ void __launch_bounds__(kLoopThreads) softmax_loop(RowParams p) {
+  __shared__ float red[kReduceFloats];
+  const Group g(int(blockDim.x));
+  const int64_t nv = p.x.cols / V, step = int64_t(kLoopUnroll) * g.tpr;
+  int parity = 0;
+  for (int64_t row = blockIdx.x; row < p.x.rows; row += gridDim.x) {
+    const T* xr = row_ptr<const T>(p.x, row);
+    OnlineOp st = OnlineOp::identity();
+    for (int64_t c0 = g.t; c0 < nv; c0 += step) {
+      Vec<T, V> v[kLoopUnroll];
+#pragma unroll
+      for (int u = 0; u < kLoopUnroll; ++u) {
+        const int64_t c = c0 + int64_t(u) * g.tpr;
+        v[u] = c < nv ? load<T, V>(vec_ptr<V>(xr, c, p.x.col_stride)) : splat<T, V>(-INFINITY);
+      }
+      float cm = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < kLoopUnroll; ++u)
+#pragma unroll
+        for (int j = 0; j < V; ++j) cm = nanmax(cm, v[u][j]);
+      const float mn = nanmax(st.m, cm);
+      if (mn != -INFINITY) {
+        float cs = 0.f;
+#pragma unroll
+        for (int u = 0; u < kLoopUnroll; ++u)
+#pragma unroll
+          for (int j = 0; j < V; ++j) cs += exp_diff(v[u][j], mn);
+        st.s = st.s * exp_diff(st.m, mn) + cs;
+        st.m = mn;
+      }
+    }
+    st = group_reduce(st, g, red, parity);
+    const bool none = st.m == -INFINITY;
+    const float mm = none ? 0.f : st.m, inv = none ? 0.f : 1.f / st.s;
+    T* yr = row_ptr<T>(p.out, row);
+    for_row_vectors<T, V, true>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t c, const Vec<T, V>& v) {
+      float y[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) y[j] = exp_diff(v[j], mm) * inv;
+      store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
+    });
+  }
+}
+
+template <class T, int V>
+void launch_v(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
+  if (pl.looped) return launch_rows(softmax_loop<T, V>, pl, p, s);
+  switch (pl.nvec) {
+    case 1: return launch_rows(softmax_reg<T, V, 1>, pl, p, s, pl.tpr);
+    case 2: return launch_rows(softmax_reg<T, V, 2>, pl, p, s, pl.tpr);
+    case 4: return launch_rows(softmax_reg<T, V, 4>, pl, p, s, pl.tpr);
+    default: return launch_rows(softmax_reg<T, V, 8>, pl, p, s, pl.tpr);
+  }
+}
+
+}  // namespace
+
+void softmax_custom(const RowParams& p, void* stream) {
+  if (p.x.rows == 0 || p.x.cols == 0) return;
+  DeviceGuard guard(p.device_index);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const RowPlan pl = plan_rows<T>(p);
+    if (pl.v > 1) launch_v<T, 16 / sizeof(T)>(p, pl, s);
+    else launch_v<T, 1>(p, pl, s);
+  });
+  LORAOPS_CUDA_CHECK_LAUNCH("softmax");
 }
 
 }  // namespace loraops::cuda

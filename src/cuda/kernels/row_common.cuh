@@ -1,0 +1,485 @@
+// Shared by the row kernels (softmax, rms_norm, layer_norm): 16-byte vector loads and stores,
+// reductions over the threads that own one row, row addressing over any RowsView, and the
+// host-side choice of launch configuration.
+//
+// Work split. A row is owned by a group of `tpr` threads. Short rows: tpr <= 32 is a power of two,
+// several groups share a warp and reduce with shuffles only. Long rows: tpr > 32 is a multiple of
+// 32 and the group is the whole block (one smem exchange per reduction). Thread t of a group owns
+// vectors t, t+tpr, t+2*tpr, ... of its row (consecutive threads read consecutive 16 bytes).
+// Blocks loop over rows with a stride of the grid, the loop bound being the same for every thread
+// of a block, so every thread of a warp takes part in every shuffle and barrier.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "core/params.hpp"
+#include "cuda/common.cuh"
+
+namespace loraops::cuda::rows {
+
+using detail::RowParams;
+using detail::RowsView;
+
+// ---- sizes ----------------------------------------------------------------------------------------
+
+// Vectors per thread of the register-resident kernels are 1, 2, 4 or 8; rows longer than
+// kMaxThreads * 8 vectors take the looped kernel (a pass for the statistics, a pass to write).
+constexpr int kMaxThreads = 1024;
+constexpr int kLoopThreads = 1024;
+constexpr int kLoopUnroll = 4;  // vectors in flight per thread per trip of the looped kernels
+constexpr int kShortRowBlock = 128;
+
+// NVEC <= 4 rows use at most 256 threads per row (so the kernel may keep weight and bias in
+// registers); NVEC = 8 up to 1024.
+constexpr int reg_max_threads(int nvec) { return nvec <= 4 ? 256 : kMaxThreads; }
+
+// ---- vectors -------------------------------------------------------------------------------------
+
+// V elements of T kept as their raw bits (uint4 for 16 bytes, ... unsigned short for one half):
+// a half row stays two elements per register, where an array of T would be split into one
+// 16-bit value per register. v[j] is element j as a float.
+template <int Bytes> struct RawOf;
+template <> struct RawOf<16> { using type = uint4; };
+template <> struct RawOf<8> { using type = uint2; };
+template <> struct RawOf<4> { using type = unsigned; };
+template <> struct RawOf<2> { using type = unsigned short; };
+
+__device__ __forceinline__ unsigned word(const uint4& r, int i) {
+  return i == 0 ? r.x : i == 1 ? r.y : i == 2 ? r.z : r.w;
+}
+__device__ __forceinline__ unsigned word(const uint2& r, int i) { return i == 0 ? r.x : r.y; }
+__device__ __forceinline__ unsigned word(unsigned r, int) { return r; }
+__device__ __forceinline__ unsigned word(unsigned short r, int) { return r; }
+__device__ __forceinline__ void set_word(uint4& r, int i, unsigned w) {
+  (i == 0 ? r.x : i == 1 ? r.y : i == 2 ? r.z : r.w) = w;
+}
+__device__ __forceinline__ void set_word(uint2& r, int i, unsigned w) { (i == 0 ? r.x : r.y) = w; }
+__device__ __forceinline__ void set_word(unsigned& r, int, unsigned w) { r = w; }
+__device__ __forceinline__ void set_word(unsigned short& r, int, unsigned w) { r = (unsigned short)w; }
+
+// The bits of one element of T (low 16 bits for the half types).
+template <class T> __device__ __forceinline__ unsigned bits_of(float f);
+template <> __device__ __forceinline__ unsigned bits_of<float>(float f) { return __float_as_uint(f); }
+template <> __device__ __forceinline__ unsigned bits_of<__half>(float f) {
+  return __half_as_ushort(__float2half_rn(f));
+}
+template <> __device__ __forceinline__ unsigned bits_of<__nv_bfloat16>(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+// Element `hi` (0 or 1) of a word of two halves, as a float.
+template <class T> __device__ __forceinline__ float half_of(unsigned w, int hi);
+template <> __device__ __forceinline__ float half_of<__nv_bfloat16>(unsigned w, int hi) {
+  return __uint_as_float(hi ? w & 0xffff0000u : w << 16);
+}
+template <> __device__ __forceinline__ float half_of<__half>(unsigned w, int hi) {
+  return __half2float(__ushort_as_half((unsigned short)(hi ? w >> 16 : w & 0xffffu)));
+}
+
+template <class T, int V>
+struct Vec {
+  using R = typename RawOf<int(sizeof(T)) * V>::type;
+  R r;
+  __device__ __forceinline__ float operator[](int j) const {
+    if constexpr (sizeof(T) == 4) return __uint_as_float(word(r, j));
+    else return half_of<T>(word(r, j / 2), j % 2);
+  }
+};
+
+// Makes the compiler forget what v holds (an empty asm that "modifies" its words). Converting a
+// half element to fp32 is one instruction; without this the compiler converts a held row (or the
+// weight, hoisted out of the row loop) once and keeps the fp32 copies live: twice the registers.
+__device__ __forceinline__ void launder_word(unsigned& w) { asm volatile("" : "+r"(w)); }
+__device__ __forceinline__ void launder_word(unsigned short& w) { asm volatile("" : "+h"(w)); }
+__device__ __forceinline__ void launder_raw(uint4& r) {
+  launder_word(r.x), launder_word(r.y), launder_word(r.z), launder_word(r.w);
+}
+__device__ __forceinline__ void launder_raw(uint2& r) { launder_word(r.x), launder_word(r.y); }
+__device__ __forceinline__ void launder_raw(unsigned& r) { launder_word(r); }
+__device__ __forceinline__ void launder_raw(unsigned short& r) { launder_word(r); }
+template <class T, int V, int N>
+__device__ __forceinline__ void launder(Vec<T, V> (&v)[N]) {
+  if constexpr (sizeof(T) == 2) {
+#pragma unroll
+    for (int k = 0; k < N; ++k) launder_raw(v[k].r);
+  }
+}
+
+// Plain load: cached, for data read again soon (the first pass of the looped kernels).
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> load(const T* p) {
+  return {*reinterpret_cast<const typename Vec<T, V>::R*>(p)};
+}
+// Streaming load (evict first): x read for the last time. Not the read-only path (ld.nc): out
+// may be x itself, and each element is read before the same thread writes it.
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> load_last(const T* p) {
+  return {__ldcs(reinterpret_cast<const typename Vec<T, V>::R*>(p))};
+}
+// Read-only path: weight and bias, shared by every row.
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> load_const(const T* p) {
+  return {__ldg(reinterpret_cast<const typename Vec<T, V>::R*>(p))};
+}
+template <class T, int V>
+__device__ __forceinline__ void store(T* p, const Vec<T, V>& v) {
+  __stcs(reinterpret_cast<typename Vec<T, V>::R*>(p), v.r);
+}
+
+// Every element f (a constant: folds to an immediate per word).
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> splat(float f) {
+  const unsigned b = bits_of<T>(f);
+  const unsigned w = sizeof(T) == 4 ? b : b | b << 16;
+  Vec<T, V> v;
+  constexpr int kWords = (int(sizeof(T)) * V + 3) / 4;
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) set_word(v.r, i, w);
+  return v;
+}
+
+// fp32 results to a vector of T, two at a time for the half types (one cvt per pair).
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> pack(const float (&y)[V]) {
+  Vec<T, V> o;
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) set_word(o.r, j, __float_as_uint(y[j]));
+  } else if constexpr (V == 1) {
+    o.r = (unsigned short)bits_of<T>(y[0]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < V; j += 2) {
+      unsigned w;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(y[j], y[j + 1]);
+        w = *reinterpret_cast<const unsigned*>(&h);
+      } else {
+        const __half2 h = __floats2half2_rn(y[j], y[j + 1]);
+        w = *reinterpret_cast<const unsigned*>(&h);
+      }
+      set_word(o.r, j / 2, w);
+    }
+  }
+  return o;
+}
+
+// ---- row addressing -----------------------------------------------------------------------------
+
+// RowsView::row_offset, one 64-bit division per dim (quotient and remainder together).
+__device__ __forceinline__ int64_t row_offset(const RowsView& v, int64_t i) {
+  int64_t off = 0;
+#pragma unroll 1
+  for (int d = v.nlead - 1; d >= 0; --d) {
+    const int64_t s = v.lead_shape[size_t(d)], q = i / s;
+    off += (i - q * s) * v.lead_stride[size_t(d)];
+    i = q;
+  }
+  return off;
+}
+
+// First element of row `row` (the divisions only for views whose rows are not evenly spaced).
+template <class T>
+__device__ __forceinline__ T* row_ptr(const RowsView& v, int64_t row) {
+  T* p = static_cast<T*>(v.p);
+  if (v.nlead == 0) return p;
+  if (v.nlead == 1) return p + row * v.lead_stride[0];
+  return p + row_offset(v, row);
+}
+
+// Vector c of a row: V contiguous elements, or (V == 1) element c at any column stride.
+template <int V, class T>
+__device__ __forceinline__ T* vec_ptr(T* row, int64_t c, int64_t col_stride) {
+  return V > 1 ? row + c * V : row + c * col_stride;
+}
+
+// weight / bias: null (the identity), or `cols` values; V > 1 only when they are contiguous and
+// 16-byte aligned (plan_rows checks), V == 1 at any stride.
+template <class T, int V>
+struct Affine {
+  const T* p;
+  int64_t stride;
+  unsigned has;
+  __device__ Affine(const void* ptr, int64_t s) : p(static_cast<const T*>(ptr)), stride(s), has(ptr != nullptr) {}
+  // Vector c; `none` in every element when absent.
+  __device__ __forceinline__ Vec<T, V> load(int64_t c, float none) const {
+    return has ? load_const<T, V>(vec_ptr<V>(p, c, stride)) : splat<T, V>(none);
+  }
+};
+
+// weight or bias as a register-resident kernel sees it: held in registers across rows (kHold:
+// vector k of this thread's columns, loaded once), or loaded at each use (long rows, where holding
+// it would cost the registers that keep two blocks per SM).
+template <class T, int V, int NVEC, bool kHold>
+struct RowAffine {
+  Affine<T, V> a;
+  float none;
+  Vec<T, V> held[kHold ? NVEC : 1];
+  __device__ RowAffine(const void* p, int64_t stride, float none_value, int t, int tpr, int nv)
+      : a(p, stride), none(none_value) {
+    if constexpr (kHold) {
+#pragma unroll
+      for (int k = 0; k < NVEC; ++k) {
+        const int c = k * tpr + t;
+        held[k] = c < nv ? a.load(c, none) : splat<T, V>(none);
+      }
+    }
+  }
+  // Once per row. Held: keeps the values packed (see launder). Loaded: hides that `has` is the
+  // same for every row, or the compiler copies the whole row loop for each case.
+  __device__ __forceinline__ void refresh() {
+    if constexpr (kHold) launder(held);
+    else asm volatile("" : "+r"(a.has));
+  }
+  __device__ __forceinline__ Vec<T, V> get(int k, int c) const {
+    if constexpr (kHold) return held[k];
+    else return a.load(c, none);
+  }
+};
+
+// Runs f(c, vector c) over this thread's vectors of a row, kLoopUnroll loads in flight at a time
+// (the looped kernels). kLast: the row's last read (streaming loads).
+template <class T, int V, bool kLast, class F>
+__device__ __forceinline__ void for_row_vectors(const T* xr, int64_t col_stride, int64_t nv, int t,
+                                                int tpr, F&& f) {
+  const int64_t step = int64_t(kLoopUnroll) * tpr;
+  for (int64_t c0 = t; c0 < nv; c0 += step) {
+    Vec<T, V> v[kLoopUnroll];
+#pragma unroll
+    for (int u = 0; u < kLoopUnroll; ++u) {
+      const int64_t c = c0 + int64_t(u) * tpr;
+      if (c < nv) {
+        const T* q = vec_ptr<V>(xr, c, col_stride);
+        v[u] = kLast ? load_last<T, V>(q) : load<T, V>(q);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kLoopUnroll; ++u) {
+      const int64_t c = c0 + int64_t(u) * tpr;
+      if (c < nv) f(c, v[u]);
+    }
+  }
+}
+
+// ---- reductions ---------------------------------------------------------------------------------
+
+// max that keeps NaN (fmaxf drops it): a NaN anywhere makes the row max NaN.
+__device__ __forceinline__ float nanmax(float a, float b) {
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+
+// exp(x - m) as ex2.approx(x*log2e - m*log2e), subnormal results flushed to 0 (they are below
+// any tolerance; __expf without -use_fast_math spends five more instructions keeping them).
+__device__ __forceinline__ float exp_diff(float x, float m) {
+  float r;
+  asm("{\n\t.reg .f32 t;\n\tsub.f32 t, %1, %2;\n\tmul.f32 t, t, 0f3FB8AA3B;\n\t"
+      "ex2.approx.ftz.f32 %0, t;\n\t}"
+      : "=f"(r) : "f"(x), "f"(m));
+  return r;
+}
+// The same, opaque to the compiler: the write pass recomputes exp(x - m) from the row held in
+// registers, and must not be merged with the sum pass, or the compiler keeps every exponential
+// live (fp32: twice the registers of a half row, which spills at 8 vectors per thread).
+__device__ __forceinline__ float exp_diff_again(float x, float m) {
+  float r;
+  asm volatile("{\n\t.reg .f32 t;\n\tsub.f32 t, %1, %2;\n\tmul.f32 t, t, 0f3FB8AA3B;\n\t"
+               "ex2.approx.ftz.f32 %0, t;\n\t}"
+               : "=f"(r) : "f"(x), "f"(m));
+  return r;
+}
+
+struct SumOp {
+  float v;
+  static __device__ SumOp identity() { return {0.f}; }
+  static __device__ SumOp merge(SumOp a, SumOp b) { return {a.v + b.v}; }
+  static __device__ SumOp shfl_xor(SumOp a, int o) { return {__shfl_xor_sync(~0u, a.v, o)}; }
+  static __device__ SumOp shfl(SumOp a, int src, int width) { return {__shfl_sync(~0u, a.v, src, width)}; }
+};
+
+struct Sum2Op {
+  float a, b;
+  static __device__ Sum2Op identity() { return {0.f, 0.f}; }
+  static __device__ Sum2Op merge(Sum2Op x, Sum2Op y) { return {x.a + y.a, x.b + y.b}; }
+  static __device__ Sum2Op shfl_xor(Sum2Op x, int o) {
+    return {__shfl_xor_sync(~0u, x.a, o), __shfl_xor_sync(~0u, x.b, o)};
+  }
+  static __device__ Sum2Op shfl(Sum2Op x, int src, int width) {
+    return {__shfl_sync(~0u, x.a, src, width), __shfl_sync(~0u, x.b, src, width)};
+  }
+};
+
+struct MaxOp {
+  float v;
+  static __device__ MaxOp identity() { return {-INFINITY}; }
+  static __device__ MaxOp merge(MaxOp a, MaxOp b) { return {nanmax(a.v, b.v)}; }
+  static __device__ MaxOp shfl_xor(MaxOp a, int o) { return {__shfl_xor_sync(~0u, a.v, o)}; }
+  static __device__ MaxOp shfl(MaxOp a, int src, int width) { return {__shfl_sync(~0u, a.v, src, width)}; }
+};
+
+// Scratch for group_reduce: two buffers of 32 states of up to 4 floats.
+constexpr int kReduceFloats = 2 * 32 * 4;
+
+// Which row-slot and which position in its group this thread has.
+struct Group {
+  int tpr;   // threads per row
+  int t;     // position in the group
+  int slot;  // which of the block's rows
+  int rpb;   // rows per block per trip
+  __device__ explicit Group(int threads_per_row) : tpr(threads_per_row) {
+    if (tpr <= 32) {
+      t = int(threadIdx.x) & (tpr - 1);
+      slot = int(threadIdx.x) / tpr;
+      rpb = int(blockDim.x) / tpr;
+    } else {
+      t = int(threadIdx.x);
+      slot = 0;
+      rpb = 1;
+    }
+  }
+};
+
+// The merge of `s` over the group; every thread of the group gets the same value (the group's
+// first thread's, as the merges need not be commutative to the last bit). Every thread of the
+// warp must call it (of the block when tpr > 32). `parity` alternates the smem buffer, so a
+// reduction never overwrites one that other warps may still be reading: between two uses of a
+// buffer there is always the other reduction's barrier.
+template <class S>
+__device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int& parity) {
+  static_assert(sizeof(S) <= 4 * sizeof(float));
+  const int width = g.tpr < 32 ? g.tpr : 32;
+  for (int o = width / 2; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  if (g.tpr <= 32) return S::shfl(s, 0, width);
+  // Each parity owns a fixed 32 x 16-byte slot, whatever S's size: consecutive reductions of
+  // different state sizes must not overlap (a 12-byte state at parity 0 would otherwise reach
+  // into a 4-byte state's parity-1 slot while slow warps still read it).
+  S* buf = reinterpret_cast<S*>(smem + 32 * 4 * parity);
+  parity ^= 1;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  if (lane == 0) buf[warp] = s;
+  __syncthreads();
+  s = lane < (g.tpr >> 5) ? buf[lane] : S::identity();
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  return S::shfl(s, 0, 32);
+}
+
+// A power of two 2^k that brings amax (finite, > 0) to [0.5, 2): multiplying by it is exact, and
+// the norms' sums of squares of the scaled row neither overflow nor underflow.
+__device__ __forceinline__ float pow2_scale(float amax) {
+  int e;
+  frexpf(amax, &e);
+  const int k = max(-126, min(126, -e));
+  return __int_as_float((k + 127) << 23);
+}
+
+// The norms rescale a row whose sum of squares (or its mean, the variance) overflowed (|x| from
+// ~1e19), or underflowed while eps is too small to dominate it. Never taken on ordinary data.
+__device__ __forceinline__ bool needs_rescale(float sum_sq, float eps) {
+  return !(sum_sq <= FLT_MAX) || (sum_sq < 0x1p-100f && eps < 0x1p-60f);
+}
+
+// ---- launch configuration (host) ----------------------------------------------------------------
+
+struct RowPlan {
+  int v = 1;          // elements per vector
+  int64_t nv = 0;     // vectors per row
+  bool looped = false;
+  int nvec = 1;       // vectors per thread (register-resident kernels)
+  int tpr = 1;        // threads per row
+  int block = 1;      // threads per block
+};
+
+inline int64_t pow2_ceil(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+// Whether every row of `v` starts on a `bytes` boundary and is contiguous.
+inline bool vector_ok(const RowsView& v, int elems, size_t bytes) {
+  if (v.col_stride != 1 || v.cols % elems != 0) return false;
+  if (reinterpret_cast<uintptr_t>(v.p) % bytes != 0) return false;
+  for (int d = 0; d < v.nlead; ++d)
+    if (v.lead_stride[size_t(d)] % elems != 0) return false;
+  return true;
+}
+
+template <class T>
+RowPlan plan_rows(const RowParams& p) {
+  constexpr int kV = 16 / int(sizeof(T));
+  RowPlan pl;
+  // Vectors when x, out, weight and bias all allow them; else element by element throughout.
+  auto affine_ok = [](const void* a, int64_t stride) {
+    return !a || (stride == 1 && reinterpret_cast<uintptr_t>(a) % 16 == 0);
+  };
+  pl.v = vector_ok(p.x, kV, 16) && vector_ok(p.out, kV, 16) && affine_ok(p.weight, p.weight_stride) &&
+                 affine_ok(p.bias, p.bias_stride)
+             ? kV
+             : 1;
+  pl.nv = p.x.cols / pl.v;
+  if (pl.nv > int64_t(kMaxThreads) * 8) {
+    pl.looped = true;
+    pl.tpr = pl.block = kLoopThreads;
+    return pl;
+  }
+  const int64_t nv = pl.nv;
+  if (nv <= 4) {  // a thread per row
+    pl.nvec = int(pow2_ceil(nv));
+    pl.tpr = 1;
+  } else if (nv <= 4 * 256) {
+    pl.nvec = 4;
+    const int64_t t = (nv + 3) / 4;
+    pl.tpr = int(t <= 32 ? pow2_ceil(t) : (t + 31) / 32 * 32);
+  } else {
+    pl.nvec = 8;
+    pl.tpr = int(((nv + 7) / 8 + 31) / 32 * 32);
+  }
+  pl.block = pl.tpr <= 32 ? kShortRowBlock : pl.tpr;
+  return pl;
+}
+
+// Blocks that fit on the device at once (occupancy x SMs), cached per (kernel, block, device):
+// the first call of each configuration asks the runtime, later ones take a lock and a lookup.
+// Neither query enqueues work, so both are safe under stream capture.
+inline int resident_blocks(const void* kernel, int block, int device) {
+  struct Entry {
+    const void* kernel;
+    int block, device, blocks;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry& e : cache)
+      if (e.kernel == kernel && e.block == block && e.device == device) return e.blocks;
+  }
+  int per_sm = 0, sms = 0;
+  LORAOPS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
+  LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int blocks = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+  std::lock_guard<std::mutex> lock(mu);
+  cache.push_back({kernel, block, device, blocks});
+  return blocks;
+}
+
+// One wave of blocks (fewer when the rows are fewer); the kernels loop over the rest, so each
+// thread loads weight and bias once for all the rows it does.
+template <class... Params, class... Args>
+void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p,
+                 cudaStream_t stream, Args... args) {
+  const int64_t rpb = pl.tpr <= 32 ? pl.block / pl.tpr : 1;
+  const int64_t groups = (p.x.rows + rpb - 1) / rpb;
+  const int64_t cap = resident_blocks(reinterpret_cast<const void*>(kernel), pl.block, p.device_index);
+  const int grid = int(groups < cap ? groups : cap);
+  kernel<<<grid, pl.block, 0, stream>>>(p, args...);
+}
+
+}  // namespace loraops::cuda::rows

@@ -1,0 +1,48 @@
+// Batched strided copy. Bits are moved, not values (no conversion), so one kernel per element
+// size serves every dtype. Consecutive threads take consecutive j: the writes are coalesced
+// whenever the destination has a unit column stride, which is how the packing callers lay it out.
+#include "cuda/kernels/strided_copy.hpp"
+
+#include "cuda/common.cuh"
+
+namespace loraops::cuda {
+
+namespace {
+
+struct CopyArgs {
+  int64_t rows, cols, total;
+  int64_t s_bs, s_rs, s_cs, d_bs, d_rs, d_cs;
+};
+
+template <class T>
+__global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, CopyArgs a) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < a.total; e += step) {
+    const int64_t r = e / a.cols, j = e - r * a.cols;
+    const int64_t b = r / a.rows, i = r - b * a.rows;
+    dst[b * a.d_bs + i * a.d_rs + j * a.d_cs] = src[b * a.s_bs + i * a.s_rs + j * a.s_cs];
+  }
+}
+
+}  // namespace
+
+void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols, StridedMat src,
+                  void* dst, int64_t d_bs, int64_t d_rs, int64_t d_cs, cudaStream_t stream,
+                  int device) {
+  const int64_t total = batch * rows * cols;
+  if (total == 0) return;
+  const CopyArgs a{rows, cols, total, src.bs, src.rs, src.cs, d_bs, d_rs, d_cs};
+  constexpr int kThreads = 256;
+  const int64_t cap = int64_t(sm_count(device)) * 8;  // a full GPU; the kernel loops past it
+  const int64_t want = (total + kThreads - 1) / kThreads;
+  const int blocks = int(want < cap ? want : cap);
+  if (elem_bytes == 4)
+    strided_copy_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const uint32_t*>(src.p), static_cast<uint32_t*>(dst), a);
+  else
+    strided_copy_kernel<uint16_t><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const uint16_t*>(src.p), static_cast<uint16_t*>(dst), a);
+  LORAOPS_CUDA_CHECK_LAUNCH("strided_copy");
+}
+
+}  // namespace loraops::cuda

@@ -1,0 +1,404 @@
+// The CUDA row kernels (softmax, rms_norm, layer_norm; impl=custom) against the CPU reference:
+// every dtype; row lengths from 1 to 262144+5 (every launch configuration: a thread, a few
+// threads, a warp, several warps, a block per row in registers, and the looped kernel); row counts
+// from 1 to 300000 (blocks looping over the grid); strided, misaligned, transposed and permuted
+// views; softmax over every dim; weight and bias present, absent, strided and misaligned; special
+// rows (-inf, NaN, +inf, huge, tiny with eps 0, constant, far from zero); in place; the caller's
+// stream and CUDA-graph capture (one launch per op). Outputs are poisoned (NaN) before each call.
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu_util.hpp"
+
+namespace loraops::test {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+enum class Op { Softmax, RmsNorm, LayerNorm };
+constexpr Op kOps[] = {Op::Softmax, Op::RmsNorm, Op::LayerNorm};
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::Softmax: return "softmax";
+    case Op::RmsNorm: return "rms_norm";
+    case Op::LayerNorm: return "layer_norm";
+  }
+  return "?";
+}
+
+// What an op gets besides x and out.
+struct Args {
+  int dim = -1;                    // softmax
+  const Tensor* weight = nullptr;  // norms
+  const Tensor* bias = nullptr;    // layer_norm
+  double eps = 1e-5;
+};
+
+void call(Op op, const Tensor& x, const Args& a, const Tensor& out, const Exec& ex) {
+  switch (op) {
+    case Op::Softmax: return softmax(x, a.dim, out, ex);
+    case Op::RmsNorm: return rms_norm(x, a.weight, a.eps, out, ex);
+    case Op::LayerNorm: return layer_norm(x, a.weight, a.bias, a.eps, out, ex);
+  }
+}
+
+// As the CPU tests: fp32 a few units in the 5th digit (fp32 sums vs fp64); halves an ulp or so of
+// the dtype (both sides round the result once).
+::testing::AssertionResult close(const HostTensor& got, const HostTensor& ref) {
+  const DType t = got.dtype;
+  if (t == DType::Float32) return all_close(got, ref, 10 * eps_of(t), 1e-5);
+  return all_close(got, ref, eps_of(t), 2 * eps_of(t));
+}
+
+// Inputs in a range that exercises each op (layer_norm sees a non-zero mean).
+HostTensor input_for(Op op, DType t, std::vector<int64_t> shape) {
+  switch (op) {
+    case Op::Softmax: return random_tensor(t, std::move(shape), -4.f, 4.f);
+    case Op::RmsNorm: return random_tensor(t, std::move(shape), -2.f, 2.f);
+    case Op::LayerNorm: return random_tensor(t, std::move(shape), 1.f, 3.f);
+  }
+  return {};
+}
+
+std::vector<int64_t> shape_of_view(const Tensor& v) {
+  return std::vector<int64_t>(v.shape.begin(), v.shape.begin() + v.ndim);
+}
+
+// Host storage with its copy on the device; a view of the host storage moves to the same offset
+// and strides in the device copy.
+struct Mirror {
+  HostTensor host;
+  DeviceTensor dev;
+  explicit Mirror(HostTensor h) : host(std::move(h)), dev(host) {
+    // The upload from pageable memory may still be in flight: order it before any stream's work.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
+  Mirror(const Mirror&) = delete;
+  Mirror& operator=(const Mirror&) = delete;
+  Tensor on_device(Tensor hv) const {
+    const auto offset = static_cast<const uint8_t*>(hv.data) - host.bytes.data();
+    hv.data = static_cast<uint8_t*>(dev.ptr) + offset;
+    hv.device = Device{DeviceType::CUDA, 0};
+    return hv;
+  }
+};
+
+// A weight or bias of `cols` values: contiguous, or a strided / misaligned view of a longer array.
+enum class Affine { Contiguous, Stride2, Reversed2, Misaligned };
+
+struct AffineArg {
+  std::unique_ptr<Mirror> m;
+  Tensor host_view, dev_view;
+};
+
+AffineArg make_affine(DType t, int64_t cols, float lo, float hi, Affine kind) {
+  AffineArg a;
+  const int64_t n = kind == Affine::Contiguous ? cols : kind == Affine::Misaligned ? cols + 1 : 2 * cols;
+  a.m = std::make_unique<Mirror>(random_tensor(t, {n}, lo, hi));
+  Tensor v = Tensor::contiguous(a.m->host.data(), t, {cols});
+  char* base = static_cast<char*>(a.m->host.data());
+  const int64_t es = dtype_size(t);
+  if (kind == Affine::Stride2) v.strides[0] = 2;
+  if (kind == Affine::Reversed2) v.data = base + (2 * cols - 1) * es, v.strides[0] = -2;
+  if (kind == Affine::Misaligned) v.data = base + es;
+  a.host_view = v;
+  a.dev_view = a.m->on_device(v);
+  return a;
+}
+
+// Runs op on the device view of x (output poisoned first) and on the host view with the
+// reference, and compares. `weight`/`bias` apply to the norms only.
+void check(Op op, const Mirror& x, const Tensor& xv, const AffineArg* weight = nullptr,
+           const AffineArg* bias = nullptr, int dim = -1, double eps = 1e-5,
+           cudaStream_t stream = nullptr) {
+  Args host_args, dev_args;
+  host_args.dim = dev_args.dim = dim;
+  host_args.eps = dev_args.eps = eps;
+  if (op != Op::Softmax && weight) host_args.weight = &weight->host_view, dev_args.weight = &weight->dev_view;
+  if (op == Op::LayerNorm && bias) host_args.bias = &bias->host_view, dev_args.bias = &bias->dev_view;
+  HostTensor ref(xv.dtype, shape_of_view(xv)), got(xv.dtype, shape_of_view(xv));
+  call(op, xv, host_args, ref.view(), {.impl = Impl::Reference});
+  DeviceTensor out(got);
+  out.poison();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  call(op, x.on_device(xv), dev_args, out.view(), {.impl = Impl::Custom, .stream = stream});
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  out.to_host();
+  EXPECT_TRUE(close(got, ref)) << op_name(op) << " " << dtype_name(xv.dtype) << " shape "
+                               << shape_str(xv) << (weight ? " weight" : "") << (bias ? " bias" : "");
+}
+
+// Contiguous x of `shape`, with weight and bias (norms) and, when `bare`, without them too.
+void check_shape(Op op, DType t, std::vector<int64_t> shape, bool bare) {
+  Mirror x(input_for(op, t, shape));
+  const int64_t cols = shape.back();
+  const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+  const AffineArg b = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+  check(op, x, x.host.view(), &w, &b);
+  if (bare && op != Op::Softmax) {
+    check(op, x, x.host.view());
+    if (op == Op::LayerNorm) check(op, x, x.host.view(), nullptr, &b);
+  }
+}
+
+TEST(CudaRows, RowLengthsAndCounts) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes)
+    for (Op op : kOps) {
+      // 2..32 also give 1, 2 and 4 vectors per thread with a thread per row.
+      for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 1023, 1024, 2049, 4096, 4099})
+        for (int64_t rows : {1, 3, 17}) check_shape(op, t, {rows, cols}, rows <= 3);
+      for (int64_t cols : {7, 33, 1024}) check_shape(op, t, {1000, cols}, false);
+      check_shape(op, t, {3, 32768}, true);   // a block per row (bf16) or 8 vectors per thread
+      check_shape(op, t, {1, 262149}, true);  // the looped kernel (element by element: odd length)
+      check_shape(op, t, {2, 131072}, false); // the looped kernel with 16-byte vectors
+      check_shape(op, t, {4, 16, 1024}, false);  // the seed shape
+    }
+}
+
+TEST(CudaRows, BlocksLoopOverMoreRowsThanFitOnTheDevice) {
+  LORAOPS_REQUIRE_GPU();
+  // 300000 rows of 1: 128 rows per block, more blocks than are resident at once.
+  for (DType t : kAllDTypes)
+    for (Op op : kOps) check_shape(op, t, {300000, 1}, false);
+  // 5000 rows of 516 float32: 64 threads per row, a block per row, more rows than blocks.
+  for (Op op : kOps) check_shape(op, DType::Float32, {5000, 516}, false);
+}
+
+// Strided views of x: each is read through the general row addressing, with 16-byte vectors where
+// the view still allows them.
+TEST(CudaRows, StridedViews) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes)
+    for (Op op : kOps) {
+      const int64_t es = dtype_size(t);
+      auto with_affine = [&](const Mirror& x, const Tensor& v) {
+        const AffineArg w = make_affine(t, v.shape[size_t(v.ndim - 1)], 0.5f, 1.5f, Affine::Contiguous);
+        const AffineArg b = make_affine(t, v.shape[size_t(v.ndim - 1)], -0.5f, 0.5f, Affine::Contiguous);
+        check(op, x, v, &w, &b);
+      };
+      {  // columns 1..1025 of rows of 1030: row stride > cols, base one element in (no vectors)
+        Mirror x(input_for(op, t, {17, 1030}));
+        Tensor v = x.host.view();
+        v.shape[1] = 1024;
+        v.data = static_cast<char*>(v.data) + es;
+        with_affine(x, v);
+      }
+      {  // columns 0..1024 of rows of 1032: aligned, vectors with a row stride > cols
+        Mirror x(input_for(op, t, {17, 1032}));
+        Tensor v = x.host.view();
+        v.shape[1] = 1024;
+        with_affine(x, v);
+      }
+      {  // a transpose: column stride 33
+        Mirror x(input_for(op, t, {70, 33}));
+        with_affine(x, x.host.view().transposed(0, 1));
+      }
+      {  // leading dims swapped: rows not evenly spaced (divisions per row), still vectors
+        Mirror x(input_for(op, t, {5, 3, 64}));
+        with_affine(x, x.host.view().transposed(0, 1));
+      }
+      {  // each row back to front
+        Mirror x(input_for(op, t, {9, 100}));
+        Tensor v = x.host.view();
+        v.data = static_cast<char*>(v.data) + 99 * es;
+        v.strides[1] = -1;
+        with_affine(x, v);
+      }
+      {  // one row broadcast down the rows (row stride 0)
+        Mirror x(input_for(op, t, {1, 96}));
+        Tensor v = x.host.view();
+        v.shape[0] = 6;
+        v.strides[0] = 0;
+        with_affine(x, v);
+      }
+      {  // a long row with column stride 2: the looped kernel, element by element
+        Mirror x(input_for(op, t, {70001, 2}));
+        with_affine(x, x.host.view().transposed(0, 1));
+      }
+    }
+}
+
+TEST(CudaRows, SoftmaxOverEveryDim) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes) {
+    Mirror x(input_for(Op::Softmax, t, {5, 6, 7}));
+    for (int dim : {0, 1, 2, -1, -2, -3}) check(Op::Softmax, x, x.host.view(), nullptr, nullptr, dim);
+    Mirror y(input_for(Op::Softmax, t, {3000, 4}));  // long strided rows over dim 0
+    check(Op::Softmax, y, y.host.view(), nullptr, nullptr, 0);
+  }
+}
+
+TEST(CudaRows, NormWeightAndBiasLayouts) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes)
+    for (Op op : {Op::RmsNorm, Op::LayerNorm})
+      for (int64_t cols : {65, 1024})
+        for (Affine kind : {Affine::Stride2, Affine::Reversed2, Affine::Misaligned}) {
+          Mirror x(input_for(op, t, {4, cols}));
+          const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, kind);
+          const AffineArg b = make_affine(t, cols, -0.5f, 0.5f, kind);
+          const AffineArg wc = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+          check(op, x, x.host.view(), &w, &b);
+          check(op, x, x.host.view(), &wc, &b);  // only the bias odd
+          check(op, x, x.host.view(), &w, nullptr);
+        }
+}
+
+// Rows of `cols` made of `pattern` repeated, with random values where the pattern has NaN
+// stand-ins (kFill).
+constexpr float kFill = 12345.f;
+
+HostTensor rows_of(DType t, const std::vector<std::vector<float>>& patterns, int64_t cols, float lo,
+                   float hi) {
+  HostTensor x = random_tensor(t, {int64_t(patterns.size()), cols}, lo, hi);
+  for (size_t r = 0; r < patterns.size(); ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float v = patterns[r][size_t(j) % patterns[r].size()];
+      if (v != kFill) x.set(int64_t(r) * cols + j, v);
+    }
+  return x;
+}
+
+TEST(CudaRows, SoftmaxSpecialRows) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes) {
+    const float big = t == DType::Float16 ? 60000.f : 1e30f;
+    const std::vector<std::vector<float>> patterns = {
+        {-kInf},                            // no mass anywhere: zeros, not NaN
+        {-kInf, kFill, -kInf, kFill},       // -inf entries get 0
+        {kFill, kFill, kFill, kNaN},        // NaN in, NaN row out
+        {-kInf, kNaN, -kInf, -kInf},
+        {kFill, kInf, kFill, -kInf},        // +inf: inf - inf, a NaN row as PyTorch
+        {big, 0.f, -big, big},              // no overflow from exp
+        {-big},
+        {kFill},
+    };
+    // A thread per row (4), a warp (1000: NaN and inf land mid-row) and the looped kernel.
+    for (int64_t cols : {4, 1000, 66000}) {
+      Mirror x(rows_of(t, patterns, cols, -4.f, 4.f));
+      check(Op::Softmax, x, x.host.view());
+    }
+  }
+}
+
+TEST(CudaRows, NormSpecialRows) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes) {
+    // Squares of `big` overflow fp32 (not for float16, whose largest value is 65504).
+    const float big = t == DType::Float16 ? 60000.f : 1e30f;
+    const std::vector<std::vector<float>> patterns = {
+        {kFill, kFill, kNaN, kFill},
+        {kInf, kFill, kFill, kFill},        // first element: layer_norm's shift point
+        {kFill, kFill, -kInf, kFill},
+        {big, kFill, -big, kFill},          // rescaled rows
+        {big, big * 0.5f, big, -big},
+        {3.f},                              // a constant row: layer_norm gives exactly the bias
+        {1e4f, kFill},                      // far from zero
+        {0.f},
+    };
+    for (int64_t cols : {4, 1000, 66000})
+      for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
+        Mirror x(rows_of(t, patterns, cols, -1.f, 1.f));
+        const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+        const AffineArg b = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+        check(op, x, x.host.view(), &w, &b);
+        check(op, x, x.host.view());
+      }
+  }
+}
+
+TEST(CudaRows, NormTinyRowsWithEpsZero) {
+  LORAOPS_REQUIRE_GPU();
+  // Squares of 1e-25 underflow fp32; with eps = 0 nothing else sets the scale, so the kernels
+  // rescale the row. (float16 cannot hold such values.)
+  for (DType t : {DType::Float32, DType::BFloat16})
+    for (int64_t cols : {4, 1000, 100000})
+      for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
+        HostTensor h = random_tensor(t, {3, cols}, 0.5f, 1.5f);
+        for (int64_t i = 0; i < h.numel(); ++i) h.set(i, h.get(i) * 1e-25f);
+        Mirror x(std::move(h));
+        check(op, x, x.host.view(), nullptr, nullptr, -1, 0.0);
+      }
+}
+
+TEST(CudaRows, FarFromZeroKeepsItsDigits) {
+  LORAOPS_REQUIRE_GPU();
+  // 1e4 + noise of unit size: a mean rounded to a float near 1e4 would be off by 5e-4.
+  for (int64_t cols : {4099, 4096, 100000}) {
+    HostTensor h = random_tensor(DType::Float32, {8, cols}, -1.f, 1.f);
+    for (int64_t i = 0; i < h.numel(); ++i) h.set(i, 1e4f + h.get(i));
+    Mirror x(std::move(h));
+    check(Op::LayerNorm, x, x.host.view());
+  }
+}
+
+TEST(CudaRows, InPlace) {
+  LORAOPS_REQUIRE_GPU();
+  // out may be x itself: every element is read before the thread that reads it writes it.
+  for (DType t : kAllDTypes)
+    for (Op op : kOps)
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{9, 1023}, {4, 4096}, {1, 100000}}) {
+        HostTensor h = input_for(op, t, shape);
+        HostTensor ref(t, shape);
+        call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
+        Mirror x(std::move(h));
+        const Tensor v = x.on_device(x.host.view());
+        call(op, v, {}, v, {.impl = Impl::Custom});
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        x.dev.to_host();
+        EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " " << shape[1];
+      }
+}
+
+TEST(CudaRows, OneLaunchOnTheCallersStreamAndUnderGraphCapture) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (DType t : kAllDTypes)
+    for (Op op : kOps)
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 16, 1024}, {2, 100000}}) {
+        SCOPED_TRACE(std::string(op_name(op)) + " " + dtype_name(t) + " " + std::to_string(shape.back()));
+        Mirror x(input_for(op, t, shape));
+        const int64_t cols = shape.back();
+        const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+        const AffineArg b = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+        check(op, x, x.host.view(), &w, &b, -1, 1e-5, s);  // eager, on the caller's stream
+
+        Args host_args, dev_args;
+        if (op != Op::Softmax) host_args.weight = &w.host_view, dev_args.weight = &w.dev_view;
+        if (op == Op::LayerNorm) host_args.bias = &b.host_view, dev_args.bias = &b.dev_view;
+        HostTensor ref(t, shape), got(t, shape);
+        call(op, x.host.view(), host_args, ref.view(), {.impl = Impl::Reference});
+        DeviceTensor out(got);
+        out.poison();
+        CUDA_OK(cudaDeviceSynchronize());
+        // Global mode: any call the op makes that is unsafe during capture fails here.
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        call(op, x.on_device(x.host.view()), dev_args, out.view(), {.impl = Impl::Custom, .stream = s});
+        CUDA_OK(cudaStreamEndCapture(s, &graph));
+        size_t nodes = 0;
+        CUDA_OK(cudaGraphGetNodes(graph, nullptr, &nodes));
+        EXPECT_EQ(nodes, 1u);  // one kernel, nothing else
+        CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+        CUDA_OK(cudaGraphLaunch(exec, s));
+        CUDA_OK(cudaGraphLaunch(exec, s));  // a replay gives the same
+        CUDA_OK(cudaStreamSynchronize(s));
+        out.to_host();
+        EXPECT_TRUE(close(got, ref));
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+      }
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+}  // namespace loraops::test
