@@ -126,30 +126,15 @@ __global__ void __launch_bounds__(kLoopThreads) rms_norm_loop(RowParams p) {
   }
 }
 
-template <class T, int V>
-void launch_v(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
-  if (pl.looped) return launch_rows(rms_norm_loop<T, V>, pl, p, s);
-  switch (pl.nvec) {
-    case 1: return launch_rows(rms_norm_reg<T, V, 1>, pl, p, s, pl.tpr);
-    case 2: return launch_rows(rms_norm_reg<T, V, 2>, pl, p, s, pl.tpr);
-    case 4: return launch_rows(rms_norm_reg<T, V, 4>, pl, p, s, pl.tpr);
-    default: return launch_rows(rms_norm_reg<T, V, 8>, pl, p, s, pl.tpr);
-  }
-}
+struct Kernels {
+  template <class T, int V, int NVEC> static constexpr auto reg = rms_norm_reg<T, V, NVEC>;
+  template <class T, int V> static constexpr auto loop = rms_norm_loop<T, V>;
+};
 
 }  // namespace
 
 void rms_norm_custom(const RowParams& p, void* stream) {
-  if (p.x.rows == 0 || p.x.cols == 0) return;
-  DeviceGuard guard(p.device_index);
-  auto s = static_cast<cudaStream_t>(stream);
-  dispatch_dtype(p.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const RowPlan pl = plan_rows<T>(p);
-    if (pl.v > 1) launch_v<T, 16 / sizeof(T)>(p, pl, s);
-    else launch_v<T, 1>(p, pl, s);
-  });
-  LORAOPS_CUDA_CHECK_LAUNCH("rms_norm");
+  run_row_op<Kernels>(p, stream, "rms_norm");
 }
 
 }  // namespace loraops::cuda

@@ -482,4 +482,34 @@ void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& 
   kernel<<<grid, pl.block, 0, stream>>>(p, args...);
 }
 
+// One op's kernels, named for launch_plan: Op::reg<T, V, NVEC> (row in registers) and
+// Op::loop<T, V> (rows too long for registers).
+// Picks the kernel for a plan (looped, or 1/2/4/8 vectors per thread) and launches it.
+template <class Op, class T, int V>
+void launch_plan(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
+  if (pl.looped) return launch_rows(Op::template loop<T, V>, pl, p, s);
+  switch (pl.nvec) {
+    case 1: return launch_rows(Op::template reg<T, V, 1>, pl, p, s, pl.tpr);
+    case 2: return launch_rows(Op::template reg<T, V, 2>, pl, p, s, pl.tpr);
+    case 4: return launch_rows(Op::template reg<T, V, 4>, pl, p, s, pl.tpr);
+    default: return launch_rows(Op::template reg<T, V, 8>, pl, p, s, pl.tpr);
+  }
+}
+
+// The entry point every row op shares: skip empty work, pick the device, turn the dtype into a
+// type and the alignment into a vector width, plan, launch on the caller's stream, check.
+template <class Op>
+void run_row_op(const RowParams& p, void* stream, const char* name) {
+  if (p.x.rows == 0 || p.x.cols == 0) return;
+  DeviceGuard guard(p.device_index);
+  auto s = static_cast<cudaStream_t>(stream);
+  dispatch_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const RowPlan pl = plan_rows<T>(p);
+    if (pl.v > 1) launch_plan<Op, T, 16 / sizeof(T)>(p, pl, s);
+    else launch_plan<Op, T, 1>(p, pl, s);
+  });
+  LORAOPS_CUDA_CHECK_LAUNCH(name);
+}
+
 }  // namespace loraops::cuda::rows
