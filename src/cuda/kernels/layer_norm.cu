@@ -19,10 +19,11 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 layer_norm_reg(RowParams p, int tpr) {
-  // Weight and bias held in registers across rows only up to 2 vectors per thread: at 4 they took
-  // the kernel to 80 registers and 6 blocks/SM, and layer_norm bf16 16384x4096 ran at 78% of copy
-  // while rms_norm reached 86%; reloading them per row (from L1/L2) frees the registers.
-  constexpr bool kHold = NVEC <= 2;
+  // Weight and bias stay in registers across rows up to 4 vectors per thread (80 registers).
+  // Reloading them per row above 2 vectors (47 registers) was tried on the H200: bf16
+  // 16384x4096 stayed at 79% of copy, 65536x1024 fell from 86% to 82% and the seed shape's graph
+  // time rose from 2.3 to 3.0 µs, so register pressure is not what holds layer_norm back.
+  constexpr bool kHold = NVEC <= 4;
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
