@@ -32,7 +32,20 @@ def _parser():
                    help="3 repeats of tiny batches: a smoke test, not a measurement")
     b.add_argument("--match", default="",
                    help="run only the cases whose 'op shape dtype' contains this text")
+    b.add_argument("--compare", metavar="OLD.json", default="",
+                   help="an earlier results.json: after the run, show (and write compare.md) "
+                        "what got faster, slower, appeared, vanished or changed status")
+    b.add_argument("--against", metavar="NEW.json", default="",
+                   help="with --compare: compare OLD.json with this file instead of running")
     return p
+
+
+def _compare_files(old_path, new_path):
+    """--compare with --against: two files, no run, nothing written."""
+    from .bench import compare
+
+    old, new = compare.load(old_path), compare.load(new_path)
+    sys.stdout.write(compare.text(compare.compare(old, new), old, new))
 
 
 def main(argv=None):
@@ -41,9 +54,14 @@ def main(argv=None):
         from .bench import BenchError, Options, run_bench
 
         opts = Options(suite=args.suite, device=args.device, out=args.out, repeats=args.repeats,
-                       quick=args.quick, match=args.match)
+                       quick=args.quick, match=args.match, compare=args.compare)
         try:
-            run_bench(opts)
+            if args.against and not args.compare:
+                raise BenchError("--against NEW.json needs --compare OLD.json")
+            if args.against:
+                _compare_files(args.compare, args.against)
+            else:
+                run_bench(opts)
         except BenchError as e:
             print(f"loraops bench: {e}", file=sys.stderr)
             return 2

@@ -154,3 +154,117 @@ def test_cuda_without_gpu_is_a_clear_error(capsys):
         pytest.skip("a GPU is present")
     assert loraops.cli.main(["bench", "--device", "cuda", "--out", "/nonexistent"]) == 2
     assert "--device cuda" in capsys.readouterr().err
+
+
+# ---- --compare, the schema, the plots -------------------------------------------------------
+
+
+def _row(impl, us=None, spread=0.02, status="ok", shape="[4,16,1024]", label="softmax"):
+    timed = status == "ok"
+    return {"suite": "seed", "op": label, "label": label, "shape": shape, "dtype": "float32",
+            "impl": impl, "status": status, "note": "" if timed else "why",
+            "us_median": us if timed else None,
+            "us_min": us * (1 - spread) if timed else None,
+            "us_max": us * (1 + spread) if timed else None}
+
+
+def _doc(rows):
+    return {"schema": "loraops-bench/1", "created": "2025-01-01T00:00:00+00:00", "suite": "seed",
+            "device": {"type": "cpu", "name": "test cpu"}, "loraops": {"version": "0"},
+            "options": {"repeats": 20, "quick": False}, "results": rows}
+
+
+def _synthetic_pair():
+    """vendor moved (2x slower, bands apart), custom within noise (8% but wide bands overlap),
+    auto inside 5% with tight bands, reference went ok -> error, torch vanished, an added case."""
+    old = _doc([_row("vendor", 100), _row("custom", 50, spread=0.2), _row("auto", 40, 0.001),
+                _row("reference", 900), _row("torch", 60)])
+    new = _doc([_row("vendor", 200), _row("custom", 54, spread=0.2), _row("auto", 41, 0.001),
+                _row("reference", status="error"), _row("custom", 30, shape="[8,1024]")])
+    return old, new
+
+
+def test_compare_classifies_rows():
+    from loraops.bench import compare
+
+    old, new = _synthetic_pair()
+    kinds = {(n or o)["impl"] + " " + (n or o)["shape"]: k
+             for k, o, n in compare.compare(old, new)}
+    assert kinds == {"vendor [4,16,1024]": "slower", "custom [4,16,1024]": "noise",
+                     "auto [4,16,1024]": "noise", "reference [4,16,1024]": "status",
+                     "torch [4,16,1024]": "removed", "custom [8,1024]": "added"}
+    # Out of band one way only is still noise: the new median must leave the old band and back.
+    assert compare.classify(_row("vendor", 100, 0.01), _row("vendor", 120, 0.5)) == "noise"
+    assert compare.classify(_row("vendor", 100, 0.01), _row("vendor", 80, 0.01)) == "faster"
+    text = compare.text(compare.compare(old, new), old, new)
+    assert "1 slower, 0 faster, 2 within noise, 1 changed status, 1 added, 1 removed" in text
+    lines = text.splitlines()
+    assert any(ln.split()[:1] == ["slower"] and ln.split()[-1] == "2.00" for ln in lines)
+    assert any("ok -> error" in ln for ln in lines)
+    assert not any(ln.split()[-2:] == ["54.0", "1.08"] for ln in lines)  # noise is not listed
+    md = compare.markdown(compare.compare(old, new), old, new)
+    assert "| slower | softmax | `[4,16,1024]` | float32 | vendor | 100.0 | 200.0 | 2.00 |" in md
+
+
+def _write(path, doc):
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_compare_cli_files_only_and_schema_refusal(tmp_path, capsys):
+    old, new = _synthetic_pair()
+    old_p, new_p = _write(tmp_path / "old.json", old), _write(tmp_path / "new.json", new)
+    assert loraops.cli.main(["bench", "--compare", old_p, "--against", new_p,
+                             "--out", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "slower" in out and "added" in out and "removed" in out
+    assert not (tmp_path / "none").exists()  # --against runs nothing and writes nothing
+
+    future = dict(new, schema="loraops-bench/2")
+    bad_p = _write(tmp_path / "future.json", future)
+    assert loraops.cli.main(["bench", "--compare", old_p, "--against", bad_p]) == 2
+    err = capsys.readouterr().err
+    assert "loraops-bench/2" in err and "loraops-bench/1" in err
+    assert loraops.cli.main(["bench", "--compare", _write(tmp_path / "x.json", {"a": 1}),
+                             "--against", new_p]) == 2
+    assert loraops.cli.main(["bench", "--against", new_p]) == 2
+    assert "--compare" in capsys.readouterr().err
+    # With a run: the refusal comes before any measuring, so nothing is written.
+    assert loraops.cli.main(["bench", "--device", "cpu", "--compare", bad_p,
+                             "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_with_compare_writes_compare_md_and_plots(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _run_fake(tmp_path / "a", "softmax [4,16,1024]")
+    opts = Options(suite="all", device="cpu", out=str(tmp_path / "b"), quick=True,
+                   match="[4,16,1024]", compare=str(tmp_path / "a" / "results.json"))
+    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+        run_bench(opts, ops=_fake_loraops(), out=out, err=err)
+    assert first["results"]
+    compare_md = (tmp_path / "b" / "compare.md").read_text()
+    assert compare_md.startswith("# loraops bench: compare")
+    assert "| added | rms_norm |" in compare_md  # only softmax ran the first time
+    assert "compare:" in (tmp_path / "stdout").read_text()
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "schema `loraops-bench/1`" in report
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "plots: matplotlib not installed" in report
+        pytest.skip("matplotlib not installed: no PNG to check")
+    png = tmp_path / "b" / "seed.png"  # the [4,16,1024] row-op cases are the seed suite's
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![suite seed" in report and "(seed.png)" in report
+
+
+def test_no_matplotlib_is_a_line_not_a_failure(tmp_path, monkeypatch):
+    from loraops.bench import plot
+
+    monkeypatch.setattr(plot, "_pyplot", lambda: None)
+    _run_fake(tmp_path, "softmax [4,16,1024]")
+    report = (tmp_path / "report.md").read_text()
+    assert "- plots: matplotlib not installed" in report and ".png" not in report
+    assert not list(tmp_path.glob("*.png"))

@@ -64,8 +64,26 @@ def write(doc, out_dir):
     with open(os.path.join(out_dir, "results.json"), "w") as fh:
         json.dump(doc, fh, indent=1, allow_nan=False, default=str)
         fh.write("\n")
+    from . import plot  # here, not at the top: plot imports this module's IMPL_ORDER
+    plots, why_not = plot.write(doc, out_dir)
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
-        fh.write(markdown(doc))
+        fh.write(markdown(doc, plots, why_not, _schema_link(out_dir)))
+
+
+SCHEMA_DOC = os.path.join("docs", "bench-schema.md")
+
+
+def _schema_link(out_dir):
+    """The schema document relative to out_dir when out_dir lies in a loraops checkout (the usual
+    ./bench-out), so the link works where the report is read; else its path in the repository."""
+    d = os.path.abspath(out_dir)
+    while True:
+        if os.path.isfile(os.path.join(d, SCHEMA_DOC)):
+            return os.path.relpath(os.path.join(d, SCHEMA_DOC), os.path.abspath(out_dir))
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
 
 
 # ---- report.md ------------------------------------------------------------------------------
@@ -114,7 +132,7 @@ def _cell(by_impl, impl):
     return fmt_us(r["us_median"]) if r["status"] == "ok" else r["status"]
 
 
-def _environment(doc):
+def _environment(doc, schema_link=None):
     d, lo = doc["device"], doc["loraops"]
     threads = d.get("thread_env") or {}
     yn = {True: "yes", False: "no", None: "?"}
@@ -149,6 +167,9 @@ def _environment(doc):
                      "30 µs are also timed in CUDA-graph replay (\"graph\" in the notes)")
     elif c.get("error"):
         lines.append(f"- ceilings: not measured ({c['error']})")
+    where = (f"[{SCHEMA_DOC}]({schema_link})" if schema_link
+             else f"{SCHEMA_DOC} in loraops' source")
+    lines.append(f"- results.json: schema `{doc['schema']}`, described in {where}")
     if doc.get("interrupted"):
         lines.append("- **interrupted**: the run was stopped; rows after the stop are missing")
     return lines + [""]
@@ -237,12 +258,17 @@ def _notes(rows):
     return lines + [""]
 
 
-def markdown(doc):
+def markdown(doc, plots=None, why_no_plots=None, schema_link=None):
+    """plots: {suite: png file name beside report.md}; why_no_plots: a line saying why none."""
     rows = doc["results"]
     cases = _cases(rows)
     suites = list(OrderedDict.fromkeys(r["suite"] for r in rows))
-    lines = _environment(doc)
+    lines = _environment(doc, schema_link)
+    if why_no_plots:
+        lines[-1:-1] = [f"- plots: {why_no_plots}"]  # inside the header list, before its blank
     for s in suites:
         lines += _suite_table(s, cases)
+        if plots and s in plots:
+            lines += [f"![suite {s}: each case by implementation]({plots[s]})", ""]
     lines += _decision(cases) + _notes(rows)
     return "\n".join(lines)

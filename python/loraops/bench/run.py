@@ -30,6 +30,7 @@ class Options:
     repeats: int = 0   # 0: the default (3 with quick, else 20)
     quick: bool = False
     match: str = ""    # run only cases whose "op shape dtype" contains this
+    compare: str = ""  # an earlier results.json: print and write (compare.md) what moved since
 
 
 class BenchError(Exception):
@@ -218,6 +219,10 @@ def run_bench(opts, ops=None, out=None, err=None):
     err = err or sys.stderr
     if ops is None:
         import loraops as ops
+    # Read the baseline first: a file that cannot be compared must not cost a whole run.
+    if opts.compare:
+        from . import compare  # lazily: compare imports SCHEMA and BenchError from here
+        old_doc = compare.load(opts.compare)
     torch = import_torch()
     device = pick_device(opts.device, ops, torch)
     halves = frameworks.half_dtypes_available() if device == "cpu" else ("bfloat16",)
@@ -259,6 +264,12 @@ def run_bench(opts, ops=None, out=None, err=None):
     report.write(doc, opts.out)
     out.write(report.table_text(rows))
     out.flush()
+    if opts.compare:
+        entries = compare.compare(old_doc, doc)
+        compare.write(entries, old_doc, doc, opts.out)
+        out.write(compare.text(entries, old_doc, doc))
+        out.flush()
     err.write(f"wrote {os.path.join(opts.out, 'results.json')} and "
-              f"{os.path.join(opts.out, 'report.md')}\n")
+              f"{os.path.join(opts.out, 'report.md')}"
+              + (f" and {os.path.join(opts.out, 'compare.md')}" if opts.compare else "") + "\n")
     return doc
