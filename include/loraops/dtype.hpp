@@ -1,8 +1,8 @@
 // Element types, devices and the float16/bfloat16 <-> float32 conversions every backend shares.
 #pragma once
 
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 namespace loraops {
 
@@ -38,61 +38,54 @@ constexpr const char* device_type_name(DeviceType t) {
 }
 
 // --- half conversions (host side; round to nearest even, NaN stays NaN) ---------------------
-// Written out by hand rather than through _Float16/__bf16 so the CPU backend behaves the same
-// with every compiler and on every host.
+// Written out by hand rather than through _Float16/__bf16, so every compiler and host gives the
+// same bits; written as selects rather than branches, so a loop of them vectorises (the CPU
+// kernels convert whole rows with these). Checked over every half and every float.
 
-inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+namespace detail {
+inline uint32_t select_u32(bool c, uint32_t a, uint32_t b) {
+  const uint32_t m = 0u - uint32_t(c);
+  return (a & m) | (b & ~m);
 }
-inline uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+}  // namespace detail
+
+inline float bits_to_float(uint32_t u) { return std::bit_cast<float>(u); }
+inline uint32_t float_to_bits(float f) { return std::bit_cast<uint32_t>(f); }
 
 inline float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
 
 inline uint16_t float_to_bf16(float f) {
-  uint32_t u = float_to_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
-  return uint16_t(u >> 16);
+  const uint32_t u = float_to_bits(f);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // to nearest even
+  // NaN: keep it NaN (quiet bit set) rather than letting the rounding carry it to inf.
+  return uint16_t(detail::select_u32((u & 0x7fffffffu) > 0x7f800000u, (u >> 16) | 0x40u, rounded));
 }
 
 inline float fp16_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t man = h & 0x3ffu;
-  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));  // inf / NaN
-  if (exp != 0) return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
-  if (man == 0) return bits_to_float(sign);
-  // Subnormal half: value = man * 2^-24, exact in float.
-  float v = float(man) * 5.9604644775390625e-8f;
-  return sign ? -v : v;
+  const uint32_t em = h & 0x7fffu;
+  const uint32_t normal = (em << 13) + 0x38000000u;   // exponent rebiased by 127 - 15
+  const uint32_t special = (em << 13) | 0x7f800000u;  // inf / NaN, payload kept
+  // Subnormal half em * 2^-24, exactly: (2^-14 + em * 2^-24) - 2^-14.
+  const uint32_t sub = float_to_bits(bits_to_float((em << 13) + 0x38800000u) - 0x1p-14f);
+  return bits_to_float(sign | detail::select_u32(em >= 0x7c00u, special,
+                                                 detail::select_u32(em < 0x400u, sub, normal)));
 }
 
 inline uint16_t float_to_fp16(float f) {
   const uint32_t u = float_to_bits(f);
-  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN
-  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (a >= 0x38800000u) {                                 // normal half
-    uint32_t m = a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u;  // rebias exponent, round
-    return uint16_t(sign | (m >> 13));
-  }
-  if (a < 0x33000000u) return sign;  // below half of the smallest subnormal: zero
-  // Subnormal half: shift the mantissa (with its implicit bit) into place, round to nearest even.
-  const uint32_t exp = a >> 23;
-  const uint32_t man = (a & 0x7fffffu) | 0x800000u;
-  const uint32_t shift = 126u - exp;  // 14..24
-  uint32_t q = man >> shift;
-  const uint32_t rem = man & ((1u << shift) - 1u);
-  const uint32_t half = 1u << (shift - 1u);
-  if (rem > half || (rem == half && (q & 1u))) ++q;
-  return uint16_t(sign | q);
+  const uint32_t nan = 0x7e00u | ((a >> 13) & 0x3ffu);
+  const uint32_t normal = (a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13;  // nearest even
+  // Below the smallest normal half: adding 0.5 (whose ulp, 2^-24, is the subnormal step) rounds
+  // |f| to nearest even on that grid, and leaves the multiple in the sum's low mantissa bits.
+  const uint32_t sub = float_to_bits(bits_to_float(a) + 0.5f) - 0x3f000000u;
+  const uint32_t mag = detail::select_u32(
+      a > 0x7f800000u, nan,
+      detail::select_u32(a >= 0x477ff000u, 0x7c00u,  // rounds to >= 65520: inf
+                         detail::select_u32(a >= 0x38800000u, normal, sub)));
+  return uint16_t(sign | mag);
 }
 
 // Load/store one element of any dtype as float.

@@ -52,48 +52,8 @@ inline float sigmoid(float x) {
 // -0 rather than -inf * 0 = NaN (the limit, and what the reference gives).
 inline float gated(float x, float factor) { return pick(factor == 0.f, -0.f, x * factor); }
 
-// ---- float16/bfloat16 <-> float, branch-free ---------------------------------------------
-// Bit-identical to fp16_to_float/float_to_fp16/bf16_to_float/float_to_bf16 in dtype.hpp (checked
-// over every half and every float), but written as selects so a loop of them vectorises.
-
-inline uint32_t pick_u(bool c, uint32_t a, uint32_t b) {
-  const uint32_t m = 0u - uint32_t(c);
-  return (a & m) | (b & ~m);
-}
-
-inline float bf16_in(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
-
-inline uint16_t bf16_out(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // to nearest even
-  return uint16_t(pick_u((u & 0x7fffffffu) > 0x7f800000u, (u >> 16) | 0x40u, rounded));
-}
-
-inline float fp16_in(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t em = h & 0x7fffu;
-  const uint32_t normal = (em << 13) + 0x38000000u;   // exponent rebiased by 127 - 15
-  const uint32_t special = (em << 13) | 0x7f800000u;  // inf / NaN, payload kept
-  // Subnormal half em * 2^-24, exactly: (2^-14 + em * 2^-24) - 2^-14.
-  const uint32_t sub =
-      std::bit_cast<uint32_t>(std::bit_cast<float>((em << 13) + 0x38800000u) - 0x1p-14f);
-  return std::bit_cast<float>(sign | pick_u(em >= 0x7c00u, special, pick_u(em < 0x400u, sub, normal)));
-}
-
-inline uint16_t fp16_out(float f) {
-  const uint32_t u = std::bit_cast<uint32_t>(f);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  const uint32_t a = u & 0x7fffffffu;
-  const uint32_t nan = 0x7e00u | ((a >> 13) & 0x3ffu);
-  const uint32_t normal = (a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13;  // nearest even
-  // Below the smallest normal half: adding 0.5 (whose ulp, 2^-24, is the subnormal step) rounds
-  // |f| to nearest even on that grid, and leaves the multiple in the sum's low mantissa bits.
-  const uint32_t sub = std::bit_cast<uint32_t>(std::bit_cast<float>(a) + 0.5f) - 0x3f000000u;
-  const uint32_t mag = pick_u(a > 0x7f800000u, nan,
-                              pick_u(a >= 0x477ff000u, 0x7c00u,  // rounds to >= 65520: inf
-                                     pick_u(a >= 0x38800000u, normal, sub)));
-  return uint16_t(sign | mag);
-}
+// float16/bfloat16 <-> float: dtype.hpp's conversions, written as selects so these loops
+// vectorise.
 
 // n elements p[0], p[stride], ... of dtype t to/from floats.
 LORAOPS_HOT void load_span(const void* p, DType t, int64_t stride, int64_t n, float* out) {
@@ -108,14 +68,14 @@ LORAOPS_HOT void load_span(const void* p, DType t, int64_t stride, int64_t n, fl
   const uint16_t* h = static_cast<const uint16_t*>(p);
   if (t == DType::BFloat16) {
     if (stride == 1)
-      for (int64_t j = 0; j < n; ++j) out[j] = bf16_in(h[j]);
+      for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_float(h[j]);
     else
-      for (int64_t j = 0; j < n; ++j) out[j] = bf16_in(h[j * stride]);
+      for (int64_t j = 0; j < n; ++j) out[j] = bf16_to_float(h[j * stride]);
   } else {
     if (stride == 1)
-      for (int64_t j = 0; j < n; ++j) out[j] = fp16_in(h[j]);
+      for (int64_t j = 0; j < n; ++j) out[j] = fp16_to_float(h[j]);
     else
-      for (int64_t j = 0; j < n; ++j) out[j] = fp16_in(h[j * stride]);
+      for (int64_t j = 0; j < n; ++j) out[j] = fp16_to_float(h[j * stride]);
   }
 }
 
@@ -131,14 +91,14 @@ LORAOPS_HOT void store_span(void* p, DType t, int64_t stride, int64_t n, const f
   uint16_t* h = static_cast<uint16_t*>(p);
   if (t == DType::BFloat16) {
     if (stride == 1)
-      for (int64_t j = 0; j < n; ++j) h[j] = bf16_out(in[j]);
+      for (int64_t j = 0; j < n; ++j) h[j] = float_to_bf16(in[j]);
     else
-      for (int64_t j = 0; j < n; ++j) h[j * stride] = bf16_out(in[j]);
+      for (int64_t j = 0; j < n; ++j) h[j * stride] = float_to_bf16(in[j]);
   } else {
     if (stride == 1)
-      for (int64_t j = 0; j < n; ++j) h[j] = fp16_out(in[j]);
+      for (int64_t j = 0; j < n; ++j) h[j] = float_to_fp16(in[j]);
     else
-      for (int64_t j = 0; j < n; ++j) h[j * stride] = fp16_out(in[j]);
+      for (int64_t j = 0; j < n; ++j) h[j * stride] = float_to_fp16(in[j]);
   }
 }
 
