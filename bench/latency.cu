@@ -1,13 +1,21 @@
-// loraops_latency: per-call latency of the seed suite's row ops on the GPU from C++, without
-// Python in the way: back-to-back launches timed with events, and the same calls replayed from a
-// CUDA graph; beside them the launch floor (an empty kernel, both ways). Prints a table.
-//   usage: loraops_latency [calls=2000]
+// loraops_latency: per-call latency of the seed suite's row ops and LoRA shapes on the GPU from
+// C++, without Python in the way: back-to-back launches timed with events, and the same calls
+// replayed from a CUDA graph; beside them the launch floor (an empty kernel, both ways). Prints a
+// table.
+//
+// The LoRA decode rows (bf16, K = N = 4096) rotate over 4 sets of weights (128 MiB in all, more
+// than the 50 MiB L2), so each call reads W from HBM as a real decode step does; their GB/s
+// column counts the weight bytes (W, A, B) per call. The seed LoRA rows (fp32) do not rotate:
+// they are the small-shape latency, hot in L2, as the seed suite's other rows.
+//   usage: loraops_latency [calls=2000] [name filter: only cases whose name contains it]
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +33,77 @@ namespace {
   } while (0)
 
 __global__ void empty_kernel() {}
+
+// The read floor: every 16-byte vector of `n` read once, 4 loads in flight per thread, one value
+// per block written (so the loads are not dead). What one pass over W could take at best.
+__global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out) {
+  unsigned acc = 0;
+  const size_t step = size_t(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += 4 * step) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = i + u * step < n ? __ldcs(p + i + u * step) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x12345678u) out[blockIdx.x] = acc;
+}
+
+// Pseudo-random values in [-1, 1) (a hash of the index), any float type.
+template <class T>
+__global__ void fill_kernel(T* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+    p[i] = T(float(h & 0xffff) / 32768.f - 1.f);
+  }
+}
+
+// A device buffer of n elements of dtype t, filled; freed at exit (the process ends anyway).
+void* filled(loraops::DType t, size_t n, uint32_t seed) {
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, n * size_t(loraops::dtype_size(t))));
+  if (t == loraops::DType::BFloat16) fill_kernel<<<256, 256>>>(static_cast<__nv_bfloat16*>(p), n, seed);
+  else fill_kernel<<<256, 256>>>(static_cast<float*>(p), n, seed);
+  CHECK(cudaGetLastError());
+  return p;
+}
+
+// One LoRA layer's tensors; `sets` copies of the weights to rotate over.
+struct LoraSetup {
+  loraops::DType t;
+  int64_t m, k, n, r;
+  double scale = 2.0;  // 0: no low-rank term (no shrink kernel)
+  std::vector<loraops::Tensor> x, w, a, b;
+  loraops::Tensor y;
+  int next = 0;
+  LoraSetup(loraops::DType t_, int64_t m_, int64_t k_, int64_t n_, int64_t r_, int sets)
+      : t(t_), m(m_), k(k_), n(n_), r(r_) {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    for (int i = 0; i < sets; ++i) {
+      const uint32_t s = 97u * uint32_t(i);
+      x.push_back(loraops::Tensor::contiguous(filled(t, size_t(m * k), s + 1), t, {m, k}, dev));
+      w.push_back(loraops::Tensor::contiguous(filled(t, size_t(n * k), s + 2), t, {n, k}, dev));
+      a.push_back(loraops::Tensor::contiguous(filled(t, size_t(r * k), s + 3), t, {r, k}, dev));
+      b.push_back(loraops::Tensor::contiguous(filled(t, size_t(n * r), s + 4), t, {n, r}, dev));
+    }
+    y = loraops::Tensor::contiguous(filled(t, size_t(m * n), 5), t, {m, n}, dev);
+  }
+  double weight_bytes() const { return double((n * k + r * k + n * r) * loraops::dtype_size(t)); }
+  void lora(const loraops::Exec& ex) {
+    const int i = next;
+    next = (next + 1) % int(x.size());
+    loraops::lora_forward(x[size_t(i)], w[size_t(i)], a[size_t(i)], b[size_t(i)], scale, nullptr, y, ex);
+  }
+  void base(const loraops::Exec& ex) {  // y = x @ W.T alone, through the vendor matmul
+    const int i = next;
+    next = (next + 1) % int(x.size());
+    loraops::MatmulOptions opt;
+    opt.trans_b = true;
+    loraops::matmul(x[size_t(i)], w[size_t(i)], opt, y, ex);
+  }
+};
 
 // Median over 9 samples of per-call µs for `calls` back-to-back calls of fn on stream s.
 double time_eager(const std::function<void()>& fn, cudaStream_t s, int calls) {
@@ -98,6 +177,7 @@ int main(int argc, char** argv) {
   struct Case {
     std::string name;
     std::function<void()> fn;
+    double bytes = 0;  // per call, for a GB/s column (0: none)
   };
   std::vector<Case> cases = {
       {"empty kernel (launch floor)", [&] { empty_kernel<<<1, 32, 0, s>>>(); }},
@@ -107,17 +187,63 @@ int main(int argc, char** argv) {
       {"silu [4,16,1024] fp32",
        [&] { loraops::activation(xv, loraops::Activation::Silu, yv, ex); }},
   };
-  std::printf("%-30s %14s %14s\n", "case (custom impl)", "eager us/call", "graph us/call");
+  // LoRA: the seed shapes (fp32, one token, r = 8; hot) and decode (bf16, rotating weights).
+  const loraops::Exec custom{.impl = loraops::Impl::Custom, .stream = s};
+  const loraops::Exec vendor{.impl = loraops::Impl::Vendor, .stream = s};
+  std::vector<std::unique_ptr<LoraSetup>> setups;
+  for (int64_t k : {512, 1024, 2048}) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, 1, k, k, 8, 1));
+    LoraSetup* L = setups.back().get();
+    const std::string shape = " fp32 x[1," + std::to_string(k) + "] r8";
+    cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, L->weight_bytes()});
+    cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, L->weight_bytes()});
+  }
+  {  // the floor for one pass over 32 MiB, rotating over 4 buffers as the decode rows do
+    auto bufs = std::make_shared<std::vector<void*>>();
+    for (int i = 0; i < 4; ++i) bufs->push_back(filled(loraops::DType::BFloat16, size_t(4096) * 4096, 7u + i));
+    unsigned* sink = static_cast<unsigned*>(filled(loraops::DType::Float32, 4096, 9));
+    auto next = std::make_shared<int>(0);
+    const int blocks = 132 * 8;
+    cases.push_back({"read floor 32 MiB rot", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_kernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
+                                                          size_t(4096) * 4096 * 2 / 16, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
+    LoraSetup* L = setups.back().get();
+    L->scale = 0.0;
+    cases.push_back({"lora custom bf16 m1 scale0 rot", [L, custom] { L->lora(custom); },
+                     L->weight_bytes()});
+  }
+  for (int64_t m : {1, 16, 32, 64}) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
+    LoraSetup* L = setups.back().get();
+    const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16 rot";
+    cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, L->weight_bytes()});
+    cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, L->weight_bytes()});
+    cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
+  }
+
+  std::printf("%-34s %14s %14s %12s %12s\n", "case (custom impl unless named)", "eager us/call",
+              "graph us/call", "eager GB/s", "graph GB/s");
+  const std::string filter = argc > 2 ? argv[2] : "";
   for (auto& c : cases) {
+    if (c.name.find(filter) == std::string::npos) continue;
     double eager = -1, graph = -1;
     try {
       eager = time_eager(c.fn, s, calls);
       graph = time_graph(c.fn, s, calls);
     } catch (const loraops::Error& e) {
-      std::printf("%-30s %s\n", c.name.c_str(), e.what());
+      std::printf("%-34s %s\n", c.name.c_str(), e.what());
       continue;
     }
-    std::printf("%-30s %14.2f %14.2f\n", c.name.c_str(), eager, graph);
+    if (c.bytes > 0)
+      std::printf("%-34s %14.2f %14.2f %12.0f %12.0f\n", c.name.c_str(), eager, graph,
+                  c.bytes / eager * 1e-3, c.bytes / graph * 1e-3);
+    else
+      std::printf("%-34s %14.2f %14.2f\n", c.name.c_str(), eager, graph);
   }
   cudaFree(x);
   cudaFree(y);

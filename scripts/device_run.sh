@@ -3,7 +3,9 @@
 # run them again under compute-sanitizer (memcheck, racecheck), run the Python tests (torch and
 # gpu markers included) and the benchmarks. Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
-#   ONLY_CPP=1 skips the Python install, pytest and the bench.
+#   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
+#   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step. Each step is
+#   killed after STEP_TIMEOUT seconds (default 300) so one hang cannot eat the whole call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -13,7 +15,7 @@ summary=()
 step() {  # step NAME CMD...: run, log to $OUT/NAME.log, remember the status
   local name=$1; shift
   local t0=$SECONDS
-  "$@" >"$OUT/$name.log" 2>&1
+  timeout "${STEP_TIMEOUT:-300}" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
   summary+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
   return $rc
@@ -28,12 +30,15 @@ GTEST_ARG=()
 step configure cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${GTEST_ARG[@]}" &&
   step build ninja -C build/dev
 if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
-  step gpu_tests build/dev/tests/cpp/loraops_gpu_tests
+  FILTER=(--gtest_filter="${GPU_FILTER:-*}")
+  step gpu_tests build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
   step cpu_tests build/dev/tests/cpp/loraops_tests --gtest_brief=1
-  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
+  if [ "${SANITIZERS:-1}" != 0 ]; then
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
   # racecheck also reports hazards inside cuBLAS's own sm90 GEMM kernels (seen 2026-11-29 in a
   # TF32 xmma kernel); read its log for hazards in loraops' kernels, not just its exit code.
-  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
+  fi
   step latency build/dev/loraops_latency
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
@@ -41,7 +46,7 @@ step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C bui
 step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
 for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
-  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s"
+  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" ${BENCH_ARGS:-}
   [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
 done
 fi

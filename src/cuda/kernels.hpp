@@ -17,4 +17,12 @@ void layer_norm_custom(const detail::RowParams& p, void* stream);
 // vendor/matmul_cublaslt.cpp
 void matmul_vendor(const detail::MatmulParams& p, void* stream);
 
+// vendor/lora_cublaslt.cpp: shrink, expand (+bias), base GEMM accumulating (any m).
+void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream);
+// vendor/lora_backward_cublaslt.cpp: five GEMMs, nothing larger than m x r materialised.
+void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream);
+// kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
+constexpr int64_t kLoraDecodeMaxM = 64;
+void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
+
 }  // namespace loraops::cuda

@@ -24,7 +24,37 @@ __global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ d
   }
 }
 
+template <class T>
+__global__ void pack_rows_kernel(const T* __restrict__ src, T* __restrict__ dst,
+                                 detail::RowsView v, int64_t total) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
+    const int64_t i = e / v.cols, j = e - i * v.cols;
+    dst[e] = src[v.row_offset(i) + j * v.col_stride];
+  }
+}
+
+int copy_blocks(int64_t total, int device) {
+  const int64_t cap = int64_t(sm_count(device)) * 8;  // a full GPU; the kernels loop past it
+  const int64_t want = (total + 255) / 256;
+  return int(want < cap ? want : cap);
+}
+
 }  // namespace
+
+void pack_rows(const detail::RowsView& v, int64_t elem_bytes, void* dst, cudaStream_t stream,
+               int device) {
+  const int64_t total = v.rows * v.cols;
+  if (total == 0) return;
+  const int blocks = copy_blocks(total, device);
+  if (elem_bytes == 4)
+    pack_rows_kernel<uint32_t><<<blocks, 256, 0, stream>>>(
+        static_cast<const uint32_t*>(v.p), static_cast<uint32_t*>(dst), v, total);
+  else
+    pack_rows_kernel<uint16_t><<<blocks, 256, 0, stream>>>(
+        static_cast<const uint16_t*>(v.p), static_cast<uint16_t*>(dst), v, total);
+  LORAOPS_CUDA_CHECK_LAUNCH("pack_rows");
+}
 
 void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols, StridedMat src,
                   void* dst, int64_t d_bs, int64_t d_rs, int64_t d_cs, cudaStream_t stream,
@@ -33,9 +63,7 @@ void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols,
   if (total == 0) return;
   const CopyArgs a{rows, cols, total, src.bs, src.rs, src.cs, d_bs, d_rs, d_cs};
   constexpr int kThreads = 256;
-  const int64_t cap = int64_t(sm_count(device)) * 8;  // a full GPU; the kernel loops past it
-  const int64_t want = (total + kThreads - 1) / kThreads;
-  const int blocks = int(want < cap ? want : cap);
+  const int blocks = copy_blocks(total, device);
   if (elem_bytes == 4)
     strided_copy_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(
         static_cast<const uint32_t*>(src.p), static_cast<uint32_t*>(dst), a);

@@ -1,0 +1,448 @@
+// lora_forward on CUDA, custom, for decode-sized batches (m <= kLoraDecodeMaxM): y is bound by
+// reading W once, so the whole op is one pass over W at memory speed with the low-rank term added
+// where y is stored. Two kernels on the stream:
+//
+//   lora_shrink   t = scale * x @ A.T, fp32 [m, r] in scratch (A is r rows: a small read);
+//   lora_decode_* y = x @ W.T + bias + t @ B.T, W streamed once; t is only needed at the store.
+//
+// The second is launched with programmatic dependent launch (Hopper): it starts while the shrink
+// still runs, streams W, and waits for the shrink's grid (griddepcontrol.wait) only before its
+// epilogue reads t. The shrink is kept to few blocks (one per 4 rows of A): its blocks take SM
+// slots the W stream would use, and more of them (split over tokens or K) measured slower, as did
+// one fused kernel whose first blocks computed t for the others (NOTES.md).
+//
+// lora_decode_mma (float16/bfloat16, 16-byte aligned rows, K % 8 == 0): a block owns 16 rows of
+// W; its warps split K in 64-element chunks. Each lane loads 16 bytes of two W rows and of up to
+// 8 tokens straight into registers and feeds mma.m16n8k16 with W as the 16-row operand and the
+// tokens as the 8 columns ("swap AB": m <= 8 tokens fill one n8 tile). A dot product does not
+// care which k goes where, so each lane's 8 contiguous elements are assigned to the 4 k-slots it
+// owns in two consecutive mmas, in W and x alike: no shuffles, no shared memory in the loop. The
+// warps' partial sums meet in shared memory in a fixed order (deterministic).
+//
+// lora_decode_fma (float32 — true fp32, no TF32 — and any layout of any dtype): a warp per row
+// of W, 16-byte loads when aligned, element loads with strides otherwise, up to 8 tokens per pass.
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/stream_scratch.hpp"
+
+namespace loraops::cuda {
+
+namespace {
+
+using detail::LoraForwardParams;
+using detail::MatView;
+using detail::RowsView;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+template <class T>
+constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
+
+__device__ __forceinline__ void grid_dependency_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
+__device__ __forceinline__ void allow_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
+// W is read exactly once: keep it out of L1 (x, read by every block, stays there).
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint4 load_shared_ro(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+template <class T>
+__device__ __forceinline__ void unpack(uint4 u, float (&out)[kVec<T>]) {
+  if constexpr (std::is_same_v<T, float>) {
+    out[0] = __uint_as_float(u.x), out[1] = __uint_as_float(u.y);
+    out[2] = __uint_as_float(u.z), out[3] = __uint_as_float(u.w);
+  } else {
+    const T* h = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < kVec<T>; ++i) out[i] = to_float(h[i]);
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---- t = scale * x @ A.T -------------------------------------------------------------------
+
+constexpr int kShrinkRows = 4;    // rows of A per block
+constexpr int kShrinkTokens = 8;  // tokens per pass over A's rows
+
+struct ShrinkArgs {
+  RowsView x;
+  MatView a;  // [r, k]
+  int64_t m, k, r;
+  float scale;
+  float* t;  // [m, r]
+};
+
+template <class T, bool kVector>
+__global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
+  allow_dependents();  // the decode kernel may start streaming W now
+  __shared__ float red[kWarps][kShrinkTokens * kShrinkRows];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const T* x = static_cast<const T*>(s.x.p);
+  const T* a = static_cast<const T*>(s.a.p);
+  const int64_t j0 = int64_t(blockIdx.x) * kShrinkRows;
+  const T* arow[kShrinkRows];
+#pragma unroll
+  for (int i = 0; i < kShrinkRows; ++i) arow[i] = a + (j0 + i < s.r ? j0 + i : 0) * s.a.rs;
+
+  for (int64_t m0 = 0; m0 < s.m; m0 += kShrinkTokens) {
+    const T* xrow[kShrinkTokens];  // tokens past m read row 0 and are never stored
+#pragma unroll
+    for (int i = 0; i < kShrinkTokens; ++i) xrow[i] = x + s.x.row_offset(m0 + i < s.m ? m0 + i : 0);
+    float acc[kShrinkTokens][kShrinkRows] = {};
+    if constexpr (kVector) {
+      constexpr int V = kVec<T>;
+      for (int64_t k = int64_t(threadIdx.x) * V; k < s.k; k += int64_t(kThreads) * V) {
+        float av[kShrinkRows][V];
+#pragma unroll
+        for (int i = 0; i < kShrinkRows; ++i) unpack<T>(load_shared_ro(arow[i] + k), av[i]);
+#pragma unroll
+        for (int tk = 0; tk < kShrinkTokens; ++tk) {
+          float xv[V];
+          unpack<T>(load_shared_ro(xrow[tk] + k), xv);
+#pragma unroll
+          for (int i = 0; i < kShrinkRows; ++i)
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[tk][i] = fmaf(xv[v], av[i][v], acc[tk][i]);
+        }
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < s.k; k += kThreads) {
+        float av[kShrinkRows];
+#pragma unroll
+        for (int i = 0; i < kShrinkRows; ++i) av[i] = to_float(arow[i][k * s.a.cs]);
+#pragma unroll
+        for (int tk = 0; tk < kShrinkTokens; ++tk) {
+          const float xv = to_float(xrow[tk][k * s.x.col_stride]);
+#pragma unroll
+          for (int i = 0; i < kShrinkRows; ++i) acc[tk][i] = fmaf(xv, av[i], acc[tk][i]);
+        }
+      }
+    }
+#pragma unroll
+    for (int tk = 0; tk < kShrinkTokens; ++tk)
+#pragma unroll
+      for (int i = 0; i < kShrinkRows; ++i) {
+        const float v = warp_sum(acc[tk][i]);
+        if (lane == 0) red[warp][tk * kShrinkRows + i] = v;
+      }
+    __syncthreads();
+    if (threadIdx.x < kShrinkTokens * kShrinkRows) {
+      const int tk = threadIdx.x / kShrinkRows, i = threadIdx.x % kShrinkRows;
+      float sum = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += red[w][threadIdx.x];
+      if (m0 + tk < s.m && j0 + i < s.r) s.t[(m0 + tk) * s.r + j0 + i] = s.scale * sum;
+    }
+    __syncthreads();
+  }
+}
+
+// ---- y = x @ W.T + bias + t @ B.T ------------------------------------------------------------
+
+struct DecodeArgs {
+  RowsView x;
+  MatView w;  // [n, k]
+  MatView b;  // [n, r]
+  const void* bias;
+  int64_t bias_stride;
+  const float* t;  // [m, r], scale applied; null: no low-rank term
+  void* y;         // [m, n]
+  int64_t m, n, k, r;
+};
+
+// The value stored at y[m][n], given the dot product with W.
+template <class T>
+__device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
+  if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
+  if (a.t) {
+    const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
+    const float* t = a.t + m * a.r;
+    float lr = 0.f;
+    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
+    acc += lr;
+  }
+  return acc;
+}
+
+template <class T>
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// NT tiles of 8 tokens, 16 rows per block, WARPS warps splitting K; U chunks of 64 in flight per
+// warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m variants
+// run 16 warps per block at <= 64 registers, two blocks per SM.
+template <class T, int NT, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
+  constexpr int U = NT <= 2 ? 2 : 1;
+  constexpr int R = 16, TK = 8 * NT;
+  constexpr int kWarps = WARPS, kThreads = WARPS * 32;
+  extern __shared__ float red[];  // [WARPS][R][TK]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int64_t n0 = int64_t(blockIdx.x) * R;
+  const T* w = static_cast<const T*>(a.w.p);
+  const T* x = static_cast<const T*>(a.x.p);
+
+  // Rows past the end and tokens past m read row 0 (always there) and are never stored: the
+  // loads stay unconditional, only the K tail is predicated.
+  const T* wrow[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t n = n0 + h * 8 + g;
+    wrow[h] = w + (n < a.n ? n : 0) * a.w.rs + c * 8;
+  }
+  const T* xrow[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int64_t m = nt * 8 + g;
+    xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + c * 8;
+  }
+
+  float acc[NT][4] = {};
+  const int64_t chunks = (a.k + 63) / 64;
+  for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(kWarps) * U) {
+    uint4 wv[U][2][2], xv[U][2][NT];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const int64_t k = (ch0 + int64_t(u) * kWarps) * 64 + s * 32;  // + c*8 in the pointers
+        const bool in = k + c * 8 < a.k;  // K % 8 == 0: a vector is all in or all out
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          wv[u][s][h] = in ? load_stream(wrow[h] + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          xv[u][s][nt] = in ? load_shared_ro(xrow[nt] + k) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            mma16816<T>(acc[nt], word(wv[u][s][0], 2 * q), word(wv[u][s][1], 2 * q),
+                        word(wv[u][s][0], 2 * q + 1), word(wv[u][s][1], 2 * q + 1),
+                        word(xv[u][s][nt], 2 * q), word(xv[u][s][nt], 2 * q + 1));
+  }
+
+  // Accumulator nt: d0,d1 = rows g, tokens 2c,2c+1; d2,d3 = rows g+8, the same tokens.
+  float* mine = red + warp * R * TK;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int tok = nt * 8 + 2 * c;
+    mine[g * TK + tok] = acc[nt][0];
+    mine[g * TK + tok + 1] = acc[nt][1];
+    mine[(g + 8) * TK + tok] = acc[nt][2];
+    mine[(g + 8) * TK + tok + 1] = acc[nt][3];
+  }
+  __syncthreads();
+  auto sum_at = [&](int row, int tok) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w2 = 0; w2 < kWarps; ++w2) sum += red[(w2 * R + row) * TK + tok];
+    return sum;
+  };
+  if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
+  T* y = static_cast<T*>(a.y);
+  for (int i = threadIdx.x; i < R * TK; i += kThreads) {
+    const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
+    const int64_t n = n0 + row;
+    if (n >= a.n || tok >= a.m) continue;
+    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum_at(row, tok)));
+  }
+}
+
+// A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
+template <class T, int MT, bool kVector>
+__global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t n = int64_t(blockIdx.x) * kWarps + warp;
+  if (n >= a.n) return;
+  const T* wrow = static_cast<const T*>(a.w.p) + n * a.w.rs;
+  const T* x = static_cast<const T*>(a.x.p);
+  T* y = static_cast<T*>(a.y);
+  bool waited = !a.t;
+  for (int64_t m0 = 0; m0 < a.m; m0 += MT) {
+    const T* xrow[MT];
+#pragma unroll
+    for (int i = 0; i < MT; ++i) xrow[i] = x + a.x.row_offset(m0 + i < a.m ? m0 + i : 0);
+    float acc[MT] = {};
+    if constexpr (kVector) {
+      // Batches of B vectors per lane: all B loads of the row are issued before the first is
+      // used (a dependent load per iteration would leave one 512-byte request per warp in flight).
+      constexpr int V = kVec<T>, B = 8;
+      for (int64_t k0 = int64_t(lane) * V; k0 < a.k; k0 += int64_t(32) * V * B) {
+        uint4 wv[B];
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const int64_t k = k0 + int64_t(b) * 32 * V;
+          wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          const int64_t k = k0 + int64_t(b) * 32 * V;
+          if (k >= a.k) break;
+          float wf[V];
+          unpack<T>(wv[b], wf);
+#pragma unroll
+          for (int i = 0; i < MT; ++i) {
+            float xf[V];
+            unpack<T>(load_shared_ro(xrow[i] + k), xf);
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[i] = fmaf(wf[v], xf[v], acc[i]);
+          }
+        }
+      }
+    } else {
+#pragma unroll 4
+      for (int64_t k = lane; k < a.k; k += 32) {
+        const float wf = to_float(wrow[k * a.w.cs]);
+#pragma unroll
+        for (int i = 0; i < MT; ++i) acc[i] = fmaf(wf, to_float(xrow[i][k * a.x.col_stride]), acc[i]);
+      }
+    }
+    float mine = 0.f;
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      const float v = warp_sum(acc[i]);
+      if (lane == i) mine = v;
+    }
+    if (!waited) grid_dependency_wait(), waited = true;  // t is complete after this
+    const int64_t m = m0 + lane;
+    if (lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
+  }
+}
+
+// ---- launching ----------------------------------------------------------------------------------
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Rows of `cols` elements that can be read as 16-byte vectors.
+bool rows_vectorisable(const RowsView& v, int64_t es) {
+  if (v.col_stride != 1 && v.cols > 1) return false;
+  if (!aligned16(v.p) || (v.cols * es) % 16 != 0) return false;
+  for (int d = 0; d < v.nlead; ++d)
+    if ((v.lead_stride[size_t(d)] * es) % 16 != 0) return false;
+  return true;
+}
+
+bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) {
+  if (v.cs != 1 && cols > 1) return false;
+  return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
+}
+
+// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), int blocks, int threads, size_t smem, cudaStream_t stream,
+            bool pdl, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+
+template <class T, int NT, int WARPS>
+void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+  constexpr size_t smem = size_t(WARPS) * 16 * 8 * NT * sizeof(float);
+  static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
+  launch(lora_decode_mma<T, NT, WARPS>, int((a.n + 15) / 16), WARPS * 32, smem, stream, pdl, a);
+}
+
+template <class T, int MT>
+void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
+  const int blocks = int((a.n + kWarps - 1) / kWarps);
+  if (vector) launch(lora_decode_fma<T, MT, true>, blocks, kThreads, 0, stream, pdl, a);
+  else launch(lora_decode_fma<T, MT, false>, blocks, kThreads, 0, stream, pdl, a);
+}
+
+template <class T>
+void run(const LoraForwardParams& p, cudaStream_t stream) {
+  const int64_t es = sizeof(T);
+  const bool low_rank = p.r > 0 && p.scale != 0.f;
+  const bool x_vec = rows_vectorisable(p.x, es);
+  float* t = nullptr;
+  if (low_rank) {
+    t = static_cast<float*>(stream_scratch(p.device_index, stream, size_t(p.m * p.r) * 4,
+                                           "lora_forward", "x"));
+    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, t};
+    const int blocks = int((p.r + kShrinkRows - 1) / kShrinkRows);
+    if (x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es))
+      lora_shrink<T, true><<<blocks, kThreads, 0, stream>>>(s);
+    else
+      lora_shrink<T, false><<<blocks, kThreads, 0, stream>>>(s);
+    LORAOPS_CUDA_CHECK_LAUNCH("lora_shrink");
+  }
+  const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, t, p.out,
+                     p.m, p.n, p.k, p.r};
+  const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+  if constexpr (!std::is_same_v<T, float>) {
+    if (vec) {  // 16 warps at <= 64 registers for one token tile; 8 above (more registers)
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
+      if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
+      return launch_mma<T, 8, 8>(a, stream, low_rank);
+    }
+  }
+  if (p.m == 1) return launch_fma<T, 1>(a, vec, stream, low_rank);
+  if (p.m == 2) return launch_fma<T, 2>(a, vec, stream, low_rank);
+  if (p.m <= 4) return launch_fma<T, 4>(a, vec, stream, low_rank);
+  launch_fma<T, 8>(a, vec, stream, low_rank);
+}
+
+}  // namespace
+
+void lora_forward_decode(const detail::LoraForwardParams& p, void* stream) {
+  DeviceGuard guard(p.device_index);
+  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, static_cast<cudaStream_t>(stream)); });
+}
+
+}  // namespace loraops::cuda

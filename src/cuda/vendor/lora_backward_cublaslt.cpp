@@ -1,0 +1,124 @@
+// lora_backward on CUDA, vendor: the cuBLASLt composition (W frozen), five GEMMs:
+//   gB = g @ B                     [m, r]  (input dtype, in scratch; kept for grad_a)
+//   grad_x = scale * gB @ A        [m, k]  then  grad_x = g @ W + 1 * grad_x  (the base GEMM
+//                                          absorbs the low-rank term as its C operand)
+//   t = x @ A.T                    [m, r]  (input dtype, in scratch)
+//   grad_a = scale * gB.T @ x      [r, k]  (the m rows are the depth)
+//   grad_b = scale * g.T @ t       [n, r]
+// Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
+// packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
+// of grad_x.
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/kernels/strided_copy.hpp"
+#include "cuda/stream_scratch.hpp"
+#include "cuda/vendor/cublaslt.hpp"
+
+namespace loraops::cuda {
+
+namespace {
+
+int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
+
+// Rows as (pointer, row stride, column stride): the caller's if evenly spaced, else packed.
+struct Rows {
+  const void* p;
+  int64_t rs, cs;
+};
+
+}  // namespace
+
+void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DeviceGuard guard(p.device_index);
+  const int64_t es = dtype_size(p.dtype), m = p.m, k = p.k, n = p.n, r = p.r;
+
+  int64_t g_rs = 0, x_rs = 0;
+  const bool pack_g = !p.grad_y.uniform(&g_rs) && n > 0;
+  const bool pack_x = !p.x.uniform(&x_rs) && k > 0;
+  const int64_t g_bytes = pack_g ? round_up(m * n * es, 256) : 0;
+  const int64_t x_bytes = pack_x ? round_up(m * k * es, 256) : 0;
+  const int64_t r_bytes = round_up(m * r * es, 256);
+  char* scratch = static_cast<char*>(stream_scratch(
+      p.device_index, stream, size_t(g_bytes + x_bytes + 2 * r_bytes + 256), "lora_backward",
+      "grad_y"));
+  Rows g{p.grad_y.p, g_rs, p.grad_y.col_stride}, x{p.x.p, x_rs, p.x.col_stride};
+  if (pack_g) {
+    pack_rows(p.grad_y, es, scratch, stream, p.device_index);
+    g = {scratch, n, 1};
+  }
+  if (pack_x) {
+    pack_rows(p.x, es, scratch + g_bytes, stream, p.device_index);
+    x = {scratch + g_bytes, k, 1};
+  }
+  void* gb = scratch + g_bytes + x_bytes;
+  void* t = scratch + g_bytes + x_bytes + r_bytes;
+  const bool low_rank = r > 0 && p.scale != 0.f;
+
+  lt::GemmDesc d;
+  d.op = "lora_backward";
+  d.dtype = p.dtype;
+  auto run = [&](lt::GemmDesc e) { lt::gemm(e, stream, p.device_index); };
+
+  if (low_rank) {
+    lt::GemmDesc e = d;  // gB = g @ B
+    e.m = m, e.n = r, e.k = n;
+    e.a = g.p, e.a_rs = g.rs, e.a_cs = g.cs;
+    e.b = p.lora_b.p, e.b_rs = p.lora_b.rs, e.b_cs = p.lora_b.cs;
+    e.d = gb, e.ldd = r;
+    run(e);
+  }
+
+  {
+    lt::GemmDesc base = d;  // grad_x = g @ W (+ scale * gB @ A)
+    base.m = m, base.n = k, base.k = n;
+    base.a = g.p, base.a_rs = g.rs, base.a_cs = g.cs;
+    base.b = p.weight.p, base.b_rs = p.weight.rs, base.b_cs = p.weight.cs;
+    base.d = p.grad_x, base.ldd = k;
+    if (low_rank) {
+      lt::GemmDesc e = base;
+      e.k = r;
+      e.a = gb, e.a_rs = r, e.a_cs = 1;
+      e.b = p.lora_a.p, e.b_rs = p.lora_a.rs, e.b_cs = p.lora_a.cs;
+      e.alpha = p.scale;
+      run(e);
+      base.c = p.grad_x, base.c_rs = k, base.c_cs = 1, base.beta = 1.f;
+    }
+    run(base);
+  }
+
+  if (r == 0) return;  // grad_a and grad_b are empty
+  if (!low_rank) {     // scale 0: both gradients are zero
+    LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_a, 0, size_t(r * k * es), stream));
+    LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_b, 0, size_t(n * r * es), stream));
+    return;
+  }
+  {
+    lt::GemmDesc e = d;  // t = x @ A.T
+    e.m = m, e.n = r, e.k = k;
+    e.a = x.p, e.a_rs = x.rs, e.a_cs = x.cs;
+    e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;
+    e.d = t, e.ldd = r;
+    run(e);
+  }
+  {
+    lt::GemmDesc e = d;  // grad_a = scale * gB.T @ x
+    e.m = r, e.n = k, e.k = m;
+    e.a = gb, e.a_rs = 1, e.a_cs = r;
+    e.b = x.p, e.b_rs = x.rs, e.b_cs = x.cs;
+    e.d = p.grad_a, e.ldd = k;
+    e.alpha = p.scale;
+    run(e);
+  }
+  {
+    lt::GemmDesc e = d;  // grad_b = scale * g.T @ t
+    e.m = n, e.n = r, e.k = m;
+    e.a = g.p, e.a_rs = g.cs, e.a_cs = g.rs;
+    e.b = t, e.b_rs = r, e.b_cs = 1;
+    e.d = p.grad_b, e.ldd = r;
+    e.alpha = p.scale;
+    run(e);
+  }
+}
+
+}  // namespace loraops::cuda

@@ -1,0 +1,79 @@
+// lora_forward on CUDA, vendor: the best a cuBLASLt-only design does, three GEMMs and no other
+// pass over y:
+//   1. t = scale * x @ A.T          [m, r] in the input dtype (as PyTorch keeps it), in scratch
+//   2. y = t @ B.T + bias           the bias epilogue; y written once
+//   3. y = x @ W.T + 1 * y          the base GEMM reads y as C in its epilogue
+// The expand goes first so that the base GEMM, the expensive one, absorbs the low-rank term as its
+// C operand: at large m the GEMM is compute-bound and that read comes nearly free, where an expand
+// after it would read and write all of y again. A scale of 0 (or r = 0) skips 1 and 2: the term
+// is exactly zero then (inf/NaN in lora_a/lora_b do not reach y, unlike 0 * inf in the math).
+// x with rows that are not evenly spaced is packed into scratch first (one copy of x).
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/kernels/strided_copy.hpp"
+#include "cuda/stream_scratch.hpp"
+#include "cuda/vendor/cublaslt.hpp"
+
+namespace loraops::cuda {
+
+namespace {
+
+int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
+
+}  // namespace
+
+void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DeviceGuard guard(p.device_index);
+  const int64_t es = dtype_size(p.dtype);
+  const bool low_rank = p.r > 0 && p.scale != 0.f;
+
+  // Scratch: [packed x][t], each 256-byte aligned.
+  int64_t x_rs = 0;
+  const bool pack_x = !p.x.uniform(&x_rs) && p.k > 0;
+  const int64_t x_bytes = pack_x ? round_up(p.m * p.k * es, 256) : 0;
+  const int64_t t_bytes = low_rank ? round_up(p.m * p.r * es, 256) : 0;
+  char* scratch = nullptr;
+  if (x_bytes + t_bytes > 0)
+    scratch = static_cast<char*>(
+        stream_scratch(p.device_index, stream, size_t(x_bytes + t_bytes), "lora_forward", "x"));
+  const void* x = p.x.p;
+  int64_t x_cs = p.x.col_stride;
+  if (pack_x) {
+    pack_rows(p.x, es, scratch, stream, p.device_index);
+    x = scratch, x_rs = p.k, x_cs = 1;
+  }
+
+  lt::GemmDesc base;
+  base.op = "lora_forward";
+  base.dtype = p.dtype;
+  base.m = p.m, base.n = p.n, base.k = p.k;
+  base.a = x, base.a_rs = x_rs, base.a_cs = x_cs;
+  base.b = p.weight.p, base.b_rs = p.weight.cs, base.b_cs = p.weight.rs;  // W.T
+  base.d = p.out, base.ldd = p.n;
+
+  if (low_rank) {
+    void* t = scratch + x_bytes;
+    lt::GemmDesc shrink = base;
+    shrink.n = p.r;
+    shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
+    shrink.d = t, shrink.ldd = p.r;
+    shrink.alpha = p.scale;
+    lt::gemm(shrink, stream, p.device_index);
+
+    lt::GemmDesc expand = base;
+    expand.k = p.r;
+    expand.a = t, expand.a_rs = p.r, expand.a_cs = 1;
+    expand.b = p.lora_b.p, expand.b_rs = p.lora_b.cs, expand.b_cs = p.lora_b.rs;  // B.T
+    expand.bias = p.bias, expand.bias_stride = p.bias_stride;
+    lt::gemm(expand, stream, p.device_index);
+
+    base.c = p.out, base.c_rs = p.n, base.c_cs = 1;
+    base.beta = 1.f;
+  } else {
+    base.bias = p.bias, base.bias_stride = p.bias_stride;
+  }
+  lt::gemm(base, stream, p.device_index);
+}
+
+}  // namespace loraops::cuda
