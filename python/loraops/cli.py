@@ -19,8 +19,8 @@ def _parser():
     b = sub.add_parser(
         "bench", help="time every implementation of every op on a suite of shapes",
         description="Times the reference, vendor, custom and auto implementations (and PyTorch "
-                    "eager, when importable) of each case of a suite; prints a table and writes "
-                    "results.json and report.md.")
+                    "eager, when importable; torch.compile with --torch-compile) of each case of "
+                    "a suite; prints a table and writes results.json and report.md.")
     b.add_argument("--suite", choices=("seed", "rowwise", "lora", "all"), default="seed",
                    help="which shapes (default: seed)")
     b.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -37,6 +37,9 @@ def _parser():
                         "what got faster, slower, appeared, vanished or changed status")
     b.add_argument("--against", metavar="NEW.json", default="",
                    help="with --compare: compare OLD.json with this file instead of running")
+    b.add_argument("--torch-compile", action="store_true",
+                   help="also time torch.compile'd PyTorch (mode default, fullgraph, static "
+                        "shapes); off by default: every case costs a compile of seconds")
     return p
 
 
@@ -54,7 +57,8 @@ def main(argv=None):
         from .bench import BenchError, Options, run_bench
 
         opts = Options(suite=args.suite, device=args.device, out=args.out, repeats=args.repeats,
-                       quick=args.quick, match=args.match, compare=args.compare)
+                       quick=args.quick, match=args.match, compare=args.compare,
+                       torch_compile=args.torch_compile)
         try:
             if args.against and not args.compare:
                 raise BenchError("--against NEW.json needs --compare OLD.json")

@@ -46,6 +46,16 @@ def test_seed_quick_cpu_end_to_end(tmp_path, capsys):
     assert all(r["status"] == "ok" for r in doc["results"] if r["impl"] == "reference")
     report = (out / "report.md").read_text()
     assert "## seed" in report and "Decision" in report
+    # The noise pair: the suite's first case again, outside `results`, and the verdicts.
+    first = cases[0]
+    assert doc["repeat_rows"] and all(r["repeat"] and r["shape"] == first.shape_text()
+                                      for r in doc["repeat_rows"])
+    assert [n["suite"] for n in doc["noise"]] == ["seed"]
+    assert "### Noise" in report and "### Verdict per op family" in report
+    assert "**LoRA forward.**" in report and "**RMSNorm.**" in report
+    assert all(r["input_copies"] == 1 and not r["rotated"] for r in doc["results"])
+    if not doc["mlx"]["available"]:
+        assert f"MLX: {doc['mlx']['note']}" in report
 
 
 class _Unsupported(NotImplementedError):
@@ -268,3 +278,255 @@ def test_no_matplotlib_is_a_line_not_a_failure(tmp_path, monkeypatch):
     report = (tmp_path / "report.md").read_text()
     assert "- plots: matplotlib not installed" in report and ".png" not in report
     assert not list(tmp_path.glob("*.png"))
+
+
+# ---- torch.compile rows, the noise pair, input rotation, the verdicts -------------------------
+
+
+def _np_softmax(x, dim=-1):
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+def _fake_torch(compile_fn):
+    """Just enough of torch for the softmax case on the CPU: numpy arrays are its tensors."""
+    resets = []
+    fake = types.SimpleNamespace(
+        __version__="0.0-faketorch", Tensor=np.ndarray, from_numpy=lambda a: a,
+        bfloat16="bfloat16", softmax=_np_softmax, compile=compile_fn,
+        nn=types.SimpleNamespace(functional=types.SimpleNamespace()),
+        _dynamo=types.SimpleNamespace(reset=lambda: resets.append(1)),
+        get_num_threads=lambda: 1, cuda=types.SimpleNamespace(is_available=lambda: False))
+    return fake, resets
+
+
+def _run_with_torch(tmp_path, monkeypatch, compile_fn, torch_compile=True,
+                    match="softmax [4,16,1024]"):
+    from loraops.bench import run
+
+    fake, resets = _fake_torch(compile_fn)
+    monkeypatch.setattr(run, "import_torch", lambda: fake)
+    opts = Options(suite="all", device="cpu", out=str(tmp_path), quick=True, match=match,
+                   torch_compile=torch_compile)
+    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+        return run_bench(opts, ops=_fake_loraops(custom="wrong"), out=out, err=err), resets
+
+
+def test_torch_compile_rows(tmp_path, monkeypatch):
+    seen = []
+
+    def compile_ok(f, **kw):
+        seen.append(kw)
+        return f
+
+    doc, resets = _run_with_torch(tmp_path, monkeypatch, compile_ok)
+    assert doc["impls"][-2:] == ["torch", "torch.compile"]
+    assert doc["options"]["torch_compile"] is True
+    row = next(r for r in doc["results"] if r["impl"] == "torch.compile")
+    assert row["status"] == "ok" and row["compile_s"] >= 0 and "compiled in" in row["note"]
+    eager = next(r for r in doc["results"] if r["impl"] == "torch")
+    # Checked like every row (the fake reference is tanh, so both PyTorch rows mismatch alike).
+    assert row["checked_against"] == "reference" and row["max_rel_err"] == eager["max_rel_err"]
+    assert seen and seen[0] == {"mode": "default", "fullgraph": True, "dynamic": False}
+    assert resets  # dynamo's caches are cleared before each case's compile
+    report = (tmp_path / "report.md").read_text()
+    assert "torch.compile / best loraops" in report and "Against torch.compile" in report
+
+
+def test_torch_compile_failure_is_a_row_note(tmp_path, monkeypatch):
+    def compile_broken(f, **kw):
+        def compiled(*a):
+            raise RuntimeError("inductor exploded")
+        return compiled
+
+    doc, _ = _run_with_torch(tmp_path, monkeypatch, compile_broken, match="[4,16,1024]")
+    rows = [r for r in doc["results"] if r["impl"] == "torch.compile"]
+    assert len(rows) == 3  # every case tried, none stopped the run
+    assert all(r["status"] == "error" and r["note"].startswith("torch.compile failed: "
+                                                               "RuntimeError: inductor exploded")
+               for r in rows)
+    assert all(r["status"] == "ok" for r in doc["results"] if r["impl"] == "reference")
+
+
+def test_torch_compile_is_off_by_default(tmp_path, monkeypatch):
+    def compile_never(f, **kw):
+        raise AssertionError("compiled without --torch-compile")
+
+    doc, _ = _run_with_torch(tmp_path, monkeypatch, compile_never, torch_compile=False)
+    assert "torch.compile" not in doc["impls"] and "torch" in doc["impls"]
+    assert "torch.compile: not run (add --torch-compile)" in (tmp_path / "report.md").read_text()
+    assert loraops.cli._parser().parse_args(["bench", "--torch-compile"]).torch_compile
+    assert not loraops.cli._parser().parse_args(["bench"]).torch_compile
+
+
+def test_noise_pair(tmp_path):
+    doc = _run_fake(tmp_path, "[4,16,1024]")
+    assert len(doc["results"]) == 3 * len(doc["impls"])  # the repeat is not a results row
+    first = [r for r in doc["results"] if r["label"] == "softmax" and r["status"] == "ok"]
+    reps = doc["repeat_rows"]
+    assert [r["impl"] for r in reps] == [r["impl"] for r in first] and reps
+    assert all(r["repeat"] is True and r["label"] == "softmax" for r in reps)
+    (noise,) = doc["noise"]
+    assert noise["suite"] == "seed" and noise["shape"] == "[4,16,1024]"
+    pair = noise["pairs"][0]
+    assert pair["us_first"] > 0 and pair["us_repeat"] > 0
+    gaps = [max(p["us_first"], p["us_repeat"]) / min(p["us_first"], p["us_repeat"]) - 1
+            for p in noise["pairs"]]
+    assert noise["floor"] == pytest.approx(max(gaps))
+    report = (tmp_path / "report.md").read_text()
+    assert "### Noise" in report and "Noise floor: seed" in report
+    assert "noise (seed): softmax [4,16,1024] float32 run twice" in (tmp_path / "stdout").read_text()
+    assert "[repeat] softmax" in (tmp_path / "stderr").read_text()
+
+
+def test_rotation_plan_and_cpu_rows(tmp_path):
+    # Under 2x L2 -> copies whose inputs alone pass 2x L2; at or over it -> none.
+    l2 = 50 * 2**20
+    assert frameworks.copies_needed(512 << 10, 256 << 10, 2 * l2) == 401
+    assert frameworks.copies_needed(2 * l2, 2 * l2, 2 * l2) == 1
+    assert frameworks.copies_needed(10, 1, 2 * l2, cap=64) == 64
+    assert frameworks.copies_needed(10, 10, 0) == 1
+    from loraops.bench import run
+
+    case = suites.Case("seed", "softmax", "float32", (4, 16, 1024))
+    inputs = run._Inputs(case, "cpu", None, rotate=(4 * case.bytes(), 1024))
+    copies = inputs.native_copies
+    assert len(copies) == 9  # 4x (read + written) bytes over the 256 KiB input, plus one
+    assert copies[0] is inputs.native and copies[1]["x"] is not copies[0]["x"]
+    assert np.array_equal(copies[1]["x"], copies[0]["x"])
+    doc = _run_fake(tmp_path, "softmax [4,16,1024]")  # CPU: never rotated
+    assert all(r["input_copies"] == 1 and r["rotated"] is False for r in doc["results"])
+    assert doc["options"]["rotate_below_bytes"] is None
+
+
+def test_cuda_timer_rotates_across_batches():
+    class Event:
+        def __init__(self, enable_timing=True):
+            pass
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 1.0  # ms
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event, synchronize=lambda: None))
+    calls = []
+    fns = [lambda i=i: calls.append(i) or i for i in range(3)]
+    t = timing.time_cuda(fns, repeats=3, quick=True, torch=fake)
+    assert t.batch == 1 and t.repeats == 3 and t.output == 0
+    assert calls == [0, 0, 0, 1, 2]  # warm-up and probe on the first copy, then a full cycle
+    calls.clear()
+    timing.time_cuda(fns[0], repeats=3, quick=True, torch=fake)  # one callable: no rotation
+    assert calls == [0] * 5
+
+
+def _timed(impl, us, label="softmax", shape="[4,16,1024]", op=None, args=None, suite="seed",
+           frac=None):
+    r = _row(impl, us, label=label, shape=shape)
+    r.update(suite=suite, op=op or label, args=args or {"x": [4, 16, 1024]}, unit="GB/s",
+             value=1.0, frac_of_ceiling=frac, weight_gbps=None)
+    return r
+
+
+def _report_doc(rows, noise=None, torch="2.0", compile_=False, mlx=None):
+    doc = _doc(rows)
+    doc.update(torch=torch, mlx=mlx or {"available": False, "version": None,
+                                        "note": "not importable on this machine"},
+               noise=noise or [], ceilings={"copy_gbps": 10.0, "gemm_tflops": None},
+               interrupted=False)
+    doc["options"]["torch_compile"] = compile_
+    doc["device"].update(platform="p", cpu="c", usable_cores=1, cpu_count=1, python="3",
+                         numpy="2")
+    return doc
+
+
+def test_decision_calls_ties_within_noise_and_writes_verdicts():
+    from loraops.bench import report
+
+    rows = [_timed("vendor", 100.0, frac=0.5), _timed("custom", 99.0, frac=0.51),
+            _timed("torch", 150.0),
+            _timed("vendor", 100.0, shape="[8,1024]", frac=0.4),
+            _timed("custom", 50.0, shape="[8,1024]", frac=0.8),
+            _timed("torch", 45.0, shape="[8,1024]")]
+    noise = [{"suite": "seed", "label": "softmax", "shape": "[4,16,1024]", "dtype": "float32",
+              "pairs": [{"impl": "custom", "us_first": 99.0, "us_repeat": 101.0,
+                         "diff": 2 / 99}], "floor": 2 / 99}]
+    doc = _report_doc(rows, noise=noise)
+    assert report.tie_thresholds(doc) == {"seed": pytest.approx(2 / 99)}
+    md = report.markdown(doc)
+    # 1% apart is a tie under a 2% floor; 2x apart is a custom win.
+    assert "| softmax | float32 | 2 | 1 / 0 / 1 |" in md
+    assert "| seed | softmax `[4,16,1024]` float32 | custom | 99.0 | 101.0 | +2.0% |" in md
+    assert "Our kernel is needed: it beats the vendor path wherever the two differ " \
+           "(`[8,1024]` float32 (2.00x))" in md
+    assert "median of 2 cases" in md
+    assert "Against PyTorch eager, loraops' faster path wins 1, ties 0 and loses 1 of 2 cases" \
+           in md and "PyTorch eager is faster at `[8,1024]` float32 (1.11x)" in md
+    assert "MLX: not importable on this machine" in md
+    assert "torch.compile: not run (add --torch-compile)" in md
+    # No noise measured: the default margin, said so.
+    md = report.markdown(_report_doc(rows))
+    assert "No case was run twice" in md and "| softmax | float32 | 2 | 1 / 0 / 1 |" in md
+
+
+def test_lora_over_base_gemm_in_the_decision():
+    from loraops.bench import report
+
+    gemm_args = {"x": [16, 1024], "m": 16, "k": 1024, "n": 1024}
+    rows = [_timed(i, us, label="matmul", shape="[16,1024]@[1024,1024].T", args=gemm_args,
+                   suite="lora") for i, us in (("vendor", 10.0), ("custom", 12.0), ("torch", 11.0))]
+    for r_, us in ((8, 12.5), (64, 15.0)):
+        args = dict(gemm_args, r=r_, scale=2.0)
+        rows += [_timed(i, t, label="lora_forward", shape=f"x[16,1024] N=1024 r={r_}",
+                        args=args, suite="lora")
+                 for i, t in (("vendor", us), ("custom", us + 1), ("torch", 2 * us))]
+    md = report.markdown(_report_doc(rows))
+    assert "### LoRA / base GEMM" in md
+    assert "| lora | 16 | 1024 | 1024 | float32 | 1.25 (2.27) | 1.50 (2.73) |" in md
+    assert "the adapter costs most at M=16, K=1024, r=64 (1.50)" in md
+    assert "**LoRA forward.**" in md and "**GEMM (matmul).**" in md
+
+
+def test_mlx_probe():
+    from loraops.bench import environment
+
+    def missing():
+        raise ImportError("No module named 'mlx'")
+
+    assert environment.mlx_info(missing) == {"available": False, "version": None,
+                                             "note": "not importable on this machine"}
+    cuda_mx = types.SimpleNamespace(__version__="9.9", cuda=types.SimpleNamespace(
+        is_available=lambda: True))
+    assert environment.mlx_info(lambda: cuda_mx)["available"] is True
+    cpu_mx = types.SimpleNamespace(__version__="9.9", cuda=types.SimpleNamespace(
+        is_available=lambda: False))
+    info = environment.mlx_info(lambda: cpu_mx)
+    assert info["available"] is False and "without a usable CUDA device" in info["note"]
+
+
+def test_compare_warns_when_rotation_differs():
+    from loraops.bench import compare
+
+    old, new = _synthetic_pair()
+    new["results"][0]["rotated"] = True
+    text = compare.text(compare.compare(old, new), old, new)
+    assert "rotated the inputs" in text
+    old, new = _synthetic_pair()
+    assert "rotated" not in compare.text(compare.compare(old, new), old, new)
+
+
+@pytest.mark.torch
+def test_real_torch_compile_on_cpu(tmp_path):
+    """The real torch.compile on the CPU: a row either timed or failed with the reason."""
+    doc = run_bench(Options(suite="seed", device="cpu", out=str(tmp_path), quick=True,
+                            match="softmax [4,16,1024]", torch_compile=True),
+                    out=open(tmp_path / "o", "w"), err=open(tmp_path / "e", "w"))
+    (row,) = [r for r in doc["results"] if r["impl"] == "torch.compile"]
+    assert row["status"] == "ok" or row["note"].startswith("torch.compile failed"), row
+    if row["status"] == "ok":
+        assert row["compile_s"] > 0 and row["checked_against"] == "reference"
+        assert not row["note"].startswith("MISMATCH")

@@ -118,6 +118,9 @@ def _summary(entries, old_doc, new_doc):
     lines = [f"old: {_describe(old_doc)}", f"new: {_describe(new_doc)}"]
     if _device(old_doc) != _device(new_doc):
         lines.append("warning: different devices; ratios compare machines, not code")
+    if _rotation(old_doc) != _rotation(new_doc):
+        lines.append("warning: one run rotated the inputs of cases smaller than 2x L2 and the "
+                     "other did not; those cases moved with the method, not the code")
     if any((d.get("options") or {}).get("quick") for d in (old_doc, new_doc)):
         lines.append("warning: a --quick run; its 3 tiny batches make a narrow band, so noise "
                      "can pass for a change")
@@ -129,6 +132,11 @@ def _summary(entries, old_doc, new_doc):
     lines.append(f"moved: both medians outside the other run's [min, max] band and more than "
                  f"{MIN_CHANGE:.0%} apart")
     return lines
+
+
+def _rotation(doc):
+    """Whether any row of the run rotated its inputs (files from before rotation: no)."""
+    return any(r.get("rotated") for r in doc.get("results") or [])
 
 
 def _device(doc):

@@ -74,3 +74,44 @@ def loraops_info(ops):
 
 def torch_version(torch):
     return None if torch is None else torch.__version__
+
+
+# What the H100/H200 class has; used only when PyTorch cannot tell (older versions lack the field).
+ASSUMED_L2_BYTES = 50 * 2**20
+
+
+def l2_cache_bytes(torch):
+    """(bytes, assumed): the GPU's L2 size from PyTorch's device properties, or ASSUMED_L2_BYTES
+    and True when it cannot be read."""
+    size = safe(lambda: int(torch.cuda.get_device_properties(
+        torch.cuda.current_device()).L2_cache_size))
+    if size and size > 0:
+        return size, False
+    return ASSUMED_L2_BYTES, True
+
+
+def mlx_info(importer=None):
+    """{"available", "version", "note"}: whether MLX's CUDA build is importable here with a CUDA
+    device. Probed, never installed. importer: for tests, a function returning mlx.core."""
+    def default_import():
+        import mlx.core
+
+        return mlx.core
+
+    try:
+        mx = (importer or default_import)()
+    except Exception as e:  # ImportError, or a wheel that fails to load its CUDA libraries
+        why = "not importable on this machine"
+        if not isinstance(e, ImportError):
+            why += f" ({type(e).__name__}: {e})"
+        return {"available": False, "version": None, "note": why}
+    version = getattr(mx, "__version__", None)
+    cuda = getattr(mx, "cuda", None)
+    on_cuda = safe(lambda: bool(cuda.is_available())) if cuda is not None else None
+    if on_cuda is None:  # older MLX: ask whether its GPU device is usable at all
+        on_cuda = safe(lambda: bool(mx.is_available(mx.gpu))
+                       and getattr(mx, "metal", None) is None)
+    if not on_cuda:
+        return {"available": False, "version": version,
+                "note": "importable, but without a usable CUDA device"}
+    return {"available": True, "version": version, "note": "CUDA device found"}

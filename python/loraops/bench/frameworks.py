@@ -113,42 +113,99 @@ def loraops_call(ops, case, impl, inp):
     raise ValueError(f"no loraops call defined for op {op!r}")
 
 
-def _torch_rms_norm(torch, x, w):
+def _torch_rms_norm(torch):
     f = getattr(torch.nn.functional, "rms_norm", None)  # PyTorch >= 2.4
     if f is not None:
-        return lambda: f(x, (x.shape[-1],), w, RMS_EPS)
-    return lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + RMS_EPS) * w
+        return lambda x, w: f(x, (x.shape[-1],), w, RMS_EPS)
+    return lambda x, w: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + RMS_EPS) * w
 
 
-def torch_call(torch, case, t):
-    """A zero-argument callable doing the case's math the way a PyTorch user writes it."""
+def torch_fn(torch, case):
+    """(f, names): f computes the case's math the way a PyTorch user writes it, from the tensors
+    named in `names`, passed positionally in that order. One definition for eager and
+    torch.compile, which compiles f itself (tensors as arguments, not captured: one compiled
+    graph then serves every rotated copy of the inputs)."""
     F = torch.nn.functional
     s = LORA_SCALE
     op = case.op
     if op == "softmax":
-        return lambda: torch.softmax(t["x"], dim=-1)
+        return (lambda x: torch.softmax(x, dim=-1)), ("x",)
     if op == "rms_norm":
-        return _torch_rms_norm(torch, t["x"], t["weight"])
+        return _torch_rms_norm(torch), ("x", "weight")
     if op == "layer_norm":
-        x = t["x"]
-        return lambda: F.layer_norm(x, (x.shape[-1],), t["weight"], t["bias"], LN_EPS)
+        return ((lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, LN_EPS)),
+                ("x", "weight", "bias"))
     if op == "activation":
         fns = {"silu": F.silu, "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"),
                "gelu": F.gelu, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
-        f = fns[case.kind]
-        return lambda: f(t["x"])
-    x, w = t["x"], t["weight"]
+        act = fns[case.kind]  # in a Python function: torch.compile wants one, not a builtin
+        return (lambda x: act(x)), ("x",)
     if op == "matmul":
-        return lambda: torch.matmul(x, w.T)
-    a, b = t["lora_a"], t["lora_b"]
+        return (lambda x, w: torch.matmul(x, w.T)), ("x", "weight")
     if op == "lora_forward":  # PEFT's eager form
-        return lambda: x @ w.T + s * ((x @ a.T) @ b.T)
+        return ((lambda x, w, a, b: x @ w.T + s * ((x @ a.T) @ b.T)),
+                ("x", "weight", "lora_a", "lora_b"))
     if op == "lora_backward":
-        g = t["grad_y"]
-
-        def backward():
+        def backward(g, x, w, a, b):
             gb_ = g @ b
             return g @ w + s * (gb_ @ a), s * (gb_.T @ x), s * (g.T @ (x @ a.T))
 
-        return backward
+        return backward, ("grad_y", "x", "weight", "lora_a", "lora_b")
     raise ValueError(f"no torch call defined for op {op!r}")
+
+
+def bind(f, names, t):
+    """A zero-argument callable: f on the tensors of `t` named by `names`."""
+    args = tuple(t[n] for n in names)
+    return lambda: f(*args)
+
+
+def torch_call(torch, case, t):
+    """A zero-argument callable doing the case's math in PyTorch eager on the tensors `t`."""
+    f, names = torch_fn(torch, case)
+    return bind(f, names, t)
+
+
+# torch.compile as a user would ask for a fixed-shape hot path: the default mode (no CUDA graphs
+# of its own: the bench's graph replay is the same for every row), the whole function as one
+# graph (a graph break raises rather than silently timing half-eager code), static shapes.
+COMPILE_OPTIONS = {"mode": "default", "fullgraph": True, "dynamic": False}
+
+
+def torch_compile(torch, case):
+    """(compiled f, names) for the case; compilation itself happens at the first call.
+
+    Dynamo's caches are cleared first: every case compiles the same Python functions at new
+    shapes, and past the recompile limit (8 by default) dynamo would quietly run eager code
+    under the torch.compile label."""
+    f, names = torch_fn(torch, case)
+    reset = getattr(getattr(torch, "_dynamo", None), "reset", None)
+    if reset is not None:
+        reset()
+    return torch.compile(f, **COMPILE_OPTIONS), names
+
+
+def input_bytes(inputs):
+    """Bytes of a case's input tensors or arrays."""
+    total = 0
+    for v in inputs.values():
+        if hasattr(v, "element_size"):
+            total += v.numel() * v.element_size()
+        else:
+            total += np.asarray(v).nbytes
+    return total
+
+
+def copies_needed(case_bytes, in_bytes, limit_bytes, cap=1024):
+    """How many copies of the inputs to rotate among: 1 when the case's bytes (read + written)
+    already reach limit_bytes, else enough (at most `cap`) that one sweep over the copies' inputs
+    exceeds it."""
+    if not limit_bytes or case_bytes >= limit_bytes or in_bytes <= 0:
+        return 1
+    return max(2, min(cap, int(limit_bytes // in_bytes) + 1))
+
+
+def clone_inputs(inputs):
+    """Another copy of the inputs (same values, new memory)."""
+    return {k: (v.clone() if hasattr(v, "clone") else np.array(v, copy=True))
+            for k, v in inputs.items()}

@@ -13,7 +13,7 @@ from .report import IMPL_ORDER
 
 # One colour per implementation, the same in every chart.
 _COLOURS = {"reference": "#9e9e9e", "vendor": "#1f77b4", "custom": "#d62728", "auto": "#ff7f0e",
-            "torch": "#2ca02c"}
+            "torch": "#2ca02c", "torch.compile": "#8c564b"}
 _BAR_IN = 0.13      # inches of height per bar: labels stay legible however many cases
 
 

@@ -9,9 +9,16 @@ import math
 import os
 from collections import OrderedDict
 
-IMPL_ORDER = ("reference", "vendor", "custom", "auto", "torch")
+IMPL_ORDER = ("reference", "vendor", "custom", "auto", "torch", "torch.compile")
 # "auto" only dispatches to vendor or custom, so it never counts as a contender of its own.
-CONTENDERS = ("reference", "vendor", "custom", "torch")
+CONTENDERS = ("reference", "vendor", "custom", "torch", "torch.compile")
+FRAMEWORKS = (("torch", "PyTorch eager"), ("torch.compile", "torch.compile"))
+# A winner by less than the suite's measured noise floor is a tie; the floor is one pair of
+# medians, a small sample, so a tie is never narrower than TIE_MIN. Without a noise measurement
+# (an interrupted run), TIE_DEFAULT stands in (--compare's MIN_CHANGE).
+TIE_MIN = 0.01
+TIE_DEFAULT = 0.05
+NOISY = 0.10  # a floor above this gets a warning in report.md
 _TEXT_COLUMNS = ("op", "shape", "dtype", "fastest")
 
 
@@ -114,15 +121,17 @@ def _ratio(a, b):
 def _gemm_ratio(key, by_impl, cases):
     """LoRA forward time over its base GEMM's (x@W.T of the same M, K, N), best loraops vs best
     loraops: the price of the adapter on top of the frozen layer."""
+    gemm = _gemm_of(key, by_impl, cases)
+    return _ratio(_best_loraops(by_impl), _best_loraops(gemm)) if gemm else None
+
+
+def _gemm_of(key, by_impl, cases):
+    """The base GEMM case's {impl: row} of a lora_forward case, or None."""
     suite, label, _shape, dtype = key
     if label != "lora_forward":
         return None
     a = next(iter(by_impl.values()))["args"]
-    gemm_shape = f"[{a['m']},{a['k']}]@[{a['n']},{a['k']}].T"
-    gemm = cases.get((suite, "matmul", gemm_shape, dtype))
-    if gemm is None:
-        return None
-    return _ratio(_best_loraops(by_impl), _best_loraops(gemm))
+    return cases.get((suite, "matmul", f"[{a['m']},{a['k']}]@[{a['n']},{a['k']}].T", dtype))
 
 
 def _cell(by_impl, impl):
@@ -169,6 +178,17 @@ def _environment(doc, schema_link=None):
         lines.append(f"- ceilings: not measured ({c['error']})")
     where = (f"[{SCHEMA_DOC}]({schema_link})" if schema_link
              else f"{SCHEMA_DOC} in loraops' source")
+    opts = doc.get("options") or {}
+    if d["type"] == "cuda" and opts.get("rotate_below_bytes"):
+        l2 = d.get("l2_cache_bytes")
+        lines.append(
+            f"- input rotation: back-to-back timing of cases under "
+            f"{opts['rotate_below_bytes'] / 2**20:.0f} MiB (2x the "
+            + (f"{l2 / 2**20:.0f} MiB " if l2 else "")
+            + ("L2, assumed" if d.get("l2_cache_assumed") else "L2")
+            + ") cycles through copies of their inputs (\"inputs rotated xN\" in the notes), so "
+            "no call finds its inputs in L2; graph replay reuses one copy on purpose: it is the "
+            "hot-cache latency a decode step under CUDA graphs sees")
     lines.append(f"- results.json: schema `{doc['schema']}`, described in {where}")
     if doc.get("interrupted"):
         lines.append("- **interrupted**: the run was stopped; rows after the stop are missing")
@@ -207,40 +227,356 @@ def _best_loraops(by):
     return min((u for u in (_us(by, "vendor"), _us(by, "custom")) if u), default=None)
 
 
-def _decision(cases):
-    """Per op and dtype: how often and by how much our kernel beats the vendor's, whether auto
-    picked the faster of the two, and where loraops stands against PyTorch eager."""
+# ---- the noise pair -------------------------------------------------------------------------
+
+
+def noise(rows, repeat_rows):
+    """Per suite, its first case's two runs: [{suite, label, shape, dtype, pairs: [{impl,
+    us_first, us_repeat, diff}], floor}], diff = (repeat - first) / first and floor the largest
+    slower/faster - 1 of the suite's pairs (null when no pair was timed both times)."""
+    first = {(r["suite"], r["label"], r["shape"], r["dtype"], r["impl"]): r for r in rows}
+    out = OrderedDict()
+    for rr in repeat_rows:
+        key = (rr["suite"], rr["label"], rr["shape"], rr["dtype"])
+        entry = out.setdefault(key, {"suite": key[0], "label": key[1], "shape": key[2],
+                                     "dtype": key[3], "pairs": [], "floor": None})
+        r1 = first.get(key + (rr["impl"],))
+        a = r1["us_median"] if r1 and r1["status"] == "ok" else None
+        b = rr["us_median"] if rr["status"] == "ok" else None
+        diff = (b - a) / a if a and b else None
+        entry["pairs"].append({"impl": rr["impl"], "us_first": a, "us_repeat": b, "diff": diff})
+        if diff is not None:  # symmetric: slower/faster - 1, as ties are judged
+            entry["floor"] = max(max(a, b) / min(a, b) - 1, entry["floor"] or 0.0)
+    return list(out.values())
+
+
+def tie_thresholds(doc):
+    """{suite: the relative difference below which two times count as a tie}."""
+    out = {}
+    for n in doc.get("noise") or []:
+        if n.get("floor") is not None:
+            out[n["suite"]] = max(n["floor"], TIE_MIN)
+    return out
+
+
+def _tie(thresholds, suite):
+    return thresholds.get(suite, TIE_DEFAULT)
+
+
+def _pct(x):
+    return f"{100 * x:+.1f}%"
+
+
+def noise_text(doc):
+    """A line per suite for the terminal."""
+    lines = []
+    for n in doc.get("noise") or []:
+        pairs = ", ".join(f"{p['impl']} {fmt_us(p['us_first'])} -> {fmt_us(p['us_repeat'])} us"
+                          + (f" ({_pct(p['diff'])})" if p["diff"] is not None else "")
+                          for p in n["pairs"])
+        floor = f"{100 * n['floor']:.1f}%" if n["floor"] is not None else "-"
+        lines.append(f"noise ({n['suite']}): {n['label']} {n['shape']} {n['dtype']} run twice: "
+                     f"{pairs or 'nothing timed'}; floor {floor}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _noise_section(doc):
+    lines = ["### Noise", ""]
+    entries = doc.get("noise") or []
+    if not entries:
+        return lines + [f"No case was run twice (an interrupted run, or a results.json from "
+                        f"before the noise pair): winners by less than {TIE_DEFAULT:.0%} are "
+                        f"called ties.", ""]
+    lines += ["Each suite's first case ran a second time, after the rest of its suite, on fresh "
+              "inputs (the second run is labelled `repeat` in results.json's `repeat_rows`). The "
+              "largest gap between the two medians (slower / faster - 1) is the suite's noise "
+              f"floor; a winner by less than it (and never less than {TIE_MIN:.0%}) is called "
+              "a tie.", "",
+              "| suite | case | impl | first µs | repeat µs | difference |",
+              "|---|---|---|---:|---:|---:|"]
+    for n in entries:
+        for p in n["pairs"]:
+            lines.append(f"| {n['suite']} | {n['label']} `{n['shape']}` {n['dtype']} | "
+                         f"{p['impl']} | {fmt_us(p['us_first'])} | {fmt_us(p['us_repeat'])} | "
+                         + (_pct(p["diff"]) if p["diff"] is not None else "") + " |")
+    floors = ", ".join(f"{n['suite']} {100 * n['floor']:.1f}%" for n in entries
+                       if n["floor"] is not None)
+    noisy = any((n["floor"] or 0) > NOISY for n in entries)
+    return lines + ["", f"Noise floor: {floors or 'not measured'}."
+                    + (f" Above {NOISY:.0%}: a noisy machine (or a --quick run), so many "
+                       "differences below are called ties; rerun on a quiet machine before "
+                       "trusting them." if noisy else ""), ""]
+
+
+# ---- the decision ---------------------------------------------------------------------------
+
+
+def _outcome(a_us, b_us, tie):
+    """"a" or "b" (the faster, beyond the tie margin) or "tie"."""
+    if max(a_us, b_us) / min(a_us, b_us) - 1 <= tie:
+        return "tie"
+    return "a" if a_us < b_us else "b"
+
+
+def _decision_table(cases, ties, with_compile):
     groups = OrderedDict()
     for (suite, label, shape, dtype), by in cases.items():
-        groups.setdefault((label, dtype), []).append((shape, by))
-    lines = ["## Decision: vendor or custom", "",
-             "| op | dtype | cases with both | custom faster in | vendor/custom (geomean, range) "
-             "| auto / best of the two (worst) | torch / best loraops (geomean) "
-             "| where custom wins |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+        groups.setdefault((label, dtype), []).append((suite, shape, by))
+    head = ("| op | dtype | cases with both | custom / vendor / tie | vendor/custom (geomean, "
+            "range) | auto / best of the two (worst) | torch / best loraops (geomean) "
+            + ("| torch.compile / best loraops (geomean) " if with_compile else "")
+            + "| where custom wins |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if with_compile else "")
+             + "---|"]
     for (label, dtype), items in groups.items():
-        vs_torch = [_us(b, "torch") / _best_loraops(b) for _s, b in items
-                    if _us(b, "torch") and _best_loraops(b)]
-        torch_cell = f"{_geomean(vs_torch):.2f}" if vs_torch else ""
-        both = [(s, _us(b, "vendor"), _us(b, "custom"), _us(b, "auto")) for s, b in items
-                if _us(b, "vendor") and _us(b, "custom")]
+        fw_cells = []
+        for fw in ("torch", "torch.compile")[:2 if with_compile else 1]:
+            vs = [_us(b, fw) / _best_loraops(b) for _su, _s, b in items
+                  if _us(b, fw) and _best_loraops(b)]
+            fw_cells.append(f"{_geomean(vs):.2f}" if vs else "")
+        both = [(su, s, _us(b, "vendor"), _us(b, "custom"), _us(b, "auto"))
+                for su, s, b in items if _us(b, "vendor") and _us(b, "custom")]
         if not both:
-            only = sorted({i for _s, b in items for i in ("vendor", "custom") if _us(b, i)})
+            only = sorted({i for _su, _s, b in items for i in ("vendor", "custom") if _us(b, i)})
             ran = f"only {', '.join(only)} ran" if only else "neither ran"
-            lines.append(f"| {label} | {dtype} | 0 | | {ran} "
-                         f"| | {torch_cell} | |")
+            lines.append(f"| {label} | {dtype} | 0 | | {ran} | | " + " | ".join(fw_cells)
+                         + " | |")
             continue
-        ratios = [v / c for _s, v, c, _a in both]
-        wins = [s for s, v, c, _a in both if c < v]
-        autos = [a / min(v, c) for _s, v, c, a in both if a]
+        ratios = [v / c for _su, _s, v, c, _a in both]
+        outcome = [(s, _outcome(c, v, _tie(ties, su))) for su, s, v, c, _a in both]
+        wins = [s for s, o in outcome if o == "a"]
+        count = [sum(o == k for _s, o in outcome) for k in ("a", "b", "tie")]
+        autos = [a / min(v, c) for _su, _s, v, c, a in both if a]
         where = ", ".join(f"`{s}`" for s in wins[:4]) + (" ..." if len(wins) > 4 else "")
         lines.append(
-            f"| {label} | {dtype} | {len(both)} | {len(wins)} | {_geomean(ratios):.2f} "
-            f"({min(ratios):.2f}-{max(ratios):.2f}) | "
+            f"| {label} | {dtype} | {len(both)} | {count[0]} / {count[1]} / {count[2]} | "
+            f"{_geomean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
             + (f"{_geomean(autos):.2f} ({max(autos):.2f})" if autos else "")
-            + f" | {torch_cell} | {where} |")
-    return lines + ["", "auto / best: 1.00 means auto ran the faster implementation every time. "
-                    "torch / best loraops: above 1, loraops' faster path beats PyTorch eager.", ""]
+            + " | " + " | ".join(fw_cells) + f" | {where} |")
+    return lines + ["", "custom / vendor / tie: cases our kernel wins, the vendor's wins, and "
+                    "ties within the suite's noise floor. auto / best: 1.00 means auto ran the "
+                    "faster implementation every time. torch / best loraops: above 1, loraops' "
+                    "faster path beats PyTorch (likewise torch.compile).", ""]
+
+
+def _lora_gemm_section(cases):
+    """LoRA forward over its base GEMM, one line per (M, K, N, dtype), one column per rank."""
+    groups, ranks = OrderedDict(), []
+    for key, by in cases.items():
+        gemm = _gemm_of(key, by, cases)
+        if gemm is None:
+            continue
+        a = next(iter(by.values()))["args"]
+        ours = _ratio(_best_loraops(by), _best_loraops(gemm))
+        theirs = _ratio(_us(by, "torch"), _us(gemm, "torch"))
+        groups.setdefault((key[0], a["m"], a["k"], a["n"], key[3]), {})[a["r"]] = (ours, theirs)
+        if a["r"] not in ranks:
+            ranks.append(a["r"])
+    if not groups:
+        return []
+    ranks.sort()
+    lines = ["### LoRA / base GEMM", "",
+             "The faster loraops LoRA forward over the faster loraops base GEMM (x@W.T) of the "
+             "same M, K, N: 1.00 is a free adapter. In brackets, PyTorch eager's own ratio "
+             "(its PEFT-style LoRA over its matmul).", "",
+             "| suite | M | K | N | dtype | " + " | ".join(f"r={r}" for r in ranks) + " |",
+             "|---|---:|---:|---:|---|" + "---:|" * len(ranks)]
+    all_ours = []
+    for (suite, m, k, n, dtype), by_r in groups.items():
+        cells = []
+        for r in ranks:
+            ours, theirs = by_r.get(r, (None, None))
+            cells.append((f"{ours:.2f}" if ours else "-")
+                         + (f" ({theirs:.2f})" if theirs else ""))
+            if ours:
+                all_ours.append((ours, m, k, r))
+        lines.append(f"| {suite} | {m} | {k} | {n} | {dtype} | " + " | ".join(cells) + " |")
+    if all_ours:
+        worst = max(all_ours)
+        lines += ["", f"LoRA / base GEMM: geomean {_geomean([o[0] for o in all_ours]):.2f} over "
+                  f"{len(all_ours)} cases; the adapter costs most at M={worst[1]}, K={worst[2]}, "
+                  f"r={worst[3]} ({worst[0]:.2f})."]
+    return lines + [""]
+
+
+_FAMILIES = OrderedDict([("matmul", "GEMM (matmul)"), ("lora_forward", "LoRA forward"),
+                         ("lora_backward", "LoRA backward"), ("softmax", "softmax"),
+                         ("rms_norm", "RMSNorm"), ("layer_norm", "LayerNorm"),
+                         ("activation", "activations")])
+
+
+def _frameworks_line(doc):
+    """What the verdicts can say about the frameworks: PyTorch eager, torch.compile, MLX."""
+    opts = doc.get("options") or {}
+    if doc.get("torch"):
+        parts = [f"PyTorch {doc['torch']} eager"]
+        parts.append("torch.compile (mode default, fullgraph, static shapes; compile time in "
+                     "the notes, not timed)" if opts.get("torch_compile")
+                     else "torch.compile: not run (add --torch-compile)")
+    else:
+        parts = ["PyTorch: not importable on this machine (no torch or torch.compile rows)"]
+    mlx = doc.get("mlx")
+    if mlx is None:
+        parts.append("MLX: not probed (a results.json from before the MLX probe)")
+    elif mlx.get("available"):
+        parts.append(f"MLX {mlx.get('version')}: importable with a CUDA device, but the bench "
+                     "has no MLX rows yet")
+    elif mlx.get("version"):
+        parts.append(f"MLX {mlx['version']}: {mlx.get('note')}")
+    else:
+        parts.append(f"MLX: {mlx.get('note') or 'not importable on this machine'}")
+    return "frameworks: " + "; ".join(parts)
+
+
+def _where(items, limit=3):
+    """"`shape` dtype (1.23x), ..." of [(factor, shape, dtype)], largest factor first."""
+    items = sorted(items, reverse=True)
+    text = ", ".join(f"`{s}` {d} ({f:.2f}x)" for f, s, d in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _count(n, word):
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _vendor_custom_prose(items, ties):
+    """Sentences on vendor vs custom for one family's [(key, by_impl)]."""
+    v_wins, c_wins, n_tie, both = [], [], 0, 0
+    only_v, only_c, neither = 0, 0, 0
+    for (suite, _label, shape, dtype), by in items:
+        v, c = _us(by, "vendor"), _us(by, "custom")
+        if v and c:
+            both += 1
+            o = _outcome(c, v, _tie(ties, suite))
+            if o == "a":
+                c_wins.append((v / c, shape, dtype))
+            elif o == "b":
+                v_wins.append((c / v, shape, dtype))
+            else:
+                n_tie += 1
+        elif v:
+            only_v += 1
+        elif c:
+            only_c += 1
+        else:
+            neither += 1
+    out = []
+    if both:
+        s = f"Of {_count(both, 'case')} with both paths timed, the vendor library is faster "
+        s += (f"beyond noise in {len(v_wins)} (by up to {max(v_wins)[0]:.2f}x)" if v_wins
+              else "in none")
+        s += (f", our kernel in {len(c_wins)} (by up to {max(c_wins)[0]:.2f}x)" if c_wins
+              else ", our kernel in none")
+        s += f", and {n_tie} {'is a tie' if n_tie == 1 else 'are ties'} within noise."
+        out.append(s)
+        if v_wins and not c_wins:
+            out.append("The vendor path is worth it here: our kernel never beats it beyond "
+                       f"noise (vendor ahead at {_where(v_wins)}).")
+        elif c_wins and not v_wins:
+            out.append(f"Our kernel is needed: it beats the vendor path wherever the two differ "
+                       f"({_where(c_wins)}).")
+        elif c_wins and v_wins:
+            out.append(f"Split by shape: the vendor path is worth it at {_where(v_wins)}; our "
+                       f"kernel is needed at {_where(c_wins)}.")
+        else:
+            out.append("The two are tied within noise at every shape: either will do, and the "
+                       "vendor path costs nothing to keep.")
+    if only_c:
+        out.append(f"At {_count(only_c, 'case')} only our kernel ran (no vendor path for it "
+                   "here): our kernel is needed there by construction.")
+    if only_v:
+        out.append(f"At {_count(only_v, 'case')} only the vendor path ran (our kernel absent, "
+                   "skipped or failed).")
+    if neither and not (both or only_c or only_v):
+        out.append("Neither loraops path ran (see the absent/failed list below).")
+    return out
+
+
+def _best_row(by):
+    """The faster of loraops' vendor and custom rows, or None."""
+    rows = [by[i] for i in ("vendor", "custom") if _us(by, i)]
+    return min(rows, key=lambda r: r["us_median"]) if rows else None
+
+
+def _ceiling_prose(items):
+    fracs = [(r["frac_of_ceiling"], r["unit"]) for _k, by in items
+             for r in [_best_row(by)] if r and r.get("frac_of_ceiling") is not None]
+    out = []
+    if fracs:
+        what = "copy bandwidth" if fracs[0][1] == "GB/s" else "vendor GEMM rate"
+        xs = sorted(f for f, _u in fracs)
+        med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+        spread = (f"median of {len(xs)} cases; {100 * xs[0]:.0f}-{100 * xs[-1]:.0f}%"
+                  if len(xs) > 1 else "one case")
+        out.append(f"Gap to the ceiling: the faster loraops path reaches {100 * med:.0f}% of the "
+                   f"{what} measured in this run ({spread}).")
+    weights = sorted(r["weight_gbps"] for _k, by in items for r in [_best_row(by)]
+                     if r and r.get("weight_gbps"))
+    if weights:
+        out.append("Decode shapes stream their weights at "
+                   + (f"{weights[0]:.3g}-{weights[-1]:.3g}" if len(weights) > 1
+                      else f"{weights[0]:.3g}") + " GB/s.")
+    return out
+
+
+def _framework_prose(items, ties, fw, name):
+    wins, lose, n_tie, ratios = [], [], 0, []
+    for (suite, _label, shape, dtype), by in items:
+        ours, theirs = _best_loraops(by), _us(by, fw)
+        if not (ours and theirs):
+            continue
+        ratios.append(theirs / ours)
+        o = _outcome(ours, theirs, _tie(ties, suite))
+        if o == "a":
+            wins.append((theirs / ours, shape, dtype))
+        elif o == "b":
+            lose.append((ours / theirs, shape, dtype))
+        else:
+            n_tie += 1
+    failed = [by[fw] for _k, by in items if fw in by and by[fw]["status"] != "ok"]
+    if not ratios:
+        return [f"{name} did not run here ({failed[0]['status']}: {failed[0]['note']})."
+                ] if failed else []
+    g = _geomean(ratios)
+    s = (f"Against {name}, loraops' faster path wins {len(wins)}, ties {n_tie} and loses "
+         f"{len(lose)} of {_count(len(ratios), 'case')} ({name} / loraops geomean {g:.2f}). ")
+    if not lose and wins:
+        f, shape, dtype = max(wins)
+        s += (f"{name} is beaten" + (" or matched" if n_tie else "") + " at every shape, by up "
+              f"to {f:.2f}x (`{shape}` {dtype}).")
+    elif not lose:
+        s += f"{name} is matched within noise at every shape, beaten at none."
+    else:
+        s += f"{name} is faster at {_where(lose)}."
+    if failed:
+        s += f" ({name} failed at {_count(len(failed), 'case')}: see the list below.)"
+    return [s]
+
+
+def _verdicts(doc, cases, ties):
+    families = OrderedDict()
+    for key, by in cases.items():
+        op = next(iter(by.values()))["op"]
+        families.setdefault(op, []).append((key, by))
+    lines = ["### Verdict per op family", "",
+             "Generated from the numbers above; times compared per case, ties within the "
+             "suite's noise floor.", "", "- " + _frameworks_line(doc), ""]
+    for op, items in families.items():
+        text = _vendor_custom_prose(items, ties) + _ceiling_prose(items)
+        for fw, name in FRAMEWORKS:
+            text += _framework_prose(items, ties, fw, name)
+        lines += [f"**{_FAMILIES.get(op, op)}.** " + " ".join(text), ""]
+    return lines
+
+
+def _decision(doc, cases):
+    """Per op and dtype: how often and by how much our kernel beats the vendor's, whether auto
+    picked the faster of the two, and where loraops stands against PyTorch; then the noise pair,
+    LoRA against its base GEMM, and the verdict in words."""
+    ties = tie_thresholds(doc)
+    with_compile = any("torch.compile" in by for by in cases.values())
+    return (["## Decision: vendor or custom", ""] + _decision_table(cases, ties, with_compile)
+            + _noise_section(doc) + _lora_gemm_section(cases) + _verdicts(doc, cases, ties))
 
 
 def _notes(rows):
@@ -270,5 +606,5 @@ def markdown(doc, plots=None, why_no_plots=None, schema_link=None):
         lines += _suite_table(s, cases)
         if plots and s in plots:
             lines += [f"![suite {s}: each case by implementation]({plots[s]})", ""]
-    lines += _decision(cases) + _notes(rows)
+    lines += _decision(doc, cases) + _notes(rows)
     return "\n".join(lines)

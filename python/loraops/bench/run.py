@@ -9,17 +9,24 @@ hold even on a noisy machine.
 import datetime
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 from . import ceilings, check, environment, frameworks, report, suites, timing
 
 IMPLS = ("reference", "vendor", "custom", "auto")
 TORCH = "torch"
+TORCH_COMPILE = "torch.compile"  # only with --torch-compile: each case costs a compile (seconds)
 SCHEMA = "loraops-bench/1"
 DEFAULT_REPEATS = 20
 # Cases faster than this (µs per call, eager) are latency-bound: also time them in graph replay.
 GRAPH_BELOW_US = 30.0
 QUICK_REPEATS = 3
+# On CUDA, a case whose bytes (read + written) are under ROTATE_L2_FACTOR x the L2 size would run
+# from L2 after its first call; its back-to-back timing rotates among enough copies of its inputs
+# that one sweep over them is past that size (graph replay does not: see timing.time_cuda_graph).
+ROTATE_L2_FACTOR = 2.0
+MAX_INPUT_COPIES = 1024
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Options:
     quick: bool = False
     match: str = ""    # run only cases whose "op shape dtype" contains this
     compare: str = ""  # an earlier results.json: print and write (compare.md) what moved since
+    torch_compile: bool = False  # also time torch.compile'd PyTorch (a compile per case)
 
 
 class BenchError(Exception):
@@ -69,7 +77,7 @@ def _row(case, impl, device):
             "repeats": 0, "batch": 0, "unit": _unit(case, device), "value": None,
             "bytes": case.bytes(), "flops": case.flops(), "weight_gbps": None,
             "max_rel_err": None, "checked_against": None, "us_graph": None,
-            "frac_of_ceiling": None}
+            "frac_of_ceiling": None, "input_copies": 1, "rotated": False, "compile_s": None}
 
 
 def _fill_timing(row, case, t):
@@ -84,12 +92,16 @@ def _fill_timing(row, case, t):
         row["value"] = row["flops"] * per_s / (1e12 if row["unit"] == "TFLOP/s" else 1e9)
     if case.is_decode:  # decode streams the weights: their bandwidth is the roofline that matters
         row["weight_gbps"] = case.weight_bytes() * per_s / 1e9
-        row["note"] = f"weights {row['weight_gbps']:.1f} GB/s"
+        _add_note(row, f"weights {row['weight_gbps']:.1f} GB/s")
 
 
 def _error_text(e):
     text = f"{type(e).__name__}: {e}".replace("\n", " ")
     return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _add_note(row, text):
+    row["note"] = f"{row['note']}; {text}" if row["note"] else text
 
 
 def _absent_reason(ops, call):
@@ -107,18 +119,33 @@ class Runner:
     def __init__(self, opts, ops, torch, device, err):
         self.opts, self.ops, self.torch, self.device, self.err = opts, ops, torch, device, err
         self.repeats = opts.repeats or (QUICK_REPEATS if opts.quick else DEFAULT_REPEATS)
-        self.impls = IMPLS + ((TORCH,) if torch is not None else ())
+        with_torch = (TORCH,) if torch is not None else ()
+        with_compile = (TORCH_COMPILE,) if torch is not None and opts.torch_compile else ()
+        self.impls = IMPLS + with_torch + with_compile
+        self.l2_bytes, self.l2_assumed = (environment.l2_cache_bytes(torch) if device == "cuda"
+                                          else (None, None))
+        self.repeat_rows = []  # the noise measurement: each suite's first case, run again
 
-    def time(self, fn):
+    def time(self, fns):
         if self.device == "cuda":
-            return timing.time_cuda(fn, self.repeats, self.opts.quick, self.torch)
-        return timing.time_cpu(fn, self.repeats, self.opts.quick)
+            return timing.time_cuda(fns, self.repeats, self.opts.quick, self.torch)
+        return timing.time_cpu(fns[0], self.repeats, self.opts.quick)
+
+    def _inputs(self, case):
+        rotate = None
+        if self.device == "cuda" and self.l2_bytes:
+            rotate = (ROTATE_L2_FACTOR * self.l2_bytes, MAX_INPUT_COPIES)
+        return _Inputs(case, self.device, self.torch, rotate)
 
     def measure(self, case, impl, inputs):
         row = _row(case, impl, self.device)
         try:
             if impl == TORCH:
-                fn = frameworks.torch_call(self.torch, case, inputs.for_torch)
+                fns = [frameworks.torch_call(self.torch, case, t) for t in inputs.torch_copies]
+            elif impl == TORCH_COMPILE:
+                fns = self.compiled(row, case, inputs)
+                if fns is None:
+                    return row
             else:
                 fn = frameworks.loraops_call(self.ops, case, impl, inputs.native)
                 if not self.ops.has_impl(case.op, self.device, impl, case.dtype):
@@ -127,16 +154,42 @@ class Runner:
                 if impl == "reference" and case.reference_too_big():
                     row.update(status="skipped", note="reference too slow at this size")
                     return row
-            t = self.time(fn)
+                fns = [fn] + [frameworks.loraops_call(self.ops, case, impl, c)
+                              for c in inputs.native_copies[1:]]
+            t = self.time(fns)
             _fill_timing(row, case, t)
+            if self.device == "cuda":
+                row.update(input_copies=len(fns), rotated=len(fns) > 1)
+                if len(fns) > 1:
+                    _add_note(row, f"inputs rotated x{len(fns)}")
+            if inputs.rotation_note:
+                _add_note(row, inputs.rotation_note)
             self.sanity_check(row, case, t.output, inputs)
             if self.device == "cuda" and t.us_median < GRAPH_BELOW_US and not self.opts.quick:
-                self.graph_time(row, fn)
+                self.graph_time(row, fns[0])
         except self.ops.UnsupportedError as e:  # a registered kernel that is still a stub
             row.update(status="absent", note=str(e))
         except Exception as e:
             row.update(status="error", note=_error_text(e))
         return row
+
+    def compiled(self, row, case, inputs):
+        """torch.compile's callables (one per input copy, one compiled graph), compiled and run
+        once here so the compile is neither timed nor able to stop the run: a failure becomes
+        the row's note (status error) and the method returns None."""
+        t0 = time.perf_counter()
+        try:
+            f, names = frameworks.torch_compile(self.torch, case)
+            fns = [frameworks.bind(f, names, t) for t in inputs.torch_copies]
+            fns[0]()  # the compile happens here
+            if self.device == "cuda":
+                self.torch.cuda.synchronize()
+        except Exception as e:
+            row.update(status="error", note=f"torch.compile failed: {_error_text(e)}")
+            return None
+        row["compile_s"] = time.perf_counter() - t0
+        row["note"] = f"compiled in {row['compile_s']:.1f} s"
+        return fns
 
     def graph_time(self, row, fn):
         """Latency-bound cases: also the per-call time in CUDA-graph replay."""
@@ -161,7 +214,8 @@ class Runner:
 
     def progress(self, i, total, case, impl, row=None):
         if row is None:
-            self.err.write(f"[{i}/{total}] {case.label} {case.shape_text()} {case.dtype} "
+            where = f"[{i}/{total}]" if i else "[repeat]"
+            self.err.write(f"{where} {case.label} {case.shape_text()} {case.dtype} "
                            f"{impl} ... ")
         elif row["status"] == "ok":
             self.err.write(f"{report.fmt_us(row['us_median'])} us\n")
@@ -172,31 +226,62 @@ class Runner:
     def run(self, cases):
         rows, total, i = [], len(cases) * len(self.impls), 0
         interrupted = False
+        first = {}  # suite -> (its first case, that case's rows)
         try:
-            for case in cases:
-                inputs = _Inputs(case, self.device, self.torch)
+            for n, case in enumerate(cases):
+                inputs = self._inputs(case)
+                case_rows = []
                 for impl in self.impls:
                     i += 1
                     self.progress(i, total, case, impl)
                     row = self.measure(case, impl, inputs)
                     self.progress(i, total, case, impl, row)
                     rows.append(row)
+                    case_rows.append(row)
                 del inputs
-                if self.device == "cuda":
-                    environment.safe(self.torch.cuda.empty_cache)  # big cases follow small ones
+                self.release()
+                first.setdefault(case.suite, (case, case_rows))
+                if n + 1 == len(cases) or cases[n + 1].suite != case.suite:
+                    self.repeat(*first[case.suite])  # last case of its suite: the noise pair
         except KeyboardInterrupt:  # keep what was measured
             self.err.write("\ninterrupted: writing the rows measured so far\n")
             interrupted = True
         return rows, interrupted
 
+    def release(self):
+        if self.device == "cuda":
+            environment.safe(self.torch.cuda.empty_cache)  # big cases follow small ones
+
+    def repeat(self, case, first_rows):
+        """The suite's first case again, after the rest of the suite, with fresh inputs: every
+        implementation that was timed the first time. The two medians differ by the run's noise."""
+        inputs = self._inputs(case)
+        for first in first_rows:
+            if first["status"] != "ok":
+                continue
+            self.progress(0, 0, case, first["impl"])
+            row = self.measure(case, first["impl"], inputs)
+            row["repeat"] = True
+            self.progress(0, 0, case, first["impl"], row)
+            self.repeat_rows.append(row)
+        del inputs
+        self.release()
+
 
 class _Inputs:
     """A case's inputs, made once and shared by every implementation (and made lazily, so a
-    failure to make them is an error row of each implementation rather than a crash)."""
+    failure to make them is an error row of each implementation rather than a crash).
 
-    def __init__(self, case, device, torch):
+    rotate: None, or (bytes, max copies): when the case's bytes are under `bytes`, copies of the
+    inputs are made (native_copies, torch_copies; the first is `native`) so that one sweep over
+    their inputs exceeds `bytes`."""
+
+    def __init__(self, case, device, torch, rotate=None):
         self.case, self.device, self.torch_module = case, device, torch
+        self.rotate = rotate
         self._native = self._for_torch = None
+        self._copies = self._torch_copies = None
+        self.rotation_note = ""  # why fewer copies than planned, if so
         self.baseline = None  # (impl, output) of the first implementation that ran
 
     @property
@@ -210,6 +295,31 @@ class _Inputs:
         if self._for_torch is None:
             self._for_torch = frameworks.to_torch(self.native, self.case, self.torch_module)
         return self._for_torch
+
+    @property
+    def native_copies(self):
+        if self._copies is None:
+            copies = [self.native]
+            if self.rotate:
+                limit, cap = self.rotate
+                want = frameworks.copies_needed(self.case.bytes(),
+                                                frameworks.input_bytes(self.native), limit, cap)
+                try:
+                    while len(copies) < want:
+                        copies.append(frameworks.clone_inputs(self.native))
+                except Exception as e:  # out of memory, say: rotate among what there is
+                    self.rotation_note = (f"input rotation stopped at {len(copies)} of {want} "
+                                          f"copies: {_error_text(e)}")
+            self._copies = copies
+        return self._copies
+
+    @property
+    def torch_copies(self):
+        if self._torch_copies is None:
+            copies = self.native_copies
+            self._torch_copies = [self.for_torch] + [
+                frameworks.to_torch(c, self.case, self.torch_module) for c in copies[1:]]
+        return self._torch_copies
 
 
 def run_bench(opts, ops=None, out=None, err=None):
@@ -236,33 +346,44 @@ def run_bench(opts, ops=None, out=None, err=None):
     runner = Runner(opts, ops, torch, device, err)
     err.write(f"loraops bench: suite {opts.suite} on {device}, {len(cases)} cases x "
               f"{len(runner.impls)} implementations, {runner.repeats} repeats\n")
+    if opts.torch_compile and torch is None:
+        err.write("--torch-compile: PyTorch is not importable, so there are no torch rows\n")
     err.write("measuring the ceilings (copy bandwidth, vendor GEMM rate) ...\n")
     try:
         ceil = ceilings.measure(device, torch, opts.quick)
     except Exception as e:  # no ceiling is no reason to lose the run
         ceil = {"error": _error_text(e)}
     rows, interrupted = runner.run(cases)
-    for r in rows:
+    for r in rows + runner.repeat_rows:
         r["frac_of_ceiling"] = ceilings.fraction(r, ceil)
         if r["frac_of_ceiling"] is not None:
             what = "copy" if r["unit"] == "GB/s" else "vendor GEMM"
-            r["note"] = ((f"{r['note']}; " if r["note"] else "")
-                         + f"{100 * r['frac_of_ceiling']:.0f}% of {what}")
+            _add_note(r, f"{100 * r['frac_of_ceiling']:.0f}% of {what}")
+    dev = environment.device_info(device, torch)
+    if device == "cuda":
+        dev.update(l2_cache_bytes=runner.l2_bytes, l2_cache_assumed=runner.l2_assumed)
     doc = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": environment.device_info(device, torch),
+        "device": dev,
         "loraops": environment.loraops_info(ops),
         "torch": environment.torch_version(torch),
+        "mlx": environment.mlx_info(),
         "ceilings": ceil,
         "suite": opts.suite,
         "impls": list(runner.impls),
-        "options": {"repeats": runner.repeats, "quick": opts.quick, "match": opts.match or None},
+        "options": {"repeats": runner.repeats, "quick": opts.quick, "match": opts.match or None,
+                    "torch_compile": bool(opts.torch_compile),
+                    "rotate_below_bytes": (int(ROTATE_L2_FACTOR * runner.l2_bytes)
+                                           if runner.l2_bytes else None)},
         "interrupted": interrupted,
         "results": rows,
+        "repeat_rows": runner.repeat_rows,
+        "noise": report.noise(rows, runner.repeat_rows),
     }
     report.write(doc, opts.out)
     out.write(report.table_text(rows))
+    out.write(report.noise_text(doc))
     out.flush()
     if opts.compare:
         entries = compare.compare(old_doc, doc)

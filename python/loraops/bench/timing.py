@@ -7,6 +7,7 @@ the odd preempted batch; min, max and the quartiles are kept so a noisy machine 
 """
 
 import gc
+import itertools
 import statistics
 import time
 from dataclasses import dataclass
@@ -89,28 +90,45 @@ def time_cpu(fn, repeats, quick=False):
 
 def time_cuda(fn, repeats, quick=False, torch=None):
     """Times on PyTorch's current stream with events, so only device time between the events
-    counts (plus any gaps when the host cannot launch fast enough: that is the latency too)."""
+    counts (plus any gaps when the host cannot launch fast enough: that is the latency too).
+
+    fn: a callable, or a list of callables doing the same work on different copies of the inputs
+    (see run.py's input rotation): consecutive calls then cycle through the list, continuing
+    across batches, so no call finds its inputs still in L2 from the previous call's use of them.
+    The warm-up and the output kept for the sanity check are the first callable's."""
     if torch is None:
         import torch
+    calls = [fn] if callable(fn) else list(fn)
+    first = calls[0]
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
-    output = fn()
+    output = first()
     torch.cuda.synchronize()
     start.record()
-    fn()
+    first()
     end.record()
     end.synchronize()
     call_s = start.elapsed_time(end) * 1e-3
     batch, repeats = plan(call_s, repeats, quick, CUDA_TARGET_S)
+    # One callable: the plain loop (no per-call cost added); several: islice over a cycle, which
+    # iterates in C, so rotating costs the host no more per call than range() does.
+    cycle = itertools.cycle(calls) if len(calls) > 1 else None
+
+    def run_batch():
+        if cycle is None:
+            for _ in range(batch):
+                first()
+        else:
+            for f in itertools.islice(cycle, batch):
+                f()
+
     samples = []
     with _NoGC():
         if not quick:
-            for _ in range(batch):
-                fn()
+            run_batch()
         for _ in range(repeats):
             start.record()
-            for _ in range(batch):
-                fn()
+            run_batch()
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end) * 1e3 / batch)
@@ -119,7 +137,11 @@ def time_cuda(fn, repeats, quick=False, torch=None):
 
 def time_cuda_graph(fn, torch, calls=20, repeats=20):
     """Per-call µs of `calls` back-to-back calls captured in one CUDA graph and replayed: the
-    latency with the host's launch cost taken out (what a serving loop under graphs sees)."""
+    latency with the host's launch cost taken out (what a serving loop under graphs sees).
+
+    On purpose without input rotation: every replayed call reuses one set of inputs, so a case
+    smaller than L2 is measured with hot caches, as a decode step under graphs runs (the same
+    weights every step, nothing else between). The back-to-back time rotates; this one does not."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture: lazy init must not be captured
