@@ -24,5 +24,8 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream);
 // kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
 constexpr int64_t kLoraDecodeMaxM = 64;
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
+// Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
+// back to element loads: correct, slower).
+bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 
 }  // namespace loraops::cuda

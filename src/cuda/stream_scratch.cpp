@@ -21,7 +21,6 @@ struct Buffer {
   std::mutex mu;
   void* p = nullptr;
   size_t bytes = 0;
-  bool in_graph = false;
 };
 
 struct Buffers {
@@ -57,30 +56,62 @@ Buffer* buffer_of(int device, cudaStream_t stream) {
 
 }  // namespace
 
-void* stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
-                     const char* what) {
+Scratch::Scratch(Scratch&& o) noexcept { *this = std::move(o); }
+
+Scratch& Scratch::operator=(Scratch&& o) noexcept {
+  if (this != &o) {
+    release();
+    lock_ = std::move(o.lock_);
+    p_ = o.p_;
+    stream_ = o.stream_;
+    stream_ordered_ = o.stream_ordered_;
+    o.p_ = nullptr;
+    o.stream_ordered_ = false;
+  }
+  return *this;
+}
+
+Scratch::~Scratch() { release(); }
+
+void Scratch::release() noexcept {
+  // A failure here would surface at the op's next CUDA call; this cannot throw.
+  if (stream_ordered_ && p_) (void)cudaFreeAsync(p_, stream_);
+  stream_ordered_ = false;
+  p_ = nullptr;
+  if (lock_.owns_lock()) lock_.unlock();
+}
+
+Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
+                       const char* what) {
+  Scratch s;
+  if (bytes == 0) return s;
+  s.stream_ = stream;
+  if (stream_capturing(stream)) {
+    const cudaError_t err = cudaMallocAsync(&s.p_, bytes, stream);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw Error(ErrorKind::Runtime, op, what, "stream-ordered scratch under CUDA-graph capture",
+                  std::string("cudaMallocAsync of ") + std::to_string(bytes) +
+                      " bytes: " + cudaGetErrorName(err));
+    }
+    s.stream_ordered_ = true;
+    return s;
+  }
   Buffer* b = buffer_of(device, stream);
-  std::lock_guard<std::mutex> lock(b->mu);
-  const bool in_capture = stream_capturing(stream);
+  s.lock_ = std::unique_lock<std::mutex>(b->mu);
   if (b->bytes < bytes) {
-    if (in_capture)
-      throw Error(ErrorKind::Unsupported, op, what,
-                  "scratch allocated before CUDA-graph capture (run the call once first)",
-                  "a call that needs " + std::to_string(bytes) + " bytes of scratch, more than " +
-                      std::to_string(b->bytes) + " allocated for this stream");
     const size_t want = std::max(bytes, 2 * b->bytes);
     const size_t rounded = (want + kQuantum - 1) / kQuantum * kQuantum;
-    if (b->p && !b->in_graph) LORAOPS_CUDA_CHECK(cudaFree(b->p));
+    if (b->p) LORAOPS_CUDA_CHECK(cudaFree(b->p));
     b->p = nullptr;
     b->bytes = 0;
-    b->in_graph = false;
     void* p = nullptr;
     LORAOPS_CUDA_CHECK(cudaMalloc(&p, rounded));
     b->p = p;
     b->bytes = rounded;
   }
-  if (in_capture) b->in_graph = true;
-  return b->p;
+  s.p_ = b->p;
+  return s;
 }
 
 }  // namespace loraops::cuda

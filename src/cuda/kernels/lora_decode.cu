@@ -409,10 +409,11 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
   const bool x_vec = rows_vectorisable(p.x, es);
-  float* t = nullptr;
+  // Held until the decode kernel is enqueued (both kernels use t).
+  const Scratch lease = stream_scratch(p.device_index, stream,
+                                       low_rank ? size_t(p.m * p.r) * 4 : 0, "lora_forward", "x");
+  float* t = reinterpret_cast<float*>(lease.get());
   if (low_rank) {
-    t = static_cast<float*>(stream_scratch(p.device_index, stream, size_t(p.m * p.r) * 4,
-                                           "lora_forward", "x"));
     ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, t};
     const int blocks = int((p.r + kShrinkRows - 1) / kShrinkRows);
     if (x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es))
@@ -439,6 +440,12 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+bool lora_decode_vectorised(const detail::LoraForwardParams& p) {
+  const int64_t es = dtype_size(p.dtype);
+  return rows_vectorisable(p.x, es) && mat_vectorisable(p.weight, p.n, p.k, es) &&
+         (p.r == 0 || p.scale == 0.f || mat_vectorisable(p.lora_a, p.r, p.k, es));
+}
 
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream) {
   DeviceGuard guard(p.device_index);

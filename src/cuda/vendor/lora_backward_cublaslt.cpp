@@ -33,15 +33,19 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
   DeviceGuard guard(p.device_index);
   const int64_t es = dtype_size(p.dtype), m = p.m, k = p.k, n = p.n, r = p.r;
 
+  const bool low_rank = r > 0 && p.scale != 0.f;
   int64_t g_rs = 0, x_rs = 0;
   const bool pack_g = !p.grad_y.uniform(&g_rs) && n > 0;
-  const bool pack_x = !p.x.uniform(&x_rs) && k > 0;
+  const bool pack_x = !p.x.uniform(&x_rs) && k > 0 && low_rank;  // x is read for grad_a, t only
+  // gB and t: [m, ld_r], rows 16-byte aligned (cuBLASLt's preferred layout).
+  const int64_t ld_r = round_up(r, 16 / es);
   const int64_t g_bytes = pack_g ? round_up(m * n * es, 256) : 0;
   const int64_t x_bytes = pack_x ? round_up(m * k * es, 256) : 0;
-  const int64_t r_bytes = round_up(m * r * es, 256);
-  char* scratch = static_cast<char*>(stream_scratch(
-      p.device_index, stream, size_t(g_bytes + x_bytes + 2 * r_bytes + 256), "lora_backward",
-      "grad_y"));
+  const int64_t r_bytes = low_rank ? round_up(m * ld_r * es, 256) : 0;
+  const Scratch lease = stream_scratch(p.device_index, stream,
+                                       size_t(g_bytes + x_bytes + 2 * r_bytes), "lora_backward",
+                                       "grad_y");  // held until the last GEMM is enqueued
+  char* scratch = lease.get();
   Rows g{p.grad_y.p, g_rs, p.grad_y.col_stride}, x{p.x.p, x_rs, p.x.col_stride};
   if (pack_g) {
     pack_rows(p.grad_y, es, scratch, stream, p.device_index);
@@ -51,9 +55,8 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     pack_rows(p.x, es, scratch + g_bytes, stream, p.device_index);
     x = {scratch + g_bytes, k, 1};
   }
-  void* gb = scratch + g_bytes + x_bytes;
-  void* t = scratch + g_bytes + x_bytes + r_bytes;
-  const bool low_rank = r > 0 && p.scale != 0.f;
+  char* gb = low_rank ? scratch + g_bytes + x_bytes : nullptr;
+  char* t = low_rank ? gb + r_bytes : nullptr;
 
   lt::GemmDesc d;
   d.op = "lora_backward";
@@ -65,7 +68,7 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     e.m = m, e.n = r, e.k = n;
     e.a = g.p, e.a_rs = g.rs, e.a_cs = g.cs;
     e.b = p.lora_b.p, e.b_rs = p.lora_b.rs, e.b_cs = p.lora_b.cs;
-    e.d = gb, e.ldd = r;
+    e.d = gb, e.ldd = ld_r;
     run(e);
   }
 
@@ -78,7 +81,7 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     if (low_rank) {
       lt::GemmDesc e = base;
       e.k = r;
-      e.a = gb, e.a_rs = r, e.a_cs = 1;
+      e.a = gb, e.a_rs = ld_r, e.a_cs = 1;
       e.b = p.lora_a.p, e.b_rs = p.lora_a.rs, e.b_cs = p.lora_a.cs;
       e.alpha = p.scale;
       run(e);
@@ -98,13 +101,13 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     e.m = m, e.n = r, e.k = k;
     e.a = x.p, e.a_rs = x.rs, e.a_cs = x.cs;
     e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;
-    e.d = t, e.ldd = r;
+    e.d = t, e.ldd = ld_r;
     run(e);
   }
   {
     lt::GemmDesc e = d;  // grad_a = scale * gB.T @ x
     e.m = r, e.n = k, e.k = m;
-    e.a = gb, e.a_rs = 1, e.a_cs = r;
+    e.a = gb, e.a_rs = 1, e.a_cs = ld_r;
     e.b = x.p, e.b_rs = x.rs, e.b_cs = x.cs;
     e.d = p.grad_a, e.ldd = k;
     e.alpha = p.scale;
@@ -114,7 +117,7 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     lt::GemmDesc e = d;  // grad_b = scale * g.T @ t
     e.m = n, e.n = r, e.k = m;
     e.a = g.p, e.a_rs = g.cs, e.a_cs = g.rs;
-    e.b = t, e.b_rs = r, e.b_cs = 1;
+    e.b = t, e.b_rs = ld_r, e.b_cs = 1;
     e.d = p.grad_b, e.ldd = r;
     e.alpha = p.scale;
     run(e);

@@ -28,15 +28,16 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   const int64_t es = dtype_size(p.dtype);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
 
-  // Scratch: [packed x][t], each 256-byte aligned.
+  // Scratch: [packed x][t], each 256-byte aligned; t's rows 16-byte aligned (cuBLASLt's
+  // preferred layout: a narrower pitch can leave it no algorithm but the pack-everything one).
   int64_t x_rs = 0;
   const bool pack_x = !p.x.uniform(&x_rs) && p.k > 0;
+  const int64_t ld_t = round_up(p.r, 16 / es);
   const int64_t x_bytes = pack_x ? round_up(p.m * p.k * es, 256) : 0;
-  const int64_t t_bytes = low_rank ? round_up(p.m * p.r * es, 256) : 0;
-  char* scratch = nullptr;
-  if (x_bytes + t_bytes > 0)
-    scratch = static_cast<char*>(
-        stream_scratch(p.device_index, stream, size_t(x_bytes + t_bytes), "lora_forward", "x"));
+  const int64_t t_bytes = low_rank ? round_up(p.m * ld_t * es, 256) : 0;
+  const Scratch lease = stream_scratch(p.device_index, stream, size_t(x_bytes + t_bytes),
+                                       "lora_forward", "x");  // held until the last GEMM is enqueued
+  char* scratch = lease.get();
   const void* x = p.x.p;
   int64_t x_cs = p.x.col_stride;
   if (pack_x) {
@@ -57,13 +58,13 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
     lt::GemmDesc shrink = base;
     shrink.n = p.r;
     shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
-    shrink.d = t, shrink.ldd = p.r;
+    shrink.d = t, shrink.ldd = ld_t;
     shrink.alpha = p.scale;
     lt::gemm(shrink, stream, p.device_index);
 
     lt::GemmDesc expand = base;
     expand.k = p.r;
-    expand.a = t, expand.a_rs = p.r, expand.a_cs = 1;
+    expand.a = t, expand.a_rs = ld_t, expand.a_cs = 1;
     expand.b = p.lora_b.p, expand.b_rs = p.lora_b.cs, expand.b_cs = p.lora_b.rs;  // B.T
     expand.bias = p.bias, expand.bias_stride = p.bias_stride;
     lt::gemm(expand, stream, p.device_index);

@@ -714,6 +714,44 @@ TEST(CudaLora, GraphCaptureReplaysOnCurrentData) {
   CUDA_OK(cudaStreamDestroy(s));
 }
 
+// Capture on a stream the op never ran on (as torch.cuda.graph does with its own capture stream):
+// the temporaries come from stream-ordered allocations inside the graph, not from a buffer that
+// would have to exist before capture. Two graphs replayed alternately keep their own temporaries.
+TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
+  LORAOPS_REQUIRE_GPU();
+  const Case c{"graph, no warm-up", {16}, 256, 96, 16, 2.0, Bias::Contig};
+  for (const DType t : {DType::BFloat16, DType::Float32})
+    for (Impl impl : kImpls) {
+      SCOPED_TRACE(label(c, t) + " " + impl_name(impl));
+      Inputs in = make_inputs(c, t);
+      DeviceOperand dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias);
+      const HostTensor ref = reference(in, t);
+      const std::vector<double> tol = tolerance(analyze(in), t);
+      DeviceOut out1(t, in.yshape), out2(t, in.yshape);
+      GraphRun g1, g2;
+      for (auto [g, out] : {std::pair{&g1, &out1}, std::pair{&g2, &out2}}) {
+        cudaStream_t s;
+        CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        const bool captured = run(in, dx, dw, da, db, dbias, *out, impl, s);
+        const cudaError_t ended = cudaStreamEndCapture(s, &g->graph);
+        CUDA_OK(cudaStreamDestroy(s));
+        ASSERT_TRUE(captured);
+        ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+        CUDA_OK(cudaGraphInstantiate(&g->exec, g->graph, 0));
+      }
+      for (int round = 0; round < 2; ++round) {
+        out1.poison();
+        out2.poison();
+        CUDA_OK(cudaGraphLaunch(g1.exec, 0));
+        CUDA_OK(cudaGraphLaunch(g2.exec, 0));
+        CUDA_OK(cudaDeviceSynchronize());
+        EXPECT_TRUE(within(out1.fetch(), ref, tol, c.n)) << "first graph, round " << round;
+        EXPECT_TRUE(within(out2.fetch(), ref, tol, c.n)) << "second graph, round " << round;
+      }
+    }
+}
+
 // No GPU needed. The tolerance is neither too tight nor vacuous: (1) the fp64 analysis reads the
 // operands as the reference does (the reference is its y rounded once); (2) software models of
 // both CUDA paths' roundings, with fp32 sums in order, pass; (3) answers with a real bug fail:
