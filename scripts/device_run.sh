@@ -4,7 +4,8 @@
 # gpu markers included) and the benchmarks. Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
-#   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step. Each step is
+#   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
+#   it for racecheck, the slowest). Each step is
 #   killed after STEP_TIMEOUT seconds (default 300) so one hang cannot eat the whole call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
   # racecheck also reports hazards inside cuBLAS's own sm90 GEMM kernels (seen 2026-11-29 in a
   # TF32 xmma kernel); read its log for hazards in loraops' kernels, not just its exit code.
-  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
   fi
   step latency build/dev/loraops_latency
 fi

@@ -25,6 +25,8 @@ def type_name(v):
 
 def real(op, arg, v):
     """A Python float from any real number (int, float, numpy scalar); bool is refused."""
+    if type(v) is float:  # the common case, without the slow ABC isinstance below
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise error(TypeError, op, arg, "a real number (float)", type_name(v))
     return float(v)
@@ -36,6 +38,8 @@ def optional_real(op, arg, v):
 
 def integer(op, arg, v):
     """A Python int from an int or numpy integer; bool and float are refused."""
+    if type(v) is int and -(2**31) <= v < 2**31:  # the common case, fast
+        return v
     if isinstance(v, bool):
         raise error(TypeError, op, arg, "an int", type_name(v))
     try:

@@ -2,9 +2,10 @@
 
 The framework is that of the op's first tensor argument:
 
-- ``torch.Tensor``: outputs come from ``torch.empty`` on the input's device; CUDA work runs on
-  ``torch.cuda.current_stream(device)``; tensors travel as DLPack capsules made without stream
-  synchronisation (see ``_torch_capsule``);
+- ``torch.Tensor``: outputs come from ``torch.empty`` on the input's device (called by the
+  extension); CUDA work runs on ``torch.cuda.current_stream(device)``; the extension reads plain
+  tensors directly, the rest travel as DLPack capsules made without stream synchronisation (see
+  ``_torch_capsule``);
 - ``numpy.ndarray``: outputs come from ``numpy.empty``;
 - any other object with ``__dlpack__`` whose data is in host memory: outputs are numpy arrays;
 - a CUDA tensor of another framework: refused (there is no way to allocate its outputs).
@@ -20,6 +21,7 @@ bfloat16 output of a non-numpy CPU producer). numpy is imported on first use.
 
 import sys
 
+from . import _ext
 from ._args import error, type_name
 
 _HOST_DLPACK_DEVICES = (1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
@@ -60,13 +62,23 @@ class _NumpyOutputs:
         return self.arrays[0]
 
 
-def _torch_capsule(torch, t):
+def _identity(result):
+    return result
+
+
+def _torch_capsule(op, arg, t):
     """A DLPack capsule of torch tensor `t`, made without any stream synchronisation.
+
+    The extension reads plain torch tensors directly (data_ptr, shape, stride, dtype, device:
+    far cheaper than any export); it calls this for the rest (other devices, lazily negated views,
+    other dtypes and layouts, subclasses), so they are refused or exported as before.
 
     ``Tensor.__dlpack__()`` without a stream makes the legacy default stream wait for the current
     one (an event per tensor per call, and an error under CUDA graph capture), and recent versions
     refuse tensors of a device other than the current one. We run on the current stream, so no
     synchronisation is needed: the legacy ``to_dlpack`` gives the bare capsule."""
+    if t.device.type not in ("cpu", "cuda"):
+        raise error(ValueError, op, arg, "a cpu or cuda tensor", f"a torch.Tensor on {t.device}")
     from torch.utils.dlpack import to_dlpack
 
     if t.requires_grad:
@@ -76,33 +88,20 @@ def _torch_capsule(torch, t):
     return to_dlpack(t)
 
 
-class _TorchOutputs:
-    """Allocator of torch outputs on the first tensor's device."""
+_torch = None  # torch, once its objects are registered with the extension
+_raw_stream = None  # device index -> torch's current CUDA stream there, as an int
 
-    __slots__ = ("torch", "device", "tensors")
 
-    _dtypes = None
-
-    def __init__(self, torch, device):
-        self.torch = torch
-        self.device = device
-        self.tensors = []
-        if _TorchOutputs._dtypes is None:
-            _TorchOutputs._dtypes = {
-                "float32": torch.float32,
-                "float16": torch.float16,
-                "bfloat16": torch.bfloat16,
-            }
-
-    def __call__(self, shape, dtype):
-        t = self.torch.empty(shape, dtype=self._dtypes[dtype], device=self.device)
-        self.tensors.append(t)
-        return _torch_capsule(self.torch, t)
-
-    def finish(self, result):
-        if isinstance(result, tuple):
-            return tuple(self.tensors)
-        return self.tensors[0]
+def _register_torch(torch):
+    global _torch, _raw_stream
+    _ext.register_torch(torch.Tensor, torch.nn.Parameter,
+                        (torch.float32, torch.float16, torch.bfloat16), torch.strided,
+                        torch.empty, _torch_capsule)
+    # What torch.cuda.current_stream(i).cuda_stream returns, without making a Stream object (a
+    # few microseconds a call); torch's own generated code uses it. The public call otherwise.
+    _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
+        lambda index: torch.cuda.current_stream(index).cuda_stream)
+    _torch = torch
 
 
 class Prepared:
@@ -116,35 +115,38 @@ def prepare(op, names, values):
     framework) and picks the allocator and stream."""
     np = sys.modules.get("numpy")
     torch = sys.modules.get("torch")
+    if torch is not None and _torch is None:
+        _register_torch(torch)
     p = Prepared()
-    args = list(values)
-    bf16 = None
-    bf16_dtype = None
-    for i, v in enumerate(values):
-        if np is not None and isinstance(v, np.ndarray):
-            dt = v.dtype
-            # ml_dtypes' types are of kind 'V'; checked first because dtype.name is slow (us)
-            if dt.kind == "V" and dt.name == "bfloat16":
-                args[i] = v.view(np.uint16)
-                bf16_dtype = dt
-                bf16 = (bf16 or ()) + (names[i],)
-        elif torch is not None and isinstance(v, torch.Tensor):
-            if v.device.type not in ("cpu", "cuda"):
-                raise error(ValueError, op, names[i], "a cpu or cuda tensor",
-                            f"a torch.Tensor on {v.device}")
-            args[i] = _torch_capsule(torch, v)
-    p.args = args
-    p.bf16 = bf16
+    p.args = values  # torch tensors go as they are: the extension reads them
+    p.bf16 = None
     p.stream = 0
+    bf16_dtype = None
+    if np is not None:
+        for i, v in enumerate(values):
+            if isinstance(v, np.ndarray):
+                dt = v.dtype
+                # ml_dtypes' types are of kind 'V'; checked first because dtype.name is slow (us)
+                if dt.kind == "V" and dt.name == "bfloat16":
+                    if bf16_dtype is None:
+                        p.args = list(values)
+                    p.args[i] = v.view(np.uint16)
+                    bf16_dtype = dt
+                    p.bf16 = (p.bf16 or ()) + (names[i],)
 
     first = values[0]
+    p.finish = _identity
     if torch is not None and isinstance(first, torch.Tensor):
-        out = _TorchOutputs(torch, first.device)
-        if first.device.type == "cuda":
-            p.stream = torch.cuda.current_stream(first.device).cuda_stream
+        p.alloc = first  # the extension makes outputs with torch.empty on first's device
+        if first.is_cuda:
+            p.stream = _raw_stream(first.get_device())
+    elif np is not None and isinstance(first, np.ndarray) and bf16_dtype is None:
+        # the core checks every input has first's dtype (not bfloat16 here) before allocating
+        p.alloc = np.empty
     elif (np is not None and isinstance(first, np.ndarray)) or not hasattr(first, "__dlpack__"):
-        # numpy; or no tensor at all, which the extension rejects before allocating anything
+        # numpy bfloat16; or no tensor at all, which the extension rejects before allocating
         out = _NumpyOutputs(bf16_dtype)
+        p.alloc, p.finish = out, out.finish
     else:
         try:
             device_type = int(first.__dlpack_device__()[0])
@@ -157,6 +159,5 @@ def prepare(op, names, values):
                 "(outputs are made by numpy or torch)",
                 f"{type_name(first)} on DLPack device type {device_type}")
         out = _NumpyOutputs(bf16_dtype)
-    p.alloc = out
-    p.finish = out.finish
+        p.alloc, p.finish = out, out.finish
     return p

@@ -1,6 +1,6 @@
-// One call of an op from Python: turns each argument (any DLPack-capable object) into a
-// loraops::Tensor view, allocates outputs through the caller's allocator, and parses the
-// string/stream arguments. All validation of shapes, dtypes and devices is left to the C++ core,
+// One call of an op from Python: turns each argument (a torch.Tensor, read directly, or any
+// DLPack-capable object) into a loraops::Tensor view, allocates outputs (with torch.empty, or
+// through the caller's allocator), and parses the string/stream arguments. All validation of shapes, dtypes and devices is left to the C++ core,
 // which names the argument; this layer only rejects what cannot even be seen as a Tensor.
 #pragma once
 
@@ -18,9 +18,15 @@ namespace loraops::py {
 
 namespace nb = nanobind;
 
+// Registers the torch objects the torch fast path needs (see register_torch in convert.cpp);
+// called once by loraops._frameworks when it first sees torch, which the extension never imports.
+void register_torch(nb::handle tensor, nb::handle parameter, nb::tuple dtypes, nb::handle strided,
+                    nb::handle empty, nb::handle fallback);
+
 class Call {
  public:
-  // alloc: Python callable alloc(shape: tuple[int, ...], dtype: str) -> new contiguous tensor.
+  // alloc: a torch.Tensor (outputs are torch.empty on its device), or a Python callable
+  // alloc(shape: tuple[int, ...], dtype: str) -> new contiguous tensor.
   // bf16: names of the arguments that are bfloat16 data handed over as a uint16 view (numpy has
   // no bfloat16 of its own; ml_dtypes' arrays cannot be exported through DLPack), or None.
   Call(const char* op, nb::handle impl, nb::handle alloc, uintptr_t stream, nb::handle bf16);

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "bindings.hpp"
+#include "convert.hpp"
 #include "loraops/loraops.hpp"
 
 namespace nb = nanobind;
@@ -97,6 +98,10 @@ NB_MODULE(_ext, m) {
       },
       nb::arg("op"), nb::arg("device"), nb::arg("impl"), nb::arg("dtype"),
       "(exists, why not) for one op/device/impl/dtype");
+
+  m.def("register_torch", &loraops::py::register_torch, nb::arg("tensor"), nb::arg("parameter"),
+        nb::arg("dtypes"), nb::arg("strided"), nb::arg("empty"), nb::arg("fallback"),
+        "torch objects for reading torch tensors directly (called once by loraops._frameworks)");
 
   loraops::py::bind_rows(m);
   loraops::py::bind_linalg(m);

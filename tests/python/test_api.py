@@ -192,3 +192,46 @@ def test_threads():
         parallel = list(pool.map(loraops.layer_norm, xs))
     for s, p in zip(serial, parallel):
         assert np.array_equal(s, p)
+
+
+# ---- torch tensors read directly (plain ones) and through DLPack (the rest) -----------------
+
+def test_torch_read_directly_and_through_dlpack_agree():
+    """Plain tensors and nn.Parameter are read directly; subclasses go through DLPack. Both give
+    the same values, and outputs are plain torch tensors of the first input's dtype and device."""
+    torch = pytest.importorskip("torch")
+
+    class Sub(torch.Tensor):
+        pass
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 16, generator=g)
+    w, a, b = (torch.randn(s, generator=g) for s in ((8, 16), (4, 16), (8, 4)))
+    want = loraops.lora_forward(x.numpy(), w.numpy(), a.numpy(), b.numpy(), 0.5)
+    for wrap in (lambda t: t, torch.nn.Parameter, lambda t: t.as_subclass(Sub)):
+        got = loraops.lora_forward(wrap(x), wrap(w), wrap(a), wrap(b), 0.5)
+        assert type(got) is torch.Tensor and not got.requires_grad
+        assert got.dtype == torch.float32 and got.shape == (3, 2, 8) and got.is_contiguous()
+        assert np.array_equal(got.numpy(), want)
+
+
+def test_torch_views_shapes_and_ranks():
+    torch = pytest.importorskip("torch")
+    base = torch.arange(48, dtype=torch.float32).reshape(6, 8) / 10
+    for x in (base.t(), base[1::2, ::3], base[0].expand(5, 8), base[2]):  # strided, 0-stride, 1-d
+        got = loraops.softmax(x)
+        assert np.allclose(got.numpy(), loraops.softmax(np.ascontiguousarray(x.numpy())))
+    s = loraops.activation(torch.tensor(-2.0), "relu")  # a 0-d output
+    assert type(s) is torch.Tensor and s.shape == () and s.item() == 0.0
+    with pytest.raises(ValueError, match=r"softmax: argument 'x': expected rank 0\.\.8, got rank 9"):
+        loraops.softmax(torch.zeros((1,) * 9))
+
+
+def test_torch_with_numpy_bfloat16():
+    """A torch bfloat16 first tensor with an ml_dtypes bfloat16 array: torch output."""
+    torch = pytest.importorskip("torch")
+    x = torch.randn(4, 8).to(torch.bfloat16)
+    w = np.ones(8, np_dtype("bfloat16"))
+    out = loraops.rms_norm(x, w)
+    assert type(out) is torch.Tensor and out.dtype == torch.bfloat16
+    assert torch.equal(out, loraops.rms_norm(x, torch.ones(8, dtype=torch.bfloat16)))
