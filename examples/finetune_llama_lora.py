@@ -114,6 +114,7 @@ def cache_name():
 
 
 @torch.no_grad()
+@torch.no_grad()  # inference, as generate() runs it: nothing recorded for autograd
 def decode(model, prompt, n, device):
     """Greedy batch-1 decode of `n` tokens with the KV cache; returns (tokens, tokens/s of the
     single-token steps)."""
