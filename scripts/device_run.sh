@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (the `device` tool's H200), in one call: build with CUDA, run the GPU tests,
 # run them again under compute-sanitizer (memcheck, racecheck), run the Python tests (torch and
-# gpu markers included) and the benchmarks. Logs go to $OUT (or ./device-out), a summary at the end.
+# gpu markers included) and the benchmarks (the Python bench, then the same cases through the C++
+# bench loraops_bench when it was built). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
@@ -49,6 +50,13 @@ for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
   step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" ${BENCH_ARGS:-}
   [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
+  # Optional: the same cases from C++ (loraops_bench, built with the tests), results in the same
+  # schema ("source": "cpp"), e.g. loraops bench --compare bench_seed/results.json --against ...
+  if [ -x build/dev/loraops_bench ]; then
+    mkdir -p "$OUT/cpp_$s"
+    step "cases_$s" python3 -m loraops.cli bench --emit-cases "$OUT/cpp_$s/cases.txt" --suite "$s" --device cuda &&
+      step "cpp_bench_$s" build/dev/loraops_bench "$OUT/cpp_$s/cases.txt" --device cuda --out "$OUT/cpp_$s/results.json"
+  fi
 done
 fi
 
@@ -63,4 +71,5 @@ for f in gpu_tests memcheck racecheck latency pytest; do
 done
 for s in "${SUITES[@]}"; do
   tar xzf "$OUT/logs.tgz" -O "./bench_$s.log" 2>/dev/null | grep -E "custom|vendor" | grep -v absent | sed "1i --- bench $s"
+  tar xzf "$OUT/logs.tgz" -O "./cpp_bench_$s.log" 2>/dev/null | grep -v "^\[" | grep -E "custom|vendor" | grep -v absent | sed "1i --- C++ bench $s"
 done

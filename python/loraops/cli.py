@@ -37,6 +37,9 @@ def _parser():
                         "what got faster, slower, appeared, vanished or changed status")
     b.add_argument("--against", metavar="NEW.json", default="",
                    help="with --compare: compare OLD.json with this file instead of running")
+    b.add_argument("--emit-cases", metavar="FILE", default="",
+                   help="write the selected cases (--suite, --device, --match) to FILE, one per "
+                        "line, for the C++ bench loraops_bench, and run nothing")
     b.add_argument("--torch-compile", action="store_true",
                    help="also time torch.compile'd PyTorch (mode default, fullgraph, static "
                         "shapes); off by default: every case costs a compile of seconds")
@@ -54,7 +57,7 @@ def _compare_files(old_path, new_path):
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "bench":
-        from .bench import BenchError, Options, run_bench
+        from .bench import BenchError, Options, emit_cases, run_bench
 
         opts = Options(suite=args.suite, device=args.device, out=args.out, repeats=args.repeats,
                        quick=args.quick, match=args.match, compare=args.compare,
@@ -62,7 +65,11 @@ def main(argv=None):
         try:
             if args.against and not args.compare:
                 raise BenchError("--against NEW.json needs --compare OLD.json")
-            if args.against:
+            if args.emit_cases and (args.compare or args.against):
+                raise BenchError("--emit-cases runs nothing: it does not go with --compare")
+            if args.emit_cases:
+                emit_cases(opts, args.emit_cases)
+            elif args.against:
                 _compare_files(args.compare, args.against)
             else:
                 run_bench(opts)

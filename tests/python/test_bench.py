@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import loraops.cli
-from loraops.bench import Options, frameworks, import_torch, run_bench, suites, timing
+from loraops.bench import Options, frameworks, import_torch, run, run_bench, suites, timing
 
 
 def _load(out_dir):
@@ -530,3 +530,158 @@ def test_real_torch_compile_on_cpu(tmp_path):
     if row["status"] == "ok":
         assert row["compile_s"] > 0 and row["checked_against"] == "reference"
         assert not row["note"].startswith("MISMATCH")
+
+
+# ---- --emit-cases and the C++ bench (loraops_bench, bench/bench_cases.cpp) ----------------------
+
+
+def test_emit_cases_round_trip(tmp_path, capsys):
+    from loraops.bench import cases_file, select_cases
+
+    for device in ("cpu", "cuda"):  # cuda needs no GPU: it only writes the CUDA shapes
+        path = tmp_path / f"{device}.txt"
+        out = tmp_path / "never-written"
+        assert loraops.cli.main(["bench", "--emit-cases", str(path), "--suite", "all",
+                                 "--device", device, "--out", str(out)]) == 0
+        assert not out.exists()  # nothing ran
+        lines = path.read_text().splitlines()
+        assert lines[0] == f"# loraops-cases/1 suite=all device={device} match="
+        for line in lines[1:]:  # every key on every line, in order, each a single token
+            assert [t.split("=", 1)[0] for t in line.split()] == list(cases_file.KEYS), line
+        head, cases = cases_file.read(path)
+        assert head == {"suite": "all", "device": device, "match": ""}
+        assert cases == select_cases("all", device) and len(cases) == len(lines) - 1
+    assert "wrote" in capsys.readouterr().err
+    lora = [line for line in lines if "op=lora_forward" in line][0]
+    assert " scale=2 dim=-1 eps=0" in lora and " kind= " in lora
+    fields = cases_file.parse_line([line for line in lines if "op=rms_norm" in line][0])
+    assert float(fields["eps"]) == frameworks.RMS_EPS and fields["scale"] == "0"
+    fields = cases_file.parse_line([line for line in lines if "op=activation" in line][0])
+    assert fields["kind"] in ("silu", "gelu_tanh")
+
+    # --match (with its spaces) selects as a run does and survives the header.
+    path = tmp_path / "m.txt"
+    assert loraops.cli.main(["bench", "--emit-cases", str(path), "--device", "cpu",
+                             "--match", "softmax [4,16"]) == 0
+    head, cases = cases_file.read(path)
+    assert head["match"] == "softmax [4,16" and [c.op for c in cases] == ["softmax"]
+    assert loraops.cli.main(["bench", "--emit-cases", str(path), "--compare", "x.json"]) == 2
+    assert "--emit-cases" in capsys.readouterr().err
+
+
+def _bench_binary():
+    """loraops_bench: $LORAOPS_BENCH_BIN, or the newest build/*/loraops_bench of this checkout."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("LORAOPS_BENCH_BIN"):
+        return os.environ["LORAOPS_BENCH_BIN"]
+    root = Path(__file__).resolve().parents[2]
+    found = [p for p in root.glob("build/*/loraops_bench") if os.access(p, os.X_OK)]
+    found += [p for p in root.glob("build/loraops_bench") if os.access(p, os.X_OK)]
+    if not found:
+        pytest.skip("no loraops_bench built (cmake with -DLORAOPS_BUILD_TESTS=ON; or set "
+                    "LORAOPS_BENCH_BIN)")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
+
+
+def _run_cpp(args):
+    import subprocess
+
+    return subprocess.run([_bench_binary()] + [str(a) for a in args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _cpp_cases():
+    """One case of each op family, the formulas' every branch: a seed LoRA forward, a row op of
+    each parameter count, an activation, and matmul and lora_backward from the lora suite."""
+    seed = suites.cases("seed", "cpu")
+    lora = suites.cases("lora", "cpu")
+    pick = [c for c in seed if c.op == "lora_forward" and c.k == 1024 and c.r == 16]
+    pick += [c for c in seed if c.is_row_op]
+    pick += [suites.Case("rowwise", "activation", "bfloat16", (8, 256), kind="gelu_tanh")]
+    pick += [c for c in lora if c.op == "matmul"][:1] + [c for c in lora if c.op == "lora_backward"]
+    return pick
+
+
+def test_cpp_bench_rows_use_the_python_formulas(tmp_path):
+    import math
+
+    from loraops.bench import cases_file
+
+    cases = _cpp_cases()
+    path, out = tmp_path / "cases.txt", tmp_path / "cpp.json"
+    cases_file.write(path, cases, "seed", "cpu")
+    p = _run_cpp([path, "--device", "cpu", "--repeats", "3", "--out", out])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].split()[:4] == ["op", "shape", "dtype", "impl"]
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "loraops-bench/1" and doc["source"] == "cpp"
+    assert doc["device"]["type"] == "cpu" and doc["impls"] == list(run.IMPLS)
+    assert len(doc["results"]) == len(cases) * len(run.IMPLS)
+    for case, rows in zip(cases, (doc["results"][i:i + 4] for i in range(0, 4 * len(cases), 4))):
+        for impl, row in zip(run.IMPLS, rows):
+            want = run._row(case, impl, "cpu")
+            for key in ("suite", "op", "label", "shape", "args", "dtype", "impl", "unit",
+                        "bytes", "flops"):
+                assert row[key] == want[key], (key, row[key], want[key])
+            assert row["source"] == "cpp"
+            exists = loraops.has_impl(case.op, "cpu", impl, case.dtype)
+            assert (row["status"] != "absent") == exists, row
+            if row["status"] != "ok":
+                assert row["note"] and row["us_median"] is None, row
+                continue
+            assert row["us_min"] <= row["us_q1"] <= row["us_median"] <= row["us_q3"] \
+                <= row["us_max"]
+            per_s = 1e6 / row["us_median"]
+            rate = (case.bytes() / 1e9 if row["unit"] == "GB/s" else case.flops() / 1e9) * per_s
+            assert math.isclose(row["value"], rate, rel_tol=1e-9)
+            if case.is_decode:
+                assert math.isclose(row["weight_gbps"], case.weight_bytes() * per_s / 1e9,
+                                    rel_tol=1e-9)
+            if row["checked_against"]:  # checked against the case's first output, and right
+                assert not row["note"].startswith("MISMATCH"), row
+    # The reference ran for every case (all small): every other row was checked against it.
+    assert all(r["checked_against"] == "reference" for r in doc["results"]
+               if r["status"] == "ok" and r["impl"] != "reference")
+
+
+def test_cpp_results_read_by_compare(tmp_path, capsys):
+    """A C++ run and a Python run of the same emitted cases: --compare matches every row."""
+    cases = str(tmp_path / "cases.txt")
+    assert loraops.cli.main(["bench", "--emit-cases", cases, "--device", "cpu",
+                             "--match", "rms_norm"]) == 0
+    p = _run_cpp([cases, "--repeats", "3", "--out", tmp_path / "cpp.json"])
+    assert p.returncode == 0, p.stderr
+    assert loraops.cli.main(["bench", "--device", "cpu", "--quick", "--match", "rms_norm",
+                             "--out", str(tmp_path / "py")]) == 0
+    capsys.readouterr()
+    py = _load(tmp_path / "py")
+    cpp = json.loads((tmp_path / "cpp.json").read_text())
+    assert cpp["suite"] == "seed" and cpp["options"]["match"] == "rms_norm"
+    loraops_impls = {(r["shape"], r["impl"]) for r in py["results"] if r["impl"] in run.IMPLS}
+    assert {(r["shape"], r["impl"]) for r in cpp["results"]} == loraops_impls
+    assert loraops.cli.main(["bench", "--compare", str(tmp_path / "py" / "results.json"),
+                             "--against", str(tmp_path / "cpp.json")]) == 0
+    text = capsys.readouterr().out
+    assert " 0 added, 0 removed" in text, text
+
+
+def test_cpp_bench_errors_and_no_gpu(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("suite=seed op=softmax dtype=float32 x=4,8\n")
+    p = _run_cpp([bad])
+    assert p.returncode == 2 and "not a cases file" in p.stderr
+    bad.write_text("# loraops-cases/1 suite=seed device=cpu match=\n"
+                   "suite=seed op=nope dtype=float32 x=4,8\n")
+    p = _run_cpp([bad])
+    assert p.returncode == 2 and ":2: unknown op 'nope'" in p.stderr
+    torch = import_torch()
+    if torch is not None and torch.cuda.is_available():
+        return
+    ok = tmp_path / "ok.txt"
+    ok.write_text("# loraops-cases/1 suite=seed device=cuda match=\n"
+                  "suite=seed op=softmax dtype=float32 x=4,8 n=0 r=0 kind= scale=0 dim=-1 eps=0\n")
+    p = _run_cpp([ok, "--out", tmp_path / "r.json"])  # the file's device: cuda; there is none
+    assert p.returncode == 0 and "CUDA cases are skipped" in p.stdout
+    assert not (tmp_path / "r.json").exists()

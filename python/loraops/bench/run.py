@@ -322,6 +322,40 @@ class _Inputs:
         return self._torch_copies
 
 
+def select_cases(suite, device, match=""):
+    """The cases `loraops bench` runs for --suite, a resolved device ("cpu"/"cuda") and --match
+    (which keeps the cases whose "op shape dtype" contains it)."""
+    halves = frameworks.half_dtypes_available() if device == "cpu" else ("bfloat16",)
+    cases = suites.cases(suite, device, halves)
+    if match:
+        cases = [c for c in cases if match in f"{c.label} {c.shape_text()} {c.dtype}"]
+    return cases
+
+
+def emit_cases(opts, path, ops=None, err=None):
+    """--emit-cases: writes the cases a run with these options would time to `path` (the cases
+    file loraops_bench reads) instead of running them. Returns the cases.
+
+    --device auto resolves as for a run; cpu and cuda are taken as asked, so a CPU-only machine can
+    write the CUDA shapes for the GPU machine's loraops_bench."""
+    from . import cases_file
+
+    err = err or sys.stderr
+    device = opts.device
+    if device == "auto":
+        if ops is None:
+            import loraops as ops
+        device = pick_device(device, ops, import_torch())
+    cases = select_cases(opts.suite, device, opts.match)
+    try:
+        cases_file.write(path, cases, opts.suite, device, opts.match)
+    except OSError as e:
+        raise BenchError(f"cannot write --emit-cases {path!r}: {e}") from e
+    err.write(f"loraops bench: wrote {len(cases)} cases of suite {opts.suite} on {device} "
+              f"to {path}\n")
+    return cases
+
+
 def run_bench(opts, ops=None, out=None, err=None):
     """Runs the bench; writes results.json and report.md under opts.out, prints the table to `out`.
     Returns the results document. `ops` is the loraops module (injectable for tests)."""
@@ -335,10 +369,7 @@ def run_bench(opts, ops=None, out=None, err=None):
         old_doc = compare.load(opts.compare)
     torch = import_torch()
     device = pick_device(opts.device, ops, torch)
-    halves = frameworks.half_dtypes_available() if device == "cpu" else ("bfloat16",)
-    cases = suites.cases(opts.suite, device, halves)
-    if opts.match:
-        cases = [c for c in cases if opts.match in f"{c.label} {c.shape_text()} {c.dtype}"]
+    cases = select_cases(opts.suite, device, opts.match)
     try:  # before the first case: an unwritable --out must not cost a whole run's measurements
         os.makedirs(opts.out, exist_ok=True)
     except OSError as e:
