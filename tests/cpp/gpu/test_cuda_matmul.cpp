@@ -47,36 +47,6 @@ Operand make(DType t, const std::vector<int64_t>& shape, Lay lay) {
   return o;
 }
 
-// An operand's storage on the device, its view moved along (same offset, same strides).
-struct DeviceOperand {
-  DeviceTensor mem;
-  Tensor view;
-  explicit DeviceOperand(Operand& o) : mem(o.storage), view(o.view) {
-    view.data = static_cast<uint8_t*>(mem.ptr) +
-                (static_cast<uint8_t*>(o.view.data) - static_cast<uint8_t*>(o.storage.data()));
-    view.device = Device{DeviceType::CUDA, 0};
-    // The upload from pageable memory may still be in flight: order it before work on any stream.
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  }
-};
-
-// A device output, 0xFF (NaN in every dtype) over its elements before each call; the bytes past
-// them stay zero, so tail_intact() catches a write past the end.
-struct DeviceOut {
-  HostTensor host;
-  DeviceTensor mem;
-  DeviceOut(DType t, std::vector<int64_t> shape) : host(t, std::move(shape)), mem(host) { poison(); }
-  void poison() {
-    EXPECT_EQ(cudaMemset(mem.ptr, 0xFF, size_t(host.numel() * dtype_size(host.dtype))), cudaSuccess);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  }
-  Tensor view() { return mem.view(); }
-  const HostTensor& fetch() {
-    mem.to_host();
-    return host;
-  }
-};
-
 std::vector<int64_t> dims(int64_t batch, int64_t r, int64_t c) {
   return batch ? std::vector<int64_t>{batch, r, c} : std::vector<int64_t>{r, c};
 }
