@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "loraops/error.hpp"
@@ -45,6 +46,9 @@ class DeviceGuard {
  private:
   int previous_ = 0;
 };
+
+// x rounded up to a multiple of q (sizes, pitches and offsets of scratch matrices).
+constexpr int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
 
 // Multiprocessor count of a device, read once per device (grid sizes are multiples of it).
 inline int sm_count(int device) {

@@ -48,7 +48,10 @@ class Scratch {
 Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
                        const char* what);
 
-// Whether work enqueued on `stream` now would be captured into a graph.
+// Whether work enqueued on `stream` now would be captured into a graph (then nothing may be
+// allocated with cudaMalloc). When the runtime cannot tell (e.g. the legacy stream while another
+// thread captures globally), assume it would, and clear the error so that it does not surface at
+// the next launch check.
 bool stream_capturing(cudaStream_t stream);
 
 }  // namespace loraops::cuda

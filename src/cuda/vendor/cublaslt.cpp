@@ -41,6 +41,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels/gemm_k0.hpp"
 #include "cuda/kernels/strided_copy.hpp"
+#include "cuda/stream_scratch.hpp"
 #include "loraops/error.hpp"
 
 namespace loraops::cuda::lt {
@@ -65,8 +66,6 @@ void check(cublasStatus_t st, const char* op, const char* call) {
   if (st != CUBLAS_STATUS_SUCCESS)
     throw Error(ErrorKind::Runtime, op, call, "CUBLAS_STATUS_SUCCESS", cublasLtGetStatusName(st));
 }
-
-int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
@@ -392,18 +391,6 @@ std::shared_ptr<Plan> find_plan(const PlanKey& key, cublasLtHandle_t h, const Ge
   return p;
 }
 
-// Whether work enqueued on `s` now would be captured into a graph (then nothing may be allocated).
-// When the runtime cannot tell (e.g. the legacy stream while another thread captures globally),
-// assume it would, and clear the error so that it does not surface at the next launch check.
-bool capturing(cudaStream_t s) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(s, &status) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return true;
-  }
-  return status != cudaStreamCaptureStatusNone;
-}
-
 struct Workspace {
   void* p = nullptr;
   size_t bytes = 0;
@@ -411,7 +398,7 @@ struct Workspace {
 
 Workspace workspace(StreamState& ss, cudaStream_t stream) {
   if (!ss.ws) {
-    if (capturing(stream)) return {};  // first use inside a capture: run without a workspace
+    if (stream_capturing(stream)) return {};  // first use inside a capture: run without a workspace
     void* p = nullptr;
     LORAOPS_CUDA_CHECK(cudaMalloc(&p, kWorkspaceBytes));
     ss.ws = p;
@@ -423,7 +410,7 @@ Workspace workspace(StreamState& ss, cudaStream_t stream) {
 char* scratch(StreamState& ss, cudaStream_t stream, const GemmDesc& g, const Config& cfg) {
   const size_t need = cfg.scratch_bytes;
   if (need == 0) return nullptr;
-  const bool in_capture = capturing(stream);
+  const bool in_capture = stream_capturing(stream);
   if (ss.scratch_bytes < need) {
     if (in_capture)
       throw Error(ErrorKind::Unsupported, g.op, cfg.first_packed,

@@ -18,8 +18,6 @@ namespace loraops::cuda {
 
 namespace {
 
-int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
-
 // Rows as (pointer, row stride, column stride): the caller's if evenly spaced, else packed.
 struct Rows {
   const void* p;

@@ -16,12 +16,6 @@
 
 namespace loraops::cuda {
 
-namespace {
-
-int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
-
-}  // namespace
-
 void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);

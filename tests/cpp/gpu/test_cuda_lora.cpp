@@ -123,11 +123,7 @@ struct Inputs {
 
 // Each case's data depends only on its name and dtype (not on which tests ran before it), so a
 // failure reproduces under --gtest_filter and compute-sanitizer alike.
-void seed_for(const Case& c, DType t) {
-  uint32_t h = 2166136261u;  // FNV-1a
-  for (const char* p = c.name; *p; ++p) h = (h ^ uint8_t(*p)) * 16777619u;
-  rng().seed(h ^ (uint32_t(t) + 1) * 0x9E3779B9u);
-}
+void seed_for(const Case& c, DType t) { seed_rng_for(c.name, t); }
 
 Inputs make_inputs(const Case& c, DType t) {
   seed_for(c, t);
@@ -178,8 +174,6 @@ struct Dense {
   std::vector<double> x, w, a, b, bias;  // [m,k] [n,k] [r,k] [n,r] [n]
 };
 
-double load(const Tensor& v, int64_t offset) { return load_as_float(v.data, v.dtype, offset); }
-
 Dense dense(const Inputs& in) {
   Dense d;
   const Tensor& xv = in.x.view;
@@ -188,27 +182,11 @@ Dense dense(const Inputs& in) {
   for (int i = 0; i < xv.ndim - 1; ++i) d.m *= xv.shape[size_t(i)];
   d.scale = double(float(in.scale));
   d.has_bias = in.has_bias;
-  d.x.resize(size_t(d.m * d.k));
-  for (int64_t i = 0; i < d.m; ++i) {
-    int64_t off = 0, rest = i;
-    for (int dim = xv.ndim - 2; dim >= 0; --dim) {
-      off += (rest % xv.shape[size_t(dim)]) * xv.strides[size_t(dim)];
-      rest /= xv.shape[size_t(dim)];
-    }
-    for (int64_t l = 0; l < d.k; ++l) d.x[size_t(i * d.k + l)] = load(xv, off + l * xv.stride(-1));
-  }
-  auto mat = [](const Tensor& v, std::vector<double>& out) {
-    out.resize(size_t(v.shape[0] * v.shape[1]));
-    for (int64_t i = 0; i < v.shape[0]; ++i)
-      for (int64_t j = 0; j < v.shape[1]; ++j)
-        out[size_t(i * v.shape[1] + j)] = load(v, i * v.strides[0] + j * v.strides[1]);
-  };
-  mat(in.w.view, d.w);
-  mat(in.a.view, d.a);
-  mat(in.b.view, d.b);
-  d.bias.assign(size_t(d.n), 0.0);
-  if (d.has_bias)
-    for (int64_t j = 0; j < d.n; ++j) d.bias[size_t(j)] = load(in.bias.view, j * in.bias.view.strides[0]);
+  d.x = dense_rows(xv);
+  d.w = dense_rows(in.w.view);
+  d.a = dense_rows(in.a.view);
+  d.b = dense_rows(in.b.view);
+  d.bias = d.has_bias ? dense_rows(in.bias.view) : std::vector<double>(size_t(d.n), 0.0);
   return d;
 }
 
@@ -254,12 +232,10 @@ Analysis analyze(const Inputs& in) {
   return an;
 }
 
-double unit_roundoff(DType t) { return t == DType::Float32 ? std::ldexp(1.0, -24) : eps_of(t) / 2; }
-
 // The tolerance of every output element (the formula at the top of the file).
 std::vector<double> tolerance(const Analysis& an, DType t) {
   const Dense& d = an.d;
-  const double u = unit_roundoff(t), u32 = std::ldexp(1.0, -24), s = std::fabs(d.scale);
+  const double u = unit_roundoff_of(t), u32 = std::ldexp(1.0, -24), s = std::fabs(d.scale);
   // fp16 subnormals: a rounding near zero may be off by half the smallest subnormal (2^-25).
   const double floor = t == DType::Float16 ? std::ldexp(1.0, -22) : 0.0;
   const double sk = std::sqrt(double(d.k)), sr = std::sqrt(double(d.r + 1));
@@ -328,12 +304,6 @@ HostTensor exact(const Analysis& an, DType t, const std::vector<int64_t>& yshape
   return y;
 }
 
-float round_to(DType t, float v) {
-  uint8_t buf[4];
-  store_from_float(buf, t, 0, v);
-  return load_as_float(buf, t, 0);
-}
-
 // Software models of the two CUDA paths, fp32 sums in order (worse than a GPU's blocked sums).
 // Custom: t in fp32, y = x@W.T + scale*t@B.T + bias in fp32, rounded once. Vendor (cuBLASLt
 // composition): t' = scale*x@A.T rounded to the dtype; p = t'@B.T rounded (bias epilogue);
@@ -347,7 +317,7 @@ HostTensor model(const Analysis& an, DType t, const std::vector<int64_t>& yshape
   for (int64_t i = 0; i < d.m; ++i) {
     for (int64_t q = 0; q < d.r; ++q) {
       const float v = an.t_f32[size_t(i * d.r + q)];
-      tq[size_t(q)] = mo == Model::Vendor ? round_to(t, scale * v) : v;
+      tq[size_t(q)] = mo == Model::Vendor ? round_to_dtype(t, scale * v) : v;
     }
     for (int64_t j = 0; j < d.n; ++j) {
       float lora = 0;
@@ -357,48 +327,14 @@ HostTensor model(const Analysis& an, DType t, const std::vector<int64_t>& yshape
       if (mo == Model::Custom) {
         v = base + scale * lora + bias;
       } else {
-        const float p = round_to(t, lora);
-        const float y1 = d.has_bias ? round_to(t, p + bias) : p;
+        const float p = round_to_dtype(t, lora);
+        const float y1 = d.has_bias ? round_to_dtype(t, p + bias) : p;
         v = base + y1;
       }
       y.set(i * d.n + j, v);
     }
   }
   return y;
-}
-
-// got within tol of ref elementwise; NaN must match NaN, inf the same inf. Also: nothing written
-// past the end of the output.
-::testing::AssertionResult within(const HostTensor& got, const HostTensor& ref,
-                                  const std::vector<double>& tol, int64_t n) {
-  if (!tail_intact(got)) return ::testing::AssertionFailure() << "wrote past the end of the output";
-  if (got.numel() != ref.numel() || size_t(ref.numel()) != tol.size())
-    return ::testing::AssertionFailure() << "size " << got.numel() << " vs " << ref.numel();
-  int64_t bad = 0;
-  double worst = 0;
-  std::string msg;
-  for (int64_t e = 0; e < ref.numel(); ++e) {
-    const double g = got.get(e), r = ref.get(e), tl = tol[size_t(e)];
-    bool ok;
-    if (std::isnan(r)) ok = std::isnan(g);
-    else if (std::isinf(r)) ok = g == r;
-    else ok = std::isfinite(g) && std::fabs(g - r) <= tl;  // a NaN tol (a test bug) fails too
-    if (!ok) {
-      if (std::isfinite(g) && std::isfinite(r)) worst = std::max(worst, std::fabs(g - r) / tl);
-      if (bad++ < 5) {
-        char buf[160];
-        std::snprintf(buf, sizeof buf, " [row %lld col %lld] got %.6g want %.6g tol %.3g;",
-                      (long long)(e / std::max<int64_t>(n, 1)),
-                      (long long)(e % std::max<int64_t>(n, 1)), g, r, tl);
-        msg += buf;
-      }
-    }
-  }
-  if (bad)
-    return ::testing::AssertionFailure() << bad << " of " << ref.numel()
-                                         << " elements off (worst finite error " << worst
-                                         << " x tol):" << msg;
-  return ::testing::AssertionSuccess();
 }
 
 std::string label(const Case& c, DType t) { return std::string(c.name) + " " + dtype_name(t); }
@@ -495,14 +431,10 @@ bool run(const Inputs& in, const DeviceOperand& x, const DeviceOperand& w, const
   }
 }
 
-// One case: the reference on the host, then each implementation on the device (output poisoned
-// before the call) against it.
-void check_case(const Case& c, DType t, cudaStream_t s) {
-  SCOPED_TRACE(label(c, t));
-  Inputs in = make_inputs(c, t);
-  const HostTensor ref = reference(in, t);
-  const Analysis an = analyze(in);
-  const std::vector<double> tol = tolerance(an, t);
+// Each implementation on the device (output poisoned before the call) against `ref`, on stream s.
+void expect_every_impl_matches(Inputs& in, DType t, const HostTensor& ref, int64_t n,
+                               cudaStream_t s) {
+  const std::vector<double> tol = tolerance(analyze(in), t);
   DeviceOperand dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias);
   DeviceOut out(t, in.yshape);
   for (Impl impl : kImpls) {
@@ -510,8 +442,17 @@ void check_case(const Case& c, DType t, cudaStream_t s) {
     out.poison();
     if (!run(in, dx, dw, da, db, dbias, out, impl, s)) continue;
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    EXPECT_TRUE(within(out.fetch(), ref, tol, c.n));
+    EXPECT_TRUE(within_tol(out.fetch(), ref, tol, n));
   }
+}
+
+// One case: the reference on the host, then each implementation on the device (output poisoned
+// before the call) against it.
+void check_case(const Case& c, DType t, cudaStream_t s) {
+  SCOPED_TRACE(label(c, t));
+  Inputs in = make_inputs(c, t);
+  const HostTensor ref = reference(in, t);
+  expect_every_impl_matches(in, t, ref, c.n, s);
 }
 
 void check_all(const Case* cases, size_t count, cudaStream_t s) {
@@ -585,17 +526,7 @@ TEST(CudaLora, NanAndInfStayInTheirRowOrColumn) {
           else if (with_inf && (i == 5 || i == 6)) ASSERT_FALSE(std::isfinite(v)) << i << "," << j;
           else ASSERT_TRUE(std::isfinite(v)) << i << "," << j;
         }
-      const Analysis an = analyze(in);
-      const std::vector<double> tol = tolerance(an, t);
-      DeviceOperand dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias);
-      DeviceOut out(t, in.yshape);
-      for (Impl impl : kImpls) {
-        SCOPED_TRACE(impl_name(impl));
-        out.poison();
-        if (!run(in, dx, dw, da, db, dbias, out, impl, nullptr)) continue;
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        EXPECT_TRUE(within(out.fetch(), ref, tol, c.n));
-      }
+      expect_every_impl_matches(in, t, ref, c.n, nullptr);
     }
 }
 
@@ -646,7 +577,7 @@ TEST(CudaLora, RunsOnTheCallersStream) {
       if (!ok) continue;
       HostTensor got(t, in.yshape);
       std::memcpy(got.bytes.data(), pinned_y, ybytes);
-      EXPECT_TRUE(within(got, ref, tol, c.n));
+      EXPECT_TRUE(within_tol(got, ref, tol, c.n));
     }
     cudaFreeHost(pinned_x);
     cudaFreeHost(pinned_y);
@@ -687,7 +618,7 @@ TEST(CudaLora, GraphCaptureReplaysOnCurrentData) {
       DeviceOut out(t, in.yshape);
       if (!run(in, dx, dw, da, db, dbias, out, impl, s)) continue;
       CUDA_OK(cudaStreamSynchronize(s));
-      EXPECT_TRUE(within(out.fetch(), ref, tol, c.n)) << "warm-up call";
+      EXPECT_TRUE(within_tol(out.fetch(), ref, tol, c.n)) << "warm-up call";
 
       GraphRun g;
       CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -699,7 +630,7 @@ TEST(CudaLora, GraphCaptureReplaysOnCurrentData) {
       out.poison();
       CUDA_OK(cudaGraphLaunch(g.exec, s));
       CUDA_OK(cudaStreamSynchronize(s));
-      EXPECT_TRUE(within(out.fetch(), ref, tol, c.n)) << "graph replay";
+      EXPECT_TRUE(within_tol(out.fetch(), ref, tol, c.n)) << "graph replay";
       for (int round = 1; round <= 2; ++round) {
         refill(in, c.k, c.r);
         for (DeviceOperand* d : {&dx, &dw, &da, &db, &dbias}) d->upload();
@@ -708,7 +639,7 @@ TEST(CudaLora, GraphCaptureReplaysOnCurrentData) {
         out.poison();
         CUDA_OK(cudaGraphLaunch(g.exec, s));
         CUDA_OK(cudaStreamSynchronize(s));
-        EXPECT_TRUE(within(out.fetch(), ref, tol, c.n)) << "replay on new data, round " << round;
+        EXPECT_TRUE(within_tol(out.fetch(), ref, tol, c.n)) << "replay on new data, round " << round;
       }
     }
   CUDA_OK(cudaStreamDestroy(s));
@@ -746,8 +677,8 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
         CUDA_OK(cudaGraphLaunch(g1.exec, 0));
         CUDA_OK(cudaGraphLaunch(g2.exec, 0));
         CUDA_OK(cudaDeviceSynchronize());
-        EXPECT_TRUE(within(out1.fetch(), ref, tol, c.n)) << "first graph, round " << round;
-        EXPECT_TRUE(within(out2.fetch(), ref, tol, c.n)) << "second graph, round " << round;
+        EXPECT_TRUE(within_tol(out1.fetch(), ref, tol, c.n)) << "first graph, round " << round;
+        EXPECT_TRUE(within_tol(out2.fetch(), ref, tol, c.n)) << "second graph, round " << round;
       }
     }
 }
@@ -781,13 +712,13 @@ TEST(CudaLora, ToleranceAdmitsDeclaredRoundingsAndCatchesBugs) {
       const HostTensor y = exact(an, t, in.yshape, Bug::None);
       for (int64_t e = 0; e < ref.numel(); ++e)
         ASSERT_LE(std::fabs(double(ref.get(e)) - double(y.get(e))),
-                  2 * unit_roundoff(t) * std::fabs(double(y.get(e))) +
+                  2 * unit_roundoff_of(t) * std::fabs(double(y.get(e))) +
                       (t == DType::Float16 ? std::ldexp(1.0, -24) : 0.0))
             << "the test's reading of the operands disagrees with the reference at " << e;
       // (2) the models pass, with room to spare
       for (Model mo : {Model::Custom, Model::Vendor}) {
         const HostTensor got = model(an, t, in.yshape, mo);
-        EXPECT_TRUE(within(got, ref, tol, c.n)) << (mo == Model::Custom ? "custom" : "vendor");
+        EXPECT_TRUE(within_tol(got, ref, tol, c.n)) << (mo == Model::Custom ? "custom" : "vendor");
         for (int64_t e = 0; e < ref.numel(); ++e)
           worst_model[size_t(t)] = std::max(
               worst_model[size_t(t)],
@@ -802,7 +733,7 @@ TEST(CudaLora, ToleranceAdmitsDeclaredRoundingsAndCatchesBugs) {
                              : bug == Bug::DropRTail ? d.r >= 1 && d.scale != 0 && d.k > 0
                                                      : d.m >= 2 && d.k > 0;
         if (!applies || ref.numel() == 0) continue;
-        const bool caught = !within(exact(an, t, in.yshape, bug), ref, tol, c.n);
+        const bool caught = !within_tol(exact(an, t, in.yshape, bug), ref, tol, c.n);
         const bool one_product = bug == Bug::DropKTail || bug == Bug::DropRTail;
         if (one_product && (d.m < 2 || ref.numel() < 256)) {
           ++small_tail_checked;
