@@ -318,6 +318,21 @@ def _outcome(a_us, b_us, tie):
     return "a" if a_us < b_us else "b"
 
 
+def _tally(pairs, ties):
+    """Wins and ties of `a` against `b` over [(suite, a_us, b_us, shape, dtype)]: (a_wins,
+    b_wins, n_tie), each win as (factor, shape, dtype)."""
+    a_wins, b_wins, n_tie = [], [], 0
+    for suite, a, b, shape, dtype in pairs:
+        o = _outcome(a, b, _tie(ties, suite))
+        if o == "a":
+            a_wins.append((b / a, shape, dtype))
+        elif o == "b":
+            b_wins.append((a / b, shape, dtype))
+        else:
+            n_tie += 1
+    return a_wins, b_wins, n_tie
+
+
 def _decision_table(cases, ties, with_compile):
     groups = OrderedDict()
     for (suite, label, shape, dtype), by in cases.items():
@@ -441,25 +456,19 @@ def _count(n, word):
 
 def _vendor_custom_prose(items, ties):
     """Sentences on vendor vs custom for one family's [(key, by_impl)]."""
-    v_wins, c_wins, n_tie, both = [], [], 0, 0
-    only_v, only_c, neither = 0, 0, 0
+    pairs, only_v, only_c, neither = [], 0, 0, 0
     for (suite, _label, shape, dtype), by in items:
         v, c = _us(by, "vendor"), _us(by, "custom")
         if v and c:
-            both += 1
-            o = _outcome(c, v, _tie(ties, suite))
-            if o == "a":
-                c_wins.append((v / c, shape, dtype))
-            elif o == "b":
-                v_wins.append((c / v, shape, dtype))
-            else:
-                n_tie += 1
+            pairs.append((suite, c, v, shape, dtype))
         elif v:
             only_v += 1
         elif c:
             only_c += 1
         else:
             neither += 1
+    c_wins, v_wins, n_tie = _tally(pairs, ties)
+    both = len(pairs)
     out = []
     if both:
         s = f"Of {_count(both, 'case')} with both paths timed, the vendor library is faster "
@@ -520,19 +529,10 @@ def _ceiling_prose(items):
 
 
 def _framework_prose(items, ties, fw, name):
-    wins, lose, n_tie, ratios = [], [], 0, []
-    for (suite, _label, shape, dtype), by in items:
-        ours, theirs = _best_loraops(by), _us(by, fw)
-        if not (ours and theirs):
-            continue
-        ratios.append(theirs / ours)
-        o = _outcome(ours, theirs, _tie(ties, suite))
-        if o == "a":
-            wins.append((theirs / ours, shape, dtype))
-        elif o == "b":
-            lose.append((ours / theirs, shape, dtype))
-        else:
-            n_tie += 1
+    pairs = [(suite, ours, theirs, shape, dtype) for (suite, _label, shape, dtype), by in items
+             for ours, theirs in [(_best_loraops(by), _us(by, fw))] if ours and theirs]
+    ratios = [theirs / ours for _s, ours, theirs, _sh, _d in pairs]
+    wins, lose, n_tie = _tally(pairs, ties)
     failed = [by[fw] for _k, by in items if fw in by and by[fw]["status"] != "ok"]
     if not ratios:
         return [f"{name} did not run here ({failed[0]['status']}: {failed[0]['note']})."
