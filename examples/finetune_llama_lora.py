@@ -113,7 +113,6 @@ def cache_name():
     return "cache" if "cache" in params else "past_key_values"
 
 
-@torch.no_grad()
 @torch.no_grad()  # inference, as generate() runs it: nothing recorded for autograd
 def decode(model, prompt, n, device):
     """Greedy batch-1 decode of `n` tokens with the KV cache; returns (tokens, tokens/s of the
@@ -186,11 +185,14 @@ def main(argv=None):
           f"{args.steps - args.warmup} timed steps)")
 
     prompt = torch.randint(0, args.vocab, (1, args.prompt), generator=g).to(device)
-    decode(model, prompt, 4, device)  # warm-up
+    # Warm-up over the full length before each timed loop: PyTorch's cuDNN attention builds a
+    # plan for each new KV length the first time it sees it (~17 ms a step on the H200), a cost
+    # that otherwise lands on whichever loop runs first (seen 2026-11-29: 0.17x that way).
+    decode(model, prompt, args.decode_tokens, device)
     toks_ours, dps_ours = decode(model, prompt, args.decode_tokens, device)
     decode_fallbacks = lt.fallback_counts(reset=True)
     lt.unpatch(model)
-    decode(model, prompt, 4, device)
+    decode(model, prompt, args.decode_tokens, device)
     toks_peft, dps_peft = decode(model, prompt, args.decode_tokens, device)
     same = next((i for i, (a, b) in enumerate(zip(toks_peft, toks_ours)) if a != b),
                 len(toks_peft))

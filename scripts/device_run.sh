@@ -4,6 +4,7 @@
 # gpu markers included) and the benchmarks (the Python bench, then the same cases through the C++
 # bench loraops_bench when it was built). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
+#   EXAMPLE=1 also runs examples/finetune_llama_lora.py and scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
 #   it for racecheck, the slowest). Each step is
@@ -46,6 +47,10 @@ fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
 step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
+if [ "${EXAMPLE:-0}" = 1 ]; then
+  step example python3 examples/finetune_llama_lora.py
+  step profile_example python3 scripts/profile_torch_example.py
+fi
 for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
   step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" ${BENCH_ARGS:-}
@@ -66,9 +71,10 @@ fi
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
-for f in gpu_tests memcheck racecheck latency pytest; do
+for f in gpu_tests memcheck racecheck latency pytest example; do
   tar xzf "$OUT/logs.tgz" -O "./$f.log" 2>/dev/null | tail -n 8 | sed "1i --- $f (tail)"
 done
+tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fallbacks" | sed "1i --- profile_example"
 for s in "${SUITES[@]}"; do
   tar xzf "$OUT/logs.tgz" -O "./bench_$s.log" 2>/dev/null | grep -E "custom|vendor" | grep -v absent | sed "1i --- bench $s"
   tar xzf "$OUT/logs.tgz" -O "./cpp_bench_$s.log" 2>/dev/null | grep -v "^\[" | grep -E "custom|vendor" | grep -v absent | sed "1i --- C++ bench $s"

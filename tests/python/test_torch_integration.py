@@ -141,6 +141,37 @@ def test_eager_inference_skips_the_dispatcher_with_the_same_result():
     assert torch.equal(direct, via_op)
 
 
+def test_eager_autograd_skips_the_dispatcher_with_the_same_gradients():
+    """With autograd recording, eager calls run the op's eager autograd.Function (its grad_fn
+    says so); values and gradients equal those of the custom op through torch's dispatcher."""
+    x, w, a, b = randn(3, 16, seed=26), randn(8, 16, seed=27), randn(4, 16, seed=28), randn(8, 4)
+    bias, g = randn(8, seed=29), randn(3, 8, seed=30)
+    ops = torch.ops.loraops
+    cases = [
+        ("lora_forward", lambda t: lt.lora_forward(t[0], t[1], t[2], t[3], 0.5, t[4]),
+         lambda t: ops.lora_forward(t[0], t[1], t[2], t[3], 0.5, t[4], "auto"),
+         [x, w, a, b, bias], [True, False, True, True, True], g),
+        ("softmax", lambda t: lt.softmax(t[0]), lambda t: ops.softmax(t[0], -1, "auto"),
+         [x], [True], randn(3, 16, seed=31)),
+        ("rms_norm", lambda t: lt.rms_norm(t[0], t[1], 1e-5),
+         lambda t: ops.rms_norm(t[0], t[1], 1e-5, "auto"), [x, randn(16, seed=32)],
+         [True, True], randn(3, 16, seed=33)),
+    ]
+    for name, eager, via_op, inputs, need, grad in cases:
+        got, want = ([t.detach().clone().requires_grad_(n) for t, n in zip(inputs, need)]
+                     for _ in range(2))
+        y_eager, y_op = eager(got), via_op(want)
+        assert type(y_eager.grad_fn).__name__ == f"{name}_eagerBackward", name
+        assert type(y_op.grad_fn).__name__ != type(y_eager.grad_fn).__name__, name
+        assert torch.equal(y_eager, y_op), name
+        y_eager.backward(grad)
+        y_op.backward(grad)
+        for i, (p, q) in enumerate(zip(got, want)):
+            assert (p.grad is None) == (q.grad is None), f"{name} input {i}"
+            if p.grad is not None:
+                assert torch.equal(p.grad, q.grad), f"{name} grad of input {i}"
+
+
 def test_fallback_counts():
     lt.fallback_counts(reset=True)
     lt.rms_norm(randn(2, 4, dtype=torch.float64))

@@ -8,9 +8,8 @@ Where the computation runs:
 
 - forward: loraops' kernel for the device and dtype. With ``impl="auto"`` (the default), PyTorch
   math instead when loraops has none: on CUDA the ops its CUDA backend does not implement yet
-  (the table in docs/contract.md; attention, and lora_forward/lora_backward until their kernels
-  land), in a build without the CUDA backend every CUDA op, and everywhere float64 and devices
-  other than cpu/cuda. A named ``impl`` is never replaced: it
+  (the table in docs/contract.md), in a build without the CUDA backend every CUDA op, and
+  everywhere float64 and devices other than cpu/cuda. A named ``impl`` is never replaced: it
   runs or raises :class:`loraops.UnsupportedError`.
 - backward: lora_forward's gradients for x, lora_a and lora_b come from loraops' lora_backward
   (PyTorch math where that has no kernel, as above); every other gradient (bias and a
@@ -139,8 +138,7 @@ def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
     differentiable.
 
     Gradients: x, lora_a and lora_b from ``loraops::lora_backward`` (loraops' kernel; PyTorch math
-    where loraops has no lora_backward for the device and dtype, e.g. on CUDA until that kernel
-    lands); bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
+    where loraops has no lora_backward for the device and dtype, e.g. float64); bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
     grad (it is frozen in LoRA): ``grad_y.T @ x`` (PyTorch).
     """
     op = "lora_forward"
