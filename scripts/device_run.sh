@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (the `device` tool's H200), in one call: build with CUDA, run the GPU tests,
 # run them again under compute-sanitizer (memcheck, racecheck), run the Python tests (torch and
-# gpu markers included) and the benchmarks (the Python bench, then the same cases through the C++
-# bench loraops_bench when it was built). Logs go to $OUT (or ./device-out), a summary at the end.
+# gpu markers included) and the benchmarks (the Python bench, with the same cases through the C++
+# bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py and scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
@@ -51,17 +51,12 @@ if [ "${EXAMPLE:-0}" = 1 ]; then
   step example python3 examples/finetune_llama_lora.py
   step profile_example python3 scripts/profile_torch_example.py
 fi
+CPP_ARG=()  # the same cases from C++ too, in the same report (loraops bench --cpp)
+[ -x build/dev/loraops_bench ] && CPP_ARG=(--cpp "$PWD/build/dev/loraops_bench")
 for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
-  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" ${BENCH_ARGS:-}
+  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
   [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
-  # Optional: the same cases from C++ (loraops_bench, built with the tests), results in the same
-  # schema ("source": "cpp"), e.g. loraops bench --compare bench_seed/results.json --against ...
-  if [ -x build/dev/loraops_bench ]; then
-    mkdir -p "$OUT/cpp_$s"
-    step "cases_$s" python3 -m loraops.cli bench --emit-cases "$OUT/cpp_$s/cases.txt" --suite "$s" --device cuda &&
-      step "cpp_bench_$s" build/dev/loraops_bench "$OUT/cpp_$s/cases.txt" --device cuda --out "$OUT/cpp_$s/results.json"
-  fi
 done
 fi
 
@@ -77,5 +72,4 @@ done
 tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fallbacks" | sed "1i --- profile_example"
 for s in "${SUITES[@]}"; do
   tar xzf "$OUT/logs.tgz" -O "./bench_$s.log" 2>/dev/null | grep -E "custom|vendor" | grep -v absent | sed "1i --- bench $s"
-  tar xzf "$OUT/logs.tgz" -O "./cpp_bench_$s.log" 2>/dev/null | grep -v "^\[" | grep -E "custom|vendor" | grep -v absent | sed "1i --- C++ bench $s"
 done

@@ -43,6 +43,9 @@ def _parser():
     b.add_argument("--torch-compile", action="store_true",
                    help="also time torch.compile'd PyTorch (mode default, fullgraph, static "
                         "shapes); off by default: every case costs a compile of seconds")
+    b.add_argument("--cpp", metavar="BINARY", default="",
+                   help="also time the same cases from C++ with this loraops_bench binary (built "
+                        "with the tests: build/loraops_bench); report.md shows both")
     return p
 
 
@@ -61,7 +64,7 @@ def main(argv=None):
 
         opts = Options(suite=args.suite, device=args.device, out=args.out, repeats=args.repeats,
                        quick=args.quick, match=args.match, compare=args.compare,
-                       torch_compile=args.torch_compile)
+                       torch_compile=args.torch_compile, cpp=args.cpp)
         try:
             if args.against and not args.compare:
                 raise BenchError("--against NEW.json needs --compare OLD.json")

@@ -9,6 +9,7 @@ import pytest
 
 import loraops.cli
 from loraops.bench import Options, frameworks, import_torch, run, run_bench, suites, timing
+from loraops.bench.report import fmt_us
 
 
 def _load(out_dir):
@@ -669,6 +670,34 @@ def test_cpp_results_read_by_compare(tmp_path, capsys):
     assert " 0 added, " in text, text
     removed = [line.split() for line in text.splitlines() if line.lstrip().startswith("removed")]
     assert all(cols[4] not in run.IMPLS for cols in removed), text
+
+
+def test_cpp_option_times_the_same_cases_from_cpp(tmp_path, capsys):
+    """--cpp BINARY: the run's cases again from C++, in results.json's "cpp" and report.md; a
+    binary that cannot run is an error entry, not a lost run."""
+    out = tmp_path / "run"
+    assert loraops.cli.main(["bench", "--device", "cpu", "--quick", "--match", "rms_norm",
+                             "--out", str(out), "--cpp", _bench_binary()]) == 0
+    doc = _load(out)
+    cpp = doc["cpp"]
+    assert cpp["error"] is None and cpp["binary"] == _bench_binary()
+    mine = {(r["shape"], r["impl"]) for r in doc["results"] if r["impl"] in run.IMPLS}
+    assert {(r["shape"], r["impl"]) for r in cpp["results"]} == mine
+    assert all(r["source"] == "cpp" for r in cpp["results"])
+    assert {r["status"] for r in cpp["results"]} == {"ok", "absent"}  # the CPU has no vendor
+    text = (out / "report.md").read_text()
+    assert "## From C++ (loraops_bench)" in text and "Host cost of the Python call" in text
+    custom = next(r for r in cpp["results"] if r["impl"] == "custom")
+    assert "| custom | " in text and fmt_us(custom["us_median"]) in text
+
+    bad = tmp_path / "bad"
+    assert loraops.cli.main(["bench", "--device", "cpu", "--quick", "--match", "rms_norm",
+                             "--out", str(bad), "--cpp", str(tmp_path / "nope")]) == 0
+    doc = _load(bad)
+    assert "did not run" in doc["cpp"]["error"] and doc["cpp"]["results"] == []
+    assert "The C++ run did not complete" in (bad / "report.md").read_text()
+    assert "--cpp:" in capsys.readouterr().err
+    assert _load(bad)["results"]  # the Python rows are all there
 
 
 def test_cpp_bench_errors_and_no_gpu(tmp_path):

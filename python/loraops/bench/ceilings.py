@@ -1,6 +1,8 @@
 """The ceilings every figure is a fraction of, measured in the same run as the figures (a noisy
 or throttled machine then moves both): device-to-device copy bandwidth (bytes read + written) and,
-on CUDA, the vendor GEMM rate (bf16 8192^3 through PyTorch's cuBLAS)."""
+on CUDA, the vendor GEMM rate (bf16 8192^3 through PyTorch's cuBLAS) and the launch floor: what an
+empty kernel costs per call back-to-back from Python and in CUDA-graph replay, under which no
+single-kernel op can go from there."""
 
 import statistics
 import time
@@ -42,8 +44,39 @@ def _cuda(torch, quick):
     gemm_s = _events(torch, lambda: torch.matmul(a, b), 3 if quick else 10)
     del a, b
     torch.cuda.empty_cache()
+    try:
+        eager_us, graph_us = _launch_floor(torch, quick)
+    except Exception:  # a failed floor must not cost the copy and GEMM ceilings
+        eager_us = graph_us = None
     return {"copy_gbps": 2 * nbytes / copy_s / 1e9, "gemm_tflops": 2 * n ** 3 / gemm_s / 1e12,
-            "gemm_shape": f"bf16 {n}^3 torch.matmul"}
+            "gemm_shape": f"bf16 {n}^3 torch.matmul", "launch_us": eager_us,
+            "launch_graph_us": graph_us, "launch_kernel": "torch.cuda._sleep(0)"}
+
+
+def _launch_floor(torch, quick, calls=100):
+    """µs per call of an empty kernel (``torch.cuda._sleep(0)``: one launch, no work), back to
+    back from Python and replayed from a CUDA graph of `calls` launches; (None, None) when this
+    PyTorch has no such kernel."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None:
+        return None, None
+    reps = 5 if quick else 20
+
+    def burst():
+        for _ in range(calls):
+            sleep(0)
+
+    eager = _events(torch, burst, reps) / calls * 1e6
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):  # capture off the default stream, as PyTorch requires
+        burst()
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            burst()
+    replayed = _events(torch, graph.replay, reps) / calls * 1e6
+    del graph
+    return eager, replayed
 
 
 def _events(torch, fn, reps):

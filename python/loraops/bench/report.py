@@ -176,6 +176,13 @@ def _environment(doc, schema_link=None):
                      "30 µs are also timed in CUDA-graph replay (\"graph\" in the notes)")
     elif c.get("error"):
         lines.append(f"- ceilings: not measured ({c['error']})")
+    if c.get("launch_us"):
+        lines.append(f"- launch floor measured in this run: an empty kernel "
+                     f"(`{c.get('launch_kernel')}`) costs {c['launch_us']:.2f} µs per call back "
+                     f"to back from Python"
+                     + (f" and {c['launch_graph_us']:.2f} µs in CUDA-graph replay"
+                        if c.get("launch_graph_us") else "")
+                     + ": no one-kernel op goes below it")
     where = (f"[{SCHEMA_DOC}]({schema_link})" if schema_link
              else f"{SCHEMA_DOC} in loraops' source")
     opts = doc.get("options") or {}
@@ -507,7 +514,7 @@ def _best_row(by):
     return min(rows, key=lambda r: r["us_median"]) if rows else None
 
 
-def _ceiling_prose(items):
+def _ceiling_prose(items, ceil=None):
     fracs = [(r["frac_of_ceiling"], r["unit"]) for _k, by in items
              for r in [_best_row(by)] if r and r.get("frac_of_ceiling") is not None]
     out = []
@@ -525,6 +532,19 @@ def _ceiling_prose(items):
         out.append("Decode shapes stream their weights at "
                    + (f"{weights[0]:.3g}-{weights[-1]:.3g}" if len(weights) > 1
                       else f"{weights[0]:.3g}") + " GB/s.")
+    floor = (ceil or {}).get("launch_graph_us")
+    graphs = sorted((r["us_graph"], r["shape"]) for _k, by in items
+                    for r in (by.get(i) for i in ("vendor", "custom"))
+                    if r and r["status"] == "ok" and r.get("us_graph"))
+    if floor and graphs:
+        best = {}
+        for us, shape in graphs:  # the faster loraops path per shape
+            best.setdefault(shape, us)
+        xs = sorted(best.values())
+        out.append(f"In CUDA-graph replay (latency-bound shapes) the faster loraops path takes "
+                   + (f"{xs[0]:.2f}-{xs[-1]:.2f}" if len(xs) > 1 else f"{xs[0]:.2f}")
+                   + f" µs, {xs[0] / floor:.1f}-{xs[-1] / floor:.1f}x the empty-kernel floor "
+                   f"({floor:.2f} µs).")
     return out
 
 
@@ -562,7 +582,7 @@ def _verdicts(doc, cases, ties):
              "Generated from the numbers above; times compared per case, ties within the "
              "suite's noise floor.", "", "- " + _frameworks_line(doc), ""]
     for op, items in families.items():
-        text = _vendor_custom_prose(items, ties) + _ceiling_prose(items)
+        text = _vendor_custom_prose(items, ties) + _ceiling_prose(items, doc.get("ceilings"))
         for fw, name in FRAMEWORKS:
             text += _framework_prose(items, ties, fw, name)
         lines += [f"**{_FAMILIES.get(op, op)}.** " + " ".join(text), ""]
@@ -577,6 +597,56 @@ def _decision(doc, cases):
     with_compile = any("torch.compile" in by for by in cases.values())
     return (["## Decision: vendor or custom", ""] + _decision_table(cases, ties, with_compile)
             + _noise_section(doc) + _lora_gemm_section(cases) + _verdicts(doc, cases, ties))
+
+
+def _cpp_section(doc, cases):
+    """The loraops rows timed again from C++ (--cpp): per case and implementation, both medians,
+    the host cost the Python call adds, and where the C++ winner differs from Python's."""
+    cpp = doc.get("cpp")
+    if not cpp:
+        return []
+    lines = ["## From C++ (loraops_bench)", ""]
+    if cpp.get("error"):
+        lines += [f"The C++ run did not complete: {cpp['error']}.", ""]
+    rows = [r for r in cpp.get("results") or [] if r.get("status") == "ok"]
+    if not rows:
+        return lines + ["No C++ row to show.", ""]
+    by_cpp = _cases(rows)
+    lines += ["The same cases through the C++ API, no Python in the way (`loraops_bench`, same "
+              "timing plan). Host cost = Python µs - C++ µs: what the binding adds per call.", "",
+              "| suite | op | shape | dtype | impl | Python µs | C++ µs | host cost µs "
+              "| Python graph µs | C++ graph µs |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    costs, flips = [], []
+    for key, cby in by_cpp.items():
+        pby = cases.get(key, {})
+        for impl, c in cby.items():
+            if impl == "reference":  # the fp64 oracle: its time decides nothing
+                continue
+            p = pby.get(impl)
+            py_us = p["us_median"] if p and p["status"] == "ok" else None
+            if py_us:
+                costs.append(py_us - c["us_median"])
+            lines.append(f"| {key[0]} | {key[1]} | `{key[2]}` | {key[3]} | {impl} | "
+                         f"{fmt_us(py_us) if py_us else '-'} | {fmt_us(c['us_median'])} | "
+                         + (f"{py_us - c['us_median']:+.1f}" if py_us else "") + " | "
+                         + (fmt_us(p["us_graph"]) if p and p.get("us_graph") else "") + " | "
+                         + (fmt_us(c["us_graph"]) if c.get("us_graph") else "") + " |")
+        win_c = min(((_us(cby, i), i) for i in ("vendor", "custom") if _us(cby, i)),
+                    default=(None, None))[1]
+        win_p = min(((_us(pby, i), i) for i in ("vendor", "custom") if _us(pby, i)),
+                    default=(None, None))[1]
+        if win_c and win_p and win_c != win_p and len([i for i in ("vendor", "custom")
+                                                       if _us(cby, i)]) == 2:
+            flips.append(f"`{key[2]}` {key[1]} {key[3]} ({win_p} from Python, {win_c} from C++)")
+    if costs:
+        xs = sorted(costs)
+        lines += ["", f"Host cost of the Python call: median {xs[len(xs) // 2]:.1f} µs over "
+                  f"{len(xs)} rows ({xs[0]:.1f} to {xs[-1]:.1f})."
+                  + (" The vendor-or-custom winner changes with the caller at "
+                     + ", ".join(flips[:6]) + (" ..." if len(flips) > 6 else "") + "."
+                     if flips else " The vendor-or-custom winner is the same from both.")]
+    return lines + [""]
 
 
 def _notes(rows):
@@ -606,5 +676,5 @@ def markdown(doc, plots=None, why_no_plots=None, schema_link=None):
         lines += _suite_table(s, cases)
         if plots and s in plots:
             lines += [f"![suite {s}: each case by implementation]({plots[s]})", ""]
-    lines += _decision(doc, cases) + _notes(rows)
+    lines += _decision(doc, cases) + _cpp_section(doc, cases) + _notes(rows)
     return "\n".join(lines)

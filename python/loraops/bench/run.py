@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import ceilings, check, environment, frameworks, report, suites, timing
+from . import ceilings, check, cpp_run, environment, frameworks, report, suites, timing
 
 IMPLS = ("reference", "vendor", "custom", "auto")
 TORCH = "torch"
@@ -39,6 +39,7 @@ class Options:
     match: str = ""    # run only cases whose "op shape dtype" contains this
     compare: str = ""  # an earlier results.json: print and write (compare.md) what moved since
     torch_compile: bool = False  # also time torch.compile'd PyTorch (a compile per case)
+    cpp: str = ""      # loraops_bench's path: time the same cases from C++ too (cpp_run)
 
 
 class BenchError(Exception):
@@ -385,7 +386,14 @@ def run_bench(opts, ops=None, out=None, err=None):
     except Exception as e:  # no ceiling is no reason to lose the run
         ceil = {"error": _error_text(e)}
     rows, interrupted = runner.run(cases)
-    for r in rows + runner.repeat_rows:
+    cpp = None
+    if opts.cpp and not interrupted:
+        runner.release()  # the C++ process needs the memory PyTorch's allocator keeps
+        cpp = cpp_run.run(opts.cpp, cases, opts.suite, device, opts.match, runner.repeats,
+                          opts.out, err)
+        if cpp["error"]:
+            err.write(f"--cpp: {cpp['error']}\n")
+    for r in rows + runner.repeat_rows + (cpp["results"] if cpp else []):
         r["frac_of_ceiling"] = ceilings.fraction(r, ceil)
         if r["frac_of_ceiling"] is not None:
             what = "copy" if r["unit"] == "GB/s" else "vendor GEMM"
@@ -411,6 +419,7 @@ def run_bench(opts, ops=None, out=None, err=None):
         "results": rows,
         "repeat_rows": runner.repeat_rows,
         "noise": report.noise(rows, runner.repeat_rows),
+        "cpp": cpp,
     }
     report.write(doc, opts.out)
     out.write(report.table_text(rows))
