@@ -70,11 +70,14 @@ void activation(const Tensor& x, Activation kind, const Tensor& out, const Exec&
 
 // ---- LoRA: y = x @ weight.T + bias + scale * (x @ lora_a.T) @ lora_b.T ----------------------
 // x:[...,K] weight:[N,K] lora_a:[r,K] lora_b:[N,r] bias:[N] (optional) -> y:[...,N]
+// xa_out (optional, [...,r] like x with r for K, x's dtype, contiguous): also receives x@lora_a.T,
+// unscaled, the intermediate the forward computes anyway; pass it to lora_backward as `xa` to
+// spare the backward that product (a pass over x).
 Shape lora_forward_shape(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
                          const Tensor& lora_b, const Tensor* bias = nullptr);
 void lora_forward(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
                   const Tensor& lora_b, double scale, const Tensor* bias, const Tensor& out,
-                  const Exec& exec = {});
+                  const Exec& exec = {}, const Tensor* xa_out = nullptr);
 
 // grad_x = g@weight + scale*(g@lora_b)@lora_a   (shape of x)
 // grad_a = scale*(g@lora_b).T @ x               ([r,K])
@@ -86,10 +89,13 @@ struct LoraBackwardShapes {
 LoraBackwardShapes lora_backward_shapes(const Tensor& grad_y, const Tensor& x,
                                         const Tensor& weight, const Tensor& lora_a,
                                         const Tensor& lora_b);
+// xa (optional, [...,r], x's dtype, any row stride): x@lora_a.T as lora_forward's xa_out gave it;
+// used for grad_b instead of recomputing it. It must be that product of this x and lora_a (it is
+// not checked); x is still read for grad_a.
 void lora_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
                    const Tensor& lora_a, const Tensor& lora_b, double scale,
                    const Tensor& grad_x, const Tensor& grad_a, const Tensor& grad_b,
-                   const Exec& exec = {});
+                   const Exec& exec = {}, const Tensor* xa = nullptr);
 
 // ---- attention: q:[B,Hq,Sq,D] k,v:[B,Hkv,Sk,D] -> out:[B,Hq,Sq,D] ---------------------------
 // Hq % Hkv == 0; causal is bottom-right aligned (query i sees keys j <= i + Sk - Sq); a fully

@@ -123,22 +123,27 @@ def activation(x, kind, *, impl="auto"):
     return p.finish(_ext.activation(p.args[0], kind, impl, p.alloc, p.stream, p.bf16))
 
 
-def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
+def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, return_xa=False, impl="auto"):
     """A LoRA linear layer: ``x @ weight.T + bias + scale * (x @ lora_a.T) @ lora_b.T``.
 
     ``x``: [..., K], ``weight``: [N, K], ``lora_a``: [r, K], ``lora_b``: [N, r], ``bias``
     (optional): [N]; the result is [..., N]. Layouts are PyTorch's (``nn.Linear``, PEFT).
     K = 0 or r = 0 are valid (those products are zero).
+
+    With ``return_xa=True`` it returns ``(y, xa)``: ``xa = x @ lora_a.T`` ([..., r], x's dtype,
+    unscaled), which the forward computes anyway; keep it and pass it to
+    :func:`lora_backward` as ``xa`` to spare the backward that product (a pass over x).
     """
     op = "lora_forward"
     p = _prepare(op, ("x", "weight", "lora_a", "lora_b", "bias"),
                  (x, weight, lora_a, lora_b, bias))
     return p.finish(_ext.lora_forward(p.args[0], p.args[1], p.args[2], p.args[3],
-                                      _real(op, "scale", scale), p.args[4], impl, p.alloc,
+                                      _real(op, "scale", scale), p.args[4],
+                                      _flag(op, "return_xa", return_xa), impl, p.alloc,
                                       p.stream, p.bf16))
 
 
-def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, impl="auto"):
+def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, xa=None, impl="auto"):
     """Gradients of :func:`lora_forward` with respect to ``x``, ``lora_a`` and ``lora_b``
     (``weight`` and ``bias`` are frozen). Returns ``(grad_x, grad_a, grad_b)``:
 
@@ -147,13 +152,16 @@ def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, impl="auto"):
     - ``grad_b = scale * g.T @ (x @ lora_a.T)``                ([N, r])
 
     with ``g = grad_y`` ([..., N], x's leading dims) and ``x`` flattened to 2-D over their
-    leading dims.
+    leading dims. ``xa`` (optional): ``x @ lora_a.T`` as ``lora_forward(..., return_xa=True)``
+    gave it ([..., r], x's dtype); used for ``grad_b`` instead of recomputing it. It is not
+    checked against x and lora_a: it must be their product.
     """
     op = "lora_backward"
-    p = _prepare(op, ("grad_y", "x", "weight", "lora_a", "lora_b"),
-                 (grad_y, x, weight, lora_a, lora_b))
+    p = _prepare(op, ("grad_y", "x", "weight", "lora_a", "lora_b", "xa"),
+                 (grad_y, x, weight, lora_a, lora_b, xa))
     return p.finish(_ext.lora_backward(p.args[0], p.args[1], p.args[2], p.args[3], p.args[4],
-                                       _real(op, "scale", scale), impl, p.alloc, p.stream, p.bf16))
+                                       _real(op, "scale", scale), p.args[5], impl, p.alloc,
+                                       p.stream, p.bf16))
 
 
 def attention(q, k, v, *, causal=False, scale=None, impl="auto"):

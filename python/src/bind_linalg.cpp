@@ -31,9 +31,10 @@ nb::object matmul_py(nb::handle a, nb::handle b, bool trans_a, bool trans_b, dou
   return result;
 }
 
+// Returns y, or (y, xa) with return_xa: xa = x@lora_a.T, [..., r], for lora_backward's xa.
 nb::object lora_forward_py(nb::handle x, nb::handle weight, nb::handle lora_a, nb::handle lora_b,
-                           double scale, nb::handle bias, nb::handle impl, nb::handle alloc,
-                           uintptr_t stream, nb::handle bf16) {
+                           double scale, nb::handle bias, bool return_xa, nb::handle impl,
+                           nb::handle alloc, uintptr_t stream, nb::handle bf16) {
   Call call("lora_forward", impl, alloc, stream, bf16);
   const Tensor xt = call.input("x", x);
   const Tensor wt = call.input("weight", weight);
@@ -43,22 +44,31 @@ nb::object lora_forward_py(nb::handle x, nb::handle weight, nb::handle lora_a, n
   const Tensor* bp = call.optional_input("bias", bias, &biast) ? &biast : nullptr;
   Tensor out;
   nb::object result = call.output("out", lora_forward_shape(xt, wt, at, bt, bp), xt, &out);
+  Tensor xa;
+  nb::object xa_obj;
+  if (return_xa) {
+    Shape s = lora_forward_shape(xt, wt, at, bt, bp);
+    s.dims[size_t(s.ndim - 1)] = at.ndim == 2 ? at.size(0) : 0;  // checked by the core
+    xa_obj = call.output("xa", s, xt, &xa);
+  }
   {
     nb::gil_scoped_release unlocked;
-    lora_forward(xt, wt, at, bt, scale, bp, out, call.exec());
+    lora_forward(xt, wt, at, bt, scale, bp, out, call.exec(), return_xa ? &xa : nullptr);
   }
-  return result;
+  return return_xa ? nb::object(nb::make_tuple(result, xa_obj)) : result;
 }
 
 nb::tuple lora_backward_py(nb::handle grad_y, nb::handle x, nb::handle weight, nb::handle lora_a,
-                           nb::handle lora_b, double scale, nb::handle impl, nb::handle alloc,
-                           uintptr_t stream, nb::handle bf16) {
+                           nb::handle lora_b, double scale, nb::handle xa, nb::handle impl,
+                           nb::handle alloc, uintptr_t stream, nb::handle bf16) {
   Call call("lora_backward", impl, alloc, stream, bf16);
   const Tensor gt = call.input("grad_y", grad_y);
   const Tensor xt = call.input("x", x);
   const Tensor wt = call.input("weight", weight);
   const Tensor at = call.input("lora_a", lora_a);
   const Tensor bt = call.input("lora_b", lora_b);
+  Tensor xat;
+  const Tensor* xap = call.optional_input("xa", xa, &xat) ? &xat : nullptr;
   const LoraBackwardShapes s = lora_backward_shapes(gt, xt, wt, at, bt);
   Tensor gx, ga, gb;
   nb::object rx = call.output("grad_x", s.grad_x, xt, &gx);
@@ -66,7 +76,7 @@ nb::tuple lora_backward_py(nb::handle grad_y, nb::handle x, nb::handle weight, n
   nb::object rb = call.output("grad_b", s.grad_b, xt, &gb);
   {
     nb::gil_scoped_release unlocked;
-    lora_backward(gt, xt, wt, at, bt, scale, gx, ga, gb, call.exec());
+    lora_backward(gt, xt, wt, at, bt, scale, gx, ga, gb, call.exec(), xap);
   }
   return nb::make_tuple(rx, ra, rb);
 }
@@ -99,10 +109,10 @@ void bind_linalg(nb::module_& m) {
         nb::arg("allow_tf32"), LORAOPS_CALL_ARGS);
   m.def("lora_forward", &lora_forward_py, nb::arg("x").none(), nb::arg("weight").none(),
         nb::arg("lora_a").none(), nb::arg("lora_b").none(), nb::arg("scale"),
-        nb::arg("bias").none(), LORAOPS_CALL_ARGS);
+        nb::arg("bias").none(), nb::arg("return_xa"), LORAOPS_CALL_ARGS);
   m.def("lora_backward", &lora_backward_py, nb::arg("grad_y").none(), nb::arg("x").none(),
         nb::arg("weight").none(), nb::arg("lora_a").none(), nb::arg("lora_b").none(),
-        nb::arg("scale"), LORAOPS_CALL_ARGS);
+        nb::arg("scale"), nb::arg("xa").none(), LORAOPS_CALL_ARGS);
   m.def("attention", &attention_py, nb::arg("q").none(), nb::arg("k").none(),
         nb::arg("v").none(), nb::arg("causal"), nb::arg("scale").none(), LORAOPS_CALL_ARGS);
 }

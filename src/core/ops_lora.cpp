@@ -36,6 +36,13 @@ LoraDims check_lora_weights(const Checker& c, const Tensor& x, const char* x_arg
   return {k, n, r};
 }
 
+// x's shape with r for its last dim: the shape of x@lora_a.T.
+Shape xa_shape(const Tensor& x, int64_t r) {
+  Shape s = shape_of(x);
+  s.dims[size_t(s.ndim - 1)] = r;
+  return s;
+}
+
 }  // namespace
 
 Shape lora_forward_shape(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
@@ -56,10 +63,11 @@ Shape lora_forward_shape(const Tensor& x, const Tensor& weight, const Tensor& lo
 
 void lora_forward(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
                   const Tensor& lora_b, double scale, const Tensor* bias, const Tensor& out,
-                  const Exec& exec) {
+                  const Exec& exec, const Tensor* xa_out) {
   Checker c{"lora_forward"};
   const Shape s = lora_forward_shape(x, weight, lora_a, lora_b, bias);
   c.output(out, "out", s, x.dtype, x.device);
+  if (xa_out) c.output(*xa_out, "xa_out", xa_shape(x, lora_a.size(0)), x.dtype, x.device);
   LoraForwardParams p;
   p.dtype = x.dtype;
   p.device_index = x.device.index;
@@ -74,7 +82,9 @@ void lora_forward(const Tensor& x, const Tensor& weight, const Tensor& lora_a,
   if (bias) p.bias = bias->data, p.bias_stride = bias->strides[0];
   p.scale = float(scale);
   p.out = out.data;
-  dispatch(OpId::LoraForward, x.device, x.dtype, exec, p, out.numel() > 0);
+  if (xa_out) p.xa_out = xa_out->data;
+  const bool run = out.numel() > 0 || (xa_out && xa_out->numel() > 0);
+  dispatch(OpId::LoraForward, x.device, x.dtype, exec, p, run);
 }
 
 LoraBackwardShapes lora_backward_shapes(const Tensor& grad_y, const Tensor& x,
@@ -103,9 +113,18 @@ LoraBackwardShapes lora_backward_shapes(const Tensor& grad_y, const Tensor& x,
 void lora_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
                    const Tensor& lora_a, const Tensor& lora_b, double scale,
                    const Tensor& grad_x, const Tensor& grad_a, const Tensor& grad_b,
-                   const Exec& exec) {
+                   const Exec& exec, const Tensor* xa) {
   Checker c{"lora_backward"};
   const LoraBackwardShapes s = lora_backward_shapes(grad_y, x, weight, lora_a, lora_b);
+  if (xa) {
+    c.input_like(*xa, "xa", x, "x");
+    const Shape want = xa_shape(x, lora_a.size(0));
+    bool same = xa->ndim == want.ndim;
+    for (int i = 0; same && i < want.ndim; ++i) same = xa->shape[size_t(i)] == want.dims[size_t(i)];
+    if (!same)
+      c.fail(ErrorKind::Value, "xa", "shape " + shape_str(want) + " (x's leading dims, r)",
+             "shape " + shape_str(*xa));
+  }
   c.output(grad_x, "grad_x", s.grad_x, x.dtype, x.device);
   c.output(grad_a, "grad_a", s.grad_a, x.dtype, x.device);
   c.output(grad_b, "grad_b", s.grad_b, x.dtype, x.device);
@@ -125,6 +144,7 @@ void lora_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
   p.grad_x = grad_x.data;
   p.grad_a = grad_a.data;
   p.grad_b = grad_b.data;
+  if (xa && xa->numel() > 0) p.xa = rows_view(*xa);
   const bool run = grad_x.numel() > 0 || grad_a.numel() > 0 || grad_b.numel() > 0;
   dispatch(OpId::LoraBackward, x.device, x.dtype, exec, p, run);
 }

@@ -87,6 +87,7 @@ struct LoraForwardParams {
   int64_t bias_stride = 1;
   float scale = 0.f;
   void* out = nullptr;  // contiguous [m, n]
+  void* xa_out = nullptr;  // contiguous [m, r]: x@A.T (unscaled, x's dtype) when the caller asks
 };
 
 struct LoraBackwardParams {
@@ -102,6 +103,8 @@ struct LoraBackwardParams {
   void* grad_x = nullptr;  // contiguous [m, k]
   void* grad_a = nullptr;  // contiguous [r, k]
   void* grad_b = nullptr;  // contiguous [n, r]
+  RowsView xa;             // m rows of r: the forward's x@A.T, used instead of recomputing it
+                           // when xa.p is set (null: not given)
 };
 
 struct AttentionParams {

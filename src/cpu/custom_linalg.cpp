@@ -8,7 +8,7 @@
 //   written once. With up to MB (96) rows, i.e. every decode batch, W is read in one pass; with
 //   up to 8 rows it is not even packed (dot products against the weight rows in place).
 // - lora_backward: the same fused pass gives grad_x = g@W + scale*(g@B)@A and keeps gB = g@B
-//   (m x r); t = x@A.T (m x r); then grad_a = scale*gB.T@x and grad_b = scale*g.T@t as GEMMs
+//   (m x r); t = x@A.T (m x r; or the forward's xa, when the caller kept it); then grad_a = scale*gB.T@x and grad_b = scale*g.T@t as GEMMs
 //   whose depth is the m rows. Nothing larger than m x r is materialised.
 #include <algorithm>
 #include <vector>
@@ -34,6 +34,20 @@ void store_block(void* out, DType t, int64_t ld, int64_t i0, int64_t rows, int64
   }
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) st(out, t, (i0 + i) * ld + j0 + j, value(i, j));
+}
+
+// t = x@A.T ([m, r], row-major floats) as its own GEMM.
+void x_at_a(const RowsView& x, const MatView& a, DType t, int64_t m, int64_t k, int64_t r,
+            float* out) {
+  gemm::Chain tc;
+  tc.m = m, tc.n = r, tc.k = k;
+  tc.x = gemm::rows(x, t);
+  tc.w = gemm::mat_t(a, t);  // [k, r]
+  gemm::chain(
+      tc, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, const float* cb, int64_t ldc) {
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) out[(i0 + i) * r + j0 + j] = cb[i * ldc + j];
+      });
 }
 
 }  // namespace
@@ -81,6 +95,8 @@ void lora_forward_custom(const LoraForwardParams& p, void*) {
   op.p = gemm::mat_t(p.lora_a, t);  // [k, r]
   op.q = gemm::mat_t(p.lora_b, t);  // [r, n]
   op.scale = p.scale;
+  std::vector<float> xa(p.xa_out ? size_t(p.m * p.r) : 0);  // x@A.T, kept by the chain
+  op.t_out = p.xa_out ? xa.data() : nullptr;
   const float* bp = bias.empty() ? nullptr : bias.data();
   gemm::chain(
       op, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, const float* cb, int64_t ldc) {
@@ -91,6 +107,11 @@ void lora_forward_custom(const LoraForwardParams& p, void*) {
           store_block(p.out, t, p.n, i0, rows, j0, cols,
                       [&](int64_t i, int64_t j) { return cb[i * ldc + j]; });
       });
+  if (p.xa_out) {
+    if (p.n == 0) x_at_a(p.x, p.lora_a, t, p.m, p.k, p.r, xa.data());  // no chain ran
+    store_block(p.xa_out, t, p.r, 0, p.m, 0, p.r,
+                [&](int64_t i, int64_t j) { return xa[size_t(i * p.r + j)]; });
+  }
 }
 
 void lora_backward_custom(const LoraBackwardParams& p, void*) {
@@ -121,16 +142,15 @@ void lora_backward_custom(const LoraBackwardParams& p, void*) {
                     [&](int64_t i, int64_t j) { return cb[i * ldc + j]; });
       });
 
-  // t = x@A.T
-  gemm::Chain tc;
-  tc.m = m, tc.n = r, tc.k = k;
-  tc.x = gemm::rows(p.x, t);
-  tc.w = gemm::mat_t(p.lora_a, t);  // [k, r]
-  gemm::chain(
-      tc, [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, const float* cb, int64_t ldc) {
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t j = 0; j < cols; ++j) tx[size_t((i0 + i) * r + j0 + j)] = cb[i * ldc + j];
-      });
+  // t = x@A.T, or the forward's, when given
+  if (p.xa.p) {
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t o = p.xa.row_offset(i);
+      for (int64_t j = 0; j < r; ++j) tx[size_t(i * r + j)] = ld(p.xa.p, t, o + j * p.xa.col_stride);
+    }
+  } else {
+    x_at_a(p.x, p.lora_a, t, m, k, r, tx.data());
+  }
 
   // grad_a = scale * gB.T @ x: [r, k], the m rows as depth. gB is only known when k > 0;
   // with k == 0 grad_a is empty anyway.

@@ -57,6 +57,7 @@ void lora_forward_reference(const LoraForwardParams& p, void*) {
       double acc = 0.0;
       for (int64_t l = 0; l < p.k; ++l) acc += x(i, l) * mat_at(p.lora_a, t, s, l);
       tr[size_t(s)] = acc;
+      if (p.xa_out) store(p.xa_out, t, i * p.r + s, acc);
     }
     for (int64_t j = 0; j < p.n; ++j) {
       double base = 0.0;
@@ -70,7 +71,7 @@ void lora_forward_reference(const LoraForwardParams& p, void*) {
   }
 }
 
-// With g = grad_y: gB = g@B and t = x@A.T in fp64, then
+// With g = grad_y: gB = g@B and t = x@A.T in fp64 (t = the given xa when there is one), then
 // grad_x = g@W + scale*gB@A, grad_a = scale*gB.T@x, grad_b = scale*g.T@t.
 void lora_backward_reference(const LoraBackwardParams& p, void*) {
   const DType t = p.dtype;
@@ -82,11 +83,15 @@ void lora_backward_reference(const LoraBackwardParams& p, void*) {
   };
   auto x = [&](int64_t i, int64_t l) { return ldd(p.x.p, t, xo[size_t(i)] + l * p.x.col_stride); };
   std::vector<double> gb(size_t(m * r)), tx(size_t(m * r));
+  const std::vector<int64_t> ao = p.xa.p ? row_offsets(p.xa) : std::vector<int64_t>{};
   for (int64_t i = 0; i < m; ++i)
     for (int64_t s = 0; s < r; ++s) {
       double a = 0.0, b = 0.0;
       for (int64_t j = 0; j < n; ++j) a += g(i, j) * mat_at(p.lora_b, t, j, s);
-      for (int64_t l = 0; l < k; ++l) b += x(i, l) * mat_at(p.lora_a, t, s, l);
+      if (p.xa.p)  // the forward's x@A.T, as given (rounded to the dtype)
+        b = ldd(p.xa.p, t, ao[size_t(i)] + s * p.xa.col_stride);
+      else
+        for (int64_t l = 0; l < k; ++l) b += x(i, l) * mat_at(p.lora_a, t, s, l);
       gb[size_t(i * r + s)] = a;
       tx[size_t(i * r + s)] = b;
     }

@@ -202,15 +202,21 @@ void lora_forward_vendor(const LoraForwardParams& p, void*) {
     beta = 1.f;
   }
   sgemm(op, p.m, p.n, p.k, 1.f, x, w.t(), beta, y.p, p.n);
+  std::vector<float> tb(size_t(p.m * p.r));  // x@A.T (zeros when k == 0)
   if (p.r > 0 && p.k > 0) {
-    std::vector<float> tb(size_t(p.m * p.r));
     sgemm(op, p.m, p.r, p.k, 1.f, x, a.t(), 0.f, tb.data(), p.r);
     sgemm(op, p.m, p.n, p.r, p.scale, dense(tb.data(), p.r), bb.t(), 1.f, y.p, p.n);
   }
   y.finish();
+  if (p.xa_out && !tb.empty()) {
+    Output xa(p.xa_out, t, p.m * p.r);
+    std::memcpy(xa.p, tb.data(), tb.size() * sizeof(float));
+    xa.finish();
+  }
 }
 
-// gB = g@B; grad_x = g@W + scale*gB@A; grad_a = scale*gB.T@x; t = x@A.T; grad_b = scale*g.T@t.
+// gB = g@B; grad_x = g@W + scale*gB@A; grad_a = scale*gB.T@x; t = x@A.T (or the given xa);
+// grad_b = scale*g.T@t.
 void lora_backward_vendor(const LoraBackwardParams& p, void*) {
   const DType t = p.dtype;
   const char* op = "lora_backward";
@@ -222,7 +228,14 @@ void lora_backward_vendor(const LoraBackwardParams& p, void*) {
   std::vector<float> gbv(size_t(m * r)), txv(size_t(m * r));
   const Mat gb = dense(gbv.data(), r), tx = dense(txv.data(), r);
   sgemm(op, m, r, n, 1.f, g, bb, 0.f, gbv.data(), r);
-  sgemm(op, m, r, k, 1.f, x, a.t(), 0.f, txv.data(), r);
+  if (p.xa.p) {  // the forward's x@A.T
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t o = p.xa.row_offset(i);
+      for (int64_t j = 0; j < r; ++j) txv[size_t(i * r + j)] = ld(p.xa.p, t, o + j * p.xa.col_stride);
+    }
+  } else {
+    sgemm(op, m, r, k, 1.f, x, a.t(), 0.f, txv.data(), r);
+  }
 
   Output gx(p.grad_x, t, m * k), ga(p.grad_a, t, r * k), gbo(p.grad_b, t, n * r);
   sgemm(op, m, k, n, 1.f, g, w, 0.f, gx.p, k);

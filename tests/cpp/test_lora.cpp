@@ -161,6 +161,90 @@ TEST(LoraBackward, NoRowsGivesZeroGradients) {
     }
 }
 
+// The forward's xa_out: x@A.T (unscaled, in the dtype) beside an unchanged y, from every
+// implementation; the backward given that xa matches the reference backward that recomputes it,
+// also with xa as a strided view (rows padded to r + 3). Scale 0 still fills xa.
+TEST(LoraForward, KeepsXaForTheBackward) {
+  for (const LoraCase& lc : kLoraCases)
+    for (DType t : kAllDTypes) {
+      LoraInputs in = make_inputs(lc, t);
+      const Tensor* bias = lc.bias ? &in.bias.view : nullptr;
+      const std::vector<int64_t> yshape = with_last(lc.lead, lc.n), ashape = with_last(lc.lead, lc.r);
+      HostTensor ref = poisoned(t, yshape), ref_xa = poisoned(t, ashape);
+      lora_forward(in.x.view, in.w.view, in.a.view, in.b.view, lc.scale, bias, ref.view(),
+                   {.impl = Impl::Reference});
+      {  // the reference's own xa: fp64 products rounded once
+        HostTensor y = poisoned(t, yshape);
+        Tensor xa = ref_xa.view();
+        lora_forward(in.x.view, in.w.view, in.a.view, in.b.view, lc.scale, bias, y.view(),
+                     {.impl = Impl::Reference}, &xa);
+        EXPECT_TRUE(matches(y, ref, Tol{0, 0})) << lc.name << ": xa_out changed the reference y";
+      }
+      int64_t m = 1;
+      for (int64_t d : lc.lead) m *= d;
+      Grads want = poisoned_grads(t, lc);
+      run_backward(in, lc.scale, want, Impl::Reference);
+      const double sc = std::fabs(lc.scale);
+      const Tol tx = tol_for(t, double(lc.n), 1.0 + sc * std::sqrt(double(lc.r)));
+      const Tol ta = tol_for(t, double(m), sc * std::sqrt(double(lc.n)) + 1e-3);
+      // grad_b from xa rounded to the dtype: each t carries a rounding error of ~eps*|t| that
+      // the reference's fp64 t has not; summed over m rows of g that is ~0.06*eps*sqrt(m*k) per
+      // element (|x|, |A|, |g| uniform in [-1, 1]); allowed: eps*sqrt(m*k). A wrong xa moves
+      // grad_b by ~0.2*sqrt(m*k).
+      Tol tb = tol_for(t, double(m), sc * std::sqrt(double(lc.k)) + 1e-3);
+      tb.atol += sc * eps_of(t) * std::sqrt(double(m) * double(lc.k));
+      for (Impl impl : impls_under_test()) {
+        SCOPED_TRACE(trace(lc.name, t, impl));
+        HostTensor y = poisoned(t, yshape), xa = poisoned(t, ashape);
+        Tensor xav = xa.view();
+        lora_forward(in.x.view, in.w.view, in.a.view, in.b.view, lc.scale, bias, y.view(),
+                     {.impl = impl}, &xav);
+        EXPECT_TRUE(matches(y, ref, forward_tol(lc, t))) << "y";
+        EXPECT_TRUE(matches(xa, ref_xa, tol_for(t, double(lc.k)))) << "xa";
+        // the same xa as a strided view: rows of r + 3 elements
+        HostTensor wide(t, {std::max<int64_t>(m, 1) * (lc.r + 3)});
+        poison(wide);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < lc.r; ++j) wide.set(i * (lc.r + 3) + j, xa.get(i * lc.r + j));
+        Tensor strided = xav;
+        strided.data = wide.data();
+        int64_t st = lc.r + 3;
+        for (int d = strided.ndim - 2; d >= 0; --d) {
+          strided.strides[size_t(d)] = st;
+          st *= strided.shape[size_t(d)];
+        }
+        for (const Tensor* given : {&xav, &strided}) {
+          Grads got = poisoned_grads(t, lc);
+          lora_backward(in.g.view, in.x.view, in.w.view, in.a.view, in.b.view, lc.scale,
+                        got.gx.view(), got.ga.view(), got.gb.view(), {.impl = impl}, given);
+          const char* which = given == &xav ? "contiguous xa" : "strided xa";
+          EXPECT_TRUE(matches(got.gx, want.gx, tx)) << which << ": grad_x";
+          EXPECT_TRUE(matches(got.ga, want.ga, ta)) << which << ": grad_a";
+          EXPECT_TRUE(matches(got.gb, want.gb, tb)) << which << ": grad_b";
+        }
+      }
+    }
+}
+
+// The backward reads xa where given: a wrong xa must show in grad_b (and only there).
+TEST(LoraBackward, UsesTheGivenXa) {
+  for (DType t : kAllDTypes)
+    for (Impl impl : impls_under_test()) {
+      SCOPED_TRACE(trace("given xa", t, impl));
+      LoraCase lc{"given xa", {7}, 33, 17, 4, 1.0};
+      LoraInputs in = make_inputs(lc, t);
+      Grads want = poisoned_grads(t, lc), got = poisoned_grads(t, lc);
+      run_backward(in, lc.scale, want, impl);
+      HostTensor zeros(t, {7, 4});  // zero-initialised
+      Tensor xa = zeros.view();
+      lora_backward(in.g.view, in.x.view, in.w.view, in.a.view, in.b.view, lc.scale,
+                    got.gx.view(), got.ga.view(), got.gb.view(), {.impl = impl}, &xa);
+      EXPECT_TRUE(matches(got.gx, want.gx, Tol{0, 0}));
+      EXPECT_TRUE(matches(got.ga, want.ga, Tol{0, 0}));
+      for (int64_t i = 0; i < got.gb.numel(); ++i) ASSERT_EQ(got.gb.get(i), 0.f) << i;
+    }
+}
+
 // x = [1, 2], W = [[1,0],[0,1],[1,1]], A = [[1,1]], B = [[1],[2],[3]], bias = [1,2,3],
 // scale = 0.5: x@W.T = [1,2,3], t = x@A.T = 3, scale*t*B.T = [1.5,3,4.5]; y = [3.5, 7, 10.5].
 // Backward with g = [1,0,1]: gB = g@B = 4, grad_x = g@W + 0.5*4*A = [2,1] + [2,2] = [4,3],
@@ -229,6 +313,22 @@ TEST(Lora, BadArguments) {
   expect_error(bwd(g_rows, a, ga), ErrorKind::Value, "grad_y");
   expect_error(bwd(g, a_k, ga), ErrorKind::Value, "lora_a");
   expect_error(bwd(g, a, ga_bad), ErrorKind::Value, "grad_a");
+
+  // xa_out / xa: shape [4, r=2] like x with r for K, x's dtype
+  HostTensor xa_bad = poisoned(f, {4, 3}), xa_rows = poisoned(f, {3, 2}),
+             xa_half = poisoned(DType::BFloat16, {4, 2}), xa_ok = poisoned(f, {4, 2});
+  for (HostTensor* bad : {&xa_bad, &xa_rows, &xa_half}) {
+    Tensor v = bad->view();
+    const ErrorKind kind = bad == &xa_half ? ErrorKind::Type : ErrorKind::Value;
+    expect_error([&] { lora_forward(x.view, w.view, a.view, b.view, 1.0, nullptr, y.view(), {}, &v); },
+                 kind, "xa_out");
+    expect_error([&] {
+      lora_backward(g.view, x.view, w.view, a.view, b.view, 1.0, gx.view(), ga.view(), gb.view(),
+                    {}, &v);
+    }, kind, "xa");
+  }
+  Tensor ok = xa_ok.view();
+  lora_forward(x.view, w.view, a.view, b.view, 1.0, nullptr, y.view(), {}, &ok);  // no throw
 }
 
 }  // namespace

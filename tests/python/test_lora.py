@@ -65,9 +65,9 @@ def test_lora_forward_views_and_leading_dims(impl):
     check_forward(impl, "float32", x, w, a, b, 0.0, bias)  # scale 0: the base layer only
 
 
-def check_backward(impl, dtype, g, x, w, a, b, scale):
+def check_backward(impl, dtype, g, x, w, a, b, scale, xa=None):
     skip_unless_impl("lora_backward", impl, dtype)
-    outs = loraops.lora_backward(g, x, w, a, b, scale, impl=impl)
+    outs = loraops.lora_backward(g, x, w, a, b, scale, xa=xa, impl=impl)
     assert isinstance(outs, tuple) and len(outs) == 3
     wants = ref.lora_backward(g, x, w, a, b, scale)
     bounds = ref.lora_backward(g, x, w, a, b, scale, absolute=True)
@@ -102,6 +102,17 @@ def test_lora_backward(impl, dtype, shape):
     g = randn(rng, (m, n), dtype)
     w, a, b, _ = weights(rng, k, n, r, dtype, False)
     check_backward(impl, dtype, g, x, w, a, b, 0.75)
+    # the forward's x@A.T handed to the backward: same result, within the same tolerance (which
+    # already admits x@A.T rounded to the dtype)
+    skip_unless_impl("lora_forward", impl, dtype)
+    y, xa = loraops.lora_forward(x, w, a, b, 0.75, return_xa=True, impl=impl)
+    check_result(xa, dtype, (m, r))
+    want = x.astype(np.float64) @ a.astype(np.float64).T
+    bound = np.abs(x.astype(np.float64)) @ np.abs(a.astype(np.float64)).T
+    assert_close(xa, want, dot_tol(want, bound, k, dtype), f"xa impl={impl} vs fp64 numpy")
+    assert_close(y, loraops.lora_forward(x, w, a, b, 0.75, impl=impl), 0, "y with return_xa")
+    check_backward(impl, dtype, g, x, w, a, b, 0.75, xa=xa)
+    check_backward(impl, dtype, g, x, w, a, b, 0.75, xa=np.ascontiguousarray(xa.T).T)  # strided
 
 
 @pytest.mark.parametrize("impl", IMPLS)

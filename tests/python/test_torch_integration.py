@@ -143,7 +143,9 @@ def test_eager_inference_skips_the_dispatcher_with_the_same_result():
 
 def test_eager_autograd_skips_the_dispatcher_with_the_same_gradients():
     """With autograd recording, eager calls run the op's eager autograd.Function (its grad_fn
-    says so); values and gradients equal those of the custom op through torch's dispatcher."""
+    says so); values and gradients equal those of the custom op through torch's dispatcher (bit
+    for bit, except lora_b's: the eager backward reads the forward's x@A.T, the op's recomputes
+    it, a different order of the same sums)."""
     x, w, a, b = randn(3, 16, seed=26), randn(8, 16, seed=27), randn(4, 16, seed=28), randn(8, 4)
     bias, g = randn(8, seed=29), randn(3, 8, seed=30)
     ops = torch.ops.loraops
@@ -168,7 +170,11 @@ def test_eager_autograd_skips_the_dispatcher_with_the_same_gradients():
         y_op.backward(grad)
         for i, (p, q) in enumerate(zip(got, want)):
             assert (p.grad is None) == (q.grad is None), f"{name} input {i}"
-            if p.grad is not None:
+            if p.grad is None:
+                continue
+            if name == "lora_forward" and i == 3:  # eager: from the forward's x@A.T, not a recompute
+                close(p.grad, q.grad, 1e-5, 1e-5, f"{name} grad of input {i}")
+            else:
                 assert torch.equal(p.grad, q.grad), f"{name} grad of input {i}"
 
 

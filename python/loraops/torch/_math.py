@@ -201,8 +201,9 @@ def activation_backward(g, x, kind):
     return out.to(x.dtype)
 
 
-def lora_backward(g, x, weight, lora_a, lora_b, scale):
-    """(grad_x, grad_a, grad_b) of lora_forward, as loraops.lora_backward defines them."""
+def lora_backward(g, x, weight, lora_a, lora_b, scale, xa=None):
+    """(grad_x, grad_a, grad_b) of lora_forward, as loraops.lora_backward defines them (with `xa`,
+    the forward's x@A.T, in place of recomputing it)."""
     acc = acc_dtype(x)
     n, k = weight.shape
     g2 = g.to(acc).reshape(-1, n)
@@ -211,7 +212,8 @@ def lora_backward(g, x, weight, lora_a, lora_b, scale):
     gb_ = torch.matmul(g2, b)                                    # [M, r]
     gx = torch.matmul(g2, weight.to(acc)) + scale * torch.matmul(gb_, a)
     ga = scale * torch.matmul(gb_.t(), x2)
-    gb = scale * torch.matmul(g2.t(), torch.matmul(x2, a.t()))
+    t = torch.matmul(x2, a.t()) if xa is None else xa.to(acc).reshape(-1, a.shape[0])
+    gb = scale * torch.matmul(g2.t(), t)
     return gx.reshape(x.shape).to(x.dtype), ga.to(x.dtype), gb.to(x.dtype)
 
 

@@ -71,17 +71,19 @@ def call(op, impl, *args):
     return impl(*args)
 
 
-def _autograd(op, impl, backward, setup):
+def _autograd(op, impl, backward, setup, forward=None):
     """Registers `backward`/`setup` as `op`'s autograd formula and builds the eager
-    ``autograd.Function`` that runs `impl` with the same formula. Its forward takes ``ctx``
-    itself and calls `setup`: a Function with a separate ``setup_context`` binds its arguments
-    through ``inspect.signature`` on every call (~50 µs)."""
+    ``autograd.Function`` that runs `impl` with the same formula (or `forward(ctx, *args)`, which
+    must save what `backward` reads). Its forward takes ``ctx`` itself and calls `setup`: a
+    Function with a separate ``setup_context`` binds its arguments through ``inspect.signature``
+    on every call (~50 µs)."""
     op.register_autograd(backward, setup_context=setup)
 
-    def forward(ctx, *args):
-        out = impl(*args)
-        setup(ctx, args, out)
-        return out
+    if forward is None:
+        def forward(ctx, *args):
+            out = impl(*args)
+            setup(ctx, args, out)
+            return out
 
     _FUNCTIONS[op] = type(op._name.split("::")[-1] + "_eager", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward)})
@@ -264,36 +266,37 @@ def _(x, weight, lora_a, lora_b, scale, bias, impl):
 
 
 def lora_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor, lora_a: Tensor,
-                       lora_b: Tensor, scale: float, impl: str) -> Tuple[Tensor, Tensor, Tensor]:
+                       lora_b: Tensor, scale: float, impl: str,
+                       xa: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     return _dispatch.run(
-        "lora_backward", impl, ("grad_y", "x", "weight", "lora_a", "lora_b"),
-        (grad_y, x, weight, lora_a, lora_b),
-        lambda: loraops.lora_backward(grad_y, x, weight, lora_a, lora_b, scale, impl=impl),
-        lambda: _math.lora_backward(grad_y, x, weight, lora_a, lora_b, scale))
+        "lora_backward", impl, ("grad_y", "x", "weight", "lora_a", "lora_b", "xa"),
+        (grad_y, x, weight, lora_a, lora_b, xa),
+        lambda: loraops.lora_backward(grad_y, x, weight, lora_a, lora_b, scale, xa=xa, impl=impl),
+        lambda: _math.lora_backward(grad_y, x, weight, lora_a, lora_b, scale, xa))
 
 
 lora_backward_op = _op("lora_backward", lora_backward_impl)
 
 
 @lora_backward_op.register_fake
-def _(grad_y, x, weight, lora_a, lora_b, scale, impl):
+def _(grad_y, x, weight, lora_a, lora_b, scale, impl, xa=None):
     return x.new_empty(x.shape), x.new_empty(lora_a.shape), x.new_empty(lora_b.shape)
 
 
-def _lora_setup(ctx, inputs, output):
+def _lora_setup(ctx, inputs, output, xa=None):
     x, weight, lora_a, lora_b, scale, bias, impl = inputs
-    ctx.save_for_backward(x, weight, lora_a, lora_b)
+    ctx.save_for_backward(x, weight, lora_a, lora_b, xa)
     ctx.scale, ctx.impl = scale, impl
 
 
 def _lora_backward(ctx, g):
-    x, weight, lora_a, lora_b = ctx.saved_tensors
+    x, weight, lora_a, lora_b, xa = ctx.saved_tensors
     need = ctx.needs_input_grad
     n, k = weight.shape
     gx = gw = ga = gb = gbias = None
     if need[0] or need[2] or need[3]:
         gx, ga, gb = call(lora_backward_op, lora_backward_impl, g, x, weight, lora_a, lora_b,
-                          ctx.scale, ctx.impl)
+                          ctx.scale, ctx.impl, xa)
     if need[1]:
         gw = _math.lora_weight_grad(g, x, n, k)
     if need[5]:
@@ -302,7 +305,22 @@ def _lora_backward(ctx, g):
             gbias, None)
 
 
-_autograd(lora_forward_op, lora_forward_impl, _lora_backward, _lora_setup)
+def _lora_forward_keeping_xa(ctx, x, weight, lora_a, lora_b, scale, bias, impl):
+    """The eager Function's forward: loraops' kernel with return_xa, so the backward reads the
+    forward's x@A.T instead of recomputing it (the custom op, traced by torch.compile, does not
+    return it and its backward recomputes it). PyTorch math where loraops has no kernel."""
+    y, xa = _dispatch.run(
+        "lora_forward", impl, ("x", "weight", "lora_a", "lora_b", "bias"),
+        (x, weight, lora_a, lora_b, bias),
+        lambda: loraops.lora_forward(x, weight, lora_a, lora_b, scale, bias, return_xa=True,
+                                     impl=impl),
+        lambda: (_math.lora_forward(x, weight, lora_a, lora_b, scale, bias), None))
+    _lora_setup(ctx, (x, weight, lora_a, lora_b, scale, bias, impl), y, xa)
+    return y
+
+
+_autograd(lora_forward_op, lora_forward_impl, _lora_backward, _lora_setup,
+          _lora_forward_keeping_xa)
 
 
 # ---- attention ------------------------------------------------------------------------------

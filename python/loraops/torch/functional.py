@@ -138,7 +138,9 @@ def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
     differentiable.
 
     Gradients: x, lora_a and lora_b from ``loraops::lora_backward`` (loraops' kernel; PyTorch math
-    where loraops has no lora_backward for the device and dtype, e.g. float64); bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
+    where loraops has no lora_backward for the device and dtype, e.g. float64); in eager mode
+    the forward keeps ``x @ lora_a.T`` for it, so the backward does not recompute that product
+    (under torch.compile it does); bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
     grad (it is frozen in LoRA): ``grad_y.T @ x`` (PyTorch).
     """
     op = "lora_forward"
@@ -153,9 +155,9 @@ def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
                 real(op, "scale", scale), bias, impl)
 
 
-def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, impl="auto"):
-    """``(grad_x, grad_a, grad_b)`` of :func:`lora_forward` (:func:`loraops.lora_backward`); not
-    differentiable itself."""
+def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, xa=None, impl="auto"):
+    """``(grad_x, grad_a, grad_b)`` of :func:`lora_forward` (:func:`loraops.lora_backward`; `xa`,
+    the forward's ``x @ lora_a.T``, spares recomputing it); not differentiable itself."""
     op = "lora_backward"
     _dispatch.check_impl(op, impl)
     grad_y, x = _tensor(op, "grad_y", grad_y), _tensor(op, "x", x)
@@ -163,8 +165,11 @@ def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, impl="auto"):
     lora_a, lora_b = _tensor(op, "lora_a", lora_a), _tensor(op, "lora_b", lora_b)
     n, _ = _check_lora(op, x, weight, lora_a, lora_b)
     _shape(op, "grad_y", grad_y, (*x.shape[:-1], n), "x's leading dims and weight's N")
+    xa = _tensor(op, "xa", xa, optional=True)
+    if xa is not None:
+        _shape(op, "xa", xa, (*x.shape[:-1], lora_a.shape[0]), "x's leading dims and lora_a's r")
     return call(_ops.lora_backward_op, _ops.lora_backward_impl, grad_y, x, weight, lora_a,
-                lora_b, real(op, "scale", scale), impl)
+                lora_b, real(op, "scale", scale), impl, xa)
 
 
 def attention(q, k, v, *, causal=False, scale=None, impl="auto"):

@@ -2,7 +2,8 @@
 // reading W once, so the whole op is one pass over W at memory speed with the low-rank term added
 // where y is stored. Two kernels on the stream:
 //
-//   lora_shrink   t = scale * x @ A.T, fp32 [m, r] in scratch (A is r rows: a small read);
+//   lora_shrink   t = scale * x @ A.T, fp32 [m, r] in scratch (A is r rows: a small read), and
+//                 x @ A.T unscaled into the caller's xa_out when asked;
 //   lora_decode_* y = x @ W.T + bias + t @ B.T, W streamed once; t is only needed at the store.
 //
 // The second is launched with programmatic dependent launch (Hopper): it starts while the shrink
@@ -92,7 +93,8 @@ struct ShrinkArgs {
   MatView a;  // [r, k]
   int64_t m, k, r;
   float scale;
-  float* t;  // [m, r]
+  float* t;  // [m, r]: scale * x@A.T, or null when only xa is wanted
+  void* xa;  // [m, r]: x@A.T unscaled in T (the caller's xa_out), or null
 };
 
 template <class T, bool kVector>
@@ -154,7 +156,11 @@ __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
       float sum = 0.f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) sum += red[w][threadIdx.x];
-      if (m0 + tk < s.m && j0 + i < s.r) s.t[(m0 + tk) * s.r + j0 + i] = s.scale * sum;
+      if (m0 + tk < s.m && j0 + i < s.r) {
+        const int64_t o = (m0 + tk) * s.r + j0 + i;
+        if (s.t) s.t[o] = s.scale * sum;
+        if (s.xa) static_cast<T*>(s.xa)[o] = from_float<T>(sum);
+      }
     }
     __syncthreads();
   }
@@ -408,13 +414,14 @@ template <class T>
 void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
+  const bool keep_xa = p.xa_out != nullptr && p.r > 0;  // the shrink also stores x@A.T
   const bool x_vec = rows_vectorisable(p.x, es);
   // Held until the decode kernel is enqueued (both kernels use t).
   const Scratch lease = stream_scratch(p.device_index, stream,
                                        low_rank ? size_t(p.m * p.r) * 4 : 0, "lora_forward", "x");
   float* t = reinterpret_cast<float*>(lease.get());
-  if (low_rank) {
-    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, t};
+  if (low_rank || keep_xa) {
+    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out};
     const int blocks = int((p.r + kShrinkRows - 1) / kShrinkRows);
     if (x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es))
       lora_shrink<T, true><<<blocks, kThreads, 0, stream>>>(s);
@@ -422,8 +429,9 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       lora_shrink<T, false><<<blocks, kThreads, 0, stream>>>(s);
     LORAOPS_CUDA_CHECK_LAUNCH("lora_shrink");
   }
-  const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, t, p.out,
-                     p.m, p.n, p.k, p.r};
+  if (p.n == 0) return;  // only xa was wanted (y is empty)
+  const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
+                     p.out, p.m, p.n, p.k, p.r};
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {  // 16 warps at <= 64 registers for one token tile; 8 above (more registers)

@@ -2,7 +2,8 @@
 //   gB = g @ B                     [m, r]  (input dtype, in scratch; kept for grad_a)
 //   grad_x = scale * gB @ A        [m, k]  then  grad_x = g @ W + 1 * grad_x  (the base GEMM
 //                                          absorbs the low-rank term as its C operand)
-//   t = x @ A.T                    [m, r]  (input dtype, in scratch)
+//   t = x @ A.T                    [m, r]  (input dtype, in scratch; or the forward's xa when
+//                                          the caller passes it: then this GEMM is skipped)
 //   grad_a = scale * gB.T @ x      [r, k]  (the m rows are the depth)
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
@@ -35,14 +36,19 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
   int64_t g_rs = 0, x_rs = 0;
   const bool pack_g = !p.grad_y.uniform(&g_rs) && n > 0;
   const bool pack_x = !p.x.uniform(&x_rs) && k > 0 && low_rank;  // x is read for grad_a, t only
+  // The caller's xa as t: used in place when its rows are evenly spaced, else packed.
+  int64_t xa_rs = 0;
+  const bool have_xa = p.xa.p != nullptr && low_rank;
+  const bool pack_xa = have_xa && !p.xa.uniform(&xa_rs);
   // gB and t: [m, ld_r], rows 16-byte aligned (cuBLASLt's preferred layout).
   const int64_t ld_r = round_up(r, 16 / es);
   const int64_t g_bytes = pack_g ? round_up(m * n * es, 256) : 0;
   const int64_t x_bytes = pack_x ? round_up(m * k * es, 256) : 0;
   const int64_t r_bytes = low_rank ? round_up(m * ld_r * es, 256) : 0;
+  const int64_t t_bytes = have_xa && !pack_xa ? 0 : r_bytes;
   const Scratch lease = stream_scratch(p.device_index, stream,
-                                       size_t(g_bytes + x_bytes + 2 * r_bytes), "lora_backward",
-                                       "grad_y");  // held until the last GEMM is enqueued
+                                       size_t(g_bytes + x_bytes + r_bytes + t_bytes),
+                                       "lora_backward", "grad_y");  // held until the last GEMM
   char* scratch = lease.get();
   Rows g{p.grad_y.p, g_rs, p.grad_y.col_stride}, x{p.x.p, x_rs, p.x.col_stride};
   if (pack_g) {
@@ -54,7 +60,13 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     x = {scratch + g_bytes, k, 1};
   }
   char* gb = low_rank ? scratch + g_bytes + x_bytes : nullptr;
-  char* t = low_rank ? gb + r_bytes : nullptr;
+  Rows t{low_rank ? gb + r_bytes : nullptr, ld_r, 1};
+  if (have_xa && pack_xa) {
+    pack_rows(p.xa, es, gb + r_bytes, stream, p.device_index);
+    t.rs = r;
+  } else if (have_xa) {
+    t = {p.xa.p, xa_rs, p.xa.col_stride};
+  }
 
   lt::GemmDesc d;
   d.op = "lora_backward";
@@ -94,12 +106,12 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_b, 0, size_t(n * r * es), stream));
     return;
   }
-  {
+  if (!have_xa) {
     lt::GemmDesc e = d;  // t = x @ A.T
     e.m = m, e.n = r, e.k = k;
     e.a = x.p, e.a_rs = x.rs, e.a_cs = x.cs;
     e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;
-    e.d = t, e.ldd = ld_r;
+    e.d = const_cast<void*>(t.p), e.ldd = ld_r;
     run(e);
   }
   {
@@ -115,7 +127,7 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     lt::GemmDesc e = d;  // grad_b = scale * g.T @ t
     e.m = n, e.n = r, e.k = m;
     e.a = g.p, e.a_rs = g.cs, e.a_cs = g.rs;
-    e.b = t, e.b_rs = ld_r, e.b_cs = 1;
+    e.b = t.p, e.b_rs = t.rs, e.b_cs = t.cs;
     e.d = p.grad_b, e.ldd = r;
     e.alpha = p.scale;
     run(e);

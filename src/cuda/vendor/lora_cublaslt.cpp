@@ -3,6 +3,8 @@
 //   1. t = scale * x @ A.T          [m, r] in the input dtype (as PyTorch keeps it), in scratch
 //   2. y = t @ B.T + bias           the bias epilogue; y written once
 //   3. y = x @ W.T + 1 * y          the base GEMM reads y as C in its epilogue
+// When the caller asks for xa = x @ A.T (xa_out), step 1 writes that, unscaled, and step 2 applies
+// the scale as its alpha (cuBLASLt adds the bias after alpha).
 // The expand goes first so that the base GEMM, the expensive one, absorbs the low-rank term as its
 // C operand: at large m the GEMM is compute-bound and that read comes nearly free, where an expand
 // after it would read and write all of y again. A scale of 0 (or r = 0) skips 1 and 2: the term
@@ -21,6 +23,7 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   DeviceGuard guard(p.device_index);
   const int64_t es = dtype_size(p.dtype);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
+  const bool keep_xa = p.xa_out != nullptr && p.m > 0 && p.r > 0;
 
   // Scratch: [packed x][t], each 256-byte aligned; t's rows 16-byte aligned (cuBLASLt's
   // preferred layout: a narrower pitch can leave it no algorithm but the pack-everything one).
@@ -28,7 +31,7 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   const bool pack_x = !p.x.uniform(&x_rs) && p.k > 0;
   const int64_t ld_t = round_up(p.r, 16 / es);
   const int64_t x_bytes = pack_x ? round_up(p.m * p.k * es, 256) : 0;
-  const int64_t t_bytes = low_rank ? round_up(p.m * ld_t * es, 256) : 0;
+  const int64_t t_bytes = low_rank && !keep_xa ? round_up(p.m * ld_t * es, 256) : 0;
   const Scratch lease = stream_scratch(p.device_index, stream, size_t(x_bytes + t_bytes),
                                        "lora_forward", "x");  // held until the last GEMM is enqueued
   char* scratch = lease.get();
@@ -47,18 +50,22 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   base.b = p.weight.p, base.b_rs = p.weight.cs, base.b_cs = p.weight.rs;  // W.T
   base.d = p.out, base.ldd = p.n;
 
-  if (low_rank) {
-    void* t = scratch + x_bytes;
+  // t: the caller's xa (unscaled, pitch r) or scratch (scaled, pitch ld_t)
+  void* t = keep_xa ? p.xa_out : scratch + x_bytes;
+  const int64_t t_ld = keep_xa ? p.r : ld_t;
+  if (keep_xa || low_rank) {
     lt::GemmDesc shrink = base;
     shrink.n = p.r;
     shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
-    shrink.d = t, shrink.ldd = ld_t;
-    shrink.alpha = p.scale;
+    shrink.d = t, shrink.ldd = t_ld;
+    shrink.alpha = keep_xa ? 1.f : p.scale;
     lt::gemm(shrink, stream, p.device_index);
-
+  }
+  if (low_rank) {
     lt::GemmDesc expand = base;
     expand.k = p.r;
-    expand.a = t, expand.a_rs = ld_t, expand.a_cs = 1;
+    expand.alpha = keep_xa ? p.scale : 1.f;
+    expand.a = t, expand.a_rs = t_ld, expand.a_cs = 1;
     expand.b = p.lora_b.p, expand.b_rs = p.lora_b.cs, expand.b_cs = p.lora_b.rs;  // B.T
     expand.bias = p.bias, expand.bias_stride = p.bias_stride;
     lt::gemm(expand, stream, p.device_index);
