@@ -4,7 +4,7 @@
 # gpu markers included) and the benchmarks (the Python bench, with the same cases through the C++
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
-#   EXAMPLE=1 also runs examples/finetune_llama_lora.py and scripts/profile_torch_example.py.
+#   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
 #   it for racecheck, the slowest). Each step is
@@ -49,8 +49,8 @@ step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C bui
 step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
 if [ "${EXAMPLE:-0}" = 1 ]; then
   step example python3 examples/finetune_llama_lora.py
-  step profile_example python3 scripts/profile_torch_example.py
 fi
+[ "${PROFILE:-0}" = 1 ] && step profile_example python3 scripts/profile_torch_example.py
 CPP_ARG=()  # the same cases from C++ too, in the same report (loraops bench --cpp)
 [ -x build/dev/loraops_bench ] && CPP_ARG=(--cpp "$PWD/build/dev/loraops_bench")
 for s in "${SUITES[@]}"; do
