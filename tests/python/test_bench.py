@@ -47,11 +47,12 @@ def test_seed_quick_cpu_end_to_end(tmp_path, capsys):
     assert all(r["status"] == "ok" for r in doc["results"] if r["impl"] == "reference")
     report = (out / "report.md").read_text()
     assert "## seed" in report and "Decision" in report
-    # The noise pair: the suite's first case again, outside `results`, and the verdicts.
+    # The noise pairs: the suite's first case (and its heaviest) again, outside `results`, and
+    # the verdicts.
     first = cases[0]
-    assert doc["repeat_rows"] and all(r["repeat"] and r["shape"] == first.shape_text()
-                                      for r in doc["repeat_rows"])
-    assert [n["suite"] for n in doc["noise"]] == ["seed"]
+    assert doc["repeat_rows"] and all(r["repeat"] for r in doc["repeat_rows"])
+    assert doc["repeat_rows"][0]["shape"] == first.shape_text()
+    assert {n["suite"] for n in doc["noise"]} == {"seed"} and len(doc["noise"]) <= 2
     assert "### Noise" in report and "### Verdict per op family" in report
     assert "**LoRA forward.**" in report and "**RMSNorm.**" in report
     assert all(r["input_copies"] == 1 and not r["rotated"] for r in doc["results"])
@@ -378,6 +379,31 @@ def test_noise_pair(tmp_path):
     assert "### Noise" in report and "Noise floor: seed" in report
     assert "noise (seed): softmax [4,16,1024] float32 run twice" in (tmp_path / "stdout").read_text()
     assert "[repeat] softmax" in (tmp_path / "stderr").read_text()
+
+
+def test_noise_cases_are_the_first_and_the_heaviest(tmp_path):
+    """Each suite repeats its first case and its heaviest (largest vendor/custom median); the
+    tie margin is the larger floor, and framework pairs do not raise it."""
+    from loraops.bench import report
+
+    opts = Options(suite="seed", device="cpu", out=str(tmp_path), quick=True,
+                   match="lora_forward")
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        doc = run_bench(opts, out=out, err=err)
+    rows = [r for r in doc["results"] if r["status"] == "ok" and r["impl"] in ("vendor", "custom")]
+    heaviest = max(rows, key=lambda r: r["us_median"])["shape"]
+    first = doc["results"][0]["shape"]
+    assert heaviest != first
+    assert [n["shape"] for n in doc["noise"]] == [first, heaviest]
+    assert {r["shape"] for r in doc["repeat_rows"]} == {first, heaviest}
+    floors = [n["floor"] for n in doc["noise"]]
+    assert report.tie_thresholds(doc)["seed"] == pytest.approx(max(floors + [report.TIE_MIN]))
+    # a framework pair's gap is shown but does not count
+    fake = {"suite": "s", "label": "l", "shape": "x", "dtype": "float32", "impl": "custom",
+            "status": "ok", "us_median": 10.0}
+    reps = [dict(fake, us_median=10.5), dict(fake, impl="torch", us_median=30.0)]
+    (entry,) = report.noise([fake, dict(fake, impl="torch")], reps)
+    assert entry["floor"] == pytest.approx(0.05) and len(entry["pairs"]) == 2
 
 
 def test_rotation_plan_and_cpu_rows(tmp_path):

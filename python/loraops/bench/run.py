@@ -125,7 +125,7 @@ class Runner:
         self.impls = IMPLS + with_torch + with_compile
         self.l2_bytes, self.l2_assumed = (environment.l2_cache_bytes(torch) if device == "cuda"
                                           else (None, None))
-        self.repeat_rows = []  # the noise measurement: each suite's first case, run again
+        self.repeat_rows = []  # the noise measurement: each suite's first and heaviest case, again
 
     def time(self, fns):
         if self.device == "cuda":
@@ -228,6 +228,7 @@ class Runner:
         rows, total, i = [], len(cases) * len(self.impls), 0
         interrupted = False
         first = {}  # suite -> (its first case, that case's rows)
+        longest = {}  # suite -> (slowest loraops median µs, case, rows): the heaviest case
         try:
             for n, case in enumerate(cases):
                 inputs = self._inputs(case)
@@ -242,8 +243,18 @@ class Runner:
                 del inputs
                 self.release()
                 first.setdefault(case.suite, (case, case_rows))
+                us = max((r["us_median"] for r in case_rows
+                          if r["status"] == "ok" and r["impl"] in ("vendor", "custom")),
+                         default=0.0)
+                if us > longest.get(case.suite, (0.0,))[0]:
+                    longest[case.suite] = (us, case, case_rows)
                 if n + 1 == len(cases) or cases[n + 1].suite != case.suite:
-                    self.repeat(*first[case.suite])  # last case of its suite: the noise pair
+                    # last case of its suite: the noise pairs, its first case (a small one, where
+                    # host and launch jitter show) and its heaviest (where clocks and heat do)
+                    self.repeat(*first[case.suite])
+                    heavy = longest.get(case.suite)
+                    if heavy and heavy[1] is not first[case.suite][0]:
+                        self.repeat(heavy[1], heavy[2])
         except KeyboardInterrupt:  # keep what was measured
             self.err.write("\ninterrupted: writing the rows measured so far\n")
             interrupted = True
@@ -254,7 +265,7 @@ class Runner:
             environment.safe(self.torch.cuda.empty_cache)  # big cases follow small ones
 
     def repeat(self, case, first_rows):
-        """The suite's first case again, after the rest of the suite, with fresh inputs: every
+        """A case of the suite again, after the rest of the suite, with fresh inputs: every
         implementation that was timed the first time. The two medians differ by the run's noise."""
         inputs = self._inputs(case)
         for first in first_rows:
