@@ -208,7 +208,8 @@ def _suite_table(suite, cases):
     impls = [i for i in IMPL_ORDER if any(i in cases[k] for k in keys)]
     gemm = {k: _gemm_ratio(k, cases[k], cases) for k in keys}
     show_gemm = any(v is not None for v in gemm.values())
-    head = ["op", "shape", "dtype"] + impls + ["fastest", "rate of fastest", "vendor/custom"]
+    head = ["op", "shape", "dtype"] + impls + ["fastest", "rate of fastest", "spread",
+                                               "vendor/custom"]
     head += ["LoRA/GEMM"] if show_gemm else []
     lines = [f"## {suite}", "", "| " + " | ".join(head) + " |",
              "|" + "|".join("---" if h in _TEXT_COLUMNS else "---:" for h in head) + "|"]
@@ -217,14 +218,25 @@ def _suite_table(suite, cases):
         us, best = _fastest(by)
         vc = _ratio(_us(by, "vendor"), _us(by, "custom"))
         cells = [k[1], f"`{k[2]}`", k[3]] + [_cell(by, i) for i in impls]
-        cells += [best or "-", fmt_value(by[best]) if best else "-", f"{vc:.2f}" if vc else ""]
+        cells += [best or "-", fmt_value(by[best]) if best else "-",
+                  _spread(by[best]) if best else "", f"{vc:.2f}" if vc else ""]
         if show_gemm:
             cells.append(f"{gemm[k]:.2f}" if gemm[k] else "")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Cells: median µs per call over the timed batches; spread: the fastest's "
+              "interquartile range of those batches over its median (min-max in results.json)."]
     if show_gemm:
         lines += ["", "LoRA/GEMM: the faster loraops LoRA forward over the faster loraops base "
                   "GEMM (x@W.T) of the same M, K, N; 1.00 would be a free adapter."]
     return lines + [""]
+
+
+def _spread(row):
+    """The row's interquartile range over its median, as text ("" when not recorded)."""
+    q1, q3, med = row.get("us_q1"), row.get("us_q3"), row.get("us_median")
+    if q1 is None or q3 is None or not med:
+        return ""
+    return f"{100 * (q3 - q1) / med:.1f}%"
 
 
 def _geomean(xs):
