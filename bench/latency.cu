@@ -105,6 +105,33 @@ struct LoraSetup {
   }
 };
 
+// A training step's LoRA layer, bf16: forward and backward at m tokens, K = N, with the base
+// layer's own two GEMMs (x@W.T and g@W) beside it, the denominator of the fwd+bwd target.
+struct TrainSetup {
+  int64_t m, k, r;
+  loraops::Tensor x, w, a, b, g, y, gx, ga, gb, xa;
+  TrainSetup(int64_t m_, int64_t k_, int64_t r_) : m(m_), k(k_), r(r_) {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    const auto t = loraops::DType::BFloat16;
+    auto make = [&](int64_t rows, int64_t cols, uint32_t seed) {
+      return loraops::Tensor::contiguous(filled(t, size_t(rows * cols), seed), t, {rows, cols}, dev);
+    };
+    x = make(m, k, 11), w = make(k, k, 12), a = make(r, k, 13), b = make(k, r, 14);
+    g = make(m, k, 15), y = make(m, k, 16), gx = make(m, k, 17), ga = make(r, k, 18);
+    gb = make(k, r, 19), xa = make(m, r, 20);
+  }
+  void base(const loraops::Exec& ex) {  // y = x@W.T, grad_x = g@W
+    loraops::MatmulOptions fwd;
+    fwd.trans_b = true;
+    loraops::matmul(x, w, fwd, y, ex);
+    loraops::matmul(g, w, {}, gx, ex);
+  }
+  void lora(const loraops::Exec& ex, bool keep_xa) {
+    loraops::lora_forward(x, w, a, b, 2.0, nullptr, y, ex, keep_xa ? &xa : nullptr);
+    loraops::lora_backward(g, x, w, a, b, 2.0, gx, ga, gb, ex, keep_xa ? &xa : nullptr);
+  }
+};
+
 // Median over 9 samples of per-call µs for `calls` back-to-back calls of fn on stream s.
 double time_eager(const std::function<void()>& fn, cudaStream_t s, int calls) {
   cudaEvent_t a, b;
@@ -178,6 +205,7 @@ int main(int argc, char** argv) {
     std::string name;
     std::function<void()> fn;
     double bytes = 0;  // per call, for a GB/s column (0: none)
+    int calls = 0;     // back-to-back calls per sample (0: the command line's); no graph replay
   };
   std::vector<Case> cases = {
       {"empty kernel (launch floor)", [&] { empty_kernel<<<1, 32, 0, s>>>(); }},
@@ -226,6 +254,12 @@ int main(int argc, char** argv) {
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
   }
 
+  // Training (GEMM-bound, so no graph replay): fwd+bwd of one layer against its base GEMMs.
+  auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
+  cases.push_back({"train base x@W.T + g@W bf16 m8192 4096", [=] { train->base(vendor); }, 0, 20});
+  cases.push_back({"train lora fwd+bwd recomputing xa", [=] { train->lora(vendor, false); }, 0, 20});
+  cases.push_back({"train lora fwd+bwd xa kept", [=] { train->lora(vendor, true); }, 0, 20});
+
   std::printf("%-34s %14s %14s %12s %12s\n", "case (custom impl unless named)", "eager us/call",
               "graph us/call", "eager GB/s", "graph GB/s");
   const std::string filter = argc > 2 ? argv[2] : "";
@@ -233,8 +267,8 @@ int main(int argc, char** argv) {
     if (c.name.find(filter) == std::string::npos) continue;
     double eager = -1, graph = -1;
     try {
-      eager = time_eager(c.fn, s, calls);
-      graph = time_graph(c.fn, s, calls);
+      eager = time_eager(c.fn, s, c.calls ? c.calls : calls);
+      if (!c.calls) graph = time_graph(c.fn, s, calls);
     } catch (const loraops::Error& e) {
       std::printf("%-34s %s\n", c.name.c_str(), e.what());
       continue;
@@ -242,8 +276,10 @@ int main(int argc, char** argv) {
     if (c.bytes > 0)
       std::printf("%-34s %14.2f %14.2f %12.0f %12.0f\n", c.name.c_str(), eager, graph,
                   c.bytes / eager * 1e-3, c.bytes / graph * 1e-3);
-    else
+    else if (graph >= 0)
       std::printf("%-34s %14.2f %14.2f\n", c.name.c_str(), eager, graph);
+    else
+      std::printf("%-34s %14.2f %14s\n", c.name.c_str(), eager, "-");
   }
   cudaFree(x);
   cudaFree(y);
