@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
     std::function<void()> fn;
     double bytes = 0;  // per call, for a GB/s column (0: none)
     int calls = 0;     // back-to-back calls per sample (0: the command line's); no graph replay
+    double flops = 0;  // per call, for a TFLOP/s column instead of GB/s (0: none)
   };
   std::vector<Case> cases = {
       {"empty kernel (launch floor)", [&] { empty_kernel<<<1, 32, 0, s>>>(); }},
@@ -260,6 +262,31 @@ int main(int argc, char** argv) {
   cases.push_back({"train lora fwd+bwd recomputing xa", [=] { train->lora(vendor, false); }, 0, 20});
   cases.push_back({"train lora fwd+bwd xa kept", [=] { train->lora(vendor, true); }, 0, 20});
 
+  // Attention (custom; bf16): the issue's shapes. FLOPs as FlashAttention counts them: 4 S^2 D
+  // per head, halved under the causal mask; decode: the K/V bytes.
+  struct Attn {
+    loraops::Tensor q, k, v, o;
+    bool causal;
+  };
+  auto attn = [&](int64_t b, int64_t hq, int64_t hkv, int64_t sq, int64_t sk, int64_t d, bool causal) {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    const auto t = loraops::DType::BFloat16;
+    auto make = [&](int64_t h, int64_t s, uint32_t seed) {
+      return loraops::Tensor::contiguous(filled(t, size_t(b * h * s * d), seed), t, {b, h, s, d}, dev);
+    };
+    auto a = std::make_shared<Attn>(Attn{make(hq, sq, 31), make(hkv, sk, 32), make(hkv, sk, 33),
+                                         make(hq, sq, 34), causal});
+    return [a, custom] { loraops::attention(a->q, a->k, a->v, a->causal, std::nullopt, a->o, custom); };
+  };
+  cases.push_back({"attn B4 H32 S4096 D128 causal", attn(4, 32, 32, 4096, 4096, 128, true), 0, 5,
+                   4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
+  cases.push_back({"attn B16 H32 S1024 D64 causal", attn(16, 32, 32, 1024, 1024, 64, true), 0, 10,
+                   4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
+  cases.push_back({"attn B4 H32 S4096 D128", attn(4, 32, 32, 4096, 4096, 128, false), 0, 5,
+                   4.0 * 4 * 32 * 4096.0 * 4096 * 128});
+  cases.push_back({"attn decode Hq32 Hkv8 Sk4096 D128", attn(1, 32, 8, 1, 4096, 128, false),
+                   2.0 * 8 * 4096 * 128 * 2, 0});
+
   std::printf("%-34s %14s %14s %12s %12s\n", "case (custom impl unless named)", "eager us/call",
               "graph us/call", "eager GB/s", "graph GB/s");
   const std::string filter = argc > 2 ? argv[2] : "";
@@ -273,7 +300,11 @@ int main(int argc, char** argv) {
       std::printf("%-34s %s\n", c.name.c_str(), e.what());
       continue;
     }
-    if (c.bytes > 0)
+    if (c.flops > 0)
+      std::printf("%-34s %14.2f %14s %9.1f TF/s\n", c.name.c_str(), eager, "-", c.flops / eager * 1e-6);
+    else if (c.bytes > 0 && graph < 0)
+      std::printf("%-34s %14.2f %14s %12.0f\n", c.name.c_str(), eager, "-", c.bytes / eager * 1e-3);
+    else if (c.bytes > 0)
       std::printf("%-34s %14.2f %14.2f %12.0f %12.0f\n", c.name.c_str(), eager, graph,
                   c.bytes / eager * 1e-3, c.bytes / graph * 1e-3);
     else if (graph >= 0)

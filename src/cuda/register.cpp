@@ -20,6 +20,8 @@ void register_kernels(detail::Registry& reg) {
   reg.add<detail::LoraForwardParams>(OpId::LoraForward, kCUDA, Impl::Vendor, lora_forward_vendor);
   reg.add<detail::LoraBackwardParams>(OpId::LoraBackward, kCUDA, Impl::Vendor,
                                       lora_backward_vendor);
+  // attention: our kernels only; the vendor path (cuDNN's fused attention) is not built yet.
+  reg.add<detail::AttentionParams>(OpId::Attention, kCUDA, Impl::Custom, attention_custom);
   // custom: our decode kernels where y is bound by one read of W; above that the low-rank term
   // is not folded into a GEMM of ours yet, so custom runs the cuBLASLt composition.
   reg.add<detail::LoraForwardParams>(

@@ -1,0 +1,325 @@
+// attention on CUDA, custom: softmax(q @ k.T * scale + mask) @ v per batch and query head,
+// grouped-query heads (query head h reads key/value head h / (Hq / Hkv)), causal bottom-right
+// aligned (query i sees keys j <= i + Sk - Sq), zeros for a query that sees no key.
+//
+// attention_flash (float16/bfloat16, D = 64 or 128, unit-stride rows 16-byte aligned): the
+// FlashAttention-2 forward on tensor cores. A block owns 64 query rows of one head (4 warps, 16
+// rows each); it walks the keys in tiles of 64, K and V tiles brought into shared memory by
+// cp.async (K of the next tile streams while this tile's softmax and P@V run, V of the next while
+// its scores do), S = Q K^T and O += P V with mma.m16n8k16 (fp32 accumulators), an online softmax
+// in registers (the probabilities are rounded to the input dtype for P V, as FlashAttention does;
+// their sum stays fp32). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
+// bank conflicts. Causal blocks stop at the last key their last row can see.
+//
+// attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
+// in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
+// throughout. Correct for any shape; not fast.
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/mma.cuh"
+
+namespace loraops::cuda {
+
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct AttnArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;                    // contiguous [B, Hq, Sq, D]
+  int64_t qs[4], ks[4], vs[4];  // element strides of [B, H, S, D]
+  int64_t hq, hkv, sq, sk, d;
+  float scale_log2;  // scale * log2(e): scores go through exp2
+  bool causal;
+};
+
+// ---- the flash kernel -------------------------------------------------------------------------
+
+constexpr int kBM = 64;  // query rows per block (16 per warp)
+constexpr int kBN = 64;  // keys per tile
+constexpr int kFlashThreads = 128;
+
+// Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
+template <int D>
+__device__ __forceinline__ int swz(int r, int c) {
+  return r * D + ((c ^ (r & 7)) << 3);
+}
+
+// Rows [0, 64) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile; rows at
+// or past rows_left are zero-filled.
+template <class T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < kBM * kChunks; i += kFlashThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool ok = r < rows_left;
+    cp_async16(tile + swz<D>(r, c), ok ? g + r * rs + c * 8 : g, ok);
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* const sq_tile = reinterpret_cast<T*>(smem_raw);
+  T* const sk_tile = sq_tile + kBM * D;
+  T* const sv_tile = sk_tile + kBN * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
+  const int64_t b = blockIdx.z, h = blockIdx.y, m0 = int64_t(blockIdx.x) * kBM;
+  const int64_t hk = h / (a.hq / a.hkv);
+  const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
+  const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
+  const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
+  const int64_t shift = a.sk - a.sq;  // causal: row i sees keys j <= i + shift
+  const int64_t kend = a.causal ? min(a.sk, max(int64_t(0), m0 + kBM + shift)) : a.sk;
+  const int ntiles = int((kend + kBN - 1) / kBN);
+
+  float o[D / 8][4] = {};
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+  if (ntiles > 0) {
+    load_tile<T, D>(sq_tile, q, a.qs[2], a.sq - m0);
+    load_tile<T, D>(sk_tile, k, a.ks[2], a.sk);
+    cp_async_commit();  // group: Q and K of tile 0
+    load_tile<T, D>(sv_tile, v, a.vs[2], a.sk);
+    cp_async_commit();  // group: V of tile 0
+  }
+  uint32_t qf[D / 16][4];
+  const int64_t i0 = m0 + warp * 16 + g;  // this thread's rows: i0 and i0 + 8
+  for (int t = 0; t < ntiles; ++t) {
+    const int64_t n0 = int64_t(t) * kBN;
+    cp_async_wait<1>();  // K of this tile (and Q) landed; V may still be in flight
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], sq_tile + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+    }
+    float s[kBN / 8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+      for (int nt = 0; nt < kBN / 8; nt += 2) {
+        uint32_t kb[4];  // B fragments of key tiles nt and nt + 1
+        ldmatrix_x4(kb, sk_tile + swz<D>(nt * 8 + (lane >> 4) * 8 + (lane & 7),
+                                         kk * 2 + ((lane >> 3) & 1)));
+        mma16816<T>(s[nt], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
+        mma16816<T>(s[nt + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+      }
+    __syncthreads();  // every warp is done with this K tile: the next one may overwrite it
+    if (t + 1 < ntiles) load_tile<T, D>(sk_tile, k + (n0 + kBN) * a.ks[2], a.ks[2], a.sk - n0 - kBN);
+    cp_async_commit();
+
+    // mask, then the online softmax (base 2)
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int nt = 0; nt < kBN / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = n0 + nt * 8 + tq * 2 + (e & 1);
+        const int64_t i = i0 + (e >> 1) * 8;
+        float x = s[nt][e] * a.scale_log2;
+        if (j >= a.sk || (a.causal && j > i + shift)) x = -INFINITY;
+        s[nt][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet: nothing to rescale
+      const float corr = exp2f(mrow[r] - base[r]);
+      mrow[r] = mx[r];
+      lrow[r] *= corr;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) o[dt][2 * r] *= corr, o[dt][2 * r + 1] *= corr;
+    }
+    uint32_t pf[kBN / 16][4];  // P as the A operand of P V (the S accumulators' own layout)
+#pragma unroll
+    for (int nt = 0; nt < kBN / 8; ++nt) {
+      const float p0 = exp2f(s[nt][0] - base[0]), p1 = exp2f(s[nt][1] - base[0]);
+      const float p2 = exp2f(s[nt][2] - base[1]), p3 = exp2f(s[nt][3] - base[1]);
+      lrow[0] += p0 + p1;
+      lrow[1] += p2 + p3;
+      pf[nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
+      pf[nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
+    }
+
+    cp_async_wait<1>();  // V of this tile landed (the next K may still be in flight)
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk)
+#pragma unroll
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        uint32_t vb[4];  // B fragments of output column tiles dt and dt + 1
+        ldmatrix_x4_trans(vb, sv_tile + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                               dt + (lane >> 4)));
+        mma16816<T>(o[dt], pf[kk][0], pf[kk][1], pf[kk][2], pf[kk][3], vb[0], vb[1]);
+        mma16816<T>(o[dt + 1], pf[kk][0], pf[kk][1], pf[kk][2], pf[kk][3], vb[2], vb[3]);
+      }
+    __syncthreads();  // every warp is done with this V tile
+    if (t + 1 < ntiles) load_tile<T, D>(sv_tile, v + (n0 + kBN) * a.vs[2], a.vs[2], a.sk - n0 - kBN);
+    cp_async_commit();
+  }
+
+  T* out = static_cast<T*>(a.out) + ((b * a.hq + h) * a.sq) * D;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = lrow[r];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.f ? 1.f / l : 0.f;  // a row that saw no key: zeros
+    const int64_t i = i0 + r * 8;
+    if (i >= a.sq) continue;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(out + i * D + dt * 8 + tq * 2) =
+          pack2<T>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+  }
+}
+
+// ---- the general kernel -----------------------------------------------------------------------
+
+constexpr int kRowWarps = 4;
+
+template <class T>
+__global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int64_t rows) {
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* const qv = smem + warp * (2 * a.d + 32);  // q * scale * log2(e)
+  float* const ov = qv + a.d;                      // the running output
+  float* const pw = ov + a.d;                      // this chunk's 32 probabilities
+  const T* const Q = static_cast<const T*>(a.q);
+  const T* const K = static_cast<const T*>(a.k);
+  const T* const V = static_cast<const T*>(a.v);
+  T* const out = static_cast<T*>(a.out);
+  const int64_t shift = a.sk - a.sq;
+  for (int64_t row = int64_t(blockIdx.x) * kRowWarps + warp; row < rows;
+       row += int64_t(gridDim.x) * kRowWarps) {
+    const int64_t i = row % a.sq, h = (row / a.sq) % a.hq, b = row / (a.sq * a.hq);
+    const int64_t hk = h / (a.hq / a.hkv);
+    const T* q = Q + b * a.qs[0] + h * a.qs[1] + i * a.qs[2];
+    const T* k = K + b * a.ks[0] + hk * a.ks[1];
+    const T* v = V + b * a.vs[0] + hk * a.vs[1];
+    for (int64_t d = lane; d < a.d; d += 32) {
+      qv[d] = to_float(q[d * a.qs[3]]) * a.scale_log2;
+      ov[d] = 0.f;
+    }
+    __syncwarp();
+    const int64_t kend = a.causal ? min(a.sk, max(int64_t(0), i + shift + 1)) : a.sk;
+    float m = -INFINITY, l = 0.f;
+    for (int64_t j0 = 0; j0 < kend; j0 += 32) {
+      const int64_t j = j0 + lane;
+      float sc = -INFINITY;
+      if (j < kend) {
+        const T* kr = k + j * a.ks[2];
+        float acc = 0.f;
+        for (int64_t d = 0; d < a.d; ++d) acc = fmaf(qv[d], to_float(kr[d * a.ks[3]]), acc);
+        sc = acc;
+      }
+      float mx = sc;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float mnew = fmaxf(m, mx);
+      const float base = mnew == -INFINITY ? 0.f : mnew;
+      const float corr = exp2f(m - base);
+      const float p = j < kend ? exp2f(sc - base) : 0.f;
+      float ps = p;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+      l = l * corr + ps;
+      m = mnew;
+      pw[lane] = p;
+      __syncwarp();
+      const int count = int(min(int64_t(32), kend - j0));
+      for (int64_t d = lane; d < a.d; d += 32) {
+        float acc = ov[d] * corr;
+        const T* vc = v + j0 * a.vs[2] + d * a.vs[3];
+        for (int u = 0; u < count; ++u) acc = fmaf(pw[u], to_float(vc[u * a.vs[2]]), acc);
+        ov[d] = acc;
+      }
+      __syncwarp();
+    }
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    T* o = out + ((b * a.hq + h) * a.sq + i) * a.d;
+    for (int64_t d = lane; d < a.d; d += 32) o[d] = from_float<T>(ov[d] * inv);
+    __syncwarp();
+  }
+}
+
+AttnArgs args_of(const detail::AttentionParams& p) {
+  AttnArgs a{};
+  a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out;
+  for (int i = 0; i < 4; ++i)
+    a.qs[i] = p.q_strides[size_t(i)], a.ks[i] = p.k_strides[size_t(i)], a.vs[i] = p.v_strides[size_t(i)];
+  a.hq = p.hq, a.hkv = p.hkv, a.sq = p.sq, a.sk = p.sk, a.d = p.d;
+  a.scale_log2 = p.scale * kLog2e;
+  a.causal = p.causal;
+  return a;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+template <class T, int D>
+void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
+  constexpr size_t smem = size_t(kBM + 2 * kBN) * D * sizeof(T);
+  static_assert(smem <= 48 * 1024, "the Q, K and V tiles fit the default shared memory");
+  const dim3 grid(unsigned((a.sq + kBM - 1) / kBM), unsigned(a.hq), unsigned(batch));
+  attention_flash<T, D><<<grid, kFlashThreads, smem, stream>>>(a);
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
+}
+
+template <class T>
+void run(const detail::AttentionParams& p, cudaStream_t stream) {
+  const AttnArgs a = args_of(p);
+  if constexpr (!std::is_same_v<T, float>) {
+    if (attention_flash_eligible(p)) {
+      if (p.d == 64) return launch_flash<T, 64>(a, p.batch, stream);
+      return launch_flash<T, 128>(a, p.batch, stream);
+    }
+  }
+  const int64_t rows = p.batch * p.hq * p.sq;
+  const size_t smem = size_t(kRowWarps) * size_t(2 * p.d + 32) * sizeof(float);
+  if (smem > 48 * 1024) {
+    int device = 0, max_optin = 0;
+    LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (smem > size_t(max_optin))
+      throw Error(ErrorKind::Unsupported, "attention", "q",
+                  "a head dim whose row state fits shared memory (D <= " +
+                      std::to_string((max_optin / kRowWarps / 4 - 32) / 2) + ")",
+                  "D = " + std::to_string(p.d));
+    LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(attention_rows<T>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  }
+  const int64_t blocks = std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps,
+                                           int64_t(sm_count(p.device_index)) * 16);
+  attention_rows<T><<<unsigned(blocks), kRowWarps * 32, smem, stream>>>(a, rows);
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_rows");
+}
+
+}  // namespace
+
+bool attention_flash_eligible(const detail::AttentionParams& p) {
+  if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;
+  if (p.hq > 65535 || p.batch > 65535) return false;  // grid y and z
+  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides}) {
+    if ((*s)[3] != 1) return false;
+    for (int i = 0; i < 3; ++i)
+      if ((*s)[size_t(i)] % 8 != 0) return false;  // every row starts 16-byte aligned
+  }
+  return aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out);
+}
+
+void attention_custom(const detail::AttentionParams& p, void* stream) {
+  if (p.batch == 0 || p.hq == 0 || p.sq == 0 || p.d == 0) return;
+  DeviceGuard guard(p.device_index);
+  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, static_cast<cudaStream_t>(stream)); });
+}
+
+}  // namespace loraops::cuda

@@ -1,0 +1,163 @@
+// attention on CUDA (custom; auto) against fp64 math on host copies of the same data: every
+// dtype, D 64/128 (the tensor-core kernel) and 80/256 (the general one), Sq and Sk from 1 to 300
+// with Sq > Sk and Sq < Sk under the causal mask (bottom-right: leading queries see no key),
+// MHA/GQA/MQA, a [B, S, H, D] view permuted to [B, H, S, D], a misaligned view, Sk = 0.
+//
+// Tolerance per output element, FlashAttention's rule made explicit: the same math in the input
+// dtype rounds each probability once (relative u) and the output once, so
+//   tol = 2u·B + 2u·|o| + 32·u32·sqrt(Sk + D)·B,   B = Σ_j p_j·|v_jd|
+// (p the fp64 softmax, u the dtype's unit roundoff, u32 = 2^-24 for the fp32 sums and exp2).
+// A wrong mask, head or scale moves o by O(|v|) = O(1) against tol = O(u).
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels.hpp"
+#include "gpu_util.hpp"
+#include "linalg_test_util.hpp"
+
+namespace loraops::test {
+namespace {
+
+enum class View { Contig, BSHD, Misaligned };
+
+struct AttnCase {
+  const char* name;
+  int64_t b, hq, hkv, sq, sk, d;
+  bool causal;
+  View view = View::Contig;
+  bool flash = false;  // expected to take the tensor-core kernel (halves)
+};
+
+// clang-format off
+const AttnCase kCases[] = {
+    {"one query one key", 1, 2, 2, 1, 1, 64, false, View::Contig, true},
+    {"one query one key causal", 1, 2, 2, 1, 1, 64, true, View::Contig, true},
+    {"GQA Sq<Sk", 2, 4, 2, 17, 239, 128, false, View::Contig, true},
+    {"GQA Sq<Sk causal", 2, 4, 2, 17, 239, 128, true, View::Contig, true},
+    {"Sq>Sk causal (leading rows see nothing)", 1, 2, 1, 239, 17, 128, true, View::Contig, true},
+    {"square causal D=64", 1, 2, 2, 64, 64, 64, true, View::Contig, true},
+    {"MQA 130x300", 1, 3, 1, 130, 300, 128, false, View::Contig, true},
+    {"multi-tile causal", 1, 2, 2, 513, 513, 128, true, View::Contig, true},
+    {"D=80 (general kernel)", 1, 2, 2, 33, 65, 80, true},
+    {"D=256 (general kernel)", 1, 2, 1, 9, 40, 256, false},
+    {"Sk=0", 1, 1, 1, 5, 0, 64, false, View::Contig, true},
+    {"[B,S,H,D] view", 2, 4, 2, 70, 70, 64, true, View::BSHD, true},
+    {"misaligned view", 1, 2, 2, 20, 33, 64, true, View::Misaligned},
+};
+// clang-format on
+
+struct Operand4 {
+  HostTensor storage;
+  Tensor view;  // [B, H, S, D]
+};
+
+Operand4 make4(DType t, int64_t b, int64_t h, int64_t s, int64_t d, View view) {
+  Operand4 o;
+  const int64_t extra = view == View::Misaligned ? 1 : 0;
+  o.storage = HostTensor(t, {b * h * s * d + extra});
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int64_t i = 0; i < o.storage.numel(); ++i) o.storage.set(i, u(rng()));
+  o.view = o.storage.view();
+  o.view.ndim = 4;
+  o.view.shape = {b, h, s, d};
+  if (view == View::BSHD)  // stored [B, S, H, D], viewed [B, H, S, D]
+    o.view.strides = {s * h * d, d, h * d, 1};
+  else
+    o.view.strides = {h * s * d, s * d, d, 1};
+  o.view.data = static_cast<uint8_t*>(o.view.data) + extra * dtype_size(t);
+  return o;
+}
+
+// Reads element [b, h, s, d] of a host view.
+float at(const Tensor& v, int64_t b, int64_t h, int64_t s, int64_t d) {
+  return load_as_float(v.data, v.dtype,
+                       b * v.strides[0] + h * v.strides[1] + s * v.strides[2] + d * v.strides[3]);
+}
+
+void check_case(const AttnCase& c, DType t) {
+  SCOPED_TRACE(std::string(c.name) + " " + dtype_name(t));
+  seed_rng_for(c.name, t);
+  Operand4 q = make4(t, c.b, c.hq, c.sq, c.d, c.view), k = make4(t, c.b, c.hkv, c.sk, c.d, c.view),
+           v = make4(t, c.b, c.hkv, c.sk, c.d, c.view);
+  // fp64 reference and per-element tolerance
+  const double scale = 1.0 / std::sqrt(double(c.d)), u = unit_roundoff_of(t),
+               u32 = std::ldexp(1.0, -24);
+  const int64_t n = c.b * c.hq * c.sq * c.d;
+  HostTensor want(t, {c.b, c.hq, c.sq, c.d});
+  std::vector<double> tol(static_cast<size_t>(n));
+  std::vector<double> p(size_t(std::max<int64_t>(c.sk, 1)));
+  for (int64_t b = 0; b < c.b; ++b)
+    for (int64_t h = 0; h < c.hq; ++h) {
+      const int64_t hk = h / (c.hq / c.hkv);
+      for (int64_t i = 0; i < c.sq; ++i) {
+        const int64_t kend = c.causal ? std::clamp<int64_t>(i + c.sk - c.sq + 1, 0, c.sk) : c.sk;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < kend; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < c.d; ++d) s += double(at(q.view, b, h, i, d)) * at(k.view, b, hk, j, d);
+          p[size_t(j)] = s * scale;
+          mx = std::max(mx, p[size_t(j)]);
+        }
+        for (int64_t j = 0; j < kend; ++j) sum += (p[size_t(j)] = std::exp(p[size_t(j)] - mx));
+        for (int64_t d = 0; d < c.d; ++d) {
+          double o = 0, bound = 0;
+          for (int64_t j = 0; j < kend; ++j) {
+            const double pv = p[size_t(j)] / sum, vv = at(v.view, b, hk, j, d);
+            o += pv * vv;
+            bound += pv * std::fabs(vv);
+          }
+          const int64_t e = ((b * c.hq + h) * c.sq + i) * c.d + d;
+          want.set(e, float(o));
+          tol[size_t(e)] = 2 * u * bound + 2 * u * std::fabs(o) +
+                           32 * u32 * std::sqrt(double(c.sk + c.d)) * bound + 1e-30;
+        }
+      }
+    }
+  DeviceOperand dq(q.storage, q.view), dk(k.storage, k.view), dv(v.storage, v.view);
+  detail::AttentionParams params;  // what the front end will build: the path the kernel takes
+  params.dtype = t, params.d = c.d, params.hq = c.hq, params.batch = c.b;
+  params.q = dq.view.data, params.k = dk.view.data, params.v = dv.view.data;
+  for (int i = 0; i < 4; ++i)
+    params.q_strides[size_t(i)] = q.view.strides[size_t(i)],
+    params.k_strides[size_t(i)] = k.view.strides[size_t(i)],
+    params.v_strides[size_t(i)] = v.view.strides[size_t(i)];
+  DeviceOut out(t, {c.b, c.hq, c.sq, c.d});
+  params.out = out.view().data;
+  EXPECT_EQ(cuda::attention_flash_eligible(params), c.flash && t != DType::Float32)
+      << "the case does not take the kernel it is meant to test";
+  for (Impl impl : {Impl::Custom, Impl::Auto}) {
+    SCOPED_TRACE(impl_name(impl));
+    out.poison();
+    try {
+      attention(dq.view, dk.view, dv.view, c.causal, std::nullopt, out.view(), {.impl = impl});
+    } catch (const Error& e) {
+      ADD_FAILURE() << "attention threw: " << e.what();
+      continue;
+    }
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(within_tol(out.fetch(), want, tol, c.d));
+  }
+}
+
+TEST(CudaAttention, MatchesFp64WithinTheRoundingsOfItsDtype) {
+  LORAOPS_REQUIRE_GPU();
+  for (const AttnCase& c : kCases)
+    for (DType t : kAllDTypes) check_case(c, t);
+}
+
+TEST(CudaAttention, VendorIsADocumentedAbsence) {
+  std::string why;
+  EXPECT_FALSE(has_impl("attention", DeviceType::CUDA, Impl::Vendor, DType::BFloat16, &why));
+  EXPECT_NE(why.find("not implemented on CUDA yet"), std::string::npos) << why;
+  if (built_with_cuda()) {
+    EXPECT_TRUE(has_impl("attention", DeviceType::CUDA, Impl::Custom, DType::BFloat16));
+    EXPECT_TRUE(has_impl("attention", DeviceType::CUDA, Impl::Custom, DType::Float32));
+  }
+}
+
+}  // namespace
+}  // namespace loraops::test
