@@ -4,6 +4,7 @@
 # gpu markers included) and the benchmarks (the Python bench, with the same cases through the C++
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
+#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it.
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
@@ -42,7 +43,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   # TF32 xmma kernel); read its log for hazards in loraops' kernels, not just its exit code.
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
   fi
-  step latency build/dev/loraops_latency
+  step latency build/dev/loraops_latency 2000 "${LATENCY_FILTER:-}"
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
