@@ -4,6 +4,7 @@
 # gpu markers included) and the benchmarks (the Python bench, with the same cases through the C++
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
+#   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
 #   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it.
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
@@ -56,7 +57,7 @@ CPP_ARG=()  # the same cases from C++ too, in the same report (loraops bench --c
 [ -x build/dev/loraops_bench ] && CPP_ARG=(--cpp "$PWD/build/dev/loraops_bench")
 for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
-  step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
+  STEP_TIMEOUT=${BENCH_TIMEOUT:-450} step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
   [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
 done
 fi

@@ -8,8 +8,9 @@
 //   written once. With up to MB (96) rows, i.e. every decode batch, W is read in one pass; with
 //   up to 8 rows it is not even packed (dot products against the weight rows in place).
 // - lora_backward: the same fused pass gives grad_x = g@W + scale*(g@B)@A and keeps gB = g@B
-//   (m x r); t = x@A.T (m x r; or the forward's xa, when the caller kept it); then grad_a = scale*gB.T@x and grad_b = scale*g.T@t as GEMMs
-//   whose depth is the m rows. Nothing larger than m x r is materialised.
+//   (m x r); t = x@A.T (m x r; or the forward's xa, read in place, when the caller kept it);
+//   then grad_a = scale*gB.T@x and grad_b = scale*g.T@t as GEMMs whose depth is the m rows.
+//   Nothing larger than m x r is materialised.
 #include <algorithm>
 #include <vector>
 
@@ -118,7 +119,7 @@ void lora_backward_custom(const LoraBackwardParams& p, void*) {
   const DType t = p.dtype;
   const int64_t m = p.m, k = p.k, n = p.n, r = p.r;
   // Each of these is filled only where it is used (k > 0 resp. r > 0 and rows to reduce).
-  std::vector<float> gb(size_t(m * r)), tx(size_t(m * r));
+  std::vector<float> gb(size_t(m * r)), tx(p.xa.p ? 0 : size_t(m * r));
   auto scaled_store = [&](void* out, int64_t ld_out) {
     return [&, out, ld_out](int64_t i0, int64_t rows, int64_t j0, int64_t cols, const float* cb,
                             int64_t ldc) {
@@ -142,15 +143,8 @@ void lora_backward_custom(const LoraBackwardParams& p, void*) {
                     [&](int64_t i, int64_t j) { return cb[i * ldc + j]; });
       });
 
-  // t = x@A.T, or the forward's, when given
-  if (p.xa.p) {
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t o = p.xa.row_offset(i);
-      for (int64_t j = 0; j < r; ++j) tx[size_t(i * r + j)] = ld(p.xa.p, t, o + j * p.xa.col_stride);
-    }
-  } else {
-    x_at_a(p.x, p.lora_a, t, m, k, r, tx.data());
-  }
+  // t = x@A.T, unless the forward's is given (read in place below)
+  if (!p.xa.p) x_at_a(p.x, p.lora_a, t, m, k, r, tx.data());
 
   // grad_a = scale * gB.T @ x: [r, k], the m rows as depth. gB is only known when k > 0;
   // with k == 0 grad_a is empty anyway.
@@ -164,7 +158,7 @@ void lora_backward_custom(const LoraBackwardParams& p, void*) {
   gemm::Chain gbc;
   gbc.m = n, gbc.n = r, gbc.k = m;
   gbc.x = gemm::rows(p.grad_y, t, /*transpose=*/true);
-  gbc.w = gemm::floats(tx.data(), r, 1);
+  gbc.w = p.xa.p ? gemm::rows(p.xa, t) : gemm::floats(tx.data(), r, 1);
   gemm::chain(gbc, scaled_store(p.grad_b, r));
 }
 

@@ -225,16 +225,16 @@ void lora_backward_vendor(const LoraBackwardParams& p, void*) {
   const Mat g = operand(p.grad_y, t, gbuf), x = operand(p.x, t, xbuf);
   const Mat w = operand(p.weight, t, n, k, wbuf), a = operand(p.lora_a, t, r, k, abuf),
             bb = operand(p.lora_b, t, n, r, bbuf);
-  std::vector<float> gbv(size_t(m * r)), txv(size_t(m * r));
-  const Mat gb = dense(gbv.data(), r), tx = dense(txv.data(), r);
+  std::vector<float> gbv(size_t(m * r)), txv, xabuf;
+  const Mat gb = dense(gbv.data(), r);
   sgemm(op, m, r, n, 1.f, g, bb, 0.f, gbv.data(), r);
-  if (p.xa.p) {  // the forward's x@A.T
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t o = p.xa.row_offset(i);
-      for (int64_t j = 0; j < r; ++j) txv[size_t(i * r + j)] = ld(p.xa.p, t, o + j * p.xa.col_stride);
-    }
+  Mat tx;  // the forward's x@A.T, or computed here
+  if (p.xa.p) {
+    tx = operand(p.xa, t, xabuf);
   } else {
+    txv.resize(size_t(m * r));
     sgemm(op, m, r, k, 1.f, x, a.t(), 0.f, txv.data(), r);
+    tx = dense(txv.data(), r);
   }
 
   Output gx(p.grad_x, t, m * k), ga(p.grad_a, t, r * k), gbo(p.grad_b, t, n * r);

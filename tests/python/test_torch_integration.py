@@ -144,8 +144,9 @@ def test_eager_inference_skips_the_dispatcher_with_the_same_result():
 def test_eager_autograd_skips_the_dispatcher_with_the_same_gradients():
     """With autograd recording, eager calls run the op's eager autograd.Function (its grad_fn
     says so); values and gradients equal those of the custom op through torch's dispatcher (bit
-    for bit, except lora_b's: the eager backward reads the forward's x@A.T, the op's recomputes
-    it, a different order of the same sums)."""
+    for bit, except lora_b's: the eager backward reads the forward's x@A.T, rounded to the input
+    dtype, where the op's recomputes it; in float32, as here, only the order of the sums
+    differs)."""
     x, w, a, b = randn(3, 16, seed=26), randn(8, 16, seed=27), randn(4, 16, seed=28), randn(8, 4)
     bias, g = randn(8, seed=29), randn(3, 8, seed=30)
     ops = torch.ops.loraops

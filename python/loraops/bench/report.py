@@ -265,10 +265,11 @@ def noise(rows, repeat_rows):
         b = rr["us_median"] if rr["status"] == "ok" else None
         diff = (b - a) / a if a and b else None
         entry["pairs"].append({"impl": rr["impl"], "us_first": a, "us_repeat": b, "diff": diff})
-        # symmetric: slower/faster - 1, as ties are judged; loraops' own implementations only:
-        # the floor judges vendor against custom, and a framework's host-bound jitter (seen:
-        # torch.compile +41% on a 30 µs decode case) would call every such decision a tie
-        if diff is not None and rr["impl"] not in FRAMEWORK_IMPLS:
+        # symmetric: slower/faster - 1, as ties are judged; loraops' vendor, custom and auto
+        # only: the floor judges vendor against custom, and a framework's host-bound jitter (seen:
+        # torch.compile +41% on a 30 µs decode case) or the fp64 reference's would call every
+        # such decision a tie
+        if diff is not None and rr["impl"] in ("vendor", "custom", "auto"):
             entry["floor"] = max(max(a, b) / min(a, b) - 1, entry["floor"] or 0.0)
     return list(out.values())
 
@@ -313,7 +314,7 @@ def _noise_section(doc):
     lines += ["Each suite's first case and its heaviest (the slowest loraops median) ran a "
               "second time, after the rest of the suite, on fresh inputs (labelled `repeat` in "
               "results.json's `repeat_rows`). The largest gap between two medians (slower / "
-              "faster - 1) of loraops' own implementations is the suite's noise floor (the frameworks' pairs are shown, not "
+              "faster - 1) of loraops' vendor, custom and auto is the suite's noise floor (the frameworks' pairs are shown, not "
               "counted: their host-bound jitter would make every vendor-or-custom call a tie); "
               f"a winner by less than it (and never less than {TIE_MIN:.0%}) is called a tie.",
               "",
@@ -552,18 +553,21 @@ def _ceiling_prose(items, ceil=None):
                    + (f"{weights[0]:.3g}-{weights[-1]:.3g}" if len(weights) > 1
                       else f"{weights[0]:.3g}") + " GB/s.")
     floor = (ceil or {}).get("launch_graph_us")
-    graphs = sorted((r["us_graph"], r["shape"]) for _k, by in items
+    graphs = sorted((r["us_graph"], r["shape"], r["dtype"]) for _k, by in items
                     for r in (by.get(i) for i in ("vendor", "custom"))
                     if r and r["status"] == "ok" and r.get("us_graph"))
     if floor and graphs:
         best = {}
-        for us, shape in graphs:  # the faster loraops path per shape
-            best.setdefault(shape, us)
+        for us, shape, dtype in graphs:  # the faster loraops path per case
+            best.setdefault((shape, dtype), us)
         xs = sorted(best.values())
-        out.append(f"In CUDA-graph replay (latency-bound shapes) the faster loraops path takes "
-                   + (f"{xs[0]:.2f}-{xs[-1]:.2f}" if len(xs) > 1 else f"{xs[0]:.2f}")
-                   + f" µs, {xs[0] / floor:.1f}-{xs[-1] / floor:.1f}x the empty-kernel floor "
-                   f"({floor:.2f} µs).")
+        if len(xs) > 1:
+            out.append(f"In CUDA-graph replay (latency-bound shapes) the faster loraops path takes "
+                       f"{xs[0]:.2f}-{xs[-1]:.2f} µs, {xs[0] / floor:.1f}-{xs[-1] / floor:.1f}x "
+                       f"the empty-kernel floor ({floor:.2f} µs).")
+        else:
+            out.append(f"In CUDA-graph replay the faster loraops path takes {xs[0]:.2f} µs, "
+                       f"{xs[0] / floor:.1f}x the empty-kernel floor ({floor:.2f} µs).")
     return out
 
 

@@ -22,7 +22,9 @@ In eager mode (nothing tracing, no functorch transform or dispatch mode, plain t
 autograd (measured on the CPU: lora_forward 130 µs through the op, 24 µs without): inference
 runs the implementation directly, and a call autograd must record runs a
 ``torch.autograd.Function`` built from the same setup and backward functions as the op's
-``register_autograd``. The results and gradients are the same either way.
+``register_autograd``. The results are the same either way, and so are the gradients except
+lora_b's: the eager forward keeps x@A.T for the backward, rounded to the input dtype (as
+PyTorch's own autograd keeps lora_A(x)), where the op's backward recomputes it.
 """
 
 from typing import Optional, Tuple
@@ -248,13 +250,23 @@ _autograd(activation_op, activation_impl, _activation_backward, _activation_setu
 
 # ---- lora_forward / lora_backward -----------------------------------------------------------
 
-def lora_forward_impl(x: Tensor, weight: Tensor, lora_a: Tensor, lora_b: Tensor, scale: float,
-                      bias: Optional[Tensor], impl: str) -> Tensor:
+def _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, return_xa):
+    """y, or (y, xa) with return_xa (xa None where PyTorch math ran instead of loraops)."""
+    def math():
+        y = _math.lora_forward(x, weight, lora_a, lora_b, scale, bias)
+        return (y, None) if return_xa else y
+
     return _dispatch.run(
         "lora_forward", impl, ("x", "weight", "lora_a", "lora_b", "bias"),
         (x, weight, lora_a, lora_b, bias),
-        lambda: loraops.lora_forward(x, weight, lora_a, lora_b, scale, bias, impl=impl),
-        lambda: _math.lora_forward(x, weight, lora_a, lora_b, scale, bias))
+        lambda: loraops.lora_forward(x, weight, lora_a, lora_b, scale, bias, return_xa=return_xa,
+                                     impl=impl),
+        math)
+
+
+def lora_forward_impl(x: Tensor, weight: Tensor, lora_a: Tensor, lora_b: Tensor, scale: float,
+                      bias: Optional[Tensor], impl: str) -> Tensor:
+    return _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, False)
 
 
 lora_forward_op = _op("lora_forward", lora_forward_impl)
@@ -306,15 +318,13 @@ def _lora_backward(ctx, g):
 
 
 def _lora_forward_keeping_xa(ctx, x, weight, lora_a, lora_b, scale, bias, impl):
-    """The eager Function's forward: loraops' kernel with return_xa, so the backward reads the
-    forward's x@A.T instead of recomputing it (the custom op, traced by torch.compile, does not
-    return it and its backward recomputes it). PyTorch math where loraops has no kernel."""
-    y, xa = _dispatch.run(
-        "lora_forward", impl, ("x", "weight", "lora_a", "lora_b", "bias"),
-        (x, weight, lora_a, lora_b, bias),
-        lambda: loraops.lora_forward(x, weight, lora_a, lora_b, scale, bias, return_xa=True,
-                                     impl=impl),
-        lambda: (_math.lora_forward(x, weight, lora_a, lora_b, scale, bias), None))
+    """The eager Function's forward: when lora_b needs a gradient, loraops' kernel with
+    return_xa, so the backward reads the forward's x@A.T instead of recomputing it (the custom
+    op, traced by torch.compile, does not return it and its backward recomputes it)."""
+    if ctx.needs_input_grad[3]:
+        y, xa = _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, True)
+    else:
+        y, xa = _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, False), None
     _lora_setup(ctx, (x, weight, lora_a, lora_b, scale, bias, impl), y, xa)
     return y
 

@@ -1,14 +1,16 @@
 // lora_forward on CUDA, vendor: the best a cuBLASLt-only design does, three GEMMs and no other
 // pass over y:
-//   1. t = scale * x @ A.T          [m, r] in the input dtype (as PyTorch keeps it), in scratch
-//   2. y = t @ B.T + bias           the bias epilogue; y written once
+//   1. t = x @ A.T                  [m, r] in the input dtype (as PyTorch keeps lora_A(x)), in
+//                                   scratch with a 16-byte row pitch
+//   2. y = scale * t @ B.T + bias   the bias epilogue (cuBLASLt adds it after alpha); y written
+//                                   once
 //   3. y = x @ W.T + 1 * y          the base GEMM reads y as C in its epilogue
-// When the caller asks for xa = x @ A.T (xa_out), step 1 writes that, unscaled, and step 2 applies
-// the scale as its alpha (cuBLASLt adds the bias after alpha).
 // The expand goes first so that the base GEMM, the expensive one, absorbs the low-rank term as its
 // C operand: at large m the GEMM is compute-bound and that read comes nearly free, where an expand
 // after it would read and write all of y again. A scale of 0 (or r = 0) skips 1 and 2: the term
 // is exactly zero then (inf/NaN in lora_a/lora_b do not reach y, unlike 0 * inf in the math).
+// When the caller keeps xa (xa_out), t is copied there (m x r, a small copy): y is the same bits
+// with or without it, and the expand keeps its aligned operand.
 // x with rows that are not evenly spaced is packed into scratch first (one copy of x).
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
@@ -24,6 +26,7 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   const int64_t es = dtype_size(p.dtype);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
   const bool keep_xa = p.xa_out != nullptr && p.m > 0 && p.r > 0;
+  const bool shrink = low_rank || keep_xa;
 
   // Scratch: [packed x][t], each 256-byte aligned; t's rows 16-byte aligned (cuBLASLt's
   // preferred layout: a narrower pitch can leave it no algorithm but the pack-everything one).
@@ -31,7 +34,7 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   const bool pack_x = !p.x.uniform(&x_rs) && p.k > 0;
   const int64_t ld_t = round_up(p.r, 16 / es);
   const int64_t x_bytes = pack_x ? round_up(p.m * p.k * es, 256) : 0;
-  const int64_t t_bytes = low_rank && !keep_xa ? round_up(p.m * ld_t * es, 256) : 0;
+  const int64_t t_bytes = shrink ? round_up(p.m * ld_t * es, 256) : 0;
   const Scratch lease = stream_scratch(p.device_index, stream, size_t(x_bytes + t_bytes),
                                        "lora_forward", "x");  // held until the last GEMM is enqueued
   char* scratch = lease.get();
@@ -50,22 +53,23 @@ void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream_ptr) {
   base.b = p.weight.p, base.b_rs = p.weight.cs, base.b_cs = p.weight.rs;  // W.T
   base.d = p.out, base.ldd = p.n;
 
-  // t: the caller's xa (unscaled, pitch r) or scratch (scaled, pitch ld_t)
-  void* t = keep_xa ? p.xa_out : scratch + x_bytes;
-  const int64_t t_ld = keep_xa ? p.r : ld_t;
-  if (keep_xa || low_rank) {
-    lt::GemmDesc shrink = base;
-    shrink.n = p.r;
-    shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
-    shrink.d = t, shrink.ldd = t_ld;
-    shrink.alpha = keep_xa ? 1.f : p.scale;
-    lt::gemm(shrink, stream, p.device_index);
+  void* t = scratch + x_bytes;
+  if (shrink) {
+    lt::GemmDesc e = base;  // t = x @ A.T
+    e.n = p.r;
+    e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;  // A.T
+    e.d = t, e.ldd = ld_t;
+    lt::gemm(e, stream, p.device_index);
   }
+  if (keep_xa)
+    LORAOPS_CUDA_CHECK(cudaMemcpy2DAsync(p.xa_out, size_t(p.r * es), t, size_t(ld_t * es),
+                                         size_t(p.r * es), size_t(p.m), cudaMemcpyDeviceToDevice,
+                                         stream));
   if (low_rank) {
     lt::GemmDesc expand = base;
     expand.k = p.r;
-    expand.alpha = keep_xa ? p.scale : 1.f;
-    expand.a = t, expand.a_rs = t_ld, expand.a_cs = 1;
+    expand.alpha = p.scale;
+    expand.a = t, expand.a_rs = ld_t, expand.a_cs = 1;
     expand.b = p.lora_b.p, expand.b_rs = p.lora_b.cs, expand.b_cs = p.lora_b.rs;  // B.T
     expand.bias = p.bias, expand.bias_stride = p.bias_stride;
     lt::gemm(expand, stream, p.device_index);

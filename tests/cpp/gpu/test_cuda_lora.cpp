@@ -317,7 +317,7 @@ HostTensor model(const Analysis& an, DType t, const std::vector<int64_t>& yshape
   for (int64_t i = 0; i < d.m; ++i) {
     for (int64_t q = 0; q < d.r; ++q) {
       const float v = an.t_f32[size_t(i * d.r + q)];
-      tq[size_t(q)] = mo == Model::Vendor ? round_to_dtype(t, scale * v) : v;
+      tq[size_t(q)] = mo == Model::Vendor ? round_to_dtype(t, v) : v;  // vendor: x@A.T rounded
     }
     for (int64_t j = 0; j < d.n; ++j) {
       float lora = 0;
@@ -327,7 +327,7 @@ HostTensor model(const Analysis& an, DType t, const std::vector<int64_t>& yshape
       if (mo == Model::Custom) {
         v = base + scale * lora + bias;
       } else {
-        const float p = round_to_dtype(t, lora);
+        const float p = round_to_dtype(t, scale * lora);  // the expand's alpha = scale
         const float y1 = d.has_bias ? round_to_dtype(t, p + bias) : p;
         v = base + y1;
       }

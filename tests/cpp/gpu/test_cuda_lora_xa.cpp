@@ -108,6 +108,13 @@ TEST(CudaLoraXa, ForwardKeepsXaBesideARightY) {
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         EXPECT_TRUE(within_tol(xa_out.fetch(), xa_ref, xa_tol, c.r)) << "xa";
         EXPECT_TRUE(within_tol(y.fetch(), y_ref, y_tol, c.n)) << "y";
+        // keeping xa changes nothing in y: the same bits as a call without it
+        const HostTensor with_xa = y.fetch();
+        y.poison();
+        lora_forward(dx.view, dw.view, da.view, db.view, c.scale, &dbias.view, y.view(),
+                     {.impl = impl});
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_TRUE(matches(y.fetch(), with_xa, Tol{0, 0})) << "y without xa_out";
       }
     }
 }
