@@ -373,10 +373,11 @@ def test_noise_pair(tmp_path):
     pair = noise["pairs"][0]
     assert pair["us_first"] > 0 and pair["us_repeat"] > 0
     gaps = [max(p["us_first"], p["us_repeat"]) / min(p["us_first"], p["us_repeat"]) - 1
-            for p in noise["pairs"]]
-    assert noise["floor"] == pytest.approx(max(gaps))
+            for p in noise["pairs"] if p["impl"] in ("vendor", "custom", "auto")]
+    # the floor counts loraops' vendor/custom/auto pairs only (here: none ran, so no floor)
+    assert noise["floor"] == (pytest.approx(max(gaps)) if gaps else None)
     report = (tmp_path / "report.md").read_text()
-    assert "### Noise" in report and "Noise floor: seed" in report
+    assert "### Noise" in report and "Noise floor: " in report
     assert "noise (seed): softmax [4,16,1024] float32 run twice" in (tmp_path / "stdout").read_text()
     assert "[repeat] softmax" in (tmp_path / "stderr").read_text()
 
