@@ -78,27 +78,44 @@ float at(const Tensor& v, int64_t b, int64_t h, int64_t s, int64_t d) {
                        b * v.strides[0] + h * v.strides[1] + s * v.strides[2] + d * v.strides[3]);
 }
 
-void check_case(const AttnCase& c, DType t) {
-  SCOPED_TRACE(std::string(c.name) + " " + dtype_name(t));
+// What the reference computes, or a deliberate bug in it (for the negative controls), or a model
+// of the same math in the input dtype (each probability rounded to it before P@V, the output
+// rounded once: what FlashAttention's kernels do).
+enum class Ref { Exact, InputDtypeModel, TopLeftCausal, WrongKvHead, NoScale, DropLastKey };
+
+struct Expected {
+  HostTensor out;
+  std::vector<double> tol;
+};
+
+struct Inputs4 {
+  Operand4 q, k, v;
+};
+
+Inputs4 make_inputs(const AttnCase& c, DType t) {
   seed_rng_for(c.name, t);
-  Operand4 q = make4(t, c.b, c.hq, c.sq, c.d, c.view), k = make4(t, c.b, c.hkv, c.sk, c.d, c.view),
-           v = make4(t, c.b, c.hkv, c.sk, c.d, c.view);
-  // fp64 reference and per-element tolerance
-  const double scale = 1.0 / std::sqrt(double(c.d)), u = unit_roundoff_of(t),
-               u32 = std::ldexp(1.0, -24);
-  const int64_t n = c.b * c.hq * c.sq * c.d;
-  HostTensor want(t, {c.b, c.hq, c.sq, c.d});
-  std::vector<double> tol(static_cast<size_t>(n));
+  return {make4(t, c.b, c.hq, c.sq, c.d, c.view), make4(t, c.b, c.hkv, c.sk, c.d, c.view),
+          make4(t, c.b, c.hkv, c.sk, c.d, c.view)};
+}
+
+Expected expected(const AttnCase& c, const Inputs4& in, DType t, Ref ref = Ref::Exact) {
+  const double scale = ref == Ref::NoScale ? 1.0 : 1.0 / std::sqrt(double(c.d)),
+               u = unit_roundoff_of(t), u32 = std::ldexp(1.0, -24);
+  Expected e{HostTensor(t, {c.b, c.hq, c.sq, c.d}),
+             std::vector<double>(static_cast<size_t>(c.b * c.hq * c.sq * c.d))};
   std::vector<double> p(size_t(std::max<int64_t>(c.sk, 1)));
   for (int64_t b = 0; b < c.b; ++b)
     for (int64_t h = 0; h < c.hq; ++h) {
-      const int64_t hk = h / (c.hq / c.hkv);
+      const int64_t hk = ref == Ref::WrongKvHead ? h % c.hkv : h / (c.hq / c.hkv);
       for (int64_t i = 0; i < c.sq; ++i) {
-        const int64_t kend = c.causal ? std::clamp<int64_t>(i + c.sk - c.sq + 1, 0, c.sk) : c.sk;
+        const int64_t shift = ref == Ref::TopLeftCausal ? 0 : c.sk - c.sq;
+        int64_t kend = c.causal ? std::clamp<int64_t>(i + shift + 1, 0, c.sk) : c.sk;
+        if (ref == Ref::DropLastKey && kend > 1) --kend;
         double mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j < kend; ++j) {
           double s = 0;
-          for (int64_t d = 0; d < c.d; ++d) s += double(at(q.view, b, h, i, d)) * at(k.view, b, hk, j, d);
+          for (int64_t d = 0; d < c.d; ++d)
+            s += double(at(in.q.view, b, h, i, d)) * at(in.k.view, b, hk, j, d);
           p[size_t(j)] = s * scale;
           mx = std::max(mx, p[size_t(j)]);
         }
@@ -106,18 +123,29 @@ void check_case(const AttnCase& c, DType t) {
         for (int64_t d = 0; d < c.d; ++d) {
           double o = 0, bound = 0;
           for (int64_t j = 0; j < kend; ++j) {
-            const double pv = p[size_t(j)] / sum, vv = at(v.view, b, hk, j, d);
-            o += pv * vv;
-            bound += pv * std::fabs(vv);
+            const double pr = ref == Ref::InputDtypeModel ? round_to_dtype(t, float(p[size_t(j)]))
+                                                          : p[size_t(j)];
+            const double vv = at(in.v.view, b, hk, j, d);
+            o += pr / sum * vv;
+            bound += p[size_t(j)] / sum * std::fabs(vv);
           }
-          const int64_t e = ((b * c.hq + h) * c.sq + i) * c.d + d;
-          want.set(e, float(o));
-          tol[size_t(e)] = 2 * u * bound + 2 * u * std::fabs(o) +
-                           32 * u32 * std::sqrt(double(c.sk + c.d)) * bound + 1e-30;
+          const int64_t idx = ((b * c.hq + h) * c.sq + i) * c.d + d;
+          e.out.set(idx, float(o));
+          e.tol[size_t(idx)] = 2 * u * bound + 2 * u * std::fabs(o) +
+                               32 * u32 * std::sqrt(double(c.sk + c.d)) * bound + 1e-30;
         }
       }
     }
-  DeviceOperand dq(q.storage, q.view), dk(k.storage, k.view), dv(v.storage, v.view);
+  return e;
+}
+
+void check_case(const AttnCase& c, DType t) {
+  SCOPED_TRACE(std::string(c.name) + " " + dtype_name(t));
+  const Inputs4 in = make_inputs(c, t);
+  const Operand4 &q = in.q, &k = in.k, &v = in.v;
+  const Expected want = expected(c, in, t);
+  HostTensor qs = q.storage, ks = k.storage, vs = v.storage;  // DeviceOperand takes them mutable
+  DeviceOperand dq(qs, q.view), dk(ks, k.view), dv(vs, v.view);
   detail::AttentionParams params;  // what the front end will build: the path the kernel takes
   params.dtype = t, params.d = c.d, params.hq = c.hq, params.batch = c.b;
   params.q = dq.view.data, params.k = dk.view.data, params.v = dv.view.data;
@@ -139,7 +167,7 @@ void check_case(const AttnCase& c, DType t) {
       continue;
     }
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_TRUE(within_tol(out.fetch(), want, tol, c.d));
+    EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
   }
 }
 
@@ -147,6 +175,27 @@ TEST(CudaAttention, MatchesFp64WithinTheRoundingsOfItsDtype) {
   LORAOPS_REQUIRE_GPU();
   for (const AttnCase& c : kCases)
     for (DType t : kAllDTypes) check_case(c, t);
+}
+
+// No GPU needed: the tolerance admits the roundings the kernels are allowed (the same math in the
+// input dtype) and rejects each of these bugs: top-left instead of bottom-right causal alignment,
+// the wrong key/value head for a query head, no scale, one visible key dropped.
+TEST(CudaAttention, ToleranceAdmitsTheInputDtypeAndCatchesBugs) {
+  const AttnCase cases[] = {kCases[3], kCases[4], kCases[7]};  // GQA Sq<Sk, Sq>Sk, multi-tile
+  for (const AttnCase& c : cases)
+    for (DType t : {DType::BFloat16, DType::Float16, DType::Float32}) {
+      SCOPED_TRACE(std::string(c.name) + " " + dtype_name(t));
+      const Inputs4 in = make_inputs(c, t);
+      const Expected want = expected(c, in, t);
+      EXPECT_TRUE(within_tol(expected(c, in, t, Ref::InputDtypeModel).out, want.out, want.tol, c.d))
+          << "the same math in the input dtype";
+      for (Ref bug : {Ref::TopLeftCausal, Ref::WrongKvHead, Ref::NoScale, Ref::DropLastKey}) {
+        if (bug == Ref::TopLeftCausal && (!c.causal || c.sq == c.sk)) continue;  // the same mask
+        if (bug == Ref::WrongKvHead && (c.hkv == 1 || c.hkv == c.hq)) continue;  // the same head
+        EXPECT_FALSE(within_tol(expected(c, in, t, bug).out, want.out, want.tol, c.d))
+            << "bug " << int(bug) << " passes";
+      }
+    }
 }
 
 TEST(CudaAttention, VendorIsADocumentedAbsence) {
