@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: build only the C++ latency bench and profile kernels with Nsight Compute.
 #   usage: scripts/device_profile.sh [latency-filter] [ncu-kernel-regex...]
-# Writes $OUT/latency*.txt (once per LORAOPS_DECODE_WARPS value in $WARPS, default "default")
-# and $OUT/ncu_<n>.txt (one per regex: the 3rd launch of a matching kernel, with the filter's
+# Writes $OUT/latency.txt and $OUT/ncu_<n>.txt (one per regex: the 3rd launch of a matching kernel, with the filter's
 # cases only), and prints the key lines.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +15,8 @@ cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${G
   >"$OUT/configure.txt" 2>&1 && ninja -C build/dev loraops_latency >"$OUT/build.txt" 2>&1 ||
   { tail -30 "$OUT/build.txt"; exit 1; }
 B=build/dev/loraops_latency
-for w in ${WARPS:-default}; do
-  if [ "$w" = default ]; then timeout 120 $B 2000 "$FILTER" >"$OUT/latency_$w.txt" 2>&1
-  else LORAOPS_DECODE_WARPS=$w timeout 120 $B 2000 "$FILTER" >"$OUT/latency_$w.txt" 2>&1; fi
-  echo "--- latency (warps: $w)"; cat "$OUT/latency_$w.txt"
-done
+timeout 120 $B 2000 "$FILTER" >"$OUT/latency.txt" 2>&1
+echo "--- latency"; cat "$OUT/latency.txt"
 i=0
 for rx in "$@"; do
   i=$((i + 1))
