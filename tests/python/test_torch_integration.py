@@ -323,7 +323,9 @@ def test_opcheck():
         (ops.layer_norm, (x, w, b, 1e-5, "auto")),
         (ops.activation, (x, "silu", "auto")),
         (ops.lora_forward, (x, lw, la, lb, 2.0, w[:8], "auto")),
+        (ops.lora_forward_xa, (x, lw, la, lb, 2.0, w[:8], "auto")),
         (ops.lora_backward, (randn(3, 8, seed=88), x, lw, la, lb, 2.0, "auto")),
+        (ops.lora_backward, (randn(3, 8, seed=88), x, lw, la, lb, 2.0, "auto", x @ la.t())),
         (ops.attention, (q, k, k, True, None, "auto")),
     ]
     for op, args in cases:
@@ -373,6 +375,36 @@ def test_torch_compile_fullgraph(backend):
     lora_reference(m, xr).square().sum().backward()
     close(gA, m.lora_A["default"].weight.grad, what="compiled grad A")
     close(xg.grad, xr.grad, what="compiled grad x")
+
+
+def test_traced_training_keeps_xa():
+    """Under torch.compile a training step traces loraops::lora_forward_xa (the forward that keeps
+    x@A.T for the backward) and its gradients match eager's; with lora_b frozen, or in
+    inference, it traces the plain loraops::lora_forward."""
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this Python")
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    x, w, a, b = randn(3, 16, seed=95), randn(8, 16, seed=96), randn(4, 16, seed=97), randn(8, 4)
+
+    def step(x, w, a, b):
+        return lt.lora_forward(x, w, a, b, 0.5).square().sum()
+
+    leaves = [t.clone().requires_grad_(i != 1) for i, t in enumerate((x, w, a, b))]
+    torch.compile(step, fullgraph=True, backend=recording)(*leaves).backward()
+    assert "lora_forward_xa" in graphs[-1], graphs[-1]
+    ref = [t.clone().requires_grad_(i != 1) for i, t in enumerate((x, w, a, b))]
+    step(*ref).backward()
+    for i in (0, 2, 3):
+        close(leaves[i].grad, ref[i].grad, 1e-5, 1e-5, f"compiled grad {i}")
+    frozen_b = [t.clone().requires_grad_(i in (0, 2)) for i, t in enumerate((x, w, a, b))]
+    torch._dynamo.reset()
+    torch.compile(step, fullgraph=True, backend=recording)(*frozen_b)
+    assert "lora_forward_xa" not in graphs[-1] and "lora_forward" in graphs[-1], graphs[-1]
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")

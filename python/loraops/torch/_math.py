@@ -201,6 +201,12 @@ def activation_backward(g, x, kind):
     return out.to(x.dtype)
 
 
+def x_at_a(x, lora_a):
+    """x @ lora_a.T in x's dtype (what loraops' lora_forward(return_xa=True) returns)."""
+    acc = acc_dtype(x)
+    return torch.matmul(x.to(acc), lora_a.to(acc).t()).to(x.dtype)
+
+
 def lora_backward(g, x, weight, lora_a, lora_b, scale, xa=None):
     """(grad_x, grad_a, grad_b) of lora_forward, as loraops.lora_backward defines them (with `xa`,
     the forward's x@A.T, in place of recomputing it)."""

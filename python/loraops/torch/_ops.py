@@ -9,7 +9,9 @@ stream (so CUDA-graph capture works). With ``impl="auto"`` it falls back to the 
 Backwards (``register_autograd``):
 
 - lora_forward: ``loraops::lora_backward`` for x, lora_a and lora_b (itself PyTorch math where
-  loraops has no lora_backward kernel for the device); bias: ``grad_y`` summed over rows; weight
+  loraops has no lora_backward kernel for the device), given the forward's x@A.T where it kept
+  it (the eager Function, and ``loraops::lora_forward_xa``, which functional.lora_forward
+  traces when lora_b needs a gradient); bias: ``grad_y`` summed over rows; weight
   (frozen in LoRA; only if it requires grad): ``grad_y.T @ x`` in PyTorch;
 - matmul, softmax, rms_norm, layer_norm, activation, attention: PyTorch math (loraops has no
   backward kernels for them); rms_norm, layer_norm and attention recompute their statistics or
@@ -251,10 +253,11 @@ _autograd(activation_op, activation_impl, _activation_backward, _activation_setu
 # ---- lora_forward / lora_backward -----------------------------------------------------------
 
 def _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, return_xa):
-    """y, or (y, xa) with return_xa (xa None where PyTorch math ran instead of loraops)."""
+    """y, or (y, xa) with return_xa (xa from PyTorch math too where that ran instead of
+    loraops)."""
     def math():
         y = _math.lora_forward(x, weight, lora_a, lora_b, scale, bias)
-        return (y, None) if return_xa else y
+        return (y, _math.x_at_a(x, lora_a)) if return_xa else y
 
     return _dispatch.run(
         "lora_forward", impl, ("x", "weight", "lora_a", "lora_b", "bias"),
@@ -331,6 +334,37 @@ def _lora_forward_keeping_xa(ctx, x, weight, lora_a, lora_b, scale, bias, impl):
 
 _autograd(lora_forward_op, lora_forward_impl, _lora_backward, _lora_setup,
           _lora_forward_keeping_xa)
+
+
+# The traced counterpart (torch.compile, functorch): lora_forward that also returns x@A.T, which
+# its autograd saves for the backward; functional.lora_forward calls it in place of
+# lora_forward when tracing with lora_b's gradient wanted, and returns y alone.
+
+def lora_forward_xa_impl(x: Tensor, weight: Tensor, lora_a: Tensor, lora_b: Tensor, scale: float,
+                         bias: Optional[Tensor], impl: str) -> Tuple[Tensor, Tensor]:
+    return _lora_forward_run(x, weight, lora_a, lora_b, scale, bias, impl, True)
+
+
+lora_forward_xa_op = _op("lora_forward_xa", lora_forward_xa_impl)
+
+
+@lora_forward_xa_op.register_fake
+def _(x, weight, lora_a, lora_b, scale, bias, impl):
+    return (x.new_empty((*x.shape[:-1], weight.shape[0])),
+            x.new_empty((*x.shape[:-1], lora_a.shape[0])))
+
+
+def _lora_xa_setup(ctx, inputs, output):
+    y, xa = output
+    ctx.mark_non_differentiable(xa)
+    _lora_setup(ctx, inputs, y, xa)
+
+
+def _lora_xa_backward(ctx, g, _g_xa):
+    return _lora_backward(ctx, g)
+
+
+lora_forward_xa_op.register_autograd(_lora_xa_backward, setup_context=_lora_xa_setup)
 
 
 # ---- attention ------------------------------------------------------------------------------

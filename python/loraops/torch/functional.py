@@ -138,9 +138,10 @@ def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
     differentiable.
 
     Gradients: x, lora_a and lora_b from ``loraops::lora_backward`` (loraops' kernel; PyTorch math
-    where loraops has no lora_backward for the device and dtype, e.g. float64); in eager mode
-    the forward keeps ``x @ lora_a.T`` for it, so the backward does not recompute that product
-    (under torch.compile it does); bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
+    where loraops has no lora_backward for the device and dtype, e.g. float64); when lora_b needs
+    a gradient the forward keeps ``x @ lora_a.T`` for it (in eager mode and under torch.compile
+    alike, the latter through ``loraops::lora_forward_xa``), so the backward does not recompute
+    that product; bias: ``grad_y`` summed over the leading dims (PyTorch); weight, when it requires
     grad (it is frozen in LoRA): ``grad_y.T @ x`` (PyTorch).
     """
     op = "lora_forward"
@@ -151,8 +152,11 @@ def lora_forward(x, weight, lora_a, lora_b, scale, bias=None, *, impl="auto"):
     n, _ = _check_lora(op, x, weight, lora_a, lora_b)
     if bias is not None:
         _shape(op, "bias", bias, (n,), "weight's N")
-    return call(_ops.lora_forward_op, _ops.lora_forward_impl, x, weight, lora_a, lora_b,
-                real(op, "scale", scale), bias, impl)
+    args = (x, weight, lora_a, lora_b, real(op, "scale", scale), bias, impl)
+    if (torch.is_grad_enabled() and lora_b.requires_grad
+            and not _ops._eager([t for t in args if isinstance(t, torch.Tensor)])):
+        return _ops.lora_forward_xa_op(*args)[0]  # traced: the op that keeps x@A.T
+    return call(_ops.lora_forward_op, _ops.lora_forward_impl, *args)
 
 
 def lora_backward(grad_y, x, weight, lora_a, lora_b, scale, *, xa=None, impl="auto"):
