@@ -23,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -75,6 +76,8 @@ struct Case {
   loraops::DType dtype = loraops::DType::Float32;
   std::vector<int64_t> x;
   int64_t n = 0, r = 0;
+  int64_t sk = 0, hkv = 0;  // attention: x is q [B, Hq, Sq, D]; k, v are [B, hkv, sk, D]
+  bool causal = false;
   double scale = 0, eps = 0;
   int dim = -1;
   std::string line;  // as read, for the input seed
@@ -91,8 +94,20 @@ struct Case {
     return op == "softmax" || op == "rms_norm" || op == "layer_norm" || op == "activation";
   }
   bool is_lora() const { return op == "lora_forward" || op == "lora_backward"; }
+  bool is_attention() const { return op == "attention"; }
   // suites.Case.is_decode
-  bool is_decode() const { return (op == "matmul" || is_lora()) && m() <= 16; }
+  bool is_decode() const {
+    if (is_attention()) return x[2] == 1;
+    return (op == "matmul" || is_lora()) && m() <= 16;
+  }
+  // suites.Case.visible_pairs: (query, key) pairs per head, bottom-right causal
+  int64_t visible_pairs() const {
+    const int64_t sq = x[2];
+    if (!causal) return sq * sk;
+    int64_t n_pairs = 0;
+    for (int64_t i = 0; i < sq; ++i) n_pairs += std::min(sk, std::max<int64_t>(0, i + sk - sq + 1));
+    return n_pairs;
+  }
   int64_t itemsize() const { return loraops::dtype_size(dtype); }
 
   // suites.Case.shape_text: the `shape` key --compare matches rows on, so it must be the same text.
@@ -102,15 +117,22 @@ struct Case {
       if (i) dims += ',';
       dims += std::to_string(x[i]);
     }
+    if (is_attention())
+      return "q[" + dims + "] kv[" + std::to_string(hkv) + "," + std::to_string(sk) + "]" +
+             (causal ? " causal" : "");
     if (is_row_op()) return "[" + dims + "]";
     if (op == "matmul") return "[" + dims + "]@[" + std::to_string(n) + "," + std::to_string(k()) + "].T";
     return "x[" + dims + "] N=" + std::to_string(n) + " r=" + std::to_string(r);
   }
-  // suites.Case.weight_bytes
-  int64_t weight_bytes() const { return (n * k() + r * k() + n * r) * itemsize(); }
+  // suites.Case.weight_bytes (attention: the keys and values)
+  int64_t weight_bytes() const {
+    if (is_attention()) return 2 * x[0] * hkv * sk * x[3] * itemsize();
+    return (n * k() + r * k() + n * r) * itemsize();
+  }
   // suites.Case.bytes: bytes read plus written by an ideal implementation (each tensor once).
   int64_t bytes() const {
     const int64_t e = itemsize(), M = m(), K = k(), N = n, R = r;
+    if (is_attention()) return 2 * numel_x() * e + weight_bytes();  // q, out; k, v
     if (is_row_op()) {
       const int64_t params = (op == "rms_norm" ? 1 : op == "layer_norm" ? 2 : 0) * K;
       return (2 * numel_x() + params) * e;
@@ -123,6 +145,7 @@ struct Case {
   // suites.Case.flops: multiply-adds x 2 of the math as written; -1 (None) for the row ops.
   int64_t flops() const {
     const int64_t M = m(), K = k(), N = n, R = r;
+    if (is_attention()) return 4 * x[0] * x[1] * x[3] * visible_pairs();
     if (is_row_op()) return -1;
     if (op == "matmul") return 2 * M * N * K;
     if (op == "lora_forward") return 2 * M * N * K + 2 * M * R * (K + N);
@@ -234,7 +257,12 @@ CasesFile read_cases(const std::string& path) {
       if (f.count("scale")) c.scale = to_double("scale", f["scale"]);
       if (f.count("eps")) c.eps = to_double("eps", f["eps"]);
       if (f.count("dim")) c.dim = int(to_int("dim", f["dim"]));
-      const bool known = c.is_row_op() || c.is_lora() || c.op == "matmul";
+      if (f.count("sk")) c.sk = to_int("sk", f["sk"]);
+      if (f.count("hkv")) c.hkv = to_int("hkv", f["hkv"]);
+      if (f.count("causal")) c.causal = to_int("causal", f["causal"]) != 0;
+      const bool known = c.is_row_op() || c.is_lora() || c.op == "matmul" || c.is_attention();
+      if (c.is_attention() && (c.x.size() != 4 || c.hkv <= 0))
+        throw std::runtime_error("attention needs x = B,Hq,Sq,D and hkv >= 1");
       if (!known) throw std::runtime_error("unknown op '" + c.op + "'");
       if (c.op == "activation") loraops::parse_activation(c.kind);  // throws on a bad kind
       cf.cases.push_back(std::move(c));
@@ -346,6 +374,10 @@ std::vector<InputSpec> input_specs(const Case& c) {
   const int64_t M = c.m(), K = c.k(), N = c.n, R = c.r;
   const std::vector<int64_t> mk{M, K};
   if (c.op == "softmax" || c.op == "activation") return {{"x", c.x, 1.0, 0.0}};
+  if (c.is_attention()) {
+    const std::vector<int64_t> kv{c.x[0], c.hkv, c.sk, c.x[3]};
+    return {{"q", c.x, 1.0, 0.0}, {"k", kv, 1.0, 0.0}, {"v", kv, 1.0, 0.0}};
+  }
   if (c.op == "rms_norm") return {{"x", c.x, 1.0, 0.0}, {"weight", {K}, 0.1, 1.0}};
   if (c.op == "layer_norm")
     return {{"x", c.x, 1.0, 0.0}, {"weight", {K}, 0.1, 1.0}, {"bias", {K}, 0.1, 0.0}};
@@ -417,6 +449,8 @@ void make_inputs(CaseData& d, const Case& c, bool cuda) {
     out_shapes.push_back(dims_of(loraops::matmul_shape(t[0], t[1], opt)));
   } else if (c.op == "lora_forward") {
     out_shapes.push_back(dims_of(loraops::lora_forward_shape(t[0], t[1], t[2], t[3])));
+  } else if (c.is_attention()) {
+    out_shapes.push_back(dims_of(loraops::attention_shape(t[0], t[1], t[2])));
   } else {
     const auto s = loraops::lora_backward_shapes(t[0], t[1], t[2], t[3], t[4]);
     out_shapes = {dims_of(s.grad_x), dims_of(s.grad_a), dims_of(s.grad_b)};
@@ -475,6 +509,8 @@ void call(const CaseData& d, int i, const loraops::Exec& ex) {
     loraops::matmul(t[0], t[1], opt, o[0], ex);
   } else if (c.op == "lora_forward") {
     loraops::lora_forward(t[0], t[1], t[2], t[3], c.scale, nullptr, o[0], ex);
+  } else if (c.is_attention()) {
+    loraops::attention(t[0], t[1], t[2], c.causal, std::nullopt, o[0], ex);
   } else {
     loraops::lora_backward(t[0], t[1], t[2], t[3], t[4], c.scale, o[0], o[1], o[2], ex);
   }
@@ -914,6 +950,10 @@ std::string args_json(const Case& c) {
     x += jint(c.x[i]);
   }
   std::string s = "{\"x\": " + x + "]";
+  if (c.is_attention())
+    return s + ", \"b\": " + jint(c.x[0]) + ", \"hq\": " + jint(c.x[1]) + ", \"hkv\": " +
+           jint(c.hkv) + ", \"sq\": " + jint(c.x[2]) + ", \"sk\": " + jint(c.sk) + ", \"d\": " +
+           jint(c.x[3]) + ", \"causal\": " + jbool(c.causal) + "}";
   if (!c.is_row_op()) s += ", \"m\": " + jint(c.m()) + ", \"k\": " + jint(c.k()) + ", \"n\": " + jint(c.n);
   if (c.is_lora()) s += ", \"r\": " + jint(c.r) + ", \"scale\": " + jnum(c.scale);
   if (!c.kind.empty()) s += ", \"kind\": " + jstr(c.kind);

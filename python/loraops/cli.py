@@ -21,7 +21,7 @@ def _parser():
         description="Times the reference, vendor, custom and auto implementations (and PyTorch "
                     "eager, when importable; torch.compile with --torch-compile) of each case of "
                     "a suite; prints a table and writes results.json and report.md.")
-    b.add_argument("--suite", choices=("seed", "rowwise", "lora", "all"), default="seed",
+    b.add_argument("--suite", choices=("seed", "rowwise", "lora", "attention", "all"), default="seed",
                    help="which shapes (default: seed)")
     b.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when PyTorch sees a GPU and loraops has its CUDA backend")

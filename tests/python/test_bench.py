@@ -136,13 +136,48 @@ def test_suites_are_well_formed():
         every = suites.cases("all", device, ("float16", "bfloat16"))
         assert len(every) == len(set(every))
         assert {c.op for c in every} >= {"lora_forward", "lora_backward", "matmul", "softmax",
-                                         "activation"}
+                                         "activation", "attention"}
         for c in every:  # every case can say its size
             assert c.bytes() > 0 and (c.is_row_op or c.flops() > 0)
     # Every LoRA forward case of the lora suite has its base GEMM alongside.
     lora = suites.cases("lora", "cuda")
     gemms = {(c.m, c.k, c.n) for c in lora if c.op == "matmul"}
     assert all((c.m, c.k, c.n) in gemms for c in lora if c.op == "lora_forward")
+
+
+def test_attention_cases():
+    """Attention's formulas: FlashAttention's FLOP count over the visible (query, key) pairs of
+    the bottom-right causal mask, bytes of q, out, k and v; causal cases keep Sq == Sk (where
+    PyTorch's top-left is_causal agrees)."""
+    c = suites.Case("attention", "attention", "bfloat16", (2, 8, 128, 64), sk=128, hkv=2,
+                    causal=True)
+    assert c.visible_pairs() == 128 * 129 // 2 and c.flops() == 4 * 2 * 8 * 64 * 128 * 129 // 2
+    assert c.bytes() == 2 * (2 * 2 * 8 * 128 * 64 + 2 * 2 * 2 * 128 * 64)
+    assert c.shape_text() == "q[2,8,128,64] kv[2,128] causal" and not c.is_decode
+    wide = suites.Case("attention", "attention", "float32", (1, 1, 3, 8), sk=5, hkv=1, causal=True)
+    assert wide.visible_pairs() == 3 + 4 + 5  # row i sees keys j <= i + 2
+    tall = suites.Case("attention", "attention", "float32", (1, 1, 5, 8), sk=3, hkv=1, causal=True)
+    assert tall.visible_pairs() == 0 + 0 + 1 + 2 + 3
+    dec = suites.Case("attention", "attention", "bfloat16", (1, 32, 1, 128), sk=4096, hkv=8)
+    assert dec.is_decode and dec.weight_bytes() == 2 * 8 * 4096 * 128 * 2
+    for device in ("cpu", "cuda"):
+        for a in suites.cases("attention", device):
+            assert a.x[2] == a.sk or not a.causal, a
+            assert a.x[1] % a.hkv == 0
+    assert {c.args()["causal"] for c in suites.cases("attention", "cuda")} == {True, False}
+
+
+def test_sdpa_backends_only_for_attention_on_cuda():
+    r = run.Runner.__new__(run.Runner)
+    r.impls = run.IMPLS + (run.TORCH,)
+    r.sdpa = run.SDPA_IMPLS
+    attn = suites.cases("attention", "cuda")[0]
+    lora = suites.cases("lora", "cuda")[0]
+    assert r.impls_for(attn) == run.IMPLS + (run.TORCH,) + run.SDPA_IMPLS
+    assert r.impls_for(lora) == run.IMPLS + (run.TORCH,)
+    r.impls = run.IMPLS + (run.TORCH, run.TORCH_COMPILE)
+    assert r.impls_for(attn)[-1] == run.TORCH_COMPILE  # compile stays last, as the report orders
+    assert run.SDPA_IMPLS == ("torch.flash", "torch.efficient", "torch.cudnn")
 
 
 def test_reference_size_rule():
@@ -629,6 +664,12 @@ def _cpp_cases():
     pick += [c for c in seed if c.is_row_op]
     pick += [suites.Case("rowwise", "activation", "bfloat16", (8, 256), kind="gelu_tanh")]
     pick += [c for c in lora if c.op == "matmul"][:1] + [c for c in lora if c.op == "lora_backward"]
+    # attention: causal with Sq == Sk and Sq < Sk (the visible-pairs sum), GQA decode
+    pick += [suites.Case("attention", "attention", "float32", (1, 4, 64, 32), sk=64, hkv=2,
+                         causal=True),
+             suites.Case("attention", "attention", "float32", (1, 2, 40, 32), sk=70, hkv=1,
+                         causal=True),
+             suites.Case("attention", "attention", "float32", (1, 4, 1, 32), sk=300, hkv=2)]
     return pick
 
 

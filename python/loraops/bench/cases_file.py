@@ -14,7 +14,7 @@ from .suites import LORA_SCALE, Case
 
 FORMAT = "loraops-cases/1"
 # Every line carries every key, in this order (a reader ignores keys it does not know).
-KEYS = ("suite", "op", "dtype", "x", "n", "r", "kind", "scale", "dim", "eps")
+KEYS = ("suite", "op", "dtype", "x", "n", "r", "kind", "scale", "dim", "eps", "sk", "hkv", "causal")
 
 
 def _num(v):
@@ -30,7 +30,8 @@ def case_fields(case):
     return {"suite": case.suite, "op": case.op, "dtype": case.dtype,
             "x": ",".join(str(int(d)) for d in case.x), "n": str(int(case.n)),
             "r": str(int(case.r)), "kind": case.kind, "scale": _num(scale), "dim": "-1",
-            "eps": _num(eps)}
+            "eps": _num(eps), "sk": str(int(case.sk)), "hkv": str(int(case.hkv)),
+            "causal": "1" if case.causal else "0"}
 
 
 def format_case(case):
@@ -80,5 +81,7 @@ def read(path):
             continue
         f = parse_line(line)
         cases.append(Case(f["suite"], f["op"], f["dtype"], tuple(int(d) for d in f["x"].split(",")),
-                          n=int(f.get("n", 0)), r=int(f.get("r", 0)), kind=f.get("kind", "")))
+                          n=int(f.get("n", 0)), r=int(f.get("r", 0)), kind=f.get("kind", ""),
+                          sk=int(f.get("sk", 0)), hkv=int(f.get("hkv", 0)),
+                          causal=f.get("causal", "0") == "1"))
     return head, cases

@@ -37,6 +37,9 @@ def _numpy_dtype(name):
 def _specs(case):
     """(name, shape, scale, offset) of each input, in the order the op takes them."""
     m, k, n, r, x = case.m, case.k, case.n, case.r, case.x
+    if case.op == "attention":
+        kv = (x[0], case.hkv, case.sk, x[3])
+        return [("q", x, 1.0, 0.0), ("k", kv, 1.0, 0.0), ("v", kv, 1.0, 0.0)]
     if case.op == "softmax" or case.op == "activation":
         return [("x", x, 1.0, 0.0)]
     if case.op == "rms_norm":
@@ -56,7 +59,8 @@ def _specs(case):
 
 def _seed(case):
     # Stable across runs and processes (hash() is salted), distinct per case.
-    return zlib.crc32(f"{case.op}{case.x}{case.n}{case.r}{case.kind}{case.dtype}".encode())
+    return zlib.crc32(f"{case.op}{case.x}{case.n}{case.r}{case.kind}{case.dtype}"
+                      f"{case.sk}{case.hkv}{case.causal}".encode())
 
 
 def make_inputs(case, device, torch=None):
@@ -110,6 +114,8 @@ def loraops_call(ops, case, impl, inp):
     if op == "lora_backward":
         return lambda: ops.lora_backward(inp["grad_y"], inp["x"], inp["weight"], inp["lora_a"],
                                          inp["lora_b"], s, impl=impl)
+    if op == "attention":
+        return lambda: ops.attention(inp["q"], inp["k"], inp["v"], causal=case.causal, impl=impl)
     raise ValueError(f"no loraops call defined for op {op!r}")
 
 
@@ -120,12 +126,50 @@ def _torch_rms_norm(torch):
     return lambda x, w: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + RMS_EPS) * w
 
 
-def torch_fn(torch, case):
+# PyTorch's SDPA backends timed one by one for attention on CUDA (impl "torch.<name>"), beside
+# "torch" (SDPA choosing for itself): the issue's bar is the best of them.
+SDPA_BACKENDS = ("flash", "efficient", "cudnn")
+_SDPA_ENUM = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+              "cudnn": "CUDNN_ATTENTION"}
+
+
+def _sdpa(torch, case, backend=None):
+    """PyTorch's scaled_dot_product_attention for the case (GQA through enable_gqa, or the kv
+    heads repeated where this PyTorch predates it); inside sdpa_kernel(backend) when given."""
+    F = torch.nn.functional
+    causal, group = case.causal, case.x[1] // case.hkv
+
+    def attend(q, k, v):
+        try:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                  enable_gqa=group > 1)
+        except TypeError:  # PyTorch < 2.5: no enable_gqa
+            if group > 1:
+                k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    if backend is None:
+        return attend
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    which = getattr(SDPBackend, _SDPA_ENUM[backend])
+
+    def pinned(q, k, v):
+        with sdpa_kernel(which):
+            return attend(q, k, v)
+
+    return pinned
+
+
+def torch_fn(torch, case, backend=None):
     """(f, names): f computes the case's math the way a PyTorch user writes it, from the tensors
     named in `names`, passed positionally in that order. One definition for eager and
     torch.compile, which compiles f itself (tensors as arguments, not captured: one compiled
-    graph then serves every rotated copy of the inputs)."""
+    graph then serves every rotated copy of the inputs). backend: an SDPA_BACKENDS name, pinned
+    for attention."""
     F = torch.nn.functional
+    if case.op == "attention":
+        return _sdpa(torch, case, backend), ("q", "k", "v")
     s = LORA_SCALE
     op = case.op
     if op == "softmax":
@@ -160,9 +204,10 @@ def bind(f, names, t):
     return lambda: f(*args)
 
 
-def torch_call(torch, case, t):
-    """A zero-argument callable doing the case's math in PyTorch eager on the tensors `t`."""
-    f, names = torch_fn(torch, case)
+def torch_call(torch, case, t, backend=None):
+    """A zero-argument callable doing the case's math in PyTorch eager on the tensors `t` (with
+    SDPA `backend` pinned, for attention)."""
+    f, names = torch_fn(torch, case, backend)
     return bind(f, names, t)
 
 

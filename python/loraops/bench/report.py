@@ -9,11 +9,15 @@ import math
 import os
 from collections import OrderedDict
 
-IMPL_ORDER = ("reference", "vendor", "custom", "auto", "torch", "torch.compile")
+from .frameworks import SDPA_BACKENDS
+
+SDPA = tuple("torch." + b for b in SDPA_BACKENDS)  # attention on CUDA: SDPA, backend pinned
+IMPL_ORDER = ("reference", "vendor", "custom", "auto", "torch") + SDPA + ("torch.compile",)
 # "auto" only dispatches to vendor or custom, so it never counts as a contender of its own.
-CONTENDERS = ("reference", "vendor", "custom", "torch", "torch.compile")
-FRAMEWORKS = (("torch", "PyTorch eager"), ("torch.compile", "torch.compile"))
-FRAMEWORK_IMPLS = tuple(fw for fw, _name in FRAMEWORKS)
+CONTENDERS = ("reference", "vendor", "custom", "torch") + SDPA + ("torch.compile",)
+FRAMEWORKS = (("torch", "PyTorch eager"), ("torch.flash", "PyTorch SDPA flash"),
+              ("torch.efficient", "PyTorch SDPA memory-efficient"),
+              ("torch.cudnn", "PyTorch SDPA cuDNN"), ("torch.compile", "torch.compile"))
 # A winner by less than the suite's measured noise floor is a tie; the floor is one pair of
 # medians, a small sample, so a tie is never narrower than TIE_MIN. Without a noise measurement
 # (an interrupted run), TIE_DEFAULT stands in (--compare's MIN_CHANGE).
@@ -444,7 +448,7 @@ def _lora_gemm_section(cases):
 _FAMILIES = OrderedDict([("matmul", "GEMM (matmul)"), ("lora_forward", "LoRA forward"),
                          ("lora_backward", "LoRA backward"), ("softmax", "softmax"),
                          ("rms_norm", "RMSNorm"), ("layer_norm", "LayerNorm"),
-                         ("activation", "activations")])
+                         ("activation", "activations"), ("attention", "attention")])
 
 
 def _frameworks_line(doc):

@@ -17,6 +17,8 @@ from . import ceilings, check, cpp_run, environment, frameworks, report, suites,
 IMPLS = ("reference", "vendor", "custom", "auto")
 TORCH = "torch"
 TORCH_COMPILE = "torch.compile"  # only with --torch-compile: each case costs a compile (seconds)
+# attention on CUDA: PyTorch's SDPA with each backend pinned, beside "torch" (SDPA's own choice)
+SDPA_IMPLS = report.SDPA
 SCHEMA = "loraops-bench/1"
 DEFAULT_REPEATS = 20
 # Cases faster than this (µs per call, eager) are latency-bound: also time them in graph replay.
@@ -123,9 +125,17 @@ class Runner:
         with_torch = (TORCH,) if torch is not None else ()
         with_compile = (TORCH_COMPILE,) if torch is not None and opts.torch_compile else ()
         self.impls = IMPLS + with_torch + with_compile
+        self.sdpa = SDPA_IMPLS if torch is not None and device == "cuda" else ()
         self.l2_bytes, self.l2_assumed = (environment.l2_cache_bytes(torch) if device == "cuda"
                                           else (None, None))
         self.repeat_rows = []  # the noise measurement: each suite's first and heaviest case, again
+
+    def impls_for(self, case):
+        """The implementations timed for a case: the run's, plus the SDPA backends for
+        attention."""
+        if case.op == "attention" and self.sdpa:
+            return self.impls[:len(IMPLS) + 1] + self.sdpa + self.impls[len(IMPLS) + 1:]
+        return self.impls
 
     def time(self, fns):
         if self.device == "cuda":
@@ -143,6 +153,10 @@ class Runner:
         try:
             if impl == TORCH:
                 fns = [frameworks.torch_call(self.torch, case, t) for t in inputs.torch_copies]
+            elif impl in SDPA_IMPLS:
+                backend = impl.split(".", 1)[1]
+                fns = [frameworks.torch_call(self.torch, case, t, backend)
+                       for t in inputs.torch_copies]
             elif impl == TORCH_COMPILE:
                 fns = self.compiled(row, case, inputs)
                 if fns is None:
@@ -171,7 +185,10 @@ class Runner:
         except self.ops.UnsupportedError as e:  # a registered kernel that is still a stub
             row.update(status="absent", note=str(e))
         except Exception as e:
-            row.update(status="error", note=_error_text(e))
+            if impl in SDPA_IMPLS and "No available kernel" in str(e):  # not for this shape
+                row.update(status="absent", note=f"SDPA {impl[6:]}: {_error_text(e)}")
+            else:
+                row.update(status="error", note=_error_text(e))
         return row
 
     def compiled(self, row, case, inputs):
@@ -225,7 +242,7 @@ class Runner:
         self.err.flush()
 
     def run(self, cases):
-        rows, total, i = [], len(cases) * len(self.impls), 0
+        rows, total, i = [], sum(len(self.impls_for(c)) for c in cases), 0
         interrupted = False
         first = {}  # suite -> (its first case, that case's rows)
         longest = {}  # suite -> (slowest loraops median µs, case, rows): the heaviest case
@@ -233,7 +250,7 @@ class Runner:
             for n, case in enumerate(cases):
                 inputs = self._inputs(case)
                 case_rows = []
-                for impl in self.impls:
+                for impl in self.impls_for(case):
                     i += 1
                     self.progress(i, total, case, impl)
                     row = self.measure(case, impl, inputs)
@@ -421,7 +438,8 @@ def run_bench(opts, ops=None, out=None, err=None):
         "mlx": environment.mlx_info(),
         "ceilings": ceil,
         "suite": opts.suite,
-        "impls": list(runner.impls),
+        "impls": list(runner.impls) + (list(runner.sdpa) if any(c.op == "attention"
+                                                                  for c in cases) else []),
         "options": {"repeats": runner.repeats, "quick": opts.quick, "match": opts.match or None,
                     "torch_compile": bool(opts.torch_compile),
                     "rotate_below_bytes": (int(ROTATE_L2_FACTOR * runner.l2_bytes)

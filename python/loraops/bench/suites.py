@@ -8,7 +8,7 @@ numbers stay comparable across devices).
 from dataclasses import dataclass
 from math import prod
 
-SUITES = ("seed", "rowwise", "lora")
+SUITES = ("seed", "rowwise", "lora", "attention")
 ROW_OPS = ("softmax", "rms_norm", "layer_norm", "activation")
 LORA_SCALE = 2.0
 
@@ -28,6 +28,10 @@ class Case:
     n: int = 0    # output features (matmul, LoRA)
     r: int = 0    # LoRA rank
     kind: str = ""  # activation kind
+    # attention: x is q's shape [B, Hq, Sq, D]; k and v are [B, hkv, sk, D]
+    sk: int = 0
+    hkv: int = 0
+    causal: bool = False
 
     @property
     def label(self):
@@ -48,12 +52,24 @@ class Case:
 
     @property
     def is_decode(self):
-        """LoRA (and its base GEMM) at M <= 16 streams the weights: bandwidth, not flops, bounds
-        it."""
+        """LoRA (and its base GEMM) at M <= 16 streams the weights, attention with one query row
+        its keys and values: bandwidth, not flops, bounds them."""
+        if self.op == "attention":
+            return self.x[2] == 1
         return self.op in ("matmul", "lora_forward", "lora_backward") and self.m <= 16
+
+    def visible_pairs(self):
+        """(query, key) pairs an attention head computes: Sq*Sk, or under the bottom-right causal
+        mask the sum over queries i of the keys j <= i + Sk - Sq."""
+        sq, sk = self.x[2], self.sk
+        if not self.causal:
+            return sq * sk
+        return sum(min(sk, max(0, i + sk - sq + 1)) for i in range(sq))
 
     def shape_text(self):
         dims = ",".join(map(str, self.x))
+        if self.op == "attention":
+            return (f"q[{dims}] kv[{self.hkv},{self.sk}]" + (" causal" if self.causal else ""))
         if self.is_row_op:
             return f"[{dims}]"
         if self.op == "matmul":
@@ -63,6 +79,10 @@ class Case:
     def args(self):
         """The case's parameters as plain JSON values."""
         a = {"x": list(self.x)}
+        if self.op == "attention":
+            b, hq, sq, d = self.x
+            a.update(b=b, hq=hq, hkv=self.hkv, sq=sq, sk=self.sk, d=d, causal=self.causal)
+            return a
         if not self.is_row_op:
             a.update(m=self.m, k=self.k, n=self.n)
         if self.op.startswith("lora"):
@@ -75,12 +95,16 @@ class Case:
 
     def weight_bytes(self):
         """Bytes of the frozen weight plus both adapters (what decode must stream; r = 0 for a
-        plain matmul)."""
+        plain matmul); for attention, of the keys and values."""
+        if self.op == "attention":
+            return 2 * self.x[0] * self.hkv * self.sk * self.x[3] * _ITEMSIZE[self.dtype]
         return (self.n * self.k + self.r * self.k + self.n * self.r) * _ITEMSIZE[self.dtype]
 
     def bytes(self):
         """Bytes read plus written by an ideal implementation (each tensor touched once)."""
         e = _ITEMSIZE[self.dtype]
+        if self.op == "attention":  # q read and out written; k and v read
+            return 2 * prod(self.x) * e + self.weight_bytes()
         m, k, n, r = self.m, self.k, self.n, self.r
         if self.is_row_op:
             params = {"rms_norm": 1, "layer_norm": 2}.get(self.op, 0) * self.x[-1]
@@ -95,6 +119,9 @@ class Case:
 
     def flops(self):
         """Multiply-adds x 2 of the math as written; None for the row ops (bandwidth-bound)."""
+        if self.op == "attention":  # q@k.T and p@v: 2 x 2*D per visible pair, as FlashAttention
+            b, hq, _sq, d = self.x
+            return 4 * b * hq * d * self.visible_pairs()
         m, k, n, r = self.m, self.k, self.n, self.r
         if self.is_row_op:
             return None
@@ -160,11 +187,26 @@ def _lora(device, half_dtypes):
     return cases + [backward]
 
 
-_BUILDERS = {"seed": _seed, "rowwise": _rowwise, "lora": _lora}
+def _attention(device, half_dtypes):
+    # Causal cases keep Sq == Sk, where PyTorch's top-left is_causal and loraops' bottom-right
+    # mask agree; decode (one query row) needs no mask.
+    def attn(dtype, b, hq, hkv, s, d, causal=True, sq=None):
+        return Case("attention", "attention", dtype, (b, hq, s if sq is None else sq, d), sk=s,
+                    hkv=hkv, causal=causal)
+
+    if device == "cuda":
+        return [attn("bfloat16", 4, 32, 32, 4096, 128), attn("bfloat16", 16, 32, 32, 1024, 64),
+                attn("bfloat16", 4, 32, 32, 4096, 128, causal=False),
+                attn("bfloat16", 1, 32, 8, 4096, 128, causal=False, sq=1)]
+    return [attn("float32", 1, 8, 8, 256, 64), attn("float32", 1, 8, 2, 512, 64, causal=False),
+            attn("float32", 1, 8, 2, 2048, 64, causal=False, sq=1)]
+
+
+_BUILDERS = {"seed": _seed, "rowwise": _rowwise, "lora": _lora, "attention": _attention}
 
 
 def cases(suite, device, half_dtypes=("float16",)):
-    """The cases of `suite` ("seed", "rowwise", "lora" or "all") on `device` ("cpu"/"cuda"), in
+    """The cases of `suite` ("seed", "rowwise", "lora", "attention" or "all") on `device` ("cpu"/"cuda"), in
     order and without duplicates. half_dtypes: the half-precision dtypes the CPU can feed."""
     names = SUITES if suite == "all" else (suite,)
     out, seen = [], set()
