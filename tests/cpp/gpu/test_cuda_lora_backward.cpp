@@ -257,65 +257,63 @@ Tols tolerance(const Analysis& an, DType dt) {
   auto R = [](double sum, double sq) { return std::min(sum, 3 * std::sqrt(sq)); };
   const double sm = std::sqrt(double(m)), sn = std::sqrt(double(n)), sk = std::sqrt(double(k)),
                sr = std::sqrt(double(r + 1));
+  // Σ_j v_j·w_j over `count` terms, v an intermediate an implementation may round to the dtype
+  // (error e(v), fp32 magnitude v_abs), w exact: the sum, Σ|v·w|, the rounding's worst case and
+  // squares (for R) and the accumulation magnitude Σ v_abs·|w|.
+  struct Products {
+    double sum = 0, abs = 0, c_sum = 0, c_sq = 0, acc = 0;
+  };
+  auto products = [&](int64_t count, auto v, auto v_abs, auto w) {
+    Products p;
+    for (int64_t j = 0; j < count; ++j) {
+      const double vj = v(j), wj = w(j);
+      p.sum += vj * wj;
+      p.abs += std::fabs(vj * wj);
+      const double c = s * e(vj) * std::fabs(wj);
+      p.c_sum += c;
+      p.c_sq += c * c;
+      p.acc += v_abs(j) * std::fabs(wj);
+    }
+    return p;
+  };
   Tols tol;
   tol.gx.assign(size_t(m * k), 0.0);
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t l = 0; l < k; ++l) {
-      double lr = 0, lr_abs = 0, c_sum = 0, c_sq = 0, acc_gb = 0;
-      for (int64_t q = 0; q < r; ++q) {
-        const double gbq = an.gb[size_t(i * r + q)], aq = an.a[size_t(q * k + l)];
-        lr += gbq * aq;
-        lr_abs += std::fabs(gbq * aq);
-        const double c = s * e(gbq) * std::fabs(aq);
-        c_sum += c;
-        c_sq += c * c;
-        acc_gb += an.gb_abs[size_t(i * r + q)] * std::fabs(aq);
-      }
-      lr *= an.s;
+    for (int64_t l = 0; l < k; ++l) {  // scale * gB@A over r
+      const Products p = products(
+          r, [&](int64_t q) { return an.gb[size_t(i * r + q)]; },
+          [&](int64_t q) { return an.gb_abs[size_t(i * r + q)]; },
+          [&](int64_t q) { return an.a[size_t(q * k + l)]; });
+      const double lr = an.s * p.sum;
       const double base = an.base[size_t(i * k + l)], y = base + lr;
-      const double rounding = 2 * e(y) + e(lr) + u * std::fabs(base) + R(c_sum, c_sq);
+      const double rounding = 2 * e(y) + e(lr) + u * std::fabs(base) + R(p.c_sum, p.c_sq);
       const double accumulation =
-          u32 * (sn * (an.base_abs[size_t(i * k + l)] + s * acc_gb) + sr * s * lr_abs +
+          u32 * (sn * (an.base_abs[size_t(i * k + l)] + s * p.acc) + sr * s * p.abs +
                  std::fabs(y) + std::fabs(lr));
       tol.gx[size_t(i * k + l)] = 2 * (rounding + accumulation);
     }
   tol.ga.assign(size_t(r * k), 0.0);
-  for (int64_t q = 0; q < r; ++q)
-    for (int64_t l = 0; l < k; ++l) {
-      double ga = 0, ga_abs = 0, c_sum = 0, c_sq = 0, acc_gb = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        const double gbq = an.gb[size_t(i * r + q)], xl = an.x[size_t(i * k + l)];
-        ga += gbq * xl;
-        ga_abs += std::fabs(gbq * xl);
-        const double c = s * e(gbq) * std::fabs(xl);
-        c_sum += c;
-        c_sq += c * c;
-        acc_gb += an.gb_abs[size_t(i * r + q)] * std::fabs(xl);
-      }
-      ga *= an.s;
-      if (an.s == 0) continue;  // exactly zero
-      tol.ga[size_t(q * k + l)] =
-          2 * (2 * e(ga) + R(c_sum, c_sq) +
-               u32 * (sm * s * ga_abs + sn * s * acc_gb + std::fabs(ga)));
-    }
   tol.gb.assign(size_t(n * r), 0.0);
+  if (an.s == 0) return tol;  // grad_a and grad_b are exactly zero
+  for (int64_t q = 0; q < r; ++q)
+    for (int64_t l = 0; l < k; ++l) {  // scale * gB.T@x over m
+      const Products p = products(
+          m, [&](int64_t i) { return an.gb[size_t(i * r + q)]; },
+          [&](int64_t i) { return an.gb_abs[size_t(i * r + q)]; },
+          [&](int64_t i) { return an.x[size_t(i * k + l)]; });
+      const double ga = an.s * p.sum;
+      tol.ga[size_t(q * k + l)] =
+          2 * (2 * e(ga) + R(p.c_sum, p.c_sq) + u32 * (sm * s * p.abs + sn * s * p.acc + std::fabs(ga)));
+    }
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t q = 0; q < r; ++q) {
-      double gbo = 0, gbo_abs = 0, c_sum = 0, c_sq = 0, acc_t = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        const double gij = an.g[size_t(i * n + j)], tq = an.t[size_t(i * r + q)];
-        gbo += gij * tq;
-        gbo_abs += std::fabs(gij * tq);
-        const double c = s * std::fabs(gij) * e(tq);
-        c_sum += c;
-        c_sq += c * c;
-        acc_t += std::fabs(gij) * an.t_abs[size_t(i * r + q)];
-      }
-      gbo *= an.s;
-      if (an.s == 0) continue;  // exactly zero
+    for (int64_t q = 0; q < r; ++q) {  // scale * g.T@t over m
+      const Products p = products(
+          m, [&](int64_t i) { return an.t[size_t(i * r + q)]; },
+          [&](int64_t i) { return an.t_abs[size_t(i * r + q)]; },
+          [&](int64_t i) { return an.g[size_t(i * n + j)]; });
+      const double gbo = an.s * p.sum;
       tol.gb[size_t(j * r + q)] =
-          2 * (2 * e(gbo) + R(c_sum, c_sq) +
-               u32 * (sm * s * gbo_abs + sk * s * acc_t + std::fabs(gbo)));
+          2 * (2 * e(gbo) + R(p.c_sum, p.c_sq) + u32 * (sm * s * p.abs + sk * s * p.acc + std::fabs(gbo)));
     }
   return tol;
 }
