@@ -19,6 +19,9 @@ enum class Layout {
   Transposed,  // stored as [..., C, R] and viewed transposed: column stride R, row stride 1
   Flipped,     // rows in reverse order: a negative row stride
   Gappy,       // dim -2 padded by 2 in storage: leading dims that do not collapse (rank >= 3)
+  RowPad,      // rows of round_up(C, 8) + 8 elements from an aligned start: 16-byte aligned rows
+  Shifted,     // contiguous, but starting one element in (aligned only to the element)
+  Odd,         // rows of C+3 elements, one element in
 };
 
 inline const char* layout_name(Layout l) {
@@ -33,6 +36,12 @@ inline const char* layout_name(Layout l) {
       return "flipped";
     case Layout::Gappy:
       return "gappy";
+    case Layout::RowPad:
+      return "row-padded";
+    case Layout::Shifted:
+      return "shifted";
+    case Layout::Odd:
+      return "odd";
   }
   return "?";
 }
@@ -51,10 +60,14 @@ inline Operand make_operand(DType t, std::vector<int64_t> shape, Layout layout =
   if (nd >= 2 && layout == Layout::Transposed) std::swap(st[size_t(nd - 1)], st[size_t(nd - 2)]);
   if (layout == Layout::Padded) st[size_t(nd - 1)] += 5, offset = 2;
   if (nd >= 2 && layout == Layout::Gappy) st[size_t(nd - 2)] += 2;
+  if (layout == Layout::RowPad) st[size_t(nd - 1)] = (shape[size_t(nd - 1)] + 7) / 8 * 8 + 8;
+  if (layout == Layout::Odd) st[size_t(nd - 1)] += 3, offset = 1;
+  if (layout == Layout::Shifted) st[0] += 1, offset = 1;  // room for the shift
   Operand o{random_tensor(t, st, lo, hi), {}};
   Tensor v = o.storage.view();
   if (nd >= 2 && layout == Layout::Transposed) v = v.transposed(-1, -2);
   for (int d = 0; d < nd; ++d) v.shape[size_t(d)] = shape[size_t(d)];
+  if (layout == Layout::Shifted) v = Tensor::contiguous(v.data, t, nd, shape.data());
   if (nd >= 2 && layout == Layout::Flipped && shape[size_t(nd - 2)] > 0) {
     offset = (shape[size_t(nd - 2)] - 1) * v.strides[size_t(nd - 2)];
     v.strides[size_t(nd - 2)] = -v.strides[size_t(nd - 2)];
@@ -62,6 +75,18 @@ inline Operand make_operand(DType t, std::vector<int64_t> shape, Layout layout =
   v.data = static_cast<uint8_t*>(v.data) + offset * dtype_size(t);
   o.view = v;
   return o;
+}
+
+// lead + [last]: a shape with its last dim appended.
+inline std::vector<int64_t> with_last(std::vector<int64_t> lead, int64_t last) {
+  lead.push_back(last);
+  return lead;
+}
+
+// Sets of dtypes as bits, for case tables that run only some of them.
+constexpr unsigned kF32 = 1, kF16 = 2, kBF16 = 4, kHalves = kF16 | kBF16, kAll = 7;
+inline unsigned bit(DType t) {
+  return t == DType::Float32 ? kF32 : t == DType::Float16 ? kF16 : kBF16;
 }
 
 // A 1-D operand of n elements `stride` apart.

@@ -43,11 +43,6 @@ const LoraCase kLoraCases[] = {
 };
 // clang-format on
 
-std::vector<int64_t> with_last(std::vector<int64_t> lead, int64_t last) {
-  lead.push_back(last);
-  return lead;
-}
-
 struct LoraInputs {
   Operand x, w, a, b, bias, g;
 };

@@ -43,51 +43,8 @@ namespace {
 
 // ---- operands ----------------------------------------------------------------------------------
 
-// How an operand [..., R, C] is laid out: make_operand's layouts, plus three it lacks.
-enum class Lay {
-  Contig,
-  ColSlice,    // Layout::Padded: a column slice of a wider matrix (rows of C+5, 2 elements in)
-  Transposed,  // Layout::Transposed: stored [..., C, R], the last dim has stride R
-  Flipped,     // Layout::Flipped: negative row stride
-  Gappy,       // Layout::Gappy: dim -2 padded in storage (leading dims of x do not collapse)
-  RowPad,      // rows of round_up(C, 8) + 8 elements from an aligned start: 16-byte aligned rows
-  Shifted,     // contiguous, but starting one element in (aligned only to the element)
-  Odd,         // rows of C+3 elements, one element in
-};
-
-Operand make(DType t, const std::vector<int64_t>& shape, Lay lay, float lo, float hi) {
-  switch (lay) {
-    case Lay::Contig: return make_operand(t, shape, Layout::Contig, lo, hi);
-    case Lay::ColSlice: return make_operand(t, shape, Layout::Padded, lo, hi);
-    case Lay::Transposed: return make_operand(t, shape, Layout::Transposed, lo, hi);
-    case Lay::Flipped: return make_operand(t, shape, Layout::Flipped, lo, hi);
-    case Lay::Gappy: return make_operand(t, shape, Layout::Gappy, lo, hi);
-    case Lay::RowPad:
-    case Lay::Shifted:
-    case Lay::Odd: break;
-  }
-  const size_t last = shape.size() - 1;
-  std::vector<int64_t> st = shape;
-  int64_t offset = 1;
-  if (lay == Lay::RowPad) st[last] = (shape[last] + 7) / 8 * 8 + 8, offset = 0;
-  if (lay == Lay::Odd) st[last] += 3;
-  if (lay == Lay::Shifted) st[0] += 1;  // room for the shift (the view is contiguous)
-  Operand o{random_tensor(t, st, lo, hi), {}};
-  Tensor v = o.storage.view();
-  for (size_t d = 0; d < shape.size(); ++d) v.shape[d] = shape[d];
-  if (lay == Lay::Shifted) v = Tensor::contiguous(v.data, t, int(shape.size()), shape.data());
-  v.data = static_cast<uint8_t*>(v.data) + offset * dtype_size(t);
-  o.view = v;
-  return o;
-}
-
 enum class Bias { None, Contig, Stride2, Shifted };
 
-constexpr unsigned kF32 = 1, kF16 = 2, kBF16 = 4, kHalves = kF16 | kBF16, kAll = 7;
-
-unsigned bit(DType t) {
-  return t == DType::Float32 ? kF32 : t == DType::Float16 ? kF16 : kBF16;
-}
 
 struct Case {
   const char* name;
@@ -96,13 +53,9 @@ struct Case {
   double scale;
   Bias bias = Bias::Contig;
   unsigned dtypes = kAll;
-  Lay lx = Lay::Contig, lw = Lay::Contig, la = Lay::Contig, lb = Lay::Contig;
+  Layout lx = Layout::Contig, lw = Layout::Contig, la = Layout::Contig, lb = Layout::Contig;
 };
 
-std::vector<int64_t> with_last(std::vector<int64_t> lead, int64_t last) {
-  lead.push_back(last);
-  return lead;
-}
 
 // The value ranges: x and bias O(1); W and A such that x@W.T and x@A.T are O(1) (sd 1); B such
 // that t@B.T is O(1). A bug in any term then moves y by O(1) against an O(u) tolerance.
@@ -128,10 +81,10 @@ void seed_for(const Case& c, DType t) { seed_rng_for(c.name, t); }
 Inputs make_inputs(const Case& c, DType t) {
   seed_for(c, t);
   const Ranges rg = ranges(c.k, c.r);
-  Inputs in{make(t, with_last(c.lead, c.k), c.lx, -rg.x, rg.x),
-            make(t, {c.n, c.k}, c.lw, -rg.w, rg.w),
-            make(t, {c.r, c.k}, c.la, -rg.w, rg.w),
-            make(t, {c.n, c.r}, c.lb, -rg.b, rg.b),
+  Inputs in{make_operand(t, with_last(c.lead, c.k), c.lx, -rg.x, rg.x),
+            make_operand(t, {c.n, c.k}, c.lw, -rg.w, rg.w),
+            make_operand(t, {c.r, c.k}, c.la, -rg.w, rg.w),
+            make_operand(t, {c.n, c.r}, c.lb, -rg.b, rg.b),
             make_vector(t, c.bias == Bias::Shifted ? c.n + 1 : c.n, c.bias == Bias::Stride2 ? 2 : 1),
             c.bias != Bias::None, c.scale, with_last(c.lead, c.n)};
   if (c.bias == Bias::Shifted) {
@@ -341,7 +294,7 @@ std::string label(const Case& c, DType t) { return std::string(c.name) + " " + d
 
 // ---- the cases -----------------------------------------------------------------------------------
 
-using L = Lay;
+using L = Layout;
 // clang-format off
 // Every m of {1,2,7,16,17,33,64,65,300}, (K,N) of {(16,16),(64,48),(2049,513),(4096,4096)} (the
 // last only for m 1 and 16), r of {1,8,16,64,256}, scale of {2,0,-0.5}, bias on and off.
@@ -368,8 +321,8 @@ const Case kGrid[] = {
 };
 
 const Case kViews[] = {
-    {"x column slice", {33}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::ColSlice},
-    {"x column slice, K tail", {17}, 2049, 513, 16, -0.5, Bias::Contig, kHalves, L::ColSlice},
+    {"x column slice", {33}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Padded},
+    {"x column slice, K tail", {17}, 2049, 513, 16, -0.5, Bias::Contig, kHalves, L::Padded},
     {"x padded rows (aligned, ld != K)", {16}, 64, 48, 16, 2.0, Bias::Contig, kAll, L::RowPad},
     {"x padded rows, K tail", {7}, 2049, 513, 8, 2.0, Bias::None, kF32 | kBF16, L::RowPad},
     {"x transposed (last dim stride m)", {16}, 64, 48, 8, -0.5, Bias::Contig, kAll, L::Transposed},
@@ -385,20 +338,20 @@ const Case kViews[] = {
      L::Transposed},
     {"decode, weight transposed, K/N tails", {1}, 2049, 513, 16, -0.5, Bias::Contig, kAll,
      L::Contig, L::Transposed},
-    {"weight column slice", {7}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Contig, L::ColSlice},
+    {"weight column slice", {7}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Contig, L::Padded},
     {"prefill, weight column slice", {65}, 2049, 513, 64, 2.0, Bias::None, kF32, L::Contig,
-     L::ColSlice},
+     L::Padded},
     {"lora_a and lora_b transposed", {17}, 64, 48, 16, 2.0, Bias::Contig, kAll, L::Contig,
      L::Contig, L::Transposed, L::Transposed},
     {"lora_a column slice, lora_b padded rows", {33}, 2049, 513, 8, -0.5, Bias::Contig, kHalves,
-     L::Contig, L::Contig, L::ColSlice, L::RowPad},
+     L::Contig, L::Contig, L::Padded, L::RowPad},
     {"lora_a padded rows, lora_b negative row stride", {2}, 64, 48, 64, 2.0, Bias::Contig, kAll,
      L::Contig, L::Contig, L::RowPad, L::Flipped},
     {"bias stride 2", {7}, 64, 48, 8, 2.0, Bias::Stride2},
     {"3-D everything strided", {2, 3}, 64, 48, 16, -0.5, Bias::Stride2, kAll, L::Gappy,
-     L::Transposed, L::ColSlice, L::Transposed},
+     L::Transposed, L::Padded, L::Transposed},
     {"decode, everything strided, r=256", {1}, 2049, 513, 256, 2.0, Bias::Shifted, kBF16, L::Odd,
-     L::Transposed, L::Transposed, L::ColSlice},
+     L::Transposed, L::Transposed, L::Padded},
 };
 
 // Zero-size dims the validation allows: no rows, no columns, no rank, no K.
@@ -496,7 +449,7 @@ TEST(CudaLora, NanAndInfStayInTheirRowOrColumn) {
   const Case cases[] = {
       {"nan/inf 64x48 r=8", {7}, 64, 48, 8, 2.0},
       {"nan/inf 2049x513 r=16, x column slice, bias stride 2", {7}, 2049, 513, 16, -0.5,
-       Bias::Stride2, kAll, L::ColSlice},
+       Bias::Stride2, kAll, L::Padded},
       // r = 1: an inf row is +-inf where x@W.T and the low-rank term agree in sign, NaN where
       // they do not (about half each), so a kernel that makes NaN of inf (0*inf from padding,
       // say) shows.
@@ -543,14 +496,14 @@ TEST(CudaLora, RunsOnTheCallersStream) {
   check_case({"stream: m=2 64x48 r=8 no bias", {2}, 64, 48, 8, -0.5, Bias::None},
              DType::BFloat16, s);
   check_case({"stream: x column slice, K tail", {17}, 2049, 513, 16, -0.5, Bias::Contig, kAll,
-              L::ColSlice},
+              L::Padded},
              DType::Float16, s);
   check_case({"stream: 3-D x, weight transposed", {2, 3}, 64, 48, 8, 2.0, Bias::Contig, kAll,
               L::Contig, L::Transposed},
              DType::Float32, s);
 
   for (DType t : kAllDTypes) {
-    const Case c{"ordering", {17}, 2049, 513, 16, -0.5, Bias::Contig, kAll, L::ColSlice};
+    const Case c{"ordering", {17}, 2049, 513, 16, -0.5, Bias::Contig, kAll, L::Padded};
     SCOPED_TRACE(label(c, t));
     Inputs in = make_inputs(c, t);
     DeviceOperand dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias);
@@ -600,7 +553,7 @@ TEST(CudaLora, GraphCaptureReplaysOnCurrentData) {
   const GraphCase cases[] = {
       {{"graph: decode", {1}, 64, 48, 8, 2.0}, DType::BFloat16},
       {{"graph: prefill, strided x and weight", {17}, 2049, 513, 16, -0.5, Bias::Stride2, kAll,
-        L::ColSlice, L::Transposed},
+        L::Padded, L::Transposed},
        DType::Float16},
       {{"graph: 3-D, misaligned", {2, 3}, 64, 48, 64, 2.0, Bias::Shifted, kAll, L::Shifted,
         L::Contig, L::Transposed},

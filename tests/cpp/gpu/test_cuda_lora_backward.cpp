@@ -59,47 +59,15 @@ namespace {
 
 // ---- operands ----------------------------------------------------------------------------------
 
-// How an operand [..., R, C] is laid out.
-enum class Lay {
-  Contig,
-  ColSlice,    // Layout::Padded: a column slice of a wider matrix (rows of C+5, 2 elements in)
-  Transposed,  // Layout::Transposed: stored [..., C, R], the last dim has stride R
-  Gappy,       // Layout::Gappy: dim -2 padded in storage (3-D: leading dims that do not merge)
-  Shifted,     // contiguous, but starting one element in (aligned only to the element)
-};
-
-Operand make(DType t, const std::vector<int64_t>& shape, Lay lay, float range) {
-  switch (lay) {
-    case Lay::Contig: return make_operand(t, shape, Layout::Contig, -range, range);
-    case Lay::ColSlice: return make_operand(t, shape, Layout::Padded, -range, range);
-    case Lay::Transposed: return make_operand(t, shape, Layout::Transposed, -range, range);
-    case Lay::Gappy: return make_operand(t, shape, Layout::Gappy, -range, range);
-    case Lay::Shifted: break;
-  }
-  int64_t numel = 1;
-  for (int64_t d : shape) numel *= d;
-  Operand o{random_tensor(t, {numel + 1}, -range, range), {}};
-  o.view = Tensor::contiguous(o.storage.bytes.data() + dtype_size(t), t, int(shape.size()),
-                              shape.data());
-  return o;
-}
-
-constexpr unsigned kF32 = 1, kF16 = 2, kBF16 = 4, kHalves = kF16 | kBF16, kAll = 7;
-unsigned bit(DType t) { return t == DType::Float32 ? kF32 : t == DType::Float16 ? kF16 : kBF16; }
-
 struct Case {
   const char* name;
   std::vector<int64_t> lead;  // x's and grad_y's leading dims
   int64_t k, n, r;
   double scale;
   unsigned dtypes = kAll;
-  Lay lg = Lay::Contig, lx = Lay::Contig, lw = Lay::Contig, la = Lay::Contig, lb = Lay::Contig;
+  Layout lg = Layout::Contig, lx = Layout::Contig, lw = Layout::Contig, la = Layout::Contig, lb = Layout::Contig;
 };
 
-std::vector<int64_t> with_last(std::vector<int64_t> lead, int64_t last) {
-  lead.push_back(last);
-  return lead;
-}
 
 int64_t rows_of(const Case& c) {
   int64_t m = 1;
@@ -129,11 +97,11 @@ struct Inputs {
 Inputs make_inputs(const Case& c, DType t) {
   seed_rng_for(c.name, t);
   const Ranges rg = ranges(c.k, c.n, c.r);
-  return {make(t, with_last(c.lead, c.n), c.lg, rg.g),
-          make(t, with_last(c.lead, c.k), c.lx, rg.x),
-          make(t, {c.n, c.k}, c.lw, rg.w),
-          make(t, {c.r, c.k}, c.la, rg.a),
-          make(t, {c.n, c.r}, c.lb, rg.w),
+  return {make_operand(t, with_last(c.lead, c.n), c.lg, -rg.g, rg.g),
+          make_operand(t, with_last(c.lead, c.k), c.lx, -rg.x, rg.x),
+          make_operand(t, {c.n, c.k}, c.lw, -rg.w, rg.w),
+          make_operand(t, {c.r, c.k}, c.la, -rg.a, rg.a),
+          make_operand(t, {c.n, c.r}, c.lb, -rg.w, rg.w),
           c.scale,
           rows_of(c),
           c.k,
@@ -423,7 +391,7 @@ std::string label(const Case& c, DType t) { return std::string(c.name) + " " + d
 
 // ---- the cases ---------------------------------------------------------------------------------
 
-using L = Lay;
+using L = Layout;
 // clang-format off
 // Every m of {1,7,64,300}, (K,N) of {(16,16),(64,48),(2049,513)}, r of {1,16,256}, scale of
 // {2,0,-0.5} and every dtype appears; the biggest products only in one dtype (CPU time).
@@ -444,15 +412,15 @@ const Case kGrid[] = {
 };
 
 const Case kViews[] = {
-    {"grad_y column slice", {64}, 64, 48, 16, 2.0, kAll, L::ColSlice},
-    {"grad_y column slice, K/N tails", {7}, 2049, 513, 16, -0.5, kHalves, L::ColSlice},
+    {"grad_y column slice", {64}, 64, 48, 16, 2.0, kAll, L::Padded},
+    {"grad_y column slice, K/N tails", {7}, 2049, 513, 16, -0.5, kHalves, L::Padded},
     {"grad_y transposed", {64}, 64, 48, 16, -0.5, kAll, L::Transposed},
     {"3-D grad_y transposed (rows do not merge)", {2, 3}, 64, 48, 16, 2.0, kF32 | kBF16,
      L::Transposed},
     {"3-D grad_y and x gappy (leading dims do not merge)", {2, 3}, 64, 48, 16, 2.0, kAll, L::Gappy,
      L::Gappy},
     {"3-D grad_y gappy, K/N tails", {2, 3}, 2049, 513, 16, -0.5, kBF16, L::Gappy},
-    {"x column slice", {64}, 64, 48, 16, 2.0, kAll, L::Contig, L::ColSlice},
+    {"x column slice", {64}, 64, 48, 16, 2.0, kAll, L::Contig, L::Padded},
     {"x transposed, K/N tails", {7}, 2049, 513, 16, 2.0, kF32, L::Contig, L::Transposed},
     {"grad_y and x one element in (misaligned)", {7}, 64, 48, 16, -0.5, kAll, L::Shifted,
      L::Shifted},
@@ -464,7 +432,7 @@ const Case kViews[] = {
      L::Contig, L::Shifted, L::Shifted, L::Shifted},
     {"everything one element in, K/N tails", {7}, 2049, 513, 16, -0.5, kHalves, L::Shifted,
      L::Shifted, L::Shifted, L::Shifted, L::Shifted},
-    {"3-D everything strided", {2, 3}, 64, 48, 16, 2.0, kAll, L::Gappy, L::ColSlice,
+    {"3-D everything strided", {2, 3}, 64, 48, 16, 2.0, kAll, L::Gappy, L::Padded,
      L::Transposed, L::Shifted, L::Transposed},
     {"decode, weight/lora_a/lora_b transposed, r=256", {1}, 2049, 513, 256, -0.5, kBF16,
      L::Contig, L::Contig, L::Transposed, L::Transposed, L::Transposed},
@@ -620,7 +588,7 @@ TEST(CudaLoraBackward, RunsOnTheCallersStream) {
   Stream stream;
   const cudaStream_t s = stream.s;
   for (DType t : kAllDTypes) {
-    const Case c{"ordering", {7}, 2049, 513, 16, -0.5, kAll, L::ColSlice};
+    const Case c{"ordering", {7}, 2049, 513, 16, -0.5, kAll, L::Padded};
     SCOPED_TRACE(label(c, t));
     Inputs in = make_inputs(c, t);
     DeviceInputs d(in);
