@@ -43,12 +43,13 @@ nb::object lora_forward_py(nb::handle x, nb::handle weight, nb::handle lora_a, n
   Tensor biast;
   const Tensor* bp = call.optional_input("bias", bias, &biast) ? &biast : nullptr;
   Tensor out;
-  nb::object result = call.output("out", lora_forward_shape(xt, wt, at, bt, bp), xt, &out);
+  const Shape ys = lora_forward_shape(xt, wt, at, bt, bp);  // validates: lora_a is [r, K]
+  nb::object result = call.output("out", ys, xt, &out);
   Tensor xa;
   nb::object xa_obj;
-  if (return_xa) {
-    Shape s = lora_forward_shape(xt, wt, at, bt, bp);
-    s.dims[size_t(s.ndim - 1)] = at.ndim == 2 ? at.size(0) : 0;  // checked by the core
+  if (return_xa) {  // x's leading dims, r
+    Shape s = ys;
+    s.dims[size_t(s.ndim - 1)] = at.size(0);
     xa_obj = call.output("xa", s, xt, &xa);
   }
   {
