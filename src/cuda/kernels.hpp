@@ -33,5 +33,8 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 // (fp32 math) for everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
+// One query row (Sq = 1), D = 64 or 128, unit-stride rows, at most 8 query heads per kv head:
+// the split-K decode kernels (taken before the flash kernel).
+bool attention_decode_eligible(const detail::AttentionParams& p);
 
 }  // namespace loraops::cuda

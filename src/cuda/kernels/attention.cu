@@ -11,6 +11,13 @@
 // their sum stays fp32). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
 // bank conflicts. Causal blocks stop at the last key their last row can see.
 //
+// attention_decode (one query row, Sq = 1, D = 64 or 128, unit-stride rows, at most 8 query heads
+// per key/value head): split-K. A block owns a chunk of 256 keys of one key/value head and serves
+// every query head of its group, so each K and V byte is read once; it leaves a partial
+// (max, sum, unnormalised output) per query head, and attention_decode_combine merges the chunks.
+// One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction of
+// the SMs.
+//
 // attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
 // in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
 // throughout. Correct for any shape; not fast.
@@ -20,6 +27,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/mma.cuh"
+#include "cuda/stream_scratch.hpp"
 
 namespace loraops::cuda {
 
@@ -183,6 +191,134 @@ __global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
   }
 }
 
+// ---- the split-K decode kernels ---------------------------------------------------------------
+
+constexpr int kDecodeChunk = 256;  // keys per block
+constexpr int kDecodeWarps = 8;
+constexpr int kDecodeMaxGroup = kDecodeWarps;  // query heads per kv head: a warp per row below
+
+// Partials of chunk c for query head h of batch b, at [(b * hq + h) * nchunks + c]: the chunk's
+// max score (base 2), its sum of 2^(s - max), and D unnormalised outputs.
+struct DecodePartials {
+  float* m;
+  float* l;
+  float* o;
+  int64_t nchunks;
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32) attention_decode(AttnArgs a, DecodePartials part) {
+  constexpr int kPerLane = D / 32;  // q and k elements per lane in the scores
+  __shared__ float qs[kDecodeMaxGroup][D];
+  __shared__ float ps[kDecodeMaxGroup][kDecodeChunk];
+  __shared__ float osum[2][kDecodeMaxGroup][D];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int group = int(a.hq / a.hkv);
+  const int64_t j0 = c * kDecodeChunk;
+  const int count = int(min(int64_t(kDecodeChunk), a.sk - j0));
+  const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
+  const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
+
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x) {  // q of the group, scaled
+    const int g = i / D, d = i % D;
+    const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + g) * a.qs[1];
+    qs[g][d] = to_float(q[d]) * a.scale_log2;
+  }
+  __syncthreads();
+
+  // scores: a warp per key (its row read once, coalesced), every query head of the group
+  for (int j = warp; j < count; j += kDecodeWarps) {
+    float kv[kPerLane];
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) kv[e] = to_float(k[j * a.ks[2] + lane * kPerLane + e]);
+    for (int g = 0; g < group; ++g) {
+      float acc = 0.f;
+#pragma unroll
+      for (int e = 0; e < kPerLane; ++e) acc = fmaf(qs[g][lane * kPerLane + e], kv[e], acc);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+      if (lane == 0) ps[g][j] = acc;
+    }
+  }
+  __syncthreads();
+
+  // the chunk's softmax, a warp per query head: max, then 2^(s - max) in place, and their sum
+  if (warp < group) {
+    float mx = -INFINITY;
+    for (int j = lane; j < count; j += 32) mx = fmaxf(mx, ps[warp][j]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    for (int j = lane; j < count; j += 32) {
+      const float p = exp2f(ps[warp][j] - mx);
+      ps[warp][j] = p;
+      sum += p;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      const int64_t at = (b * a.hq + hk * group + warp) * part.nchunks + c;
+      part.m[at] = mx;
+      part.l[at] = sum;
+    }
+  }
+  __syncthreads();
+
+  // P @ V: thread t owns output dim t % D for half the chunk's keys (two halves when 2D threads)
+  constexpr int kHalves = kDecodeWarps * 32 / D;  // 4 for D = 64, 2 for D = 128
+  const int d = threadIdx.x % D, half = threadIdx.x / D;
+  float acc[kDecodeMaxGroup] = {};
+  // (loops over the group run to the constant maximum, guarded: acc stays in registers)
+  for (int j = half; j < count; j += kHalves) {
+    const float vv = to_float(v[j * a.vs[2] + d]);
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) acc[g] = fmaf(ps[g][j], vv, acc[g]);
+  }
+  // fold the halves pairwise through shared memory: kHalves is 2 or 4
+#pragma unroll
+  for (int step = kHalves / 2; step >= 1; step /= 2) {
+    if (half >= step && half < 2 * step) {
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g)
+        if (g < group) osum[half - step][g][d] = acc[g];
+    }
+    __syncthreads();
+    if (half < step) {
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g)
+        if (g < group) acc[g] += osum[half][g][d];
+    }
+    __syncthreads();
+  }
+  if (half == 0) {
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) part.o[((b * a.hq + hk * group + g) * part.nchunks + c) * D + d] = acc[g];
+  }
+}
+
+// out[b, h, 0, :] from the chunks' partials (a block per query head, a thread per output dim).
+template <class T>
+__global__ void attention_decode_combine(AttnArgs a, DecodePartials part) {
+  const int64_t row = blockIdx.x;  // b * hq + h
+  const float* m = part.m + row * part.nchunks;
+  const float* l = part.l + row * part.nchunks;
+  float mx = -INFINITY;
+  for (int64_t c = 0; c < part.nchunks; ++c) mx = fmaxf(mx, m[c]);
+  float sum = 0.f;
+  for (int64_t c = 0; c < part.nchunks; ++c) sum += l[c] * exp2f(m[c] - mx);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  T* out = static_cast<T*>(a.out) + row * a.d;
+  for (int64_t d = threadIdx.x; d < a.d; d += blockDim.x) {
+    float o = 0.f;
+    for (int64_t c = 0; c < part.nchunks; ++c)
+      o += part.o[(row * part.nchunks + c) * a.d + d] * exp2f(m[c] - mx);
+    out[d] = from_float<T>(o * inv);
+  }
+}
+
 // ---- the general kernel -----------------------------------------------------------------------
 
 constexpr int kRowWarps = 4;
@@ -274,9 +410,32 @@ void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
 }
 
+template <class T, int D>
+void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
+  const int64_t nchunks = (p.sk + kDecodeChunk - 1) / kDecodeChunk;
+  const int64_t rows = p.batch * p.hq;
+  // m, l and o of every chunk of every query head; held until the combine is enqueued
+  const Scratch lease = stream_scratch(p.device_index, stream,
+                                       size_t(rows * nchunks) * (2 + D) * sizeof(float),
+                                       "attention", "q");
+  float* base = reinterpret_cast<float*>(lease.get());
+  const DecodePartials part{base, base + rows * nchunks, base + 2 * rows * nchunks, nchunks};
+  if (nchunks > 0) {
+    const dim3 grid(unsigned(nchunks), unsigned(p.hkv), unsigned(p.batch));
+    attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, part);
+    LORAOPS_CUDA_CHECK_LAUNCH("attention_decode");
+  }
+  attention_decode_combine<T><<<unsigned(rows), D, 0, stream>>>(a, part);
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_combine");
+}
+
 template <class T>
 void run(const detail::AttentionParams& p, cudaStream_t stream) {
   const AttnArgs a = args_of(p);
+  if (attention_decode_eligible(p)) {
+    if (p.d == 64) return launch_decode<T, 64>(a, p, stream);
+    return launch_decode<T, 128>(a, p, stream);
+  }
   if constexpr (!std::is_same_v<T, float>) {
     if (attention_flash_eligible(p)) {
       if (p.d == 64) return launch_flash<T, 64>(a, p.batch, stream);
@@ -304,6 +463,15 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+bool attention_decode_eligible(const detail::AttentionParams& p) {
+  if (p.sq != 1 || (p.d != 64 && p.d != 128) || p.hkv == 0) return false;
+  if (p.hq / p.hkv > kDecodeMaxGroup) return false;
+  if (p.hkv > 65535 || p.batch > 65535 || p.batch * p.hq > (int64_t(1) << 31) - 1) return false;
+  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides})
+    if ((*s)[3] != 1) return false;
+  return true;
+}
 
 bool attention_flash_eligible(const detail::AttentionParams& p) {
   if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;

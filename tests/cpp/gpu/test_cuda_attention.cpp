@@ -24,29 +24,39 @@ namespace {
 
 enum class View { Contig, BSHD, Misaligned };
 
+// The kernel a case is meant to exercise: the split-K decode kernels (any dtype), the tensor-core
+// flash kernel (halves; float32 takes the general one), or the general one.
+enum class Path { Decode, Flash, Rows };
+
 struct AttnCase {
   const char* name;
   int64_t b, hq, hkv, sq, sk, d;
   bool causal;
   View view = View::Contig;
-  bool flash = false;  // expected to take the tensor-core kernel (halves)
+  Path path = Path::Rows;
 };
 
 // clang-format off
 const AttnCase kCases[] = {
-    {"one query one key", 1, 2, 2, 1, 1, 64, false, View::Contig, true},
-    {"one query one key causal", 1, 2, 2, 1, 1, 64, true, View::Contig, true},
-    {"GQA Sq<Sk", 2, 4, 2, 17, 239, 128, false, View::Contig, true},
-    {"GQA Sq<Sk causal", 2, 4, 2, 17, 239, 128, true, View::Contig, true},
-    {"Sq>Sk causal (leading rows see nothing)", 1, 2, 1, 239, 17, 128, true, View::Contig, true},
-    {"square causal D=64", 1, 2, 2, 64, 64, 64, true, View::Contig, true},
-    {"MQA 130x300", 1, 3, 1, 130, 300, 128, false, View::Contig, true},
-    {"multi-tile causal", 1, 2, 2, 513, 513, 128, true, View::Contig, true},
+    {"one query one key", 1, 2, 2, 1, 1, 64, false, View::Contig, Path::Decode},
+    {"one query one key causal", 1, 2, 2, 1, 1, 64, true, View::Contig, Path::Decode},
+    {"GQA Sq<Sk", 2, 4, 2, 17, 239, 128, false, View::Contig, Path::Flash},
+    {"GQA Sq<Sk causal", 2, 4, 2, 17, 239, 128, true, View::Contig, Path::Flash},
+    {"Sq>Sk causal (leading rows see nothing)", 1, 2, 1, 239, 17, 128, true, View::Contig, Path::Flash},
+    {"square causal D=64", 1, 2, 2, 64, 64, 64, true, View::Contig, Path::Flash},
+    {"MQA 130x300", 1, 3, 1, 130, 300, 128, false, View::Contig, Path::Flash},
+    {"multi-tile causal", 1, 2, 2, 513, 513, 128, true, View::Contig, Path::Flash},
     {"D=80 (general kernel)", 1, 2, 2, 33, 65, 80, true},
     {"D=256 (general kernel)", 1, 2, 1, 9, 40, 256, false},
-    {"Sk=0", 1, 1, 1, 5, 0, 64, false, View::Contig, true},
-    {"[B,S,H,D] view", 2, 4, 2, 70, 70, 64, true, View::BSHD, true},
+    {"Sk=0", 1, 1, 1, 5, 0, 64, false, View::Contig, Path::Flash},
+    {"[B,S,H,D] view", 2, 4, 2, 70, 70, 64, true, View::BSHD, Path::Flash},
     {"misaligned view", 1, 2, 2, 20, 33, 64, true, View::Misaligned},
+    {"decode GQA 32/8 Sk=4096", 2, 32, 8, 1, 4096, 128, false, View::Contig, Path::Decode},
+    {"decode Sk=17 causal", 1, 4, 4, 1, 17, 64, true, View::Contig, Path::Decode},
+    {"decode group 8 Sk=8201", 1, 16, 2, 1, 8201, 128, false, View::Contig, Path::Decode},
+    {"decode [B,S,H,D] view", 2, 8, 2, 1, 300, 64, false, View::BSHD, Path::Decode},
+    {"decode Sk=0", 1, 4, 2, 1, 0, 64, false, View::Contig, Path::Decode},
+    {"decode group 32 (flash instead)", 1, 32, 1, 1, 300, 64, false, View::Contig, Path::Flash},
 };
 // clang-format on
 
@@ -155,8 +165,12 @@ void check_case(const AttnCase& c, DType t) {
     params.v_strides[size_t(i)] = v.view.strides[size_t(i)];
   DeviceOut out(t, {c.b, c.hq, c.sq, c.d});
   params.out = out.view().data;
-  EXPECT_EQ(cuda::attention_flash_eligible(params), c.flash && t != DType::Float32)
-      << "the case does not take the kernel it is meant to test";
+  params.sq = c.sq, params.sk = c.sk, params.hkv = c.hkv;
+  const Path path = cuda::attention_decode_eligible(params) ? Path::Decode
+                    : cuda::attention_flash_eligible(params) ? Path::Flash
+                                                             : Path::Rows;
+  const Path want_path = c.path == Path::Flash && t == DType::Float32 ? Path::Rows : c.path;
+  EXPECT_EQ(int(path), int(want_path)) << "the case does not take the kernel it is meant to test";
   for (Impl impl : {Impl::Custom, Impl::Auto}) {
     SCOPED_TRACE(impl_name(impl));
     out.poison();
