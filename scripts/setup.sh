@@ -26,6 +26,17 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements-dev.txt
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
+# The cuDNN frontend's headers (header-only; the vendor attention path) from PyPI's wheel, pinned,
+# unpacked into build/deps: only where CUDA is, and a failed download only leaves that path out.
+FE=build/deps/cudnn_frontend
+if command -v nvcc >/dev/null && [ ! -f "$FE/include/cudnn_frontend.h" ]; then
+  rm -rf "$FE" && mkdir -p "$FE"
+  if .venv/bin/python -m pip download -q --no-deps -d "$FE/wheel" nvidia-cudnn-frontend==1.32.0; then
+    .venv/bin/python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith('include/')])" "$FE"/wheel/*.whl "$FE"
+  else
+    echo "setup: no cuDNN frontend headers (download failed): no vendor attention" >&2
+  fi
+fi
 echo "setup: building loraops (build/py)" >&2
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps \
   -C build-dir=build/py -C cmake.define.LORAOPS_BUILD_TESTS=ON .

@@ -2,6 +2,7 @@
 // here are registered absences ("not implemented on CUDA yet") until their issue lands.
 #include "core/backends.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/vendor/attention_cudnn.hpp"
 
 namespace loraops::cuda {
 
@@ -20,8 +21,20 @@ void register_kernels(detail::Registry& reg) {
   reg.add<detail::LoraForwardParams>(OpId::LoraForward, kCUDA, Impl::Vendor, lora_forward_vendor);
   reg.add<detail::LoraBackwardParams>(OpId::LoraBackward, kCUDA, Impl::Vendor,
                                       lora_backward_vendor);
-  // attention: our kernels only; the vendor path (cuDNN's fused attention) is not built yet.
+  // attention: our kernels; cuDNN's fused attention as the vendor path when the build has it.
+  // auto: cuDNN where it takes the shape (not yet measured against ours; NOTES.md), else ours.
   reg.add<detail::AttentionParams>(OpId::Attention, kCUDA, Impl::Custom, attention_custom);
+#if LORAOPS_WITH_CUDNN
+  reg.add<detail::AttentionParams>(OpId::Attention, kCUDA, Impl::Vendor, attention_vendor,
+                                   uint8_t(detail::dtype_bit(DType::Float16) |
+                                           detail::dtype_bit(DType::BFloat16)));
+  reg.set_chooser<detail::AttentionParams>(OpId::Attention, kCUDA, [](const detail::AttentionParams& p) {
+    return attention_cudnn_supports(p) ? Impl::Vendor : Impl::Custom;
+  });
+#else
+  reg.absent(OpId::Attention, kCUDA, Impl::Vendor,
+             "this build of loraops has no cuDNN (or no cuDNN frontend headers)");
+#endif
   // custom: our decode kernels where y is bound by one read of W; above that the low-rank term
   // is not folded into a GEMM of ours yet, so custom runs the cuBLASLt composition.
   reg.add<detail::LoraForwardParams>(
