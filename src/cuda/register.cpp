@@ -22,14 +22,16 @@ void register_kernels(detail::Registry& reg) {
   reg.add<detail::LoraBackwardParams>(OpId::LoraBackward, kCUDA, Impl::Vendor,
                                       lora_backward_vendor);
   // attention: our kernels; cuDNN's fused attention as the vendor path when the build has it.
-  // auto: cuDNN where it takes the shape (not yet measured against ours; NOTES.md), else ours.
+  // auto: cuDNN where it takes the shape (not yet measured against ours; NOTES.md), except one
+  // query row (our split-K decode kernel; a cuDNN plan per new key count would cost a build per
+  // decode step), else ours.
   reg.add<detail::AttentionParams>(OpId::Attention, kCUDA, Impl::Custom, attention_custom);
 #if LORAOPS_WITH_CUDNN
   reg.add<detail::AttentionParams>(OpId::Attention, kCUDA, Impl::Vendor, attention_vendor,
                                    uint8_t(detail::dtype_bit(DType::Float16) |
                                            detail::dtype_bit(DType::BFloat16)));
   reg.set_chooser<detail::AttentionParams>(OpId::Attention, kCUDA, [](const detail::AttentionParams& p) {
-    return attention_cudnn_supports(p) ? Impl::Vendor : Impl::Custom;
+    return p.sq > 1 && attention_cudnn_supports(p) ? Impl::Vendor : Impl::Custom;
   });
 #else
   reg.absent(OpId::Attention, kCUDA, Impl::Vendor,

@@ -23,7 +23,9 @@
 #include <dlfcn.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,6 +46,7 @@ namespace fe = cudnn_frontend;
 namespace {
 
 constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4;  // tensor uids in the graph
+constexpr size_t kMaxPlans = 256;                  // cached plans per device
 
 [[noreturn]] void unsupported(const std::string& why) {
   throw Error(ErrorKind::Unsupported, "attention", "impl",
@@ -51,8 +54,14 @@ constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4;  // tensor uids in the graph
 }
 
 // Why cuDNN's SDPA cannot take these parameters (loraops' own rules), or "" when it may.
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
 std::string refusal(const detail::AttentionParams& p) {
+  if (p.batch == 0 || p.hq == 0 || p.sq == 0 || p.d == 0) return "an empty output";
   if (p.dtype == DType::Float32) return "float32 (cuDNN's fused attention is half precision)";
+  // the frontend's tensors assume 16-byte alignment; it finds out otherwise only at execute
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
+    return "a pointer not 16-byte aligned";
   if (p.d % 8 != 0 || p.d > 256) return "head dim " + std::to_string(p.d) + " (needs a multiple of 8, at most 256)";
   if (p.q_strides[3] != 1 || p.k_strides[3] != 1 || p.v_strides[3] != 1)
     return "a head dim that is not contiguous";
@@ -86,7 +95,21 @@ std::shared_ptr<fe::graph::Tensor_attributes> tensor(fe::graph::Graph& g, const 
   return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims).set_stride(strides));
 }
 
+Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle);
+
+// A failure to build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn
+// lacks) is a refusal with its reason, never an exception out of `auto`'s chooser.
 Plan build(const detail::AttentionParams& p, cudnnHandle_t handle) {
+  try {
+    return build_graph(p, handle);
+  } catch (const std::exception& e) {
+    Plan plan;
+    plan.error = e.what();
+    return plan;
+  }
+}
+
+Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
   Plan plan;
   auto g = std::make_shared<fe::graph::Graph>();
   g->set_io_data_type(p.dtype == DType::BFloat16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF)
@@ -96,7 +119,8 @@ Plan build(const detail::AttentionParams& p, cudnnHandle_t handle) {
   auto k = tensor(*g, "K", kK, {p.batch, p.hkv, p.sk, p.d}, vec(p.k_strides));
   auto v = tensor(*g, "V", kV, {p.batch, p.hkv, p.sk, p.d}, vec(p.v_strides));
   auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(false).set_attn_scale(p.scale);
-  if (p.causal) opts.set_causal_mask_bottom_right(true);
+  // bottom-right with one query row sees every key: no mask (older cuDNN refuses it at Sq = 1)
+  if (p.causal && p.sq > 1) opts.set_causal_mask_bottom_right(true);
   auto [o, stats] = g->sdpa(q, k, v, opts);
   (void)stats;  // inference: not produced
   o->set_output(true).set_uid(kO).set_dim({p.batch, p.hq, p.sq, p.d}).set_stride(
@@ -157,7 +181,12 @@ std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, DeviceSta
   }
   const Key key = key_of(p);
   auto it = s.plans.find(key);
-  if (it == s.plans.end()) it = s.plans.emplace(key, std::make_shared<const Plan>(build(p, s.handle))).first;
+  if (it == s.plans.end()) {
+    // Every new shape costs a plan (heuristics, perhaps a runtime compile): a serving loop whose
+    // lengths keep changing would grow the cache without end, so it is bounded.
+    if (s.plans.size() >= kMaxPlans) s.plans.clear();
+    it = s.plans.emplace(key, std::make_shared<const Plan>(build(p, s.handle))).first;
+  }
   return it->second;
 }
 
@@ -165,10 +194,14 @@ std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, DeviceSta
 
 bool attention_cudnn_supports(const detail::AttentionParams& p) {
   if (!refusal(p).empty() || !load_cudnn().empty()) return false;
-  DeviceGuard guard(p.device_index);
-  DeviceState& s = state(p.device_index);
-  std::lock_guard<std::mutex> lock(s.mu);
-  return plan_for(p, s)->graph != nullptr;
+  try {
+    DeviceGuard guard(p.device_index);
+    DeviceState& s = state(p.device_index);
+    std::lock_guard<std::mutex> lock(s.mu);
+    return plan_for(p, s)->graph != nullptr;
+  } catch (const std::exception&) {  // no handle, say: `auto` runs our kernel instead
+    return false;
+  }
 }
 
 void attention_vendor(const detail::AttentionParams& p, void* stream_ptr) {
