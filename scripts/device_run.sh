@@ -9,7 +9,7 @@
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
-#   it for racecheck, the slowest). Each step is
+#   it for racecheck, the slowest; MEMCHECK_FILTER for memcheck). Each step is
 #   killed after STEP_TIMEOUT seconds (default 300) so one hang cannot eat the whole call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   step gpu_tests build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
   step cpu_tests build/dev/tests/cpp/loraops_tests --gtest_brief=1
   if [ "${SANITIZERS:-1}" != 0 ]; then
-  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${MEMCHECK_FILTER:-${GPU_FILTER:-*}}"
   # racecheck also reports hazards inside cuBLAS's own sm90 GEMM kernels (seen 2026-11-29 in a
   # TF32 xmma kernel); read its log for hazards in loraops' kernels, not just its exit code.
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"

@@ -12,8 +12,9 @@
 // bank conflicts. Causal blocks stop at the last key their last row can see.
 //
 // attention_decode (one query row, Sq = 1, D = 64 or 128, unit-stride rows, at most 8 query heads
-// per key/value head): split-K. A block owns a chunk of 256 keys of one key/value head and serves
-// every query head of its group, so each K and V byte is read once; it leaves a partial
+// per key/value head): split-K. A block owns a chunk of keys (64 for bf16 at D = 128; K and V
+// staged in shared memory by cp.async, every load in flight at once) of one key/value head and
+// serves every query head of its group, so each K and V byte is read once; it leaves a partial
 // (max, sum, unnormalised output) per query head, and attention_decode_combine merges the chunks.
 // One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction of
 // the SMs.
@@ -193,9 +194,15 @@ __global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
 
 // ---- the split-K decode kernels ---------------------------------------------------------------
 
-constexpr int kDecodeChunk = 256;  // keys per block
 constexpr int kDecodeWarps = 8;
 constexpr int kDecodeMaxGroup = kDecodeWarps;  // query heads per kv head: a warp per row below
+
+// Keys per block: the chunk's K and V tiles take 32 KB of shared memory (64 keys for bf16 at
+// D = 128), so with the block's other 14 KB four blocks fit an SM without opting in to more.
+template <class T, int D>
+constexpr int decode_chunk() {
+  return int(16384 / (D * sizeof(T)));
+}
 
 // Partials of chunk c for query head h of batch b, at [(b * hq + h) * nchunks + c]: the chunk's
 // max score (base 2), its sum of 2^(s - max), and D unnormalised outputs.
@@ -206,32 +213,60 @@ struct DecodePartials {
   int64_t nchunks;
 };
 
+// `vec`: every K and V row starts 16-byte aligned, so the chunk streams in by cp.async.
 template <class T, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32) attention_decode(AttnArgs a, DecodePartials part) {
-  constexpr int kPerLane = D / 32;  // q and k elements per lane in the scores
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    attention_decode(AttnArgs a, DecodePartials part, bool vec) {
+  constexpr int kChunk = decode_chunk<T, D>();
+  constexpr int kPerLane = D / 32;       // q and k elements per lane in the scores
+  constexpr int kVec = 16 / sizeof(T);   // elements per 16-byte copy
+  __shared__ __align__(16) T kt[kChunk * D];
+  __shared__ __align__(16) T vt[kChunk * D];
   __shared__ float qs[kDecodeMaxGroup][D];
-  __shared__ float ps[kDecodeMaxGroup][kDecodeChunk];
+  __shared__ float ps[kDecodeMaxGroup][kChunk];
   __shared__ float osum[2][kDecodeMaxGroup][D];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const int group = int(a.hq / a.hkv);
-  const int64_t j0 = c * kDecodeChunk;
-  const int count = int(min(int64_t(kDecodeChunk), a.sk - j0));
+  const int64_t j0 = c * kChunk;
+  const int count = int(min(int64_t(kChunk), a.sk - j0));
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
+
+  // The chunk's K, then its V, into shared memory with every load in flight at once: the
+  // block's only long wait is one memory latency, and V streams while the scores are computed.
+  if (vec) {
+    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
+      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
+      cp_async16(kt + j * D + e, k + j * a.ks[2] + e, true);
+    }
+    cp_async_commit();
+    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
+      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
+      cp_async16(vt + j * D + e, v + j * a.vs[2] + e, true);
+    }
+    cp_async_commit();
+  } else {
+    for (int i = threadIdx.x; i < count * D; i += blockDim.x) {
+      const int j = i / D, e = i % D;
+      kt[j * D + e] = k[j * a.ks[2] + e];
+      vt[j * D + e] = v[j * a.vs[2] + e];
+    }
+  }
 
   for (int i = threadIdx.x; i < group * D; i += blockDim.x) {  // q of the group, scaled
     const int g = i / D, d = i % D;
     const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + g) * a.qs[1];
     qs[g][d] = to_float(q[d]) * a.scale_log2;
   }
+  cp_async_wait<1>();  // K landed (V may still be in flight)
   __syncthreads();
 
-  // scores: a warp per key (its row read once, coalesced), every query head of the group
+  // scores: a warp per key, every query head of the group
   for (int j = warp; j < count; j += kDecodeWarps) {
     float kv[kPerLane];
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) kv[e] = to_float(k[j * a.ks[2] + lane * kPerLane + e]);
+    for (int e = 0; e < kPerLane; ++e) kv[e] = to_float(kt[j * D + lane * kPerLane + e]);
     for (int g = 0; g < group; ++g) {
       float acc = 0.f;
 #pragma unroll
@@ -263,20 +298,21 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) attention_decode(AttnArgs a
       part.l[at] = sum;
     }
   }
+  cp_async_wait<0>();  // V landed
   __syncthreads();
 
-  // P @ V: thread t owns output dim t % D for half the chunk's keys (two halves when 2D threads)
+  // P @ V: thread t owns output dim t % D for a share of the chunk's keys (kHalves shares)
   constexpr int kHalves = kDecodeWarps * 32 / D;  // 4 for D = 64, 2 for D = 128
   const int d = threadIdx.x % D, half = threadIdx.x / D;
   float acc[kDecodeMaxGroup] = {};
   // (loops over the group run to the constant maximum, guarded: acc stays in registers)
   for (int j = half; j < count; j += kHalves) {
-    const float vv = to_float(v[j * a.vs[2] + d]);
+    const float vv = to_float(vt[j * D + d]);
 #pragma unroll
     for (int g = 0; g < kDecodeMaxGroup; ++g)
       if (g < group) acc[g] = fmaf(ps[g][j], vv, acc[g]);
   }
-  // fold the halves pairwise through shared memory: kHalves is 2 or 4
+  // fold the shares pairwise through shared memory: kHalves is 2 or 4
 #pragma unroll
   for (int step = kHalves / 2; step >= 1; step /= 2) {
     if (half >= step && half < 2 * step) {
@@ -412,7 +448,8 @@ void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
 
 template <class T, int D>
 void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
-  const int64_t nchunks = (p.sk + kDecodeChunk - 1) / kDecodeChunk;
+  constexpr int kChunk = decode_chunk<T, D>();
+  const int64_t nchunks = (p.sk + kChunk - 1) / kChunk;
   const int64_t rows = p.batch * p.hq;
   // m, l and o of every chunk of every query head; held until the combine is enqueued
   const Scratch lease = stream_scratch(p.device_index, stream,
@@ -420,9 +457,12 @@ void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStre
                                        "attention", "q");
   float* base = reinterpret_cast<float*>(lease.get());
   const DecodePartials part{base, base + rows * nchunks, base + 2 * rows * nchunks, nchunks};
+  constexpr int64_t kAlign = 16 / int64_t(sizeof(T));
+  bool vec = aligned16(p.k) && aligned16(p.v);
+  for (int i = 0; i < 3; ++i) vec = vec && p.k_strides[size_t(i)] % kAlign == 0 && p.v_strides[size_t(i)] % kAlign == 0;
   if (nchunks > 0) {
     const dim3 grid(unsigned(nchunks), unsigned(p.hkv), unsigned(p.batch));
-    attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, part);
+    attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, part, vec);
     LORAOPS_CUDA_CHECK_LAUNCH("attention_decode");
   }
   attention_decode_combine<T><<<unsigned(rows), D, 0, stream>>>(a, part);

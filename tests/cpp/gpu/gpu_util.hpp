@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <stdexcept>
 
 #include "test_util.hpp"
 
@@ -55,6 +56,10 @@ struct DeviceOperand {
   DeviceTensor mem;
   Tensor view;
   DeviceOperand(HostTensor& storage, const Tensor& host_view) : mem(storage), view(host_view) {
+    // the view must point into this storage (a copy of the storage would give a wild pointer)
+    const auto* at = static_cast<const uint8_t*>(host_view.data);
+    if (at < storage.bytes.data() || at > storage.bytes.data() + storage.bytes.size())
+      throw std::logic_error("DeviceOperand: the host view does not point into the given storage");
     view.data = static_cast<uint8_t*>(mem.ptr) +
                 (static_cast<const uint8_t*>(host_view.data) - storage.bytes.data());
     view.device = Device{DeviceType::CUDA, 0};

@@ -151,11 +151,10 @@ Expected expected(const AttnCase& c, const Inputs4& in, DType t, Ref ref = Ref::
 
 void check_case(const AttnCase& c, DType t) {
   SCOPED_TRACE(std::string(c.name) + " " + dtype_name(t));
-  const Inputs4 in = make_inputs(c, t);
+  Inputs4 in = make_inputs(c, t);  // mutable: DeviceOperand uploads the storage the views point into
   const Operand4 &q = in.q, &k = in.k, &v = in.v;
   const Expected want = expected(c, in, t);
-  HostTensor qs = q.storage, ks = k.storage, vs = v.storage;  // DeviceOperand takes them mutable
-  DeviceOperand dq(qs, q.view), dk(ks, k.view), dv(vs, v.view);
+  DeviceOperand dq(in.q), dk(in.k), dv(in.v);
   detail::AttentionParams params;  // what the front end will build: the path the kernel takes
   params.dtype = t, params.d = c.d, params.hq = c.hq, params.batch = c.b;
   params.q = dq.view.data, params.k = dk.view.data, params.v = dv.view.data;
