@@ -335,23 +335,52 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
-// out[b, h, 0, :] from the chunks' partials (a block per query head, a thread per output dim).
-template <class T>
-__global__ void attention_decode_combine(AttnArgs a, DecodePartials part) {
+// out[b, h, 0, :] from the chunks' partials, a block per query head. Every loop over the chunks
+// is spread over the block (a chunk per thread for the max and the sum; kShares threads per
+// output dim for the outputs) so that its loads are in flight together: one thread walking 64
+// chunks in sequence waits out an L2 latency per step.
+constexpr int kCombineThreads = 256;
+
+__device__ float block_reduce(float x, bool is_max, float* red) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // red is free (a previous reduction has read it)
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < int(blockDim.x >> 5); ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+  return x;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
+  constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
+  __shared__ float red[kCombineThreads / 32];
+  __shared__ float osum[kShares][D];
   const int64_t row = blockIdx.x;  // b * hq + h
   const float* m = part.m + row * part.nchunks;
   const float* l = part.l + row * part.nchunks;
   float mx = -INFINITY;
-  for (int64_t c = 0; c < part.nchunks; ++c) mx = fmaxf(mx, m[c]);
+  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) mx = fmaxf(mx, m[c]);
+  mx = block_reduce(mx, true, red);
   float sum = 0.f;
-  for (int64_t c = 0; c < part.nchunks; ++c) sum += l[c] * exp2f(m[c] - mx);
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  T* out = static_cast<T*>(a.out) + row * a.d;
-  for (int64_t d = threadIdx.x; d < a.d; d += blockDim.x) {
-    float o = 0.f;
-    for (int64_t c = 0; c < part.nchunks; ++c)
-      o += part.o[(row * part.nchunks + c) * a.d + d] * exp2f(m[c] - mx);
-    out[d] = from_float<T>(o * inv);
+  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) sum += l[c] * exp2f(m[c] - mx);
+  sum = block_reduce(sum, false, red);
+  const int d = threadIdx.x % D, share = threadIdx.x / D;
+  const float* o = part.o + row * part.nchunks * D + d;
+  float acc = 0.f;
+#pragma unroll 8
+  for (int64_t c = share; c < part.nchunks; c += kShares) acc = fmaf(o[c * D], exp2f(m[c] - mx), acc);
+  osum[share][d] = acc;
+  __syncthreads();
+  if (share == 0) {
+    for (int s2 = 1; s2 < kShares; ++s2) acc += osum[s2][d];
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc * inv);
   }
 }
 
@@ -465,7 +494,7 @@ void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStre
     attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, part, vec);
     LORAOPS_CUDA_CHECK_LAUNCH("attention_decode");
   }
-  attention_decode_combine<T><<<unsigned(rows), D, 0, stream>>>(a, part);
+  attention_decode_combine<T, D><<<unsigned(rows), kCombineThreads, 0, stream>>>(a, part);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_combine");
 }
 
