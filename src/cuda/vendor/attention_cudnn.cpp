@@ -159,10 +159,21 @@ const std::string& load_cudnn() {
     for (const char* lib : {"libcudnn.so.9", "libcudnn.so"}) {
       void* h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
       if (!h) h = dlopen(lib, RTLD_NOW | RTLD_GLOBAL);
-      if (h) {
-        cudnn_frontend::cudnn_dlhandle = h;
-        return std::string();
-      }
+      if (!h) continue;
+      // The frontend is built against this cuDNN's header; another minor version already in the
+      // process (PyTorch 2.11 carries 9.19 where the build saw 9.14) crashed inside the
+      // frontend's graph validation on the H200 (2026-11-29), and a matching library preloaded
+      // ran. So a library of another major.minor is refused: `auto` runs our kernel.
+      using GetVersion = size_t (*)();
+      const auto get_version = reinterpret_cast<GetVersion>(dlsym(h, "cudnnGetVersion"));
+      const size_t loaded = get_version ? get_version() : 0;
+      if (loaded / 100 != size_t(CUDNN_VERSION) / 100)
+        return "cuDNN " + std::to_string(loaded / 10000) + "." + std::to_string(loaded / 100 % 100) +
+               " is loaded in this process, and loraops' cuDNN path was built against " +
+               std::to_string(CUDNN_MAJOR) + "." + std::to_string(CUDNN_MINOR) +
+               " (the frontend needs the version it was built for)";
+      cudnn_frontend::cudnn_dlhandle = h;
+      return std::string();
     }
     const char* e = dlerror();
     return std::string("libcudnn.so.9 could not be loaded") + (e ? std::string(": ") + e : "");
