@@ -2,6 +2,7 @@
 library fast enough here, or do we need our own kernel?" with numbers (see docs and DESIGN.md)."""
 
 import argparse
+import faulthandler
 import sys
 
 
@@ -58,6 +59,9 @@ def _compare_files(old_path, new_path):
 
 
 def main(argv=None):
+    # A crash in native code (a GPU library, say) prints the Python stack that led there.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     args = _parser().parse_args(argv)
     if args.command == "bench":
         from .bench import BenchError, Options, emit_cases, run_bench
