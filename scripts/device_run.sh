@@ -5,7 +5,8 @@
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
-#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it.
+#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it; NCU_CASE=text
+#   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
@@ -45,6 +46,14 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
   fi
   step latency build/dev/loraops_latency 2000 "${LATENCY_FILTER:-}"
+  # NCU_CASE=text: Nsight Compute on the loraops_latency cases whose name contains it (speed of
+  # light, occupancy, launch statistics, memory workload; NCU_KERNEL=regex picks the kernels).
+  if [ -n "${NCU_CASE:-}" ]; then
+    step ncu ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-count "${NCU_COUNT:-4}" \
+      --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis --section WarpStateStats \
+      build/dev/loraops_latency 20 "$NCU_CASE"
+  fi
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
@@ -68,7 +77,7 @@ fi
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
-for f in gpu_tests memcheck racecheck latency pytest example; do
+for f in gpu_tests memcheck racecheck latency ncu pytest example; do
   tar xzf "$OUT/logs.tgz" -O "./$f.log" 2>/dev/null | tail -n 8 | sed "1i --- $f (tail)"
 done
 tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fallbacks" | sed "1i --- profile_example"
