@@ -62,6 +62,9 @@ inline int sm_count(int device) {
   return cached[device];
 }
 
+// Whether a pointer allows 16-byte vector loads (cp.async, uint4) from it.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Calls f(T{}) with T the CUDA element type of `t`: the one place a runtime dtype becomes a
 // compile-time one.
 template <class F>

@@ -464,8 +464,6 @@ AttnArgs args_of(const detail::AttentionParams& p) {
   return a;
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 template <class T, int D>
 void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = size_t(kBM + 2 * kBN) * D * sizeof(T);

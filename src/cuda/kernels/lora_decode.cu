@@ -347,8 +347,6 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
 
 // ---- launching ----------------------------------------------------------------------------------
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
 // Rows of `cols` elements that can be read as 16-byte vectors.
 bool rows_vectorisable(const RowsView& v, int64_t es) {
   if (v.col_stride != 1 && v.cols > 1) return false;

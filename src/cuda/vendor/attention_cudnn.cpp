@@ -54,8 +54,6 @@ constexpr size_t kMaxPlans = 256;                  // cached plans per device
 }
 
 // Why cuDNN's SDPA cannot take these parameters (loraops' own rules), or "" when it may.
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 std::string refusal(const detail::AttentionParams& p) {
   if (p.batch == 0 || p.hq == 0 || p.sq == 0 || p.d == 0) return "an empty output";
   if (p.dtype == DType::Float32) return "float32 (cuDNN's fused attention is half precision)";
