@@ -123,19 +123,32 @@ __global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
     if (t + 1 < ntiles) load_tile<T, D>(sk_tile, k + (n0 + kBN) * a.ks[2], a.ks[2], a.sk - n0 - kBN);
     cp_async_commit();
 
-    // mask, then the online softmax (base 2)
+    // mask, then the online softmax (base 2). Only a tile past the end of the keys or crossing
+    // the causal diagonal of this block's first row needs the mask (uniform over the block);
+    // the per-element index tests cost more issue slots than the tile's MMAs.
+    const bool masked = n0 + kBN > a.sk || (a.causal && n0 + kBN - 1 > m0 + shift);
     float mx[2] = {mrow[0], mrow[1]};
+    if (masked) {
 #pragma unroll
-    for (int nt = 0; nt < kBN / 8; ++nt)
+      for (int nt = 0; nt < kBN / 8; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t j = n0 + nt * 8 + tq * 2 + (e & 1);
-        const int64_t i = i0 + (e >> 1) * 8;
-        float x = s[nt][e] * a.scale_log2;
-        if (j >= a.sk || (a.causal && j > i + shift)) x = -INFINITY;
-        s[nt][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
+        for (int e = 0; e < 4; ++e) {
+          const int64_t j = n0 + nt * 8 + tq * 2 + (e & 1);
+          const int64_t i = i0 + (e >> 1) * 8;
+          float x = s[nt][e] * a.scale_log2;
+          if (j >= a.sk || (a.causal && j > i + shift)) x = -INFINITY;
+          s[nt][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kBN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[nt][e] *= a.scale_log2;
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+        }
+    }
     float base[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
