@@ -46,6 +46,8 @@ const AttnCase kCases[] = {
     {"square causal D=64", 1, 2, 2, 64, 64, 64, true, View::Contig, Path::Flash},
     {"MQA 130x300", 1, 3, 1, 130, 300, 128, false, View::Contig, Path::Flash},
     {"multi-tile causal", 1, 2, 2, 513, 513, 128, true, View::Contig, Path::Flash},
+    // (interior tiles skip the mask: whole tiles left of the diagonal, a tail at Sk % 64 = 40)
+    {"multi-tile causal Sq<Sk", 1, 2, 1, 100, 1000, 64, true, View::Contig, Path::Flash},
     {"D=80 (general kernel)", 1, 2, 2, 33, 65, 80, true},
     {"D=256 (general kernel)", 1, 2, 1, 9, 40, 256, false},
     {"Sk=0", 1, 1, 1, 5, 0, 64, false, View::Contig, Path::Flash},
