@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -20,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "core/params.hpp"
+#include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
 namespace {
@@ -279,6 +282,30 @@ int main(int argc, char** argv) {
                                          make(hq, sq, 34), causal});
     return [a, ex] { loraops::attention(a->q, a->k, a->v, a->causal, std::nullopt, a->o, ex); };
   };
+  // The flash kernel with 1 and 2 row tiles per warp (64- and 128-row blocks), whatever custom picks.
+  auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, int m_tiles) {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    const auto t = loraops::DType::BFloat16;
+    auto make = [&](uint32_t seed) {
+      return loraops::Tensor::contiguous(filled(t, size_t(b * h * sl * d), seed), t, {b, h, sl, d}, dev);
+    };
+    auto p = std::make_shared<loraops::detail::AttentionParams>();
+    const loraops::Tensor q = make(41), k = make(42), v = make(43), o = make(44);
+    p->dtype = t, p->batch = b, p->hq = h, p->hkv = h, p->sq = sl, p->sk = sl, p->d = d;
+    p->q = q.data, p->k = k.data, p->v = v.data, p->out = o.data;
+    for (size_t i = 0; i < 4; ++i) p->q_strides[i] = p->k_strides[i] = p->v_strides[i] = q.strides[i];
+    p->causal = causal, p->scale = float(1.0 / std::sqrt(double(d)));
+    void* const stream = custom.stream;
+    return [p, stream, m_tiles] { loraops::cuda::attention_flash_with(*p, stream, m_tiles); };
+  };
+  for (int mt : {1, 2}) {
+    const std::string tag = "attn flash m" + std::to_string(mt) + " ";
+    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, mt), 0, 5,
+                     4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
+    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, mt), 0, 10,
+                     4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
+  }
+
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.
   for (const auto& [tag, ex] : {std::pair{std::string("attn "), custom}, std::pair{std::string("attn cudnn "), vendor}}) {
     cases.push_back({tag + "B4 H32 S4096 D128 causal", attn(4, 32, 32, 4096, 4096, 128, true, ex), 0, 5,

@@ -33,6 +33,10 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 // (fp32 math) for everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
+// The flash kernel with m_tiles (1 or 2) 16-row query tiles per warp, whatever attention_custom
+// would pick: for the tests and loraops_latency, which compare the two. Throws UnsupportedError
+// where attention_flash_eligible is false.
+void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles);
 // One query row (Sq = 1), D = 64 or 128, unit-stride rows, at most 8 query heads per kv head:
 // the split-K decode kernels (taken before the flash kernel).
 bool attention_decode_eligible(const detail::AttentionParams& p);

@@ -24,6 +24,10 @@
 // throughout. Correct for any shape; not fast.
 #include <cmath>
 #include <cstdint>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
@@ -49,9 +53,8 @@ struct AttnArgs {
 
 // ---- the flash kernel -------------------------------------------------------------------------
 
-constexpr int kBM = 64;  // query rows per block (16 per warp)
-constexpr int kBN = 64;  // keys per tile
-constexpr int kFlashThreads = 128;
+constexpr int kBN = 64;             // keys per tile
+constexpr int kFlashThreads = 128;  // 4 warps
 
 // Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
 template <int D>
@@ -59,117 +62,156 @@ __device__ __forceinline__ int swz(int r, int c) {
   return r * D + ((c ^ (r & 7)) << 3);
 }
 
-// Rows [0, 64) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile; rows at
-// or past rows_left are zero-filled.
-template <class T, int D>
+// Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile; rows
+// at or past rows_left are zero-filled.
+template <class T, int D, int ROWS>
 __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
   constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < kBM * kChunks; i += kFlashThreads) {
+  for (int i = threadIdx.x; i < ROWS * kChunks; i += kFlashThreads) {
     const int r = i / kChunks, c = i % kChunks;
     const bool ok = r < rows_left;
     cp_async16(tile + swz<D>(r, c), ok ? g + r * rs + c * 8 : g, ok);
   }
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
+// Shared memory of a block: its Q rows, one K tile, one V tile.
+template <class T, int D, int kMT>
+constexpr size_t flash_smem_bytes() {
+  return size_t(64 * kMT + 2 * kBN) * D * sizeof(T);
+}
+
+// kMT 16-row query tiles per warp, 64 * kMT rows per block. With kMT = 2 each K and V fragment a
+// warp reads from shared memory feeds two row tiles, halving those reads per query row (as
+// FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
+// memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
+template <class T, int D, int kMT>
+__global__ void __launch_bounds__(kFlashThreads, kMT == 2 ? 2 : (D == 64 ? 4 : 3)) attention_flash(AttnArgs a) {
+  constexpr int kBM = 64 * kMT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
   T* const sk_tile = sq_tile + kBM * D;
   T* const sv_tile = sk_tile + kBN * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
-  const int64_t b = blockIdx.z, h = blockIdx.y, m0 = int64_t(blockIdx.x) * kBM;
+  // Row and key indices fit 32 bits (attention_flash_eligible); offsets are formed in 64.
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int m0 = int(blockIdx.x) * kBM, sq = int(a.sq), sk = int(a.sk);
   const int64_t hk = h / (a.hq / a.hkv);
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
-  const int64_t shift = a.sk - a.sq;  // causal: row i sees keys j <= i + shift
-  const int64_t kend = a.causal ? min(a.sk, max(int64_t(0), m0 + kBM + shift)) : a.sk;
+  const int shift = sk - sq;  // causal: row i sees keys j <= i + shift
+  const int kend = a.causal ? min(sk, max(0, m0 + kBM + shift)) : sk;
   const int ntiles = int((kend + kBN - 1) / kBN);
 
-  float o[D / 8][4] = {};
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+  float o[kMT][D / 8][4] = {};
+  float mrow[kMT][2], lrow[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+    mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
   if (ntiles > 0) {
-    load_tile<T, D>(sq_tile, q, a.qs[2], a.sq - m0);
-    load_tile<T, D>(sk_tile, k, a.ks[2], a.sk);
+    load_tile<T, D, kBM>(sq_tile, q, a.qs[2], sq - m0);
+    load_tile<T, D, kBN>(sk_tile, k, a.ks[2], sk);
     cp_async_commit();  // group: Q and K of tile 0
-    load_tile<T, D>(sv_tile, v, a.vs[2], a.sk);
+    load_tile<T, D, kBN>(sv_tile, v, a.vs[2], sk);
     cp_async_commit();  // group: V of tile 0
   }
-  uint32_t qf[D / 16][4];
-  const int64_t i0 = m0 + warp * 16 + g;  // this thread's rows: i0 and i0 + 8
+  // Row tile mt of this warp: block rows (warp * kMT + mt) * 16 + [0, 16); this thread's rows in
+  // it are i0 + mt * 16 and i0 + mt * 16 + 8.
+  const int i0 = m0 + warp * kMT * 16 + g;
+  uint32_t qf[kMT == 1 ? D / 16 : 1][4];  // kMT = 1: Q's fragments held in registers
   for (int t = 0; t < ntiles; ++t) {
-    const int64_t n0 = int64_t(t) * kBN;
+    const int n0 = t * kBN;
     cp_async_wait<1>();  // K of this tile (and Q) landed; V may still be in flight
     __syncthreads();
-    if (t == 0) {
+    if constexpr (kMT == 1) {
+      if (t == 0) {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(qf[kk], sq_tile + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+        for (int kk = 0; kk < D / 16; ++kk)
+          ldmatrix_x4(qf[kk], sq_tile + swz<D>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+      }
     }
-    float s[kBN / 8][4] = {};
+    float s[kMT][kBN / 8][4] = {};
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        if constexpr (kMT == 1) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[kk][e];
+        } else {
+          ldmatrix_x4(qa[mt], sq_tile + swz<D>((warp * kMT + mt) * 16 + (lane & 15),
+                                               kk * 2 + (lane >> 4)));
+        }
+      }
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; nt += 2) {
         uint32_t kb[4];  // B fragments of key tiles nt and nt + 1
         ldmatrix_x4(kb, sk_tile + swz<D>(nt * 8 + (lane >> 4) * 8 + (lane & 7),
                                          kk * 2 + ((lane >> 3) & 1)));
-        mma16816<T>(s[nt], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
-        mma16816<T>(s[nt + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma16816<T>(s[mt][nt], qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], kb[0], kb[1]);
+          mma16816<T>(s[mt][nt + 1], qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], kb[2], kb[3]);
+        }
       }
+    }
     __syncthreads();  // every warp is done with this K tile: the next one may overwrite it
-    if (t + 1 < ntiles) load_tile<T, D>(sk_tile, k + (n0 + kBN) * a.ks[2], a.ks[2], a.sk - n0 - kBN);
+    if (t + 1 < ntiles)
+      load_tile<T, D, kBN>(sk_tile, k + int64_t(n0 + kBN) * a.ks[2], a.ks[2], sk - n0 - kBN);
     cp_async_commit();
 
     // mask, then the online softmax (base 2). Only a tile past the end of the keys or crossing
     // the causal diagonal of this block's first row needs the mask (uniform over the block);
     // the per-element index tests cost more issue slots than the tile's MMAs.
-    const bool masked = n0 + kBN > a.sk || (a.causal && n0 + kBN - 1 > m0 + shift);
-    float mx[2] = {mrow[0], mrow[1]};
-    if (masked) {
+    const bool masked = n0 + kBN > sk || (a.causal && n0 + kBN - 1 > m0 + shift);
+    uint32_t pf[kMT][kBN / 16][4];  // P as the A operand of P V (the S accumulators' own layout)
 #pragma unroll
-      for (int nt = 0; nt < kBN / 8; ++nt)
+    for (int mt = 0; mt < kMT; ++mt) {
+      float mx[2] = {mrow[mt][0], mrow[mt][1]};
+      if (masked) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t j = n0 + nt * 8 + tq * 2 + (e & 1);
-          const int64_t i = i0 + (e >> 1) * 8;
-          float x = s[nt][e] * a.scale_log2;
-          if (j >= a.sk || (a.causal && j > i + shift)) x = -INFINITY;
-          s[nt][e] = x;
-          mx[e >> 1] = fmaxf(mx[e >> 1], x);
-        }
-    } else {
+        for (int nt = 0; nt < kBN / 8; ++nt)
 #pragma unroll
-      for (int nt = 0; nt < kBN / 8; ++nt)
+          for (int e = 0; e < 4; ++e) {
+            const int j = n0 + nt * 8 + tq * 2 + (e & 1);
+            const int i = i0 + mt * 16 + (e >> 1) * 8;
+            float x = s[mt][nt][e] * a.scale_log2;
+            if (j >= sk || (a.causal && j > i + shift)) x = -INFINITY;
+            s[mt][nt][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          }
+      } else {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[nt][e] *= a.scale_log2;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-        }
-    }
-    float base[2];
+        for (int nt = 0; nt < kBN / 8; ++nt)
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet: nothing to rescale
-      const float corr = exp2f(mrow[r] - base[r]);
-      mrow[r] = mx[r];
-      lrow[r] *= corr;
+          for (int e = 0; e < 4; ++e) {
+            s[mt][nt][e] *= a.scale_log2;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nt][e]);
+          }
+      }
+      float base[2];
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) o[dt][2 * r] *= corr, o[dt][2 * r + 1] *= corr;
-    }
-    uint32_t pf[kBN / 16][4];  // P as the A operand of P V (the S accumulators' own layout)
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet: nothing to rescale
+        const float corr = exp2f(mrow[mt][r] - base[r]);
+        mrow[mt][r] = mx[r];
+        lrow[mt][r] *= corr;
 #pragma unroll
-    for (int nt = 0; nt < kBN / 8; ++nt) {
-      const float p0 = exp2f(s[nt][0] - base[0]), p1 = exp2f(s[nt][1] - base[0]);
-      const float p2 = exp2f(s[nt][2] - base[1]), p3 = exp2f(s[nt][3] - base[1]);
-      lrow[0] += p0 + p1;
-      lrow[1] += p2 + p3;
-      pf[nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
-      pf[nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
+        for (int dt = 0; dt < D / 8; ++dt) o[mt][dt][2 * r] *= corr, o[mt][dt][2 * r + 1] *= corr;
+      }
+#pragma unroll
+      for (int nt = 0; nt < kBN / 8; ++nt) {
+        const float p0 = exp2f(s[mt][nt][0] - base[0]), p1 = exp2f(s[mt][nt][1] - base[0]);
+        const float p2 = exp2f(s[mt][nt][2] - base[1]), p3 = exp2f(s[mt][nt][3] - base[1]);
+        lrow[mt][0] += p0 + p1;
+        lrow[mt][1] += p2 + p3;
+        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
+        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
+      }
     }
 
     cp_async_wait<1>();  // V of this tile landed (the next K may still be in flight)
@@ -181,28 +223,36 @@ __global__ void __launch_bounds__(kFlashThreads) attention_flash(AttnArgs a) {
         uint32_t vb[4];  // B fragments of output column tiles dt and dt + 1
         ldmatrix_x4_trans(vb, sv_tile + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
                                                dt + (lane >> 4)));
-        mma16816<T>(o[dt], pf[kk][0], pf[kk][1], pf[kk][2], pf[kk][3], vb[0], vb[1]);
-        mma16816<T>(o[dt + 1], pf[kk][0], pf[kk][1], pf[kk][2], pf[kk][3], vb[2], vb[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma16816<T>(o[mt][dt], pf[mt][kk][0], pf[mt][kk][1], pf[mt][kk][2], pf[mt][kk][3], vb[0],
+                      vb[1]);
+          mma16816<T>(o[mt][dt + 1], pf[mt][kk][0], pf[mt][kk][1], pf[mt][kk][2], pf[mt][kk][3],
+                      vb[2], vb[3]);
+        }
       }
     __syncthreads();  // every warp is done with this V tile
-    if (t + 1 < ntiles) load_tile<T, D>(sv_tile, v + (n0 + kBN) * a.vs[2], a.vs[2], a.sk - n0 - kBN);
+    if (t + 1 < ntiles)
+      load_tile<T, D, kBN>(sv_tile, v + int64_t(n0 + kBN) * a.vs[2], a.vs[2], sk - n0 - kBN);
     cp_async_commit();
   }
 
   T* out = static_cast<T*>(a.out) + ((b * a.hq + h) * a.sq) * D;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float l = lrow[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;  // a row that saw no key: zeros
-    const int64_t i = i0 + r * 8;
-    if (i >= a.sq) continue;
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt)
-      *reinterpret_cast<uint32_t*>(out + i * D + dt * 8 + tq * 2) =
-          pack2<T>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-  }
+    for (int r = 0; r < 2; ++r) {
+      float l = lrow[mt][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;  // a row that saw no key: zeros
+      const int i = i0 + mt * 16 + r * 8;
+      if (i >= sq) continue;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt)
+        *reinterpret_cast<uint32_t*>(out + int64_t(i) * D + dt * 8 + tq * 2) =
+            pack2<T>(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+    }
 }
 
 // ---- the split-K decode kernels ---------------------------------------------------------------
@@ -477,14 +527,43 @@ AttnArgs args_of(const detail::AttentionParams& p) {
   return a;
 }
 
-template <class T, int D>
+// Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
+// KB), once per (kernel, device).
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  int device = 0;
+  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  if (!done.insert({kernel, device}).second) return;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e != cudaSuccess) done.erase({kernel, device});
+  LORAOPS_CUDA_CHECK(e);
+}
+
+template <class T, int D, int kMT>
 void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
-  constexpr size_t smem = size_t(kBM + 2 * kBN) * D * sizeof(T);
-  static_assert(smem <= 48 * 1024, "the Q, K and V tiles fit the default shared memory");
-  const dim3 grid(unsigned((a.sq + kBM - 1) / kBM), unsigned(a.hq), unsigned(batch));
-  attention_flash<T, D><<<grid, kFlashThreads, smem, stream>>>(a);
+  constexpr size_t smem = flash_smem_bytes<T, D, kMT>();
+  if constexpr (smem > 48 * 1024) allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
+  const dim3 grid(unsigned((a.sq + 64 * kMT - 1) / (64 * kMT)), unsigned(a.hq), unsigned(batch));
+  attention_flash<T, D, kMT><<<grid, kFlashThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
 }
+
+// The flash kernel with m_tiles 16-row tiles per warp (1 or 2).
+template <class T>
+void run_flash(const AttnArgs& a, const detail::AttentionParams& p, int m_tiles, cudaStream_t stream) {
+  if (p.d == 64) {
+    if (m_tiles == 2) return launch_flash<T, 64, 2>(a, p.batch, stream);
+    return launch_flash<T, 64, 1>(a, p.batch, stream);
+  }
+  if (m_tiles == 2) return launch_flash<T, 128, 2>(a, p.batch, stream);
+  return launch_flash<T, 128, 1>(a, p.batch, stream);
+}
+
+// 128-row blocks where the queries fill them; 64-row blocks for short query runs (decode-like
+// prefill chunks), where half of a 128-row block would idle.
+int flash_m_tiles(const detail::AttentionParams& p) { return p.sq > 64 ? 2 : 1; }
 
 template <class T, int D>
 void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
@@ -517,10 +596,7 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
     return launch_decode<T, 128>(a, p, stream);
   }
   if constexpr (!std::is_same_v<T, float>) {
-    if (attention_flash_eligible(p)) {
-      if (p.d == 64) return launch_flash<T, 64>(a, p.batch, stream);
-      return launch_flash<T, 128>(a, p.batch, stream);
-    }
+    if (attention_flash_eligible(p)) return run_flash<T>(a, p, flash_m_tiles(p), stream);
   }
   const int64_t rows = p.batch * p.hq * p.sq;
   const size_t smem = size_t(kRowWarps) * size_t(2 * p.d + 32) * sizeof(float);
@@ -556,12 +632,24 @@ bool attention_decode_eligible(const detail::AttentionParams& p) {
 bool attention_flash_eligible(const detail::AttentionParams& p) {
   if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;
   if (p.hq > 65535 || p.batch > 65535) return false;  // grid y and z
+  if (p.sq > (int64_t(1) << 30) || p.sk > (int64_t(1) << 30)) return false;  // 32-bit row indices
   for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides}) {
     if ((*s)[3] != 1) return false;
     for (int i = 0; i < 3; ++i)
       if ((*s)[size_t(i)] % 8 != 0) return false;  // every row starts 16-byte aligned
   }
   return aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out);
+}
+
+void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles) {
+  if (!attention_flash_eligible(p) || (m_tiles != 1 && m_tiles != 2))
+    throw Error(ErrorKind::Unsupported, "attention", "q", "a shape the flash kernel takes, 1 or 2 row tiles",
+                "m_tiles = " + std::to_string(m_tiles));
+  if (p.batch == 0 || p.hq == 0 || p.sq == 0) return;
+  DeviceGuard guard(p.device_index);
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (p.dtype == DType::BFloat16) return run_flash<__nv_bfloat16>(args_of(p), p, m_tiles, s);
+  run_flash<__half>(args_of(p), p, m_tiles, s);
 }
 
 void attention_custom(const detail::AttentionParams& p, void* stream) {

@@ -195,6 +195,17 @@ void check_case(const AttnCase& c, DType t) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
   }
+  // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks.
+  if (path == Path::Flash) {
+    params.causal = c.causal, params.scale = float(1.0 / std::sqrt(double(c.d)));
+    for (int m_tiles : {1, 2}) {
+      SCOPED_TRACE("flash kernel, row tiles per warp: " + std::to_string(m_tiles));
+      out.poison();
+      cuda::attention_flash_with(params, nullptr, m_tiles);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+    }
+  }
 }
 
 TEST(CudaAttention, MatchesFp64WithinTheRoundingsOfItsDtype) {
