@@ -12,7 +12,8 @@
 //
 // cuDNN is loaded at run time (the frontend's dynamic loading: dlopen of libcudnn.so.9 at the
 // first call), not linked: the library builds and links without it, a process that already
-// loaded cuDNN (PyTorch's) shares that copy, and where none can be loaded `vendor` says so.
+// loaded cuDNN (PyTorch's) shares that copy, and where none can be loaded `vendor` says so. The
+// Python extension builds against its environment's cuDNN wheel when there is one (CMakeLists).
 #include "cuda/vendor/attention_cudnn.hpp"
 
 #if LORAOPS_WITH_CUDNN
@@ -150,13 +151,17 @@ DeviceState& state(int device) {
   return *s;
 }
 
-// libcudnn, opened once for the process (RTLD_NOLOAD first: a copy already loaded, PyTorch's,
-// is the one to share); "" when loaded, else why not.
+// libcudnn, opened once for the process; "" when loaded, else why not.
 const std::string& load_cudnn() {
   static const std::string why = [] {
-    for (const char* lib : {"libcudnn.so.9", "libcudnn.so"}) {
-      void* h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
-      if (!h) h = dlopen(lib, RTLD_NOW | RTLD_GLOBAL);
+    // A copy already loaded first (PyTorch's); else the one the build's headers came from, where
+    // the build knows its path (a Python environment's wheel); else the system's.
+    void* const loaded = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD);
+    const std::string own_dir = LORAOPS_CUDNN_LIBRARY_DIR;
+    const std::string own = own_dir.empty() ? std::string() : own_dir + "/libcudnn.so.9";
+    for (const char* lib : {own.c_str(), "libcudnn.so.9", "libcudnn.so"}) {
+      if (!loaded && !*lib) continue;
+      void* h = loaded ? loaded : dlopen(lib, RTLD_NOW | RTLD_GLOBAL);
       if (!h) continue;
       // The frontend is built against this cuDNN's header; another minor version already in the
       // process (PyTorch 2.11 carries 9.19 where the build saw 9.14) crashed inside the
@@ -164,9 +169,9 @@ const std::string& load_cudnn() {
       // ran. So a library of another major.minor is refused: `auto` runs our kernel.
       using GetVersion = size_t (*)();
       const auto get_version = reinterpret_cast<GetVersion>(dlsym(h, "cudnnGetVersion"));
-      const size_t loaded = get_version ? get_version() : 0;
-      if (loaded / 100 != size_t(CUDNN_VERSION) / 100)
-        return "cuDNN " + std::to_string(loaded / 10000) + "." + std::to_string(loaded / 100 % 100) +
+      const size_t version = get_version ? get_version() : 0;
+      if (version / 100 != size_t(CUDNN_VERSION) / 100)
+        return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) +
                " is loaded in this process, and loraops' cuDNN path was built against " +
                std::to_string(CUDNN_MAJOR) + "." + std::to_string(CUDNN_MINOR) +
                " (the frontend needs the version it was built for)";
