@@ -80,12 +80,14 @@ constexpr size_t flash_smem_bytes() {
   return size_t(64 * kMT + 2 * kBN) * D * sizeof(T);
 }
 
+// (One tile at D = 128: capped at 168 registers, 3 blocks per SM, for a 16-byte spill; without
+// the cap it takes 174 and fits 2. The other variants are left to the compiler: a cap spilled.)
 // kMT 16-row query tiles per warp, 64 * kMT rows per block. With kMT = 2 each K and V fragment a
 // warp reads from shared memory feeds two row tiles, halving those reads per query row (as
 // FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
 // memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
 template <class T, int D, int kMT>
-__global__ void __launch_bounds__(kFlashThreads, kMT == 2 ? 2 : (D == 64 ? 4 : 3)) attention_flash(AttnArgs a) {
+__global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) attention_flash(AttnArgs a) {
   constexpr int kBM = 64 * kMT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
@@ -642,9 +644,12 @@ bool attention_flash_eligible(const detail::AttentionParams& p) {
 }
 
 void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles) {
-  if (!attention_flash_eligible(p) || (m_tiles != 1 && m_tiles != 2))
-    throw Error(ErrorKind::Unsupported, "attention", "q", "a shape the flash kernel takes, 1 or 2 row tiles",
-                "m_tiles = " + std::to_string(m_tiles));
+  if (m_tiles != 1 && m_tiles != 2)
+    throw Error(ErrorKind::Unsupported, "attention", "m_tiles", "1 or 2", std::to_string(m_tiles));
+  if (p.hkv <= 0 || p.hq % p.hkv != 0 || !attention_flash_eligible(p))
+    throw Error(ErrorKind::Unsupported, "attention", "q",
+                "a shape the flash kernel takes (attention_flash_eligible, Hkv dividing Hq)",
+                "another shape");
   if (p.batch == 0 || p.hq == 0 || p.sq == 0) return;
   DeviceGuard guard(p.device_index);
   const auto s = static_cast<cudaStream_t>(stream);
