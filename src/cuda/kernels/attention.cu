@@ -269,6 +269,27 @@ constexpr int decode_chunk() {
   return int(16384 / (D * sizeof(T)));
 }
 
+// n consecutive elements from shared memory as floats, in as few loads as their size allows (8 or
+// 16 bytes: the slices of a row the lanes of a warp read side by side, conflict-free).
+template <class T, int n>
+__device__ __forceinline__ void load_row_slice(float (&out)[n], const T* src) {
+  if constexpr (std::is_same_v<T, float> && n == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(src);
+    out[0] = x.x, out[1] = x.y, out[2] = x.z, out[3] = x.w;
+  } else if constexpr (std::is_same_v<T, float> && n == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(src);
+    out[0] = x.x, out[1] = x.y;
+  } else if constexpr (sizeof(T) == 2 && n == 4) {
+    const uint2 x = *reinterpret_cast<const uint2*>(src);
+    const T* h = reinterpret_cast<const T*>(&x);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out[e] = to_float(h[e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < n; ++e) out[e] = to_float(src[e]);
+  }
+}
+
 // Partials of chunk c for query head h of batch b, at [(b * hq + h) * nchunks + c]: the chunk's
 // max score (base 2), its sum of 2^(s - max), and D unnormalised outputs.
 struct DecodePartials {
@@ -287,8 +308,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   constexpr int kVec = 16 / sizeof(T);   // elements per 16-byte copy
   __shared__ __align__(16) T kt[kChunk * D];
   __shared__ __align__(16) T vt[kChunk * D];
-  __shared__ float qs[kDecodeMaxGroup][D];
-  __shared__ float ps[kDecodeMaxGroup][kChunk];
+  __shared__ __align__(16) float qs[kDecodeMaxGroup][D];
+  __shared__ __align__(16) float ps[kDecodeMaxGroup][kChunk];
   __shared__ float osum[2][kDecodeMaxGroup][D];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
@@ -327,19 +348,43 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   cp_async_wait<1>();  // K landed (V may still be in flight)
   __syncthreads();
 
-  // scores: a warp per key, every query head of the group
+  // scores: a warp per key, every query head of the group. Shared memory, not DRAM, bounded
+  // this phase: per key, scalar q reads 4-way bank-conflicted (lanes 8 floats apart) and five
+  // shuffles per head. So each lane reads its q and k slices as vectors, and the heads' partial
+  // dot products are reduced together: each shuffle step halves the values a lane carries, 9
+  // shuffles for up to 8 heads, after which lane 4 g' + {0..3} holds the score of head
+  // g = 4 b2 + 2 b3 + b4 (b = the lane's bits), g' = 0..7.
   for (int j = warp; j < count; j += kDecodeWarps) {
     float kv[kPerLane];
+    load_row_slice<T, kPerLane>(kv, kt + j * D + lane * kPerLane);
+    float v[kDecodeMaxGroup];
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) kv[e] = to_float(kt[j * D + lane * kPerLane + e]);
-    for (int g = 0; g < group; ++g) {
-      float acc = 0.f;
+    for (int g = 0; g < kDecodeMaxGroup; ++g) {
+      v[g] = 0.f;
+      if (g < group) {
+        float qv[kPerLane];
+        load_row_slice<float, kPerLane>(qv, &qs[g][lane * kPerLane]);
 #pragma unroll
-      for (int e = 0; e < kPerLane; ++e) acc = fmaf(qs[g][lane * kPerLane + e], kv[e], acc);
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-      if (lane == 0) ps[g][j] = acc;
+        for (int e = 0; e < kPerLane; ++e) v[g] = fmaf(qv[e], kv[e], v[g]);
+      }
     }
+    // reduce-scatter: at offset `off`, a lane keeps one of each pair (by its bit `off`), adds
+    // its partner's copy of the same one
+#pragma unroll
+    for (int n = kDecodeMaxGroup, off = 16; n > 1; n /= 2, off /= 2) {
+      const bool upper = lane & off;
+#pragma unroll
+      for (int i = 0; i < n / 2; ++i) {
+        const float keep = upper ? v[2 * i + 1] : v[2 * i];
+        const float send = upper ? v[2 * i] : v[2 * i + 1];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+      }
+    }
+    float sc = v[0];
+    sc += __shfl_xor_sync(0xffffffffu, sc, 2);
+    sc += __shfl_xor_sync(0xffffffffu, sc, 1);
+    const int g = 4 * ((lane >> 2) & 1) + 2 * ((lane >> 3) & 1) + ((lane >> 4) & 1);
+    if ((lane & 3) == 0 && g < group) ps[g][j] = sc;
   }
   __syncthreads();
 
@@ -366,12 +411,27 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   cp_async_wait<0>();  // V landed
   __syncthreads();
 
-  // P @ V: thread t owns output dim t % D for a share of the chunk's keys (kHalves shares)
+  // P @ V: thread t owns output dim t % D for a contiguous share of the chunk's keys (kHalves
+  // shares), so that four probabilities of a head come in one broadcast float4.
   constexpr int kHalves = kDecodeWarps * 32 / D;  // 4 for D = 64, 2 for D = 128
+  constexpr int kShare = kChunk / kHalves;        // keys per share, a multiple of 4
   const int d = threadIdx.x % D, half = threadIdx.x / D;
+  const int jb = half * kShare, je = min(count, jb + kShare);
   float acc[kDecodeMaxGroup] = {};
   // (loops over the group run to the constant maximum, guarded: acc stays in registers)
-  for (int j = half; j < count; j += kHalves) {
+  int j = jb;
+  for (; j + 4 <= je; j += 4) {
+    float vv[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) vv[u] = to_float(vt[(j + u) * D + d]);
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) {
+        const float4 p4 = *reinterpret_cast<const float4*>(&ps[g][j]);
+        acc[g] = fmaf(p4.x, vv[0], fmaf(p4.y, vv[1], fmaf(p4.z, vv[2], fmaf(p4.w, vv[3], acc[g]))));
+      }
+  }
+  for (; j < je; ++j) {
     const float vv = to_float(vt[j * D + d]);
 #pragma unroll
     for (int g = 0; g < kDecodeMaxGroup; ++g)
