@@ -24,8 +24,8 @@
 // throughout. Correct for any shape; not fast.
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <utility>
 
@@ -590,17 +590,18 @@ AttnArgs args_of(const detail::AttentionParams& p) {
 }
 
 // Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
-// KB), once per (kernel, device).
+// KB). The attribute is set only when a call needs more than it was last set to for that
+// (kernel, device), not on every launch.
 void allow_dynamic_smem(const void* kernel, size_t bytes) {
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
   int device = 0;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
   std::lock_guard<std::mutex> lock(mu);
-  if (!done.insert({kernel, device}).second) return;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  if (e != cudaSuccess) done.erase({kernel, device});
-  LORAOPS_CUDA_CHECK(e);
+  size_t& now = allowed[{kernel, device}];
+  if (bytes <= now) return;
+  LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  now = bytes;
 }
 
 template <class T, int D, int kMT>
@@ -671,8 +672,7 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
                   "a head dim whose row state fits shared memory (D <= " +
                       std::to_string((max_optin / kRowWarps / 4 - 32) / 2) + ")",
                   "D = " + std::to_string(p.d));
-    LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(attention_rows<T>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    allow_dynamic_smem(reinterpret_cast<const void*>(attention_rows<T>), smem);
   }
   const int64_t blocks = std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps,
                                            int64_t(sm_count(p.device_index)) * 16);
