@@ -235,3 +235,19 @@ def test_torch_with_numpy_bfloat16():
     out = loraops.rms_norm(x, w)
     assert type(out) is torch.Tensor and out.dtype == torch.bfloat16
     assert torch.equal(out, loraops.rms_norm(x, torch.ones(8, dtype=torch.bfloat16)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF dynamic symbols")
+def test_extension_exports_only_its_init():
+    """Symbols from the module's static archives (libloraops, libstdc++.a where a toolchain has no
+    shared one) must stay private: exported, they bind against another library's copies in the
+    process (PyTorch's libstdc++), which crashed `import loraops; import torch` on the H200."""
+    import shutil
+
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm")
+    out = subprocess.run([nm, "-D", "--defined-only", loraops._ext.__file__], capture_output=True,
+                         text=True, check=True).stdout
+    names = [line.split()[-1] for line in out.splitlines() if line.strip()]
+    assert names and all(n.startswith("PyInit_") for n in names), names[:20]
