@@ -306,6 +306,26 @@ int main(int argc, char** argv) {
                      4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
   }
 
+  // The SIMT decode kernel (the tensor-core one is what custom picks for bf16), for comparison.
+  {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    const auto t = loraops::DType::BFloat16;
+    auto make = [&](int64_t h, int64_t sl, uint32_t seed) {
+      return loraops::Tensor::contiguous(filled(t, size_t(h * sl * 128), seed), t, {1, h, sl, 128}, dev);
+    };
+    const loraops::Tensor q = make(32, 1, 51), k = make(8, 4096, 52), v = make(8, 4096, 53), o = make(32, 1, 54);
+    auto p = std::make_shared<loraops::detail::AttentionParams>();
+    p->dtype = t, p->batch = 1, p->hq = 32, p->hkv = 8, p->sq = 1, p->sk = 4096, p->d = 128;
+    p->q = q.data, p->k = k.data, p->v = v.data, p->out = o.data;
+    for (size_t i = 0; i < 4; ++i)
+      p->q_strides[i] = q.strides[i], p->k_strides[i] = k.strides[i], p->v_strides[i] = v.strides[i];
+    p->scale = float(1.0 / std::sqrt(128.0));
+    void* const stream = custom.stream;
+    cases.push_back({"attn decode simt Hq32 Hkv8 Sk4096 D128",
+                     [p, stream] { loraops::cuda::attention_decode_with(*p, stream, loraops::cuda::DecodeKernel::Simt); },
+                     2.0 * 8 * 4096 * 128 * 2, 0});
+  }
+
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.
   for (const auto& [tag, ex] : {std::pair{std::string("attn "), custom}, std::pair{std::string("attn cudnn "), vendor}}) {
     cases.push_back({tag + "B4 H32 S4096 D128 causal", attn(4, 32, 32, 4096, 4096, 128, true, ex), 0, 5,

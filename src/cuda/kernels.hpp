@@ -37,8 +37,15 @@ bool attention_flash_eligible(const detail::AttentionParams& p);
 // would pick: for the tests and loraops_latency, which compare the two. Throws UnsupportedError
 // where attention_flash_eligible is false.
 void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles);
-// One query row (Sq = 1), D = 64 or 128, unit-stride rows, at most 8 query heads per kv head:
-// the split-K decode kernels (taken before the flash kernel).
+// kernels/attention_decode.cu: one query row (Sq = 1), D = 64 or 128, unit-stride rows: the
+// split-K decode kernels (taken before the flash kernel) — on tensor cores for float16/bfloat16
+// with 16-byte-aligned rows, any group size; else the SIMT kernel (at most 8 query heads per
+// key/value head). attention_decode_eligible: one of them takes p.
+enum class DecodeKernel { Auto, TensorCore, Simt };
 bool attention_decode_eligible(const detail::AttentionParams& p);
+bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kernel);
+// The given decode kernel (Auto: what attention_custom picks), for the tests and loraops_latency;
+// throws UnsupportedError where attention_decode_takes is false.
+void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel);
 
 }  // namespace loraops::cuda

@@ -11,68 +11,29 @@
 // their sum stays fp32). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
 // bank conflicts. Causal blocks stop at the last key their last row can see.
 //
-// attention_decode (one query row, Sq = 1, D = 64 or 128, unit-stride rows, at most 8 query heads
-// per key/value head): split-K. A block owns a chunk of keys (64 for bf16 at D = 128; K and V
-// staged in shared memory by cp.async, every load in flight at once) of one key/value head and
-// serves every query head of its group, so each K and V byte is read once; it leaves a partial
-// (max, sum, unnormalised output) per query head, and attention_decode_combine merges the chunks.
-// One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction of
-// the SMs.
+// One query row (Sq = 1): the split-K decode kernels of attention_decode.cu, taken first.
 //
 // attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
 // in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
 // throughout. Correct for any shape; not fast.
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <string>
-#include <utility>
 
-#include "cuda/common.cuh"
-#include "cuda/kernels.hpp"
-#include "cuda/mma.cuh"
-#include "cuda/stream_scratch.hpp"
+#include "cuda/kernels/attention_tiles.cuh"
 
 namespace loraops::cuda {
 
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-
-struct AttnArgs {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* out;                    // contiguous [B, Hq, Sq, D]
-  int64_t qs[4], ks[4], vs[4];  // element strides of [B, H, S, D]
-  int64_t hq, hkv, sq, sk, d;
-  float scale_log2;  // scale * log2(e): scores go through exp2
-  bool causal;
-};
+using attn::AttnArgs;
+using attn::args_of;
+using attn::kBN;
+using attn::swz;
 
 // ---- the flash kernel -------------------------------------------------------------------------
 
-constexpr int kBN = 64;             // keys per tile
 constexpr int kFlashThreads = 128;  // 4 warps
-
-// Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
-template <int D>
-__device__ __forceinline__ int swz(int r, int c) {
-  return r * D + ((c ^ (r & 7)) << 3);
-}
-
-// Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile; rows
-// at or past rows_left are zero-filled.
-template <class T, int D, int ROWS>
-__device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
-  constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < ROWS * kChunks; i += kFlashThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    const bool ok = r < rows_left;
-    cp_async16(tile + swz<D>(r, c), ok ? g + r * rs + c * 8 : g, ok);
-  }
-}
 
 // Shared memory of a block: its Q rows, one K tile, one V tile.
 template <class T, int D, int kMT>
@@ -112,10 +73,10 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
   for (int mt = 0; mt < kMT; ++mt)
     mrow[mt][0] = mrow[mt][1] = -INFINITY, lrow[mt][0] = lrow[mt][1] = 0.f;
   if (ntiles > 0) {
-    load_tile<T, D, kBM>(sq_tile, q, a.qs[2], sq - m0);
-    load_tile<T, D, kBN>(sk_tile, k, a.ks[2], sk);
+    attn::load_tile<T, D, kBM, kFlashThreads>(sq_tile, q, a.qs[2], sq - m0);
+    attn::load_tile<T, D, kBN, kFlashThreads>(sk_tile, k, a.ks[2], sk);
     cp_async_commit();  // group: Q and K of tile 0
-    load_tile<T, D, kBN>(sv_tile, v, a.vs[2], sk);
+    attn::load_tile<T, D, kBN, kFlashThreads>(sv_tile, v, a.vs[2], sk);
     cp_async_commit();  // group: V of tile 0
   }
   // Row tile mt of this warp: block rows (warp * kMT + mt) * 16 + [0, 16); this thread's rows in
@@ -161,7 +122,7 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
     }
     __syncthreads();  // every warp is done with this K tile: the next one may overwrite it
     if (t + 1 < ntiles)
-      load_tile<T, D, kBN>(sk_tile, k + int64_t(n0 + kBN) * a.ks[2], a.ks[2], sk - n0 - kBN);
+      attn::load_tile<T, D, kBN, kFlashThreads>(sk_tile, k + int64_t(n0 + kBN) * a.ks[2], a.ks[2], sk - n0 - kBN);
     cp_async_commit();
 
     // mask, then the online softmax (base 2). Only a tile past the end of the keys or crossing
@@ -235,7 +196,7 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
       }
     __syncthreads();  // every warp is done with this V tile
     if (t + 1 < ntiles)
-      load_tile<T, D, kBN>(sv_tile, v + int64_t(n0 + kBN) * a.vs[2], a.vs[2], sk - n0 - kBN);
+      attn::load_tile<T, D, kBN, kFlashThreads>(sv_tile, v + int64_t(n0 + kBN) * a.vs[2], a.vs[2], sk - n0 - kBN);
     cp_async_commit();
   }
 
@@ -255,258 +216,6 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
         *reinterpret_cast<uint32_t*>(out + int64_t(i) * D + dt * 8 + tq * 2) =
             pack2<T>(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
     }
-}
-
-// ---- the split-K decode kernels ---------------------------------------------------------------
-
-constexpr int kDecodeWarps = 8;
-constexpr int kDecodeMaxGroup = kDecodeWarps;  // query heads per kv head: a warp per row below
-
-// Keys per block: the chunk's K and V tiles take 32 KB of shared memory (64 keys for bf16 at
-// D = 128), so with the block's other 14 KB four blocks fit an SM without opting in to more.
-template <class T, int D>
-constexpr int decode_chunk() {
-  return int(16384 / (D * sizeof(T)));
-}
-
-// n consecutive elements from shared memory as floats, in as few loads as their size allows (8 or
-// 16 bytes: the slices of a row the lanes of a warp read side by side, conflict-free).
-template <class T, int n>
-__device__ __forceinline__ void load_row_slice(float (&out)[n], const T* src) {
-  if constexpr (std::is_same_v<T, float> && n == 4) {
-    const float4 x = *reinterpret_cast<const float4*>(src);
-    out[0] = x.x, out[1] = x.y, out[2] = x.z, out[3] = x.w;
-  } else if constexpr (std::is_same_v<T, float> && n == 2) {
-    const float2 x = *reinterpret_cast<const float2*>(src);
-    out[0] = x.x, out[1] = x.y;
-  } else if constexpr (sizeof(T) == 2 && n == 4) {
-    const uint2 x = *reinterpret_cast<const uint2*>(src);
-    const T* h = reinterpret_cast<const T*>(&x);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) out[e] = to_float(h[e]);
-  } else {
-#pragma unroll
-    for (int e = 0; e < n; ++e) out[e] = to_float(src[e]);
-  }
-}
-
-// Partials of chunk c for query head h of batch b, at [(b * hq + h) * nchunks + c]: the chunk's
-// max score (base 2), its sum of 2^(s - max), and D unnormalised outputs.
-struct DecodePartials {
-  float* m;
-  float* l;
-  float* o;
-  int64_t nchunks;
-};
-
-// `vec`: every K and V row starts 16-byte aligned, so the chunk streams in by cp.async.
-template <class T, int D>
-__global__ void __launch_bounds__(kDecodeWarps * 32)
-    attention_decode(AttnArgs a, DecodePartials part, bool vec) {
-  constexpr int kChunk = decode_chunk<T, D>();
-  constexpr int kPerLane = D / 32;       // q and k elements per lane in the scores
-  constexpr int kVec = 16 / sizeof(T);   // elements per 16-byte copy
-  __shared__ __align__(16) T kt[kChunk * D];
-  __shared__ __align__(16) T vt[kChunk * D];
-  __shared__ __align__(16) float qs[kDecodeMaxGroup][D];
-  __shared__ __align__(16) float ps[kDecodeMaxGroup][kChunk];
-  __shared__ float osum[2][kDecodeMaxGroup][D];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-  const int group = int(a.hq / a.hkv);
-  const int64_t j0 = c * kChunk;
-  const int count = int(min(int64_t(kChunk), a.sk - j0));
-  const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
-  const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
-
-  // The chunk's K, then its V, into shared memory with every load in flight at once: the
-  // block's only long wait is one memory latency, and V streams while the scores are computed.
-  if (vec) {
-    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
-      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
-      cp_async16(kt + j * D + e, k + j * a.ks[2] + e, true);
-    }
-    cp_async_commit();
-    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
-      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
-      cp_async16(vt + j * D + e, v + j * a.vs[2] + e, true);
-    }
-    cp_async_commit();
-  } else {
-    for (int i = threadIdx.x; i < count * D; i += blockDim.x) {
-      const int j = i / D, e = i % D;
-      kt[j * D + e] = k[j * a.ks[2] + e];
-      vt[j * D + e] = v[j * a.vs[2] + e];
-    }
-  }
-
-  for (int i = threadIdx.x; i < group * D; i += blockDim.x) {  // q of the group, scaled
-    const int g = i / D, d = i % D;
-    const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + g) * a.qs[1];
-    qs[g][d] = to_float(q[d]) * a.scale_log2;
-  }
-  cp_async_wait<1>();  // K landed (V may still be in flight)
-  __syncthreads();
-
-  // scores: a warp per key, every query head of the group. Shared memory, not DRAM, bounded
-  // this phase: per key, scalar q reads 4-way bank-conflicted (lanes 8 floats apart) and five
-  // shuffles per head. So each lane reads its q and k slices as vectors, and the heads' partial
-  // dot products are reduced together: each shuffle step halves the values a lane carries, 9
-  // shuffles for up to 8 heads, after which lane 4 g' + {0..3} holds the score of head
-  // g = 4 b2 + 2 b3 + b4 (b = the lane's bits), g' = 0..7.
-  for (int j = warp; j < count; j += kDecodeWarps) {
-    float kv[kPerLane];
-    load_row_slice<T, kPerLane>(kv, kt + j * D + lane * kPerLane);
-    float v[kDecodeMaxGroup];
-#pragma unroll
-    for (int g = 0; g < kDecodeMaxGroup; ++g) {
-      v[g] = 0.f;
-      if (g < group) {
-        float qv[kPerLane];
-        load_row_slice<float, kPerLane>(qv, &qs[g][lane * kPerLane]);
-#pragma unroll
-        for (int e = 0; e < kPerLane; ++e) v[g] = fmaf(qv[e], kv[e], v[g]);
-      }
-    }
-    // reduce-scatter: at offset `off`, a lane keeps one of each pair (by its bit `off`), adds
-    // its partner's copy of the same one
-#pragma unroll
-    for (int n = kDecodeMaxGroup, off = 16; n > 1; n /= 2, off /= 2) {
-      const bool upper = lane & off;
-#pragma unroll
-      for (int i = 0; i < n / 2; ++i) {
-        const float keep = upper ? v[2 * i + 1] : v[2 * i];
-        const float send = upper ? v[2 * i] : v[2 * i + 1];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
-      }
-    }
-    float sc = v[0];
-    sc += __shfl_xor_sync(0xffffffffu, sc, 2);
-    sc += __shfl_xor_sync(0xffffffffu, sc, 1);
-    const int g = 4 * ((lane >> 2) & 1) + 2 * ((lane >> 3) & 1) + ((lane >> 4) & 1);
-    if ((lane & 3) == 0 && g < group) ps[g][j] = sc;
-  }
-  __syncthreads();
-
-  // the chunk's softmax, a warp per query head: max, then 2^(s - max) in place, and their sum
-  if (warp < group) {
-    float mx = -INFINITY;
-    for (int j = lane; j < count; j += 32) mx = fmaxf(mx, ps[warp][j]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.f;
-    for (int j = lane; j < count; j += 32) {
-      const float p = exp2f(ps[warp][j] - mx);
-      ps[warp][j] = p;
-      sum += p;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) {
-      const int64_t at = (b * a.hq + hk * group + warp) * part.nchunks + c;
-      part.m[at] = mx;
-      part.l[at] = sum;
-    }
-  }
-  cp_async_wait<0>();  // V landed
-  __syncthreads();
-
-  // P @ V: thread t owns output dim t % D for a contiguous share of the chunk's keys (kHalves
-  // shares), so that four probabilities of a head come in one broadcast float4.
-  constexpr int kHalves = kDecodeWarps * 32 / D;  // 4 for D = 64, 2 for D = 128
-  constexpr int kShare = kChunk / kHalves;        // keys per share, a multiple of 4
-  const int d = threadIdx.x % D, half = threadIdx.x / D;
-  const int jb = half * kShare, je = min(count, jb + kShare);
-  float acc[kDecodeMaxGroup] = {};
-  // (loops over the group run to the constant maximum, guarded: acc stays in registers)
-  int j = jb;
-  for (; j + 4 <= je; j += 4) {
-    float vv[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) vv[u] = to_float(vt[(j + u) * D + d]);
-#pragma unroll
-    for (int g = 0; g < kDecodeMaxGroup; ++g)
-      if (g < group) {
-        const float4 p4 = *reinterpret_cast<const float4*>(&ps[g][j]);
-        acc[g] = fmaf(p4.x, vv[0], fmaf(p4.y, vv[1], fmaf(p4.z, vv[2], fmaf(p4.w, vv[3], acc[g]))));
-      }
-  }
-  for (; j < je; ++j) {
-    const float vv = to_float(vt[j * D + d]);
-#pragma unroll
-    for (int g = 0; g < kDecodeMaxGroup; ++g)
-      if (g < group) acc[g] = fmaf(ps[g][j], vv, acc[g]);
-  }
-  // fold the shares pairwise through shared memory: kHalves is 2 or 4
-#pragma unroll
-  for (int step = kHalves / 2; step >= 1; step /= 2) {
-    if (half >= step && half < 2 * step) {
-#pragma unroll
-      for (int g = 0; g < kDecodeMaxGroup; ++g)
-        if (g < group) osum[half - step][g][d] = acc[g];
-    }
-    __syncthreads();
-    if (half < step) {
-#pragma unroll
-      for (int g = 0; g < kDecodeMaxGroup; ++g)
-        if (g < group) acc[g] += osum[half][g][d];
-    }
-    __syncthreads();
-  }
-  if (half == 0) {
-#pragma unroll
-    for (int g = 0; g < kDecodeMaxGroup; ++g)
-      if (g < group) part.o[((b * a.hq + hk * group + g) * part.nchunks + c) * D + d] = acc[g];
-  }
-}
-
-// out[b, h, 0, :] from the chunks' partials, a block per query head. Every loop over the chunks
-// is spread over the block (a chunk per thread for the max and the sum; kShares threads per
-// output dim for the outputs) so that its loads are in flight together: one thread walking 64
-// chunks in sequence waits out an L2 latency per step.
-constexpr int kCombineThreads = 256;
-
-__device__ float block_reduce(float x, bool is_max, float* red) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float y = __shfl_xor_sync(0xffffffffu, x, off);
-    x = is_max ? fmaxf(x, y) : x + y;
-  }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  __syncthreads();  // red is free (a previous reduction has read it)
-  if (lane == 0) red[warp] = x;
-  __syncthreads();
-  x = red[0];
-  for (int w = 1; w < int(blockDim.x >> 5); ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-  return x;
-}
-
-template <class T, int D>
-__global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
-  constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
-  __shared__ float red[kCombineThreads / 32];
-  __shared__ float osum[kShares][D];
-  const int64_t row = blockIdx.x;  // b * hq + h
-  const float* m = part.m + row * part.nchunks;
-  const float* l = part.l + row * part.nchunks;
-  float mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) mx = fmaxf(mx, m[c]);
-  mx = block_reduce(mx, true, red);
-  float sum = 0.f;
-  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) sum += l[c] * exp2f(m[c] - mx);
-  sum = block_reduce(sum, false, red);
-  const int d = threadIdx.x % D, share = threadIdx.x / D;
-  const float* o = part.o + row * part.nchunks * D + d;
-  float acc = 0.f;
-#pragma unroll 8
-  for (int64_t c = share; c < part.nchunks; c += kShares) acc = fmaf(o[c * D], exp2f(m[c] - mx), acc);
-  osum[share][d] = acc;
-  __syncthreads();
-  if (share == 0) {
-    for (int s2 = 1; s2 < kShares; ++s2) acc += osum[s2][d];
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc * inv);
-  }
 }
 
 // ---- the general kernel -----------------------------------------------------------------------
@@ -578,36 +287,10 @@ __global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int
   }
 }
 
-AttnArgs args_of(const detail::AttentionParams& p) {
-  AttnArgs a{};
-  a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out;
-  for (int i = 0; i < 4; ++i)
-    a.qs[i] = p.q_strides[size_t(i)], a.ks[i] = p.k_strides[size_t(i)], a.vs[i] = p.v_strides[size_t(i)];
-  a.hq = p.hq, a.hkv = p.hkv, a.sq = p.sq, a.sk = p.sk, a.d = p.d;
-  a.scale_log2 = p.scale * kLog2e;
-  a.causal = p.causal;
-  return a;
-}
-
-// Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
-// KB). The attribute is set only when a call needs more than it was last set to for that
-// (kernel, device), not on every launch.
-void allow_dynamic_smem(const void* kernel, size_t bytes) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, size_t> allowed;
-  int device = 0;
-  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  size_t& now = allowed[{kernel, device}];
-  if (bytes <= now) return;
-  LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  now = bytes;
-}
-
 template <class T, int D, int kMT>
 void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = flash_smem_bytes<T, D, kMT>();
-  if constexpr (smem > 48 * 1024) allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
   const dim3 grid(unsigned((a.sq + 64 * kMT - 1) / (64 * kMT)), unsigned(a.hq), unsigned(batch));
   attention_flash<T, D, kMT><<<grid, kFlashThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
@@ -628,36 +311,9 @@ void run_flash(const AttnArgs& a, const detail::AttentionParams& p, int m_tiles,
 // prefill chunks), where half of a 128-row block would idle.
 int flash_m_tiles(const detail::AttentionParams& p) { return p.sq > 64 ? 2 : 1; }
 
-template <class T, int D>
-void launch_decode(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
-  constexpr int kChunk = decode_chunk<T, D>();
-  const int64_t nchunks = (p.sk + kChunk - 1) / kChunk;
-  const int64_t rows = p.batch * p.hq;
-  // m, l and o of every chunk of every query head; held until the combine is enqueued
-  const Scratch lease = stream_scratch(p.device_index, stream,
-                                       size_t(rows * nchunks) * (2 + D) * sizeof(float),
-                                       "attention", "q");
-  float* base = reinterpret_cast<float*>(lease.get());
-  const DecodePartials part{base, base + rows * nchunks, base + 2 * rows * nchunks, nchunks};
-  constexpr int64_t kAlign = 16 / int64_t(sizeof(T));
-  bool vec = aligned16(p.k) && aligned16(p.v);
-  for (int i = 0; i < 3; ++i) vec = vec && p.k_strides[size_t(i)] % kAlign == 0 && p.v_strides[size_t(i)] % kAlign == 0;
-  if (nchunks > 0) {
-    const dim3 grid(unsigned(nchunks), unsigned(p.hkv), unsigned(p.batch));
-    attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, part, vec);
-    LORAOPS_CUDA_CHECK_LAUNCH("attention_decode");
-  }
-  attention_decode_combine<T, D><<<unsigned(rows), kCombineThreads, 0, stream>>>(a, part);
-  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_combine");
-}
-
 template <class T>
 void run(const detail::AttentionParams& p, cudaStream_t stream) {
   const AttnArgs a = args_of(p);
-  if (attention_decode_eligible(p)) {
-    if (p.d == 64) return launch_decode<T, 64>(a, p, stream);
-    return launch_decode<T, 128>(a, p, stream);
-  }
   if constexpr (!std::is_same_v<T, float>) {
     if (attention_flash_eligible(p)) return run_flash<T>(a, p, flash_m_tiles(p), stream);
   }
@@ -672,7 +328,7 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
                   "a head dim whose row state fits shared memory (D <= " +
                       std::to_string((max_optin / kRowWarps / 4 - 32) / 2) + ")",
                   "D = " + std::to_string(p.d));
-    allow_dynamic_smem(reinterpret_cast<const void*>(attention_rows<T>), smem);
+    attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_rows<T>), smem);
   }
   const int64_t blocks = std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps,
                                            int64_t(sm_count(p.device_index)) * 16);
@@ -681,15 +337,6 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
-
-bool attention_decode_eligible(const detail::AttentionParams& p) {
-  if (p.sq != 1 || (p.d != 64 && p.d != 128) || p.hkv == 0) return false;
-  if (p.hq / p.hkv > kDecodeMaxGroup) return false;
-  if (p.hkv > 65535 || p.batch > 65535 || p.batch * p.hq > (int64_t(1) << 31) - 1) return false;
-  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides})
-    if ((*s)[3] != 1) return false;
-  return true;
-}
 
 bool attention_flash_eligible(const detail::AttentionParams& p) {
   if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;
@@ -719,6 +366,7 @@ void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_
 
 void attention_custom(const detail::AttentionParams& p, void* stream) {
   if (p.batch == 0 || p.hq == 0 || p.sq == 0 || p.d == 0) return;
+  if (attention_decode_eligible(p)) return attention_decode_with(p, stream, DecodeKernel::Auto);
   DeviceGuard guard(p.device_index);
   dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, static_cast<cudaStream_t>(stream)); });
 }

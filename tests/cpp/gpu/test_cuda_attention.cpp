@@ -60,7 +60,12 @@ const AttnCase kCases[] = {
     {"decode group 8 Sk=8201", 1, 16, 2, 1, 8201, 128, false, View::Contig, Path::Decode},
     {"decode [B,S,H,D] view", 2, 8, 2, 1, 300, 64, false, View::BSHD, Path::Decode},
     {"decode Sk=0", 1, 4, 2, 1, 0, 64, false, View::Contig, Path::Decode},
-    {"decode group 32 (flash instead)", 1, 32, 1, 1, 300, 64, false, View::Contig, Path::Flash},
+    // (groups above 16 take two row tiles on the tensor-core kernel; float32 above 8: general)
+    {"MQA decode group 32", 1, 32, 1, 1, 300, 64, false, View::Contig, Path::Decode},
+    {"decode group 12 Sk=1023 causal", 1, 24, 2, 1, 1023, 128, true, View::Contig, Path::Decode},
+    // (splits of several tiles through the 3-stage pipeline, the last tile partial)
+    {"decode GQA 32/8 Sk=4000", 4, 32, 8, 1, 4000, 64, false, View::Contig, Path::Decode},
+    {"decode misaligned view (SIMT kernel)", 1, 8, 2, 1, 77, 128, false, View::Misaligned, Path::Decode},
 };
 // clang-format on
 
@@ -172,7 +177,9 @@ void check_case(const AttnCase& c, DType t) {
   const Path path = cuda::attention_decode_eligible(params) ? Path::Decode
                     : cuda::attention_flash_eligible(params) ? Path::Flash
                                                              : Path::Rows;
-  const Path want_path = c.path == Path::Flash && t == DType::Float32 ? Path::Rows : c.path;
+  Path want_path = c.path;
+  if (t == DType::Float32 && (c.path == Path::Flash || (c.path == Path::Decode && c.hq / c.hkv > 8)))
+    want_path = Path::Rows;  // no float32 flash kernel; the SIMT decode kernel serves groups up to 8
   EXPECT_EQ(int(path), int(want_path)) << "the case does not take the kernel it is meant to test";
   // vendor (cuDNN, where the build has it): half precision; it may refuse a shape (the error says
   // why), except the plain contiguous ones cuDNN's fused attention is made for
@@ -197,9 +204,21 @@ void check_case(const AttnCase& c, DType t) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
   }
+  params.causal = c.causal, params.scale = float(1.0 / std::sqrt(double(c.d)));
+  // Both decode kernels where they take the case (the tensor-core one for aligned halves, the
+  // SIMT one up to 8 heads per group), whichever custom picks.
+  if (path == Path::Decode) {
+    for (auto kernel : {cuda::DecodeKernel::TensorCore, cuda::DecodeKernel::Simt}) {
+      if (!cuda::attention_decode_takes(params, kernel)) continue;
+      SCOPED_TRACE(kernel == cuda::DecodeKernel::TensorCore ? "tensor-core decode kernel" : "SIMT decode kernel");
+      out.poison();
+      cuda::attention_decode_with(params, nullptr, kernel);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+    }
+  }
   // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks.
   if (path == Path::Flash) {
-    params.causal = c.causal, params.scale = float(1.0 / std::sqrt(double(c.d)));
     for (int m_tiles : {1, 2}) {
       SCOPED_TRACE("flash kernel, row tiles per warp: " + std::to_string(m_tiles));
       out.poison();

@@ -1,0 +1,584 @@
+// attention for one query row (Sq = 1, D = 64 or 128, unit-stride rows): split-K. The keys of
+// each key/value head are cut into splits; a block owns one split and serves every query head of
+// the head's group, so each K and V byte is read once from memory. It leaves a partial (max score,
+// sum of 2^(s - max), unnormalised output) per query head, and attention_decode_combine merges the
+// splits. One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction
+// of the SMs. With Sq = 1 the causal mask hides no key (bottom-right: the row sees all Sk).
+//
+// attention_decode_mma (float16/bfloat16, rows 16-byte aligned): tensor cores. The group's query
+// heads are the 16 rows of an mma tile (groups above 16 take several row tiles); each warp of the
+// block takes 16 keys of every 64-key tile, S = Q K^T and O += P V on mma.m16n8k16 with an online
+// softmax in registers, and the block's warps merge at the end. K/V tiles stream through a
+// 3-stage cp.async pipeline, so a split's loads stay in flight while earlier tiles are computed.
+//
+// attention_decode (float32, or halves with misaligned rows): the SIMT kernel, a chunk of keys per
+// block staged in shared memory, a warp per key for the scores and a thread per output dim for
+// P @ V. It was the only decode kernel until 2026-11-29; on the H200 it took 17.5 us (graph) for
+// Sq = 1, Sk = 4096, 32/8 heads, D = 128, bound by its instruction count (Nsight Compute: 52%
+// memory throughput, 12% of DRAM's), not by memory.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "cuda/kernels/attention_tiles.cuh"
+#include "cuda/stream_scratch.hpp"
+
+namespace loraops::cuda {
+
+namespace {
+
+using attn::AttnArgs;
+using attn::kBN;
+using attn::swz;
+
+
+// ---- the SIMT kernel (float32; halves whose rows are not 16-byte aligned) --------------------
+
+constexpr int kDecodeWarps = 8;
+constexpr int kDecodeMaxGroup = kDecodeWarps;  // query heads per kv head: a warp per row below
+
+// Keys per block: the chunk's K and V tiles take 32 KB of shared memory (64 keys for bf16 at
+// D = 128), so with the block's other 14 KB four blocks fit an SM without opting in to more.
+template <class T, int D>
+constexpr int decode_chunk() {
+  return int(16384 / (D * sizeof(T)));
+}
+
+// n consecutive elements from shared memory as floats, in as few loads as their size allows (8 or
+// 16 bytes: the slices of a row the lanes of a warp read side by side, conflict-free).
+template <class T, int n>
+__device__ __forceinline__ void load_row_slice(float (&out)[n], const T* src) {
+  if constexpr (std::is_same_v<T, float> && n == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(src);
+    out[0] = x.x, out[1] = x.y, out[2] = x.z, out[3] = x.w;
+  } else if constexpr (std::is_same_v<T, float> && n == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(src);
+    out[0] = x.x, out[1] = x.y;
+  } else if constexpr (sizeof(T) == 2 && n == 4) {
+    const uint2 x = *reinterpret_cast<const uint2*>(src);
+    const T* h = reinterpret_cast<const T*>(&x);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out[e] = to_float(h[e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < n; ++e) out[e] = to_float(src[e]);
+  }
+}
+
+// Partials of chunk c for query head h of batch b, at [(b * hq + h) * nchunks + c]: the chunk's
+// max score (base 2), its sum of 2^(s - max), and D unnormalised outputs.
+struct DecodePartials {
+  float* m;
+  float* l;
+  float* o;
+  int64_t nchunks;
+};
+
+// `vec`: every K and V row starts 16-byte aligned, so the chunk streams in by cp.async.
+template <class T, int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    attention_decode(AttnArgs a, DecodePartials part, bool vec) {
+  constexpr int kChunk = decode_chunk<T, D>();
+  constexpr int kPerLane = D / 32;       // q and k elements per lane in the scores
+  constexpr int kVec = 16 / sizeof(T);   // elements per 16-byte copy
+  __shared__ __align__(16) T kt[kChunk * D];
+  __shared__ __align__(16) T vt[kChunk * D];
+  __shared__ __align__(16) float qs[kDecodeMaxGroup][D];
+  __shared__ __align__(16) float ps[kDecodeMaxGroup][kChunk];
+  __shared__ float osum[2][kDecodeMaxGroup][D];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int group = int(a.hq / a.hkv);
+  const int64_t j0 = c * kChunk;
+  const int count = int(min(int64_t(kChunk), a.sk - j0));
+  const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
+  const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
+
+  // The chunk's K, then its V, into shared memory with every load in flight at once: the
+  // block's only long wait is one memory latency, and V streams while the scores are computed.
+  if (vec) {
+    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
+      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
+      cp_async16(kt + j * D + e, k + j * a.ks[2] + e, true);
+    }
+    cp_async_commit();
+    for (int i = threadIdx.x; i < count * (D / kVec); i += blockDim.x) {
+      const int j = i / (D / kVec), e = (i % (D / kVec)) * kVec;
+      cp_async16(vt + j * D + e, v + j * a.vs[2] + e, true);
+    }
+    cp_async_commit();
+  } else {
+    for (int i = threadIdx.x; i < count * D; i += blockDim.x) {
+      const int j = i / D, e = i % D;
+      kt[j * D + e] = k[j * a.ks[2] + e];
+      vt[j * D + e] = v[j * a.vs[2] + e];
+    }
+  }
+
+  for (int i = threadIdx.x; i < group * D; i += blockDim.x) {  // q of the group, scaled
+    const int g = i / D, d = i % D;
+    const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + g) * a.qs[1];
+    qs[g][d] = to_float(q[d]) * a.scale_log2;
+  }
+  cp_async_wait<1>();  // K landed (V may still be in flight)
+  __syncthreads();
+
+  // scores: a warp per key, every query head of the group. Shared memory, not DRAM, bounded
+  // this phase: per key, scalar q reads 4-way bank-conflicted (lanes 8 floats apart) and five
+  // shuffles per head. So each lane reads its q and k slices as vectors, and the heads' partial
+  // dot products are reduced together: each shuffle step halves the values a lane carries, 9
+  // shuffles for up to 8 heads, after which lane 4 g' + {0..3} holds the score of head
+  // g = 4 b2 + 2 b3 + b4 (b = the lane's bits), g' = 0..7.
+  for (int j = warp; j < count; j += kDecodeWarps) {
+    float kv[kPerLane];
+    load_row_slice<T, kPerLane>(kv, kt + j * D + lane * kPerLane);
+    float v[kDecodeMaxGroup];
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g) {
+      v[g] = 0.f;
+      if (g < group) {
+        float qv[kPerLane];
+        load_row_slice<float, kPerLane>(qv, &qs[g][lane * kPerLane]);
+#pragma unroll
+        for (int e = 0; e < kPerLane; ++e) v[g] = fmaf(qv[e], kv[e], v[g]);
+      }
+    }
+    // reduce-scatter: at offset `off`, a lane keeps one of each pair (by its bit `off`), adds
+    // its partner's copy of the same one
+#pragma unroll
+    for (int n = kDecodeMaxGroup, off = 16; n > 1; n /= 2, off /= 2) {
+      const bool upper = lane & off;
+#pragma unroll
+      for (int i = 0; i < n / 2; ++i) {
+        const float keep = upper ? v[2 * i + 1] : v[2 * i];
+        const float send = upper ? v[2 * i] : v[2 * i + 1];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+      }
+    }
+    float sc = v[0];
+    sc += __shfl_xor_sync(0xffffffffu, sc, 2);
+    sc += __shfl_xor_sync(0xffffffffu, sc, 1);
+    const int g = 4 * ((lane >> 2) & 1) + 2 * ((lane >> 3) & 1) + ((lane >> 4) & 1);
+    if ((lane & 3) == 0 && g < group) ps[g][j] = sc;
+  }
+  __syncthreads();
+
+  // the chunk's softmax, a warp per query head: max, then 2^(s - max) in place, and their sum
+  if (warp < group) {
+    float mx = -INFINITY;
+    for (int j = lane; j < count; j += 32) mx = fmaxf(mx, ps[warp][j]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    for (int j = lane; j < count; j += 32) {
+      const float p = exp2f(ps[warp][j] - mx);
+      ps[warp][j] = p;
+      sum += p;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      const int64_t at = (b * a.hq + hk * group + warp) * part.nchunks + c;
+      part.m[at] = mx;
+      part.l[at] = sum;
+    }
+  }
+  cp_async_wait<0>();  // V landed
+  __syncthreads();
+
+  // P @ V: thread t owns output dim t % D for a contiguous share of the chunk's keys (kHalves
+  // shares), so that four probabilities of a head come in one broadcast float4.
+  constexpr int kHalves = kDecodeWarps * 32 / D;  // 4 for D = 64, 2 for D = 128
+  constexpr int kShare = kChunk / kHalves;        // keys per share, a multiple of 4
+  const int d = threadIdx.x % D, half = threadIdx.x / D;
+  const int jb = half * kShare, je = min(count, jb + kShare);
+  float acc[kDecodeMaxGroup] = {};
+  // (loops over the group run to the constant maximum, guarded: acc stays in registers)
+  int j = jb;
+  for (; j + 4 <= je; j += 4) {
+    float vv[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) vv[u] = to_float(vt[(j + u) * D + d]);
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) {
+        const float4 p4 = *reinterpret_cast<const float4*>(&ps[g][j]);
+        acc[g] = fmaf(p4.x, vv[0], fmaf(p4.y, vv[1], fmaf(p4.z, vv[2], fmaf(p4.w, vv[3], acc[g]))));
+      }
+  }
+  for (; j < je; ++j) {
+    const float vv = to_float(vt[j * D + d]);
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) acc[g] = fmaf(ps[g][j], vv, acc[g]);
+  }
+  // fold the shares pairwise through shared memory: kHalves is 2 or 4
+#pragma unroll
+  for (int step = kHalves / 2; step >= 1; step /= 2) {
+    if (half >= step && half < 2 * step) {
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g)
+        if (g < group) osum[half - step][g][d] = acc[g];
+    }
+    __syncthreads();
+    if (half < step) {
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g)
+        if (g < group) acc[g] += osum[half][g][d];
+    }
+    __syncthreads();
+  }
+  if (half == 0) {
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+      if (g < group) part.o[((b * a.hq + hk * group + g) * part.nchunks + c) * D + d] = acc[g];
+  }
+}
+
+
+// ---- the tensor-core kernel ---------------------------------------------------------------------
+
+constexpr int kDecodeMmaThreads = 128;  // 4 warps, each 16 keys of a 64-key tile
+constexpr int kDecodeStages = 3;        // K/V tiles in flight per block
+
+// Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: 100 KB for D = 128 halves, so two
+// blocks fit an SM (227 KB).
+template <class T, int D>
+constexpr size_t decode_mma_smem_bytes() {
+  return size_t(16 + kDecodeStages * 2 * kBN) * D * sizeof(T);
+}
+
+// Block (split, hk * row_tiles + rt, b): query heads hk * group + rt * 16 + [0, 16) against keys
+// [split * tiles_per_split * 64, ...) of key/value head hk.
+template <class T, int D>
+__global__ void __launch_bounds__(kDecodeMmaThreads)
+    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* const sq_tile = reinterpret_cast<T*>(smem_raw);
+  T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kBN D, then its V tile
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
+  const int split = int(blockIdx.x), rt = int(blockIdx.y) % row_tiles;
+  const int64_t hk = int64_t(blockIdx.y) / row_tiles, b = blockIdx.z;
+  const int group = int(a.hq / a.hkv);
+  const int r0 = rt * 16, rows = min(16, group - r0);  // this block's query heads: hk * group + r0 + [0, rows)
+  const int sk = int(a.sk);                             // < 2^30 (attention_decode_mma_eligible)
+  const int kbeg = split * tiles_per_split * kBN;
+  const int kend = min(sk, kbeg + tiles_per_split * kBN);
+  const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
+  const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + r0) * a.qs[1];
+  const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
+  const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
+  auto k_tile = [&](int s) { return stages + s * 2 * kBN * D; };
+  auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
+  auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
+    const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
+    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+  };
+
+  // Q (the rows past the group's zero-filled) joins the first tile's group.
+  attn::load_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
+#pragma unroll
+  for (int t = 0; t < kDecodeStages - 1; ++t) {
+    if (t < ntiles) load(t);
+    cp_async_commit();
+  }
+
+  float o[D / 8][4] = {};
+  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+  uint32_t qf[D / 16][4];
+  const int kw = warp * 16;  // this warp's keys in every tile
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<kDecodeStages - 2>();  // tile t (and Q) landed
+    __syncthreads();  // ... for every thread; and every warp is done with tile t - 1's stage
+    if (t + kDecodeStages - 1 < ntiles) load(t + kDecodeStages - 1);
+    cp_async_commit();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], sq_tile + swz<D>(lane & 15, kk * 2 + (lane >> 4)));
+    }
+    const T* kt = k_tile(t % kDecodeStages);
+    const T* vt = v_tile(t % kDecodeStages);
+    float s[2][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t kb[4];  // B fragments of this warp's two 8-key column tiles
+      ldmatrix_x4(kb, kt + swz<D>(kw + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
+      mma16816<T>(s[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
+      mma16816<T>(s[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+    }
+    // the online softmax (base 2); only the split's last tile can hold keys past its end
+    const int n0 = kbeg + t * kBN;
+    const bool masked = n0 + kBN > kend;
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[nt][e] * a.scale_log2;
+        if (masked && n0 + kw + nt * 8 + tq * 2 + (e & 1) >= kend) x = -INFINITY;
+        s[nt][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // no key yet (a warp's keys all past kend)
+      const float corr = exp2f(mrow[r] - base[r]);
+      mrow[r] = mx[r];
+      lrow[r] *= corr;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) o[dt][2 * r] *= corr, o[dt][2 * r + 1] *= corr;
+    }
+    uint32_t pf[4];  // P (16 rows x this warp's 16 keys) as the A operand of P V
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      const float p0 = exp2f(s[nt][0] - base[0]), p1 = exp2f(s[nt][1] - base[0]);
+      const float p2 = exp2f(s[nt][2] - base[1]), p3 = exp2f(s[nt][3] - base[1]);
+      lrow[0] += p0 + p1;
+      lrow[1] += p2 + p3;
+      pf[nt * 2] = pack2<T>(p0, p1);
+      pf[nt * 2 + 1] = pack2<T>(p2, p3);
+    }
+#pragma unroll
+    for (int dt = 0; dt < D / 8; dt += 2) {
+      uint32_t vb[4];  // B fragments of output column tiles dt and dt + 1
+      ldmatrix_x4_trans(vb, vt + swz<D>(kw + (lane & 7) + ((lane >> 3) & 1) * 8, dt + (lane >> 4)));
+      mma16816<T>(o[dt], pf[0], pf[1], pf[2], pf[3], vb[0], vb[1]);
+      mma16816<T>(o[dt + 1], pf[0], pf[1], pf[2], pf[3], vb[2], vb[3]);
+    }
+  }
+
+  // Merge the four warps' (max, sum, output) per row through shared memory (the stages, now
+  // free), then write the split's partials for the block's rows.
+  cp_async_wait<0>();
+  __syncthreads();
+  float* const red_m = reinterpret_cast<float*>(stages);  // [warp][16 rows]
+  float* const red_l = red_m + 4 * 16;                    // [warp][16 rows]
+  float* const red_o = red_l + 4 * 16;                    // [warp][16 rows][D]
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+    if (tq == 0) red_m[warp * 16 + g + 8 * r] = mrow[r], red_l[warp * 16 + g + 8 * r] = lrow[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = g + 8 * r;
+    float m = red_m[row];
+#pragma unroll
+    for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
+    const float sc = exp2f(mrow[r] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<float2*>(red_o + (warp * 16 + row) * D + dt * 8 + tq * 2) =
+          make_float2(o[dt][2 * r] * sc, o[dt][2 * r + 1] * sc);
+  }
+  __syncthreads();
+  const int64_t row0 = b * a.hq + hk * group + r0;  // partials row of this block's first head
+  for (int i = threadIdx.x; i < rows * D; i += kDecodeMmaThreads) {
+    const int row = i / D, d = i % D;
+    float acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) acc += red_o[(w * 16 + row) * D + d];
+    part.o[((row0 + row) * part.nchunks + split) * D + d] = acc;
+  }
+  if (threadIdx.x < rows) {
+    const int row = threadIdx.x;
+    float m = red_m[row];
+#pragma unroll
+    for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
+    const float base = m == -INFINITY ? 0.f : m;
+    float l = 0.f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) l += red_l[w * 16 + row] * exp2f(red_m[w * 16 + row] - base);
+    part.m[(row0 + row) * part.nchunks + split] = m;
+    part.l[(row0 + row) * part.nchunks + split] = l;
+  }
+}
+
+// ---- the combine ------------------------------------------------------------------------------
+
+// out[b, h, 0, :] from the chunks' partials, a block per query head. Every loop over the chunks
+// is spread over the block (a chunk per thread for the max and the sum; kShares threads per
+// output dim for the outputs) so that its loads are in flight together: one thread walking 64
+// chunks in sequence waits out an L2 latency per step.
+constexpr int kCombineThreads = 256;
+
+__device__ float block_reduce(float x, bool is_max, float* red) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();  // red is free (a previous reduction has read it)
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < int(blockDim.x >> 5); ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+  return x;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
+  constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
+  __shared__ float red[kCombineThreads / 32];
+  __shared__ float osum[kShares][D];
+  const int64_t row = blockIdx.x;  // b * hq + h
+  const float* m = part.m + row * part.nchunks;
+  const float* l = part.l + row * part.nchunks;
+  float mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) mx = fmaxf(mx, m[c]);
+  mx = block_reduce(mx, true, red);
+  float sum = 0.f;
+  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) sum += l[c] * exp2f(m[c] - mx);
+  sum = block_reduce(sum, false, red);
+  const int d = threadIdx.x % D, share = threadIdx.x / D;
+  const float* o = part.o + row * part.nchunks * D + d;
+  float acc = 0.f;
+#pragma unroll 8
+  for (int64_t c = share; c < part.nchunks; c += kShares) acc = fmaf(o[c * D], exp2f(m[c] - mx), acc);
+  osum[share][d] = acc;
+  __syncthreads();
+  if (share == 0) {
+    for (int s2 = 1; s2 < kShares; ++s2) acc += osum[s2][d];
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc * inv);
+  }
+}
+
+// ---- launches -----------------------------------------------------------------------------------
+
+// Partials of `chunks` splits for every query head, from the stream's scratch (held until the
+// combine is enqueued); the combine kernel merges them into out.
+struct PartialsLease {
+  Scratch lease;
+  DecodePartials part;
+};
+
+template <int D>
+PartialsLease partials_for(const detail::AttentionParams& p, int64_t chunks, cudaStream_t stream) {
+  const int64_t rows = p.batch * p.hq;
+  PartialsLease pl{stream_scratch(p.device_index, stream, size_t(rows * chunks) * (2 + D) * sizeof(float),
+                                  "attention", "q"),
+                   {}};
+  float* base = reinterpret_cast<float*>(pl.lease.get());
+  pl.part = DecodePartials{base, base + rows * chunks, base + 2 * rows * chunks, chunks};
+  return pl;
+}
+
+template <class T, int D>
+void combine(const AttnArgs& a, const detail::AttentionParams& p, const DecodePartials& part, cudaStream_t stream) {
+  attention_decode_combine<T, D><<<unsigned(p.batch * p.hq), kCombineThreads, 0, stream>>>(a, part);
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_combine");
+}
+
+template <class T, int D>
+void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
+  constexpr int kChunk = decode_chunk<T, D>();
+  const int64_t nchunks = (p.sk + kChunk - 1) / kChunk;
+  const PartialsLease pl = partials_for<D>(p, nchunks, stream);
+  constexpr int64_t kAlign = 16 / int64_t(sizeof(T));
+  bool vec = aligned16(p.k) && aligned16(p.v);
+  for (int i = 0; i < 3; ++i) vec = vec && p.k_strides[size_t(i)] % kAlign == 0 && p.v_strides[size_t(i)] % kAlign == 0;
+  if (nchunks > 0) {
+    const dim3 grid(unsigned(nchunks), unsigned(p.hkv), unsigned(p.batch));
+    attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, pl.part, vec);
+    LORAOPS_CUDA_CHECK_LAUNCH("attention_decode");
+  }
+  combine<T, D>(a, p, pl.part, stream);
+}
+
+// Splits: enough blocks for two per SM (what fits), each split at least one 64-key tile, then as
+// few splits as that tile count allows (the combine reads every split's partials).
+template <class T, int D>
+void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
+  if (p.sk == 0) {  // no key: the combine of no split writes zeros
+    const PartialsLease pl = partials_for<D>(p, 0, stream);
+    return combine<T, D>(a, p, pl.part, stream);
+  }
+  const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
+  const int64_t tiles = (p.sk + kBN - 1) / kBN;
+  const int64_t heads = p.batch * p.hkv * row_tiles;
+  const int64_t want = std::clamp<int64_t>((2 * sm_count(p.device_index) + heads - 1) / heads, 1, tiles);
+  const int64_t per_split = (tiles + want - 1) / want;
+  const int64_t splits = (tiles + per_split - 1) / per_split;
+  const PartialsLease pl = partials_for<D>(p, splits, stream);
+  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
+  if constexpr (smem > 48 * 1024)
+    attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_decode_mma<T, D>), smem);
+  const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
+  attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
+  combine<T, D>(a, p, pl.part, stream);
+}
+
+bool common_eligible(const detail::AttentionParams& p) {
+  if (p.sq != 1 || (p.d != 64 && p.d != 128) || p.hkv <= 0 || p.hq % p.hkv != 0) return false;
+  if (p.batch > 65535 || p.batch * p.hq > (int64_t(1) << 31) - 1) return false;
+  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides})
+    if ((*s)[3] != 1) return false;
+  return true;
+}
+
+bool simt_eligible(const detail::AttentionParams& p) {
+  return common_eligible(p) && p.hq / p.hkv <= kDecodeMaxGroup && p.hkv <= 65535;
+}
+
+bool mma_eligible(const detail::AttentionParams& p) {
+  if (!common_eligible(p) || p.dtype == DType::Float32) return false;
+  if (p.hkv * ((p.hq / p.hkv + 15) / 16) > 65535 || p.sk > (int64_t(1) << 30)) return false;
+  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides})
+    for (int i = 0; i < 3; ++i)
+      if ((*s)[size_t(i)] % 8 != 0) return false;  // every row starts 16-byte aligned
+  return aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
+}
+
+template <class T>
+void run(const detail::AttentionParams& p, DecodeKernel kernel, cudaStream_t stream) {
+  const AttnArgs a = attn::args_of(p);
+  if constexpr (!std::is_same_v<T, float>) {
+    if (kernel == DecodeKernel::TensorCore) {
+      if (p.d == 64) return launch_mma<T, 64>(a, p, stream);
+      return launch_mma<T, 128>(a, p, stream);
+    }
+  }
+  if (p.d == 64) return launch_simt<T, 64>(a, p, stream);
+  launch_simt<T, 128>(a, p, stream);
+}
+
+}  // namespace
+
+bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kernel) {
+  switch (kernel) {
+    case DecodeKernel::TensorCore: return mma_eligible(p);
+    case DecodeKernel::Simt: return simt_eligible(p);
+    case DecodeKernel::Auto: break;
+  }
+  return mma_eligible(p) || simt_eligible(p);
+}
+
+bool attention_decode_eligible(const detail::AttentionParams& p) {
+  return attention_decode_takes(p, DecodeKernel::Auto);
+}
+
+void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel) {
+  if (kernel == DecodeKernel::Auto) kernel = mma_eligible(p) ? DecodeKernel::TensorCore : DecodeKernel::Simt;
+  if (!attention_decode_takes(p, kernel))
+    throw Error(ErrorKind::Unsupported, "attention", "q",
+                std::string("a shape the ") + (kernel == DecodeKernel::TensorCore ? "tensor-core" : "SIMT") +
+                    " decode kernel takes (attention_decode_takes)",
+                "another shape");
+  if (p.batch == 0 || p.hq == 0) return;
+  DeviceGuard guard(p.device_index);
+  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, kernel, static_cast<cudaStream_t>(stream)); });
+}
+
+}  // namespace loraops::cuda

@@ -1,0 +1,76 @@
+// What the attention kernels (attention.cu: flash and general; attention_decode.cu: one query
+// row) share: their argument block, the swizzled [rows][D] shared-memory tiles that ldmatrix
+// reads free of bank conflicts, and the dynamic shared-memory opt-in.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/mma.cuh"
+
+namespace loraops::cuda::attn {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct AttnArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;                    // contiguous [B, Hq, Sq, D]
+  int64_t qs[4], ks[4], vs[4];  // element strides of [B, H, S, D]
+  int64_t hq, hkv, sq, sk, d;
+  float scale_log2;  // scale * log2(e): scores go through exp2
+  bool causal;
+};
+
+inline AttnArgs args_of(const detail::AttentionParams& p) {
+  AttnArgs a{};
+  a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out;
+  for (int i = 0; i < 4; ++i)
+    a.qs[i] = p.q_strides[size_t(i)], a.ks[i] = p.k_strides[size_t(i)], a.vs[i] = p.v_strides[size_t(i)];
+  a.hq = p.hq, a.hkv = p.hkv, a.sq = p.sq, a.sk = p.sk, a.d = p.d;
+  a.scale_log2 = p.scale * kLog2e;
+  a.causal = p.causal;
+  return a;
+}
+
+constexpr int kBN = 64;  // keys per K/V tile
+
+// Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
+template <int D>
+__device__ __forceinline__ int swz(int r, int c) {
+  return r * D + ((c ^ (r & 7)) << 3);
+}
+
+// Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile by a
+// block of kThreads threads; rows at or past rows_left are zero-filled.
+template <class T, int D, int ROWS, int kThreads>
+__device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < ROWS * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool ok = r < rows_left;
+    cp_async16(tile + swz<D>(r, c), ok ? g + r * rs + c * 8 : g, ok);
+  }
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
+// KB). The attribute is set only when a call needs more than it was last set to for that
+// (kernel, device), not on every launch.
+inline void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  int device = 0;
+  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& now = allowed[{kernel, device}];
+  if (bytes <= now) return;
+  LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  now = bytes;
+}
+
+}  // namespace loraops::cuda::attn
