@@ -306,24 +306,38 @@ int main(int argc, char** argv) {
                      4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
   }
 
-  // The SIMT decode kernel (the tensor-core one is what custom picks for bf16), for comparison.
-  {
+  // Decode (Sq = 1, 32/8 heads, D = 128): the SIMT kernel against the tensor-core one that custom
+  // picks for bf16, and the tensor-core kernel's split length (tiles of 64 keys per block; 0: its
+  // own choice), at 4K keys and at batch 8 / 32K keys.
+  auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps) {
     const loraops::Device dev{loraops::DeviceType::CUDA, 0};
     const auto t = loraops::DType::BFloat16;
     auto make = [&](int64_t h, int64_t sl, uint32_t seed) {
-      return loraops::Tensor::contiguous(filled(t, size_t(h * sl * 128), seed), t, {1, h, sl, 128}, dev);
+      return loraops::Tensor::contiguous(filled(t, size_t(b * h * sl * 128), seed), t, {b, h, sl, 128}, dev);
     };
-    const loraops::Tensor q = make(32, 1, 51), k = make(8, 4096, 52), v = make(8, 4096, 53), o = make(32, 1, 54);
+    const loraops::Tensor q = make(32, 1, 51), k = make(8, sk, 52), v = make(8, sk, 53), o = make(32, 1, 54);
     auto p = std::make_shared<loraops::detail::AttentionParams>();
-    p->dtype = t, p->batch = 1, p->hq = 32, p->hkv = 8, p->sq = 1, p->sk = 4096, p->d = 128;
+    p->dtype = t, p->batch = b, p->hq = 32, p->hkv = 8, p->sq = 1, p->sk = sk, p->d = 128;
     p->q = q.data, p->k = k.data, p->v = v.data, p->out = o.data;
     for (size_t i = 0; i < 4; ++i)
       p->q_strides[i] = q.strides[i], p->k_strides[i] = k.strides[i], p->v_strides[i] = v.strides[i];
     p->scale = float(1.0 / std::sqrt(128.0));
     void* const stream = custom.stream;
-    cases.push_back({"attn decode simt Hq32 Hkv8 Sk4096 D128",
-                     [p, stream] { loraops::cuda::attention_decode_with(*p, stream, loraops::cuda::DecodeKernel::Simt); },
-                     2.0 * 8 * 4096 * 128 * 2, 0});
+    return [p, stream, kernel, tps] { loraops::cuda::attention_decode_with(*p, stream, kernel, tps); };
+  };
+  {
+    using loraops::cuda::DecodeKernel;
+    const double kv4k = 2.0 * 8 * 4096 * 128 * 2;
+    cases.push_back({"attn decode simt Hq32 Hkv8 Sk4096 D128", decode(1, 4096, DecodeKernel::Simt, 0), kv4k, 0});
+    for (int tps : {1, 2, 4, 8})
+      cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
+                       decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
+    for (int tps : {0, 4, 16})
+      cases.push_back({"attn decode tps" + std::to_string(tps) + " B8 Hq32 Hkv8 Sk4096 D128",
+                       decode(8, 4096, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
+    for (int tps : {0, 4, 64})
+      cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk32768 D128",
+                       decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
   }
 
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.

@@ -45,7 +45,9 @@ enum class DecodeKernel { Auto, TensorCore, Simt };
 bool attention_decode_eligible(const detail::AttentionParams& p);
 bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kernel);
 // The given decode kernel (Auto: what attention_custom picks), for the tests and loraops_latency;
-// throws UnsupportedError where attention_decode_takes is false.
-void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel);
+// tiles_per_split > 0 sets the tensor-core kernel's split length in 64-key tiles (0: its own
+// choice). Throws UnsupportedError where attention_decode_takes is false.
+void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
+                           int tiles_per_split = 0);
 
 }  // namespace loraops::cuda

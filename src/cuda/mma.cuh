@@ -57,6 +57,17 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// 2^x on the special-function unit, denormal results flushed to zero. exp2f without
+// --use_fast_math is the same MUFU.EX2 wrapped in a range test and two conditional multiplies
+// (kept exact for results below 2^-126): three more issue slots per softmax element, which an
+// attention kernel at D = 64 spends about as many of as on its MMAs. For probabilities relative
+// to a row's max (x <= 0), a flushed 2^-126 is a zero either way. ex2(-inf) = +0.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Two floats as one register of two halves (low element first), as mma operands take them.
 template <class T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {

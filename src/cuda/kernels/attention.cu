@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet: nothing to rescale
-        const float corr = exp2f(mrow[mt][r] - base[r]);
+        const float corr = fast_exp2(mrow[mt][r] - base[r]);
         mrow[mt][r] = mx[r];
         lrow[mt][r] *= corr;
 #pragma unroll
@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
       }
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
-        const float p0 = exp2f(s[mt][nt][0] - base[0]), p1 = exp2f(s[mt][nt][1] - base[0]);
-        const float p2 = exp2f(s[mt][nt][2] - base[1]), p3 = exp2f(s[mt][nt][3] - base[1]);
+        const float p0 = fast_exp2(s[mt][nt][0] - base[0]), p1 = fast_exp2(s[mt][nt][1] - base[0]);
+        const float p2 = fast_exp2(s[mt][nt][2] - base[1]), p3 = fast_exp2(s[mt][nt][3] - base[1]);
         lrow[mt][0] += p0 + p1;
         lrow[mt][1] += p2 + p3;
         pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);

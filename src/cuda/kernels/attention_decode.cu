@@ -267,6 +267,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   const int kbeg = split * tiles_per_split * kBN;
   const int kend = min(sk, kbeg + tiles_per_split * kBN);
   const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
+  allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + r0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
       base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // no key yet (a warp's keys all past kend)
-      const float corr = exp2f(mrow[r] - base[r]);
+      const float corr = fast_exp2(mrow[r] - base[r]);
       mrow[r] = mx[r];
       lrow[r] *= corr;
 #pragma unroll
@@ -338,8 +339,8 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     uint32_t pf[4];  // P (16 rows x this warp's 16 keys) as the A operand of P V
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt) {
-      const float p0 = exp2f(s[nt][0] - base[0]), p1 = exp2f(s[nt][1] - base[0]);
-      const float p2 = exp2f(s[nt][2] - base[1]), p3 = exp2f(s[nt][3] - base[1]);
+      const float p0 = fast_exp2(s[nt][0] - base[0]), p1 = fast_exp2(s[nt][1] - base[0]);
+      const float p2 = fast_exp2(s[nt][2] - base[1]), p3 = fast_exp2(s[nt][3] - base[1]);
       lrow[0] += p0 + p1;
       lrow[1] += p2 + p3;
       pf[nt * 2] = pack2<T>(p0, p1);
@@ -374,7 +375,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     float m = red_m[row];
 #pragma unroll
     for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
-    const float sc = exp2f(mrow[r] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
+    const float sc = fast_exp2(mrow[r] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
       *reinterpret_cast<float2*>(red_o + (warp * 16 + row) * D + dt * 8 + tq * 2) =
@@ -397,7 +398,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     const float base = m == -INFINITY ? 0.f : m;
     float l = 0.f;
 #pragma unroll
-    for (int w = 0; w < 4; ++w) l += red_l[w * 16 + row] * exp2f(red_m[w * 16 + row] - base);
+    for (int w = 0; w < 4; ++w) l += red_l[w * 16 + row] * fast_exp2(red_m[w * 16 + row] - base);
     part.m[(row0 + row) * part.nchunks + split] = m;
     part.l[(row0 + row) * part.nchunks + split] = l;
   }
@@ -431,6 +432,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
   constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
   __shared__ float red[kCombineThreads / 32];
   __shared__ float osum[kShares][D];
+  grid_dependency_wait();  // launched as a programmatic dependent: the partials are complete after this
   const int64_t row = blockIdx.x;  // b * hq + h
   const float* m = part.m + row * part.nchunks;
   const float* l = part.l + row * part.nchunks;
@@ -474,10 +476,11 @@ PartialsLease partials_for(const detail::AttentionParams& p, int64_t chunks, cud
   return pl;
 }
 
+// As a programmatic dependent of the decode kernel: its launch overlaps that kernel's run.
 template <class T, int D>
 void combine(const AttnArgs& a, const detail::AttentionParams& p, const DecodePartials& part, cudaStream_t stream) {
-  attention_decode_combine<T, D><<<unsigned(p.batch * p.hq), kCombineThreads, 0, stream>>>(a, part);
-  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_combine");
+  launch_kernel(attention_decode_combine<T, D>, dim3(unsigned(p.batch * p.hq)), kCombineThreads, 0, stream,
+                true, a, part);
 }
 
 template <class T, int D>
@@ -498,8 +501,9 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 
 // Splits: enough blocks for two per SM (what fits), each split at least one 64-key tile, then as
 // few splits as that tile count allows (the combine reads every split's partials).
+// tiles_per_split > 0 overrides that (loraops_latency compares).
 template <class T, int D>
-void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_t stream) {
+void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
   if (p.sk == 0) {  // no key: the combine of no split writes zeros
     const PartialsLease pl = partials_for<D>(p, 0, stream);
     return combine<T, D>(a, p, pl.part, stream);
@@ -508,7 +512,7 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, cudaStream_
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
   const int64_t heads = p.batch * p.hkv * row_tiles;
   const int64_t want = std::clamp<int64_t>((2 * sm_count(p.device_index) + heads - 1) / heads, 1, tiles);
-  const int64_t per_split = (tiles + want - 1) / want;
+  const int64_t per_split = tiles_per_split > 0 ? std::min<int64_t>(tiles_per_split, tiles) : (tiles + want - 1) / want;
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
   constexpr size_t smem = decode_mma_smem_bytes<T, D>();
@@ -542,12 +546,12 @@ bool mma_eligible(const detail::AttentionParams& p) {
 }
 
 template <class T>
-void run(const detail::AttentionParams& p, DecodeKernel kernel, cudaStream_t stream) {
+void run(const detail::AttentionParams& p, DecodeKernel kernel, int tiles_per_split, cudaStream_t stream) {
   const AttnArgs a = attn::args_of(p);
   if constexpr (!std::is_same_v<T, float>) {
     if (kernel == DecodeKernel::TensorCore) {
-      if (p.d == 64) return launch_mma<T, 64>(a, p, stream);
-      return launch_mma<T, 128>(a, p, stream);
+      if (p.d == 64) return launch_mma<T, 64>(a, p, tiles_per_split, stream);
+      return launch_mma<T, 128>(a, p, tiles_per_split, stream);
     }
   }
   if (p.d == 64) return launch_simt<T, 64>(a, p, stream);
@@ -569,7 +573,8 @@ bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);
 }
 
-void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel) {
+void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
+                           int tiles_per_split) {
   if (kernel == DecodeKernel::Auto) kernel = mma_eligible(p) ? DecodeKernel::TensorCore : DecodeKernel::Simt;
   if (!attention_decode_takes(p, kernel))
     throw Error(ErrorKind::Unsupported, "attention", "q",
@@ -578,7 +583,7 @@ void attention_decode_with(const detail::AttentionParams& p, void* stream, Decod
                 "another shape");
   if (p.batch == 0 || p.hq == 0) return;
   DeviceGuard guard(p.device_index);
-  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, kernel, static_cast<cudaStream_t>(stream)); });
+  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, kernel, tiles_per_split, static_cast<cudaStream_t>(stream)); });
 }
 
 }  // namespace loraops::cuda

@@ -45,14 +45,6 @@ constexpr int kWarps = kThreads / 32;
 template <class T>
 constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
 
-__device__ __forceinline__ void grid_dependency_wait() {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-}
-
-__device__ __forceinline__ void allow_dependents() {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-}
-
 // W is read exactly once: keep it out of L1 (x, read by every block, stays there).
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
@@ -361,35 +353,18 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
 }
 
-// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
-template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), int blocks, int threads, size_t smem, cudaStream_t stream,
-            bool pdl, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(unsigned(threads));
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-
 template <class T, int NT, int WARPS>
 void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
   constexpr size_t smem = size_t(WARPS) * 16 * 8 * NT * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch(lora_decode_mma<T, NT, WARPS>, int((a.n + 15) / 16), WARPS * 32, smem, stream, pdl, a);
+  launch_kernel(lora_decode_mma<T, NT, WARPS>, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
 }
 
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
-  const int blocks = int((a.n + kWarps - 1) / kWarps);
-  if (vector) launch(lora_decode_fma<T, MT, true>, blocks, kThreads, 0, stream, pdl, a);
-  else launch(lora_decode_fma<T, MT, false>, blocks, kThreads, 0, stream, pdl, a);
+  const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
+  if (vector) launch_kernel(lora_decode_fma<T, MT, true>, blocks, kThreads, 0, stream, pdl, a);
+  else launch_kernel(lora_decode_fma<T, MT, false>, blocks, kThreads, 0, stream, pdl, a);
 }
 
 template <class T>
