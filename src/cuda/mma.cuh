@@ -1,5 +1,6 @@
 // Tensor-core and async-copy primitives shared by the CUDA kernels (Hopper, sm_90a): the
-// mma.m16n8k16 (fp32 accumulate), ldmatrix, and cp.async with zero fill.
+// mma.m16n8k16 (fp32 accumulate), ldmatrix, cp.async with zero fill, and the flush-to-zero
+// exp2 of the attention kernels' softmax.
 #pragma once
 
 #include <cuda_bf16.h>

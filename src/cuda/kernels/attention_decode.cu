@@ -1,6 +1,7 @@
 // attention for one query row (Sq = 1, D = 64 or 128, unit-stride rows): split-K. The keys of
-// each key/value head are cut into splits; a block owns one split and serves every query head of
-// the head's group, so each K and V byte is read once from memory. It leaves a partial (max score,
+// each key/value head are cut into splits; a block owns one split and serves up to 16 query heads
+// of the head's group (all of them up to 16, so each K and V byte is read once from memory; a
+// larger group's row tiles re-read it, mostly from L2). It leaves a partial (max score,
 // sum of 2^(s - max), unnormalised output) per query head, and attention_decode_combine merges the
 // splits. One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction
 // of the SMs. With Sq = 1 the causal mask hides no key (bottom-right: the row sees all Sk).

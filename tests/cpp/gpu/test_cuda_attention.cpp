@@ -1,6 +1,6 @@
 // attention on CUDA (custom; auto) against fp64 math on host copies of the same data: every
-// dtype, D 64/128 (the tensor-core kernel) and 80/256 (the general one), Sq and Sk from 1 to 300
-// with Sq > Sk and Sq < Sk under the causal mask (bottom-right: leading queries see no key),
+// dtype, D 64/128 (the tensor-core kernels) and 80/256 (the general one), Sq from 1 to 513 and
+// Sk from 0 to 8201, with Sq > Sk and Sq < Sk under the causal mask (bottom-right: leading queries see no key),
 // MHA/GQA/MQA, a [B, S, H, D] view permuted to [B, H, S, D], a misaligned view, Sk = 0.
 //
 // Tolerance per output element, FlashAttention's rule made explicit: the same math in the input
