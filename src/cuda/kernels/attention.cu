@@ -342,12 +342,8 @@ bool attention_flash_eligible(const detail::AttentionParams& p) {
   if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;
   if (p.hq > 65535 || p.batch > 65535) return false;  // grid y and z
   if (p.sq > (int64_t(1) << 30) || p.sk > (int64_t(1) << 30)) return false;  // 32-bit row indices
-  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides}) {
-    if ((*s)[3] != 1) return false;
-    for (int i = 0; i < 3; ++i)
-      if ((*s)[size_t(i)] % 8 != 0) return false;  // every row starts 16-byte aligned
-  }
-  return aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out);
+  return attn::rows_aligned16(p.q, p.q_strides, p.dtype) && attn::rows_aligned16(p.k, p.k_strides, p.dtype) &&
+         attn::rows_aligned16(p.v, p.v_strides, p.dtype) && aligned16(p.out);
 }
 
 void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles) {

@@ -489,9 +489,7 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   constexpr int kChunk = decode_chunk<T, D>();
   const int64_t nchunks = (p.sk + kChunk - 1) / kChunk;
   const PartialsLease pl = partials_for<D>(p, nchunks, stream);
-  constexpr int64_t kAlign = 16 / int64_t(sizeof(T));
-  bool vec = aligned16(p.k) && aligned16(p.v);
-  for (int i = 0; i < 3; ++i) vec = vec && p.k_strides[size_t(i)] % kAlign == 0 && p.v_strides[size_t(i)] % kAlign == 0;
+  const bool vec = attn::rows_aligned16(p.k, p.k_strides, p.dtype) && attn::rows_aligned16(p.v, p.v_strides, p.dtype);
   if (nchunks > 0) {
     const dim3 grid(unsigned(nchunks), unsigned(p.hkv), unsigned(p.batch));
     attention_decode<T, D><<<grid, kDecodeWarps * 32, 0, stream>>>(a, pl.part, vec);
@@ -540,10 +538,8 @@ bool simt_eligible(const detail::AttentionParams& p) {
 bool mma_eligible(const detail::AttentionParams& p) {
   if (!common_eligible(p) || p.dtype == DType::Float32) return false;
   if (p.hkv * ((p.hq / p.hkv + 15) / 16) > 65535 || p.sk > (int64_t(1) << 30)) return false;
-  for (const auto* s : {&p.q_strides, &p.k_strides, &p.v_strides})
-    for (int i = 0; i < 3; ++i)
-      if ((*s)[size_t(i)] % 8 != 0) return false;  // every row starts 16-byte aligned
-  return aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
+  return attn::rows_aligned16(p.q, p.q_strides, p.dtype) && attn::rows_aligned16(p.k, p.k_strides, p.dtype) &&
+         attn::rows_aligned16(p.v, p.v_strides, p.dtype);
 }
 
 template <class T>

@@ -3,6 +3,7 @@
 // reads free of bank conflicts, and the dynamic shared-memory opt-in.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -36,6 +37,16 @@ inline AttnArgs args_of(const detail::AttentionParams& p) {
   a.scale_log2 = p.scale * kLog2e;
   a.causal = p.causal;
   return a;
+}
+
+// Whether every [.., D] row of an operand starts 16-byte aligned and is contiguous: what cp.async
+// of 16-byte chunks (the flash and decode tiles, the SIMT decode kernel's staging) needs.
+inline bool rows_aligned16(const void* ptr, const std::array<int64_t, 4>& strides, DType dtype) {
+  const int64_t per16 = 16 / int64_t(dtype_size(dtype));
+  if (!aligned16(ptr) || strides[3] != 1) return false;
+  for (int i = 0; i < 3; ++i)
+    if (strides[size_t(i)] % per16 != 0) return false;
+  return true;
 }
 
 constexpr int kBN = 64;  // keys per K/V tile
