@@ -269,32 +269,29 @@ int main(int argc, char** argv) {
   // per head, halved under the causal mask; decode: the K/V bytes.
   struct Attn {
     loraops::Tensor q, k, v, o;
-    bool causal;
+  };
+  // bf16 q, k, v (filled) and out on the GPU; seed tells the cases' data apart
+  auto attn_tensors = [&](int64_t b, int64_t hq, int64_t hkv, int64_t sq, int64_t sk, int64_t d, uint32_t seed) {
+    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
+    const auto t = loraops::DType::BFloat16;
+    auto make = [&](int64_t h, int64_t s, uint32_t i) {
+      return loraops::Tensor::contiguous(filled(t, size_t(b * h * s * d), seed + i), t, {b, h, s, d}, dev);
+    };
+    return Attn{make(hq, sq, 0), make(hkv, sk, 1), make(hkv, sk, 2), make(hq, sq, 3)};
   };
   auto attn = [&](int64_t b, int64_t hq, int64_t hkv, int64_t sq, int64_t sk, int64_t d, bool causal,
                   const loraops::Exec& ex) {
-    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
-    const auto t = loraops::DType::BFloat16;
-    auto make = [&](int64_t h, int64_t s, uint32_t seed) {
-      return loraops::Tensor::contiguous(filled(t, size_t(b * h * s * d), seed), t, {b, h, s, d}, dev);
-    };
-    auto a = std::make_shared<Attn>(Attn{make(hq, sq, 31), make(hkv, sk, 32), make(hkv, sk, 33),
-                                         make(hq, sq, 34), causal});
-    return [a, ex] { loraops::attention(a->q, a->k, a->v, a->causal, std::nullopt, a->o, ex); };
+    auto a = std::make_shared<Attn>(attn_tensors(b, hq, hkv, sq, sk, d, 31));
+    return [a, causal, ex] { loraops::attention(a->q, a->k, a->v, causal, std::nullopt, a->o, ex); };
+  };
+  // Kernels called directly: what the front end would hand them for these tensors.
+  auto params_for = [&](const Attn& a, bool causal) {
+    return std::make_shared<loraops::detail::AttentionParams>(
+        loraops::detail::attention_params(a.q, a.k, a.v, causal, std::nullopt, a.o));
   };
   // The flash kernel with 1 and 2 row tiles per warp (64- and 128-row blocks), whatever custom picks.
   auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, int m_tiles) {
-    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
-    const auto t = loraops::DType::BFloat16;
-    auto make = [&](uint32_t seed) {
-      return loraops::Tensor::contiguous(filled(t, size_t(b * h * sl * d), seed), t, {b, h, sl, d}, dev);
-    };
-    auto p = std::make_shared<loraops::detail::AttentionParams>();
-    const loraops::Tensor q = make(41), k = make(42), v = make(43), o = make(44);
-    p->dtype = t, p->batch = b, p->hq = h, p->hkv = h, p->sq = sl, p->sk = sl, p->d = d;
-    p->q = q.data, p->k = k.data, p->v = v.data, p->out = o.data;
-    for (size_t i = 0; i < 4; ++i) p->q_strides[i] = p->k_strides[i] = p->v_strides[i] = q.strides[i];
-    p->causal = causal, p->scale = float(1.0 / std::sqrt(double(d)));
+    auto p = params_for(attn_tensors(b, h, h, sl, sl, d, 41), causal);
     void* const stream = custom.stream;
     return [p, stream, m_tiles] { loraops::cuda::attention_flash_with(*p, stream, m_tiles); };
   };
@@ -310,18 +307,7 @@ int main(int argc, char** argv) {
   // picks for bf16, and the tensor-core kernel's split length (tiles of 64 keys per block; 0: its
   // own choice), at 4K keys and at batch 8 / 32K keys.
   auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps) {
-    const loraops::Device dev{loraops::DeviceType::CUDA, 0};
-    const auto t = loraops::DType::BFloat16;
-    auto make = [&](int64_t h, int64_t sl, uint32_t seed) {
-      return loraops::Tensor::contiguous(filled(t, size_t(b * h * sl * 128), seed), t, {b, h, sl, 128}, dev);
-    };
-    const loraops::Tensor q = make(32, 1, 51), k = make(8, sk, 52), v = make(8, sk, 53), o = make(32, 1, 54);
-    auto p = std::make_shared<loraops::detail::AttentionParams>();
-    p->dtype = t, p->batch = b, p->hq = 32, p->hkv = 8, p->sq = 1, p->sk = sk, p->d = 128;
-    p->q = q.data, p->k = k.data, p->v = v.data, p->out = o.data;
-    for (size_t i = 0; i < 4; ++i)
-      p->q_strides[i] = q.strides[i], p->k_strides[i] = k.strides[i], p->v_strides[i] = v.strides[i];
-    p->scale = float(1.0 / std::sqrt(128.0));
+    auto p = params_for(attn_tensors(b, 32, 8, 1, sk, 128, 51), false);
     void* const stream = custom.stream;
     return [p, stream, kernel, tps] { loraops::cuda::attention_decode_with(*p, stream, kernel, tps); };
   };

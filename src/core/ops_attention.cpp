@@ -34,13 +34,8 @@ Shape attention_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
   return shape_of(q);
 }
 
-void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-               std::optional<double> scale, const Tensor& out, const Exec& exec) {
-  Checker c{"attention"};
-  const Shape s = attention_shape(q, k, v);
-  if (scale && !std::isfinite(*scale))
-    c.fail(ErrorKind::Value, "scale", "a finite scale or None", std::to_string(*scale));
-  c.output(out, "out", s, q.dtype, q.device);
+AttentionParams detail::attention_params(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                         std::optional<double> scale, const Tensor& out) {
   AttentionParams p;
   p.dtype = q.dtype;
   p.device_index = q.device.index;
@@ -61,7 +56,18 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   p.out = out.data;
   p.causal = causal;
   p.scale = float(scale ? *scale : (p.d > 0 ? 1.0 / std::sqrt(double(p.d)) : 1.0));
-  dispatch(OpId::Attention, q.device, q.dtype, exec, p, out.numel() > 0);
+  return p;
+}
+
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+               std::optional<double> scale, const Tensor& out, const Exec& exec) {
+  Checker c{"attention"};
+  const Shape s = attention_shape(q, k, v);
+  if (scale && !std::isfinite(*scale))
+    c.fail(ErrorKind::Value, "scale", "a finite scale or None", std::to_string(*scale));
+  c.output(out, "out", s, q.dtype, q.device);
+  dispatch(OpId::Attention, q.device, q.dtype, exec, attention_params(q, k, v, causal, scale, out),
+           out.numel() > 0);
 }
 
 }  // namespace loraops

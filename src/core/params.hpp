@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 #include "loraops/dtype.hpp"
 #include "loraops/ops.hpp"
@@ -119,5 +120,10 @@ struct AttentionParams {
   bool causal = false;
   float scale = 1.f;
 };
+
+// What attention(q, k, v, causal, scale, out) hands its backend, for tensors it has validated
+// (src/core/ops_attention.cpp); the GPU tests and loraops_latency call kernels with it directly.
+AttentionParams attention_params(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                 std::optional<double> scale, const Tensor& out);
 
 }  // namespace loraops::detail

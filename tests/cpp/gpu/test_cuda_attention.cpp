@@ -164,16 +164,10 @@ void check_case(const AttnCase& c, DType t) {
   const Operand4 &q = in.q, &k = in.k, &v = in.v;
   const Expected want = expected(c, in, t);
   DeviceOperand dq(in.q), dk(in.k), dv(in.v);
-  detail::AttentionParams params;  // what the front end will build: the path the kernel takes
-  params.dtype = t, params.d = c.d, params.hq = c.hq, params.batch = c.b;
-  params.q = dq.view.data, params.k = dk.view.data, params.v = dv.view.data;
-  for (int i = 0; i < 4; ++i)
-    params.q_strides[size_t(i)] = q.view.strides[size_t(i)],
-    params.k_strides[size_t(i)] = k.view.strides[size_t(i)],
-    params.v_strides[size_t(i)] = v.view.strides[size_t(i)];
   DeviceOut out(t, {c.b, c.hq, c.sq, c.d});
-  params.out = out.view().data;
-  params.sq = c.sq, params.sk = c.sk, params.hkv = c.hkv;
+  // what the front end builds: the path the kernel takes
+  const detail::AttentionParams params =
+      detail::attention_params(dq.view, dk.view, dv.view, c.causal, std::nullopt, out.view());
   const Path path = cuda::attention_decode_eligible(params) ? Path::Decode
                     : cuda::attention_flash_eligible(params) ? Path::Flash
                                                              : Path::Rows;
@@ -204,7 +198,6 @@ void check_case(const AttnCase& c, DType t) {
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
   }
-  params.causal = c.causal, params.scale = float(1.0 / std::sqrt(double(c.d)));
   // Both decode kernels where they take the case (the tensor-core one for aligned halves, the
   // SIMT one up to 8 heads per group), whichever custom picks.
   if (path == Path::Decode) {
