@@ -41,14 +41,16 @@ constexpr size_t flash_smem_bytes() {
   return size_t(64 * kMT + 2 * kBN) * D * sizeof(T);
 }
 
-// (One tile at D = 128: capped at 168 registers, 3 blocks per SM, for a 16-byte spill; without
-// the cap it takes 174 and fits 2. The other variants are left to the compiler: a cap spilled.)
+// (One tile at D = 128 and two at D = 64: capped at 168 registers, 3 blocks per SM, for a 16- and
+// a 36-byte spill; uncapped they take 174 and 208 and fit 2. Nsight Compute on the uncapped D = 64
+// two-tile kernel: 12.5% occupancy, 3.8 cycles per issued instruction, 49% of compute: latency-
+// bound. Two tiles at D = 128 are left to the compiler: a cap spilled more.)
 // kMT 16-row query tiles per warp, 64 * kMT rows per block. With kMT = 2 each K and V fragment a
 // warp reads from shared memory feeds two row tiles, halving those reads per query row (as
 // FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
 // memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
 template <class T, int D, int kMT>
-__global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) attention_flash(AttnArgs a) {
+__global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT == 2 && D == 64) ? 3 : 1) attention_flash(AttnArgs a) {
   constexpr int kBM = 64 * kMT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
