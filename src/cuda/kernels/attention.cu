@@ -60,7 +60,10 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
   // Row and key indices fit 32 bits (attention_flash_eligible); offsets are formed in 64.
   const int64_t b = blockIdx.z, h = blockIdx.y;
-  const int m0 = int(blockIdx.x) * kBM, sq = int(a.sq), sk = int(a.sk);
+  // Causal: the last row blocks see the most keys; the scheduler hands out blocks in blockIdx
+  // order, so each head's heaviest go first and the last wave holds the light ones (a shorter tail).
+  const int mb = a.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
+  const int m0 = mb * kBM, sq = int(a.sq), sk = int(a.sk);
   const int64_t hk = h / (a.hq / a.hkv);
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];

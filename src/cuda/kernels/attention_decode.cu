@@ -93,6 +93,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int group = int(a.hq / a.hkv);
   const int64_t j0 = c * kChunk;
   const int count = int(min(int64_t(kChunk), a.sk - j0));
+  allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
 

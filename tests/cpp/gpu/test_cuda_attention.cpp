@@ -63,6 +63,8 @@ const AttnCase kCases[] = {
     // (groups above 16 take two row tiles on the tensor-core kernel; float32 above 8: general)
     {"MQA decode group 32", 1, 32, 1, 1, 300, 64, false, View::Contig, Path::Decode},
     {"decode group 12 Sk=1023 causal", 1, 24, 2, 1, 1023, 128, true, View::Contig, Path::Decode},
+    // (two kv heads of two row tiles each, the second 8 rows: blockIdx.y = hk * tiles + rt)
+    {"decode group 24 Sk=700", 1, 48, 2, 1, 700, 128, false, View::Contig, Path::Decode},
     // (splits of several tiles through the 3-stage pipeline, the last tile partial)
     {"decode GQA 32/8 Sk=4000", 4, 32, 8, 1, 4000, 64, false, View::Contig, Path::Decode},
     {"decode misaligned view (SIMT kernel)", 1, 8, 2, 1, 77, 128, false, View::Misaligned, Path::Decode},
@@ -201,13 +203,23 @@ void check_case(const AttnCase& c, DType t) {
   // Both decode kernels where they take the case (the tensor-core one for aligned halves, the
   // SIMT one up to 8 heads per group), whichever custom picks.
   if (path == Path::Decode) {
+    // which kernels must take it: a regressed eligibility would otherwise skip its kernel quietly
+    EXPECT_EQ(cuda::attention_decode_takes(params, cuda::DecodeKernel::TensorCore),
+              t != DType::Float32 && c.view != View::Misaligned);
+    EXPECT_EQ(cuda::attention_decode_takes(params, cuda::DecodeKernel::Simt), c.hq / c.hkv <= 8);
     for (auto kernel : {cuda::DecodeKernel::TensorCore, cuda::DecodeKernel::Simt}) {
       if (!cuda::attention_decode_takes(params, kernel)) continue;
-      SCOPED_TRACE(kernel == cuda::DecodeKernel::TensorCore ? "tensor-core decode kernel" : "SIMT decode kernel");
-      out.poison();
-      cuda::attention_decode_with(params, nullptr, kernel);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+      const bool tc = kernel == cuda::DecodeKernel::TensorCore;
+      // the tensor-core kernel also at split lengths of its own choice, 2, 3 and 5 tiles: short
+      // last splits and the 3-stage ring wrapping, whatever the GPU's SM count makes of auto
+      for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0}) {
+        SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, tiles per split " +
+                     std::to_string(tps));
+        out.poison();
+        cuda::attention_decode_with(params, nullptr, kernel, tps);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+      }
     }
   }
   // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks.
