@@ -499,8 +499,8 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
-// Splits: as many as keep the whole grid in one wave of two blocks per SM (what fits), at least
-// one per head, each at least one 64-key tile; then as few as that tile count allows (the combine
+// Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
+// D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as that tile count allows (the combine
 // reads every split's partials). A partial second wave costs a whole split's time: on the H200
 // at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles took 51.4 µs, 4 of 16 took 37.8.
 // tiles_per_split > 0 overrides the choice (loraops_latency compares).
@@ -513,13 +513,14 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
   const int64_t heads = p.batch * p.hkv * row_tiles;
-  const int64_t want = std::clamp<int64_t>(2 * sm_count(p.device_index) / heads, 1, tiles);
+  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
+  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
+  const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
+  const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
   const int64_t per_split = tiles_per_split > 0 ? std::min<int64_t>(tiles_per_split, tiles) : (tiles + want - 1) / want;
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
-  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
-  if constexpr (smem > 48 * 1024)
-    attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_decode_mma<T, D>), smem);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
   attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
