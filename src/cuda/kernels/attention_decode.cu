@@ -243,6 +243,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 constexpr int kDecodeMmaThreads = 128;  // 4 warps, each 16 keys of a 64-key tile
 constexpr int kDecodeStages = 3;        // K/V tiles in flight per block
+constexpr int kDecodeMinTiles = 4;      // 256 keys per split at least (launch_mma)
 
 // Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: 100 KB for D = 128 halves, so two
 // blocks fit an SM (227 KB).
@@ -503,6 +504,9 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as that tile count allows (the combine
 // reads every split's partials). A partial second wave costs a whole split's time: on the H200
 // at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles took 51.4 µs, 4 of 16 took 37.8.
+// A split has at least kDecodeMinTiles tiles: at batch 1, Sk 4096 (8 heads) 16 splits of 4 took
+// 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
+// epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
 // tiles_per_split > 0 overrides the choice (loraops_latency compares).
 template <class T, int D>
 void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
@@ -518,7 +522,9 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
   const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
   const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
-  const int64_t per_split = tiles_per_split > 0 ? std::min<int64_t>(tiles_per_split, tiles) : (tiles + want - 1) / want;
+  const int64_t per_split = tiles_per_split > 0
+                                ? std::min<int64_t>(tiles_per_split, tiles)
+                                : std::max((tiles + want - 1) / want, std::min<int64_t>(kDecodeMinTiles, tiles));
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
