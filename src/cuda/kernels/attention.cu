@@ -38,6 +38,18 @@ using attn::swz;
 
 constexpr int kFlashThreads = 128;  // 4 warps
 
+// op over v[0, N) as a balanced tree: dependent chains of depth log2 N, not one of N (the softmax
+// row maxima and sums; with 2 warps per scheduler a chain's latency is not hidden). N a power of 2.
+template <int N, class Op>
+__device__ __forceinline__ float tree_reduce(float (&v)[N], Op op) {
+  static_assert(N > 0 && (N & (N - 1)) == 0, "a power of 2");
+#pragma unroll
+  for (int w = N / 2; w > 0; w /= 2)
+#pragma unroll
+    for (int i = 0; i < w; ++i) v[i] = op(v[i], v[i + w]);
+  return v[0];
+}
+
 // How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
 // before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
 constexpr float kRescaleSlack = 8.f;
@@ -156,11 +168,14 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
             if (j >= sk || (a.causal && j > i + shift)) s[mt][nt][e] = -INFINITY;
           }
       }
-      float tmax[2] = {-INFINITY, -INFINITY};
+      float tmax[2];
 #pragma unroll
-      for (int nt = 0; nt < kBN / 8; ++nt)
+      for (int r = 0; r < 2; ++r) {
+        float v[kBN / 4];  // this thread's scores of row r
 #pragma unroll
-        for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[mt][nt][e]);
+        for (int nt = 0; nt < kBN / 8; ++nt) v[2 * nt] = s[mt][nt][2 * r], v[2 * nt + 1] = s[mt][nt][2 * r + 1];
+        tmax[r] = tree_reduce<kBN / 4>(v, [](float x, float y) { return fmaxf(x, y); });
+      }
       bool grow = false;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
@@ -188,17 +203,17 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
       float nbase[2];  // minus the maximum the probabilities are taken against; no key yet: p = 0
 #pragma unroll
       for (int r = 0; r < 2; ++r) nbase[r] = mrow[mt][r] == -INFINITY ? 0.f : -mrow[mt][r];
+      float pr[2][kBN / 4];  // this thread's probabilities of rows 0 and 1
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
-        const float p0 = fast_exp2(fmaf(s[mt][nt][0], a.scale_log2, nbase[0]));
-        const float p1 = fast_exp2(fmaf(s[mt][nt][1], a.scale_log2, nbase[0]));
-        const float p2 = fast_exp2(fmaf(s[mt][nt][2], a.scale_log2, nbase[1]));
-        const float p3 = fast_exp2(fmaf(s[mt][nt][3], a.scale_log2, nbase[1]));
-        lrow[mt][0] += p0 + p1;
-        lrow[mt][1] += p2 + p3;
-        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
-        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          pr[e >> 1][2 * nt + (e & 1)] = fast_exp2(fmaf(s[mt][nt][e], a.scale_log2, nbase[e >> 1]));
+        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(pr[0][2 * nt], pr[0][2 * nt + 1]);
+        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(pr[1][2 * nt], pr[1][2 * nt + 1]);
       }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) lrow[mt][r] += tree_reduce<kBN / 4>(pr[r], [](float x, float y) { return x + y; });
     }
 
     cp_async_wait<1>();  // V of this tile landed (the next K may still be in flight)

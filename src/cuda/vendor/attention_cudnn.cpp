@@ -7,8 +7,8 @@
 // Hkv < Hq), inference (no softmax statistics), the scale, and under `causal` the bottom-right
 // aligned mask loraops defines. Refused (UnsupportedError, so `auto` runs our kernel): float32,
 // D not a multiple of 8 or above 256, a last dim that is not contiguous, Sk = 0, and causal with
-// Sq > Sk (its first queries see no key, and loraops defines their output as zeros), and any
-// shape cuDNN's own support check rejects.
+// Sq > Sk (its first queries see no key, and loraops defines their output as zeros), a scale
+// that is not positive (cuDNN's output is NaN), and any shape cuDNN's own support check rejects.
 //
 // cuDNN is loaded at run time (the frontend's dynamic loading: dlopen of libcudnn.so.9 at the
 // first call), not linked: the library builds and links without it, a process that already
@@ -70,6 +70,8 @@ std::string refusal(const detail::AttentionParams& p) {
     return "a head dim that is not contiguous";
   if (p.sk == 0) return "no keys (Sk = 0)";
   if (p.causal && p.sq > p.sk) return "causal with Sq > Sk (queries that see no key)";
+  // cuDNN 9.14 returned NaN for every output at scale 0 and -0.5 (H200, 2026-11-29)
+  if (!(p.scale > 0.f)) return "a scale that is not positive";
   return "";
 }
 
@@ -122,11 +124,8 @@ Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
   auto k = tensor(*g, "K", kK, {p.batch, p.hkv, p.sk, p.d}, vec(p.k_strides));
   auto v = tensor(*g, "V", kV, {p.batch, p.hkv, p.sk, p.d}, vec(p.v_strides));
   auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(false).set_attn_scale(p.scale);
-  // bottom-right with one query row sees every key: no mask (older cuDNN refuses it at Sq = 1).
-  // Square: top-left is the same mask, and the one PyTorch asks for (B16 H32 S1024 D64 causal:
-  // ours 320-324 TF/s with bottom-right, PyTorch's 339 in the same run).
-  if (p.causal && p.sq > 1 && p.sq == p.sk) opts.set_causal_mask(true);
-  else if (p.causal && p.sq > 1) opts.set_causal_mask_bottom_right(true);
+  // bottom-right with one query row sees every key: no mask (older cuDNN refuses it at Sq = 1)
+  if (p.causal && p.sq > 1) opts.set_causal_mask_bottom_right(true);
   auto [o, stats] = g->sdpa(q, k, v, opts);
   (void)stats;  // inference: not produced
   o->set_output(true).set_uid(kO).set_dim({p.batch, p.hq, p.sq, p.d}).set_stride(
