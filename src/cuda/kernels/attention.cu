@@ -39,15 +39,20 @@ using attn::swz;
 constexpr int kFlashThreads = 128;  // 4 warps
 
 // op over v[0, N) as a balanced tree: dependent chains of depth log2 N, not one of N (the softmax
-// row maxima and sums; with 2 warps per scheduler a chain's latency is not hidden). N a power of 2.
+// row maxima: with 2 warps per scheduler a chain's latency is not hidden). N a power of 2. (The
+// row sums stay one chain: a tree or partial sums keep the probabilities live longer, and ptxas
+// spilled 60-88 bytes at m2 D128 where the chain spills 48.)
 template <int N, class Op>
 __device__ __forceinline__ float tree_reduce(float (&v)[N], Op op) {
   static_assert(N > 0 && (N & (N - 1)) == 0, "a power of 2");
+  if constexpr (N == 1) {
+    return v[0];
+  } else {  // one level per instantiation: every index a constant, v stays in registers (a
+            // `w /= 2` loop was not unrolled and put v in local memory: 2-3x slower)
 #pragma unroll
-  for (int w = N / 2; w > 0; w /= 2)
-#pragma unroll
-    for (int i = 0; i < w; ++i) v[i] = op(v[i], v[i + w]);
-  return v[0];
+    for (int i = 0; i < N / 2; ++i) v[i] = op(v[i], v[i + N / 2]);
+    return tree_reduce<N / 2>(reinterpret_cast<float(&)[N / 2]>(v), op);
+  }
 }
 
 // How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
@@ -203,17 +208,16 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
       float nbase[2];  // minus the maximum the probabilities are taken against; no key yet: p = 0
 #pragma unroll
       for (int r = 0; r < 2; ++r) nbase[r] = mrow[mt][r] == -INFINITY ? 0.f : -mrow[mt][r];
-      float pr[2][kBN / 4];  // this thread's probabilities of rows 0 and 1
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
+        float p[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          pr[e >> 1][2 * nt + (e & 1)] = fast_exp2(fmaf(s[mt][nt][e], a.scale_log2, nbase[e >> 1]));
-        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(pr[0][2 * nt], pr[0][2 * nt + 1]);
-        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(pr[1][2 * nt], pr[1][2 * nt + 1]);
+        for (int e = 0; e < 4; ++e) p[e] = fast_exp2(fmaf(s[mt][nt][e], a.scale_log2, nbase[e >> 1]));
+        lrow[mt][0] += p[0] + p[1];
+        lrow[mt][1] += p[2] + p[3];
+        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p[0], p[1]);
+        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p[2], p[3]);
       }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) lrow[mt][r] += tree_reduce<kBN / 4>(pr[r], [](float x, float y) { return x + y; });
     }
 
     cp_async_wait<1>();  // V of this tile landed (the next K may still be in flight)
