@@ -38,23 +38,6 @@ using attn::swz;
 
 constexpr int kFlashThreads = 128;  // 4 warps
 
-// op over v[0, N) as a balanced tree: dependent chains of depth log2 N, not one of N (the softmax
-// row maxima: with 2 warps per scheduler a chain's latency is not hidden). N a power of 2. (The
-// row sums stay one chain: a tree or partial sums keep the probabilities live longer, and ptxas
-// spilled 60-88 bytes at m2 D128 where the chain spills 48.)
-template <int N, class Op>
-__device__ __forceinline__ float tree_reduce(float (&v)[N], Op op) {
-  static_assert(N > 0 && (N & (N - 1)) == 0, "a power of 2");
-  if constexpr (N == 1) {
-    return v[0];
-  } else {  // one level per instantiation: every index a constant, v stays in registers (a
-            // `w /= 2` loop was not unrolled and put v in local memory: 2-3x slower)
-#pragma unroll
-    for (int i = 0; i < N / 2; ++i) v[i] = op(v[i], v[i + N / 2]);
-    return tree_reduce<N / 2>(reinterpret_cast<float(&)[N / 2]>(v), op);
-  }
-}
-
 // How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
 // before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
 constexpr float kRescaleSlack = 8.f;
@@ -173,14 +156,11 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
             if (j >= sk || (a.causal && j > i + shift)) s[mt][nt][e] = -INFINITY;
           }
       }
-      float tmax[2];
+      float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float v[kBN / 4];  // this thread's scores of row r
+      for (int nt = 0; nt < kBN / 8; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < kBN / 8; ++nt) v[2 * nt] = s[mt][nt][2 * r], v[2 * nt + 1] = s[mt][nt][2 * r + 1];
-        tmax[r] = tree_reduce<kBN / 4>(v, [](float x, float y) { return fmaxf(x, y); });
-      }
+        for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[mt][nt][e]);
       bool grow = false;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
@@ -210,13 +190,14 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
       for (int r = 0; r < 2; ++r) nbase[r] = mrow[mt][r] == -INFINITY ? 0.f : -mrow[mt][r];
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
-        float p[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) p[e] = fast_exp2(fmaf(s[mt][nt][e], a.scale_log2, nbase[e >> 1]));
-        lrow[mt][0] += p[0] + p[1];
-        lrow[mt][1] += p[2] + p[3];
-        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p[0], p[1]);
-        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p[2], p[3]);
+        const float p0 = fast_exp2(fmaf(s[mt][nt][0], a.scale_log2, nbase[0]));
+        const float p1 = fast_exp2(fmaf(s[mt][nt][1], a.scale_log2, nbase[0]));
+        const float p2 = fast_exp2(fmaf(s[mt][nt][2], a.scale_log2, nbase[1]));
+        const float p3 = fast_exp2(fmaf(s[mt][nt][3], a.scale_log2, nbase[1]));
+        lrow[mt][0] += p0 + p1;
+        lrow[mt][1] += p2 + p3;
+        pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
+        pf[mt][nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
       }
     }
 
