@@ -8,26 +8,33 @@
 #   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it; NCU_CASE=text
 #   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
-#   ONLY_CPP=1 skips the Python install, pytest and the bench; SANITIZERS=0 skips memcheck and
+#   ONLY_CPP=1 skips the Python install, pytest and the bench; ONLY_PY=1 skips the C++ tests and
+#   loraops_latency (the build stays: the bench's --cpp rows); SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
 #   it for racecheck, the slowest; MEMCHECK_FILTER for memcheck). Each step is
 #   killed after STEP_TIMEOUT seconds (default 300) so one hang cannot eat the whole call.
+#   Logs are packed into $OUT/logs.tgz after every step: a call the device tool cuts off at its
+#   time limit still brings back the finished steps' logs (it returns only a few files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
+LOGS=$(mktemp -d)
 mkdir -p "$OUT"
 SUITES=("${@:-seed}")
 summary=()
-step() {  # step NAME CMD...: run, log to $OUT/NAME.log, remember the status
+pack() { tar czf "$OUT/logs.tgz.tmp" -C "$LOGS" . && mv "$OUT/logs.tgz.tmp" "$OUT/logs.tgz"; }
+step() {  # step NAME CMD...: run, log to $LOGS/NAME.log, remember the status
   local name=$1; shift
   local t0=$SECONDS
-  timeout "${STEP_TIMEOUT:-300}" "$@" >"$OUT/$name.log" 2>&1
+  timeout "${STEP_TIMEOUT:-300}" "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   summary+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - t0)))")
+  printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
+  pack
   return $rc
 }
 
-{ nvidia-smi; nvcc --version; cmake --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$OUT/env.log" 2>&1
+{ nvidia-smi; nvcc --version; cmake --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$LOGS/env.log" 2>&1
 
 # GoogleTest: the image may not have it; the CMake build takes its source from .device/googletest
 # when carried (cp -r /usr/src/googletest .device/ on the dev machine).
@@ -35,15 +42,16 @@ GTEST_ARG=()
 [ -d .device/googletest ] && GTEST_ARG=(-DLORAOPS_GTEST_SOURCE_DIR="$PWD/.device/googletest")
 step configure cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${GTEST_ARG[@]}" &&
   step build ninja -C build/dev
-if [ -x build/dev/tests/cpp/loraops_gpu_tests ]; then
+if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; then
   FILTER=(--gtest_filter="${GPU_FILTER:-*}")
   step gpu_tests build/dev/tests/cpp/loraops_gpu_tests "${FILTER[@]}"
   step cpu_tests build/dev/tests/cpp/loraops_tests --gtest_brief=1
   if [ "${SANITIZERS:-1}" != 0 ]; then
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${MEMCHECK_FILTER:-${GPU_FILTER:-*}}"
   # racecheck also reports hazards inside cuBLAS's own sm90 GEMM kernels (seen 2026-11-29 in a
-  # TF32 xmma kernel); read its log for hazards in loraops' kernels, not just its exit code.
-  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
+  # TF32 xmma kernel) and cuDNN's attention kernels; read its log for hazards in loraops'
+  # kernels, not just its exit code. The attention test runs only our kernels under it.
+  LORAOPS_TEST_CUSTOM_ONLY=1 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
   fi
   step latency build/dev/loraops_latency 2000 "${LATENCY_FILTER:-}"
   # NCU_CASE=text: Nsight Compute on the loraops_latency cases whose name contains it (speed of
@@ -66,14 +74,12 @@ CPP_ARG=()  # the same cases from C++ too, in the same report (loraops bench --c
 [ -x build/dev/loraops_bench ] && CPP_ARG=(--cpp "$PWD/build/dev/loraops_bench")
 for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
-  STEP_TIMEOUT=${BENCH_TIMEOUT:-450} step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$OUT/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
-  [ -f "$OUT/bench_$s/report.md" ] && cp "$OUT/bench_$s/report.md" "$OUT/report_$s.md"
+  STEP_TIMEOUT=${BENCH_TIMEOUT:-450} step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$LOGS/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
+  [ -f "$LOGS/bench_$s/report.md" ] && cp "$LOGS/bench_$s/report.md" "$OUT/report_$s.md"
 done
 fi
 
-# The tool brings back few files: keep the reports, pack every log into one archive.
-( cd "$OUT" && tar czf /tmp/loraops-logs.tgz --exclude='report_*.md' . && \
-  find . -mindepth 1 ! -name 'report_*.md' -delete && mv /tmp/loraops-logs.tgz logs.tgz )
+pack  # the tool brings back few files: the reports and this one archive of every log
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"

@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "loraops/error.hpp"
 #include "loraops/dtype.hpp"
@@ -60,6 +62,32 @@ inline int sm_count(int device) {
     cached[device] = n > 0 ? n : 1;
   }
   return cached[device];
+}
+
+// Blocks that fit on the device at once (occupancy x SMs) for `block` threads and `smem` bytes
+// of dynamic shared memory (the kernel's attribute allowing it set first), cached per
+// configuration and device: the first call asks the runtime, later ones take a lock and a
+// lookup. Neither query enqueues work, so both are safe under stream capture.
+inline int resident_blocks(const void* kernel, int block, int device, size_t smem = 0) {
+  struct Entry {
+    const void* kernel;
+    int block, device;
+    size_t smem;
+    int blocks;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry& e : cache)
+      if (e.kernel == kernel && e.block == block && e.device == device && e.smem == smem) return e.blocks;
+  }
+  int per_sm = 0;
+  LORAOPS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
+  const int blocks = (per_sm > 0 ? per_sm : 1) * sm_count(device);
+  std::lock_guard<std::mutex> lock(mu);
+  cache.push_back({kernel, block, device, smem, blocks});
+  return blocks;
 }
 
 // Whether a pointer allows 16-byte vector loads (cp.async, uint4) from it.

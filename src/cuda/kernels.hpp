@@ -30,8 +30,8 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
 // (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16
-// with D = 64 or 128 and 16-byte-aligned unit-stride rows (attention_flash_eligible); a warp per
-// query row (fp32 math) for everything else.
+// with D = 64 or 128, 16-byte-aligned unit-stride rows and a positive scale
+// (attention_flash_eligible); a warp per query row (fp32 math) for everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
 // The flash kernel with m_tiles (1 or 2) 16-row query tiles per warp, whatever attention_custom

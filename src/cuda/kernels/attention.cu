@@ -8,7 +8,9 @@
 // cp.async (K of the next tile streams while this tile's softmax and P@V run, V of the next while
 // its scores do), S = Q K^T and O += P V with mma.m16n8k16 (fp32 accumulators), an online softmax
 // in registers (the probabilities are rounded to the input dtype for P V, as FlashAttention does;
-// their sum stays fp32). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
+// their sum stays fp32; the running maximum moves only when a row grows past it by 2^8, which
+// skips most tiles' output rescales). The scale must be positive (zero and negative ones take
+// the general kernel). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
 // bank conflicts. Causal blocks stop at the last key their last row can see.
 //
 // One query row (Sq = 1): the split-K decode kernels of attention_decode.cu, taken first.
@@ -16,6 +18,7 @@
 // attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
 // in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
 // throughout. Correct for any shape; not fast.
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -35,20 +38,26 @@ using attn::swz;
 
 constexpr int kFlashThreads = 128;  // 4 warps
 
+// How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
+// before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
+constexpr float kRescaleSlack = 8.f;
+
 // Shared memory of a block: its Q rows, one K tile, one V tile.
 template <class T, int D, int kMT>
 constexpr size_t flash_smem_bytes() {
   return size_t(64 * kMT + 2 * kBN) * D * sizeof(T);
 }
 
-// (One tile at D = 128: capped at 168 registers, 3 blocks per SM, for a 16-byte spill; without
-// the cap it takes 174 and fits 2. The other variants are left to the compiler: a cap spilled.)
+// (One tile at D = 128 and two at D = 64: capped at 168 registers, 3 blocks per SM, for a 16- and
+// a 36-byte spill; uncapped they take 174 and 208 and fit 2. Nsight Compute on the uncapped D = 64
+// two-tile kernel: 12.5% occupancy, 3.8 cycles per issued instruction, 49% of compute: latency-
+// bound. Two tiles at D = 128 are left to the compiler: a cap spilled more.)
 // kMT 16-row query tiles per warp, 64 * kMT rows per block. With kMT = 2 each K and V fragment a
 // warp reads from shared memory feeds two row tiles, halving those reads per query row (as
 // FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
 // memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
 template <class T, int D, int kMT>
-__global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) attention_flash(AttnArgs a) {
+__global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT == 2 && D == 64) ? 3 : 1) attention_flash(AttnArgs a) {
   constexpr int kBM = 64 * kMT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
@@ -58,7 +67,10 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
   // Row and key indices fit 32 bits (attention_flash_eligible); offsets are formed in 64.
   const int64_t b = blockIdx.z, h = blockIdx.y;
-  const int m0 = int(blockIdx.x) * kBM, sq = int(a.sq), sk = int(a.sk);
+  // Causal: the last row blocks see the most keys; the scheduler hands out blocks in blockIdx
+  // order, so each head's heaviest go first and the last wave holds the light ones (a shorter tail).
+  const int mb = a.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
+  const int m0 = mb * kBM, sq = int(a.sq), sk = int(a.sk);
   const int64_t hk = h / (a.hq / a.hkv);
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
@@ -127,12 +139,13 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
 
     // mask, then the online softmax (base 2). Only a tile past the end of the keys or crossing
     // the causal diagonal of this block's first row needs the mask (uniform over the block);
-    // the per-element index tests cost more issue slots than the tile's MMAs.
+    // the per-element index tests cost more issue slots than the tile's MMAs. The scores stay
+    // unscaled: the row maximum of s times c = scale_log2 > 0 is c times the maximum of s, and
+    // the scale joins the exponent's subtraction in one FMA.
     const bool masked = n0 + kBN > sk || (a.causal && n0 + kBN - 1 > m0 + shift);
     uint32_t pf[kMT][kBN / 16][4];  // P as the A operand of P V (the S accumulators' own layout)
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      float mx[2] = {mrow[mt][0], mrow[mt][1]};
+    for (int mt = 0; mt < kMT; ++mt) {  // one row tile at a time: its scores die as P is packed
       if (masked) {
 #pragma unroll
         for (int nt = 0; nt < kBN / 8; ++nt)
@@ -140,36 +153,47 @@ __global__ void __launch_bounds__(kFlashThreads, kMT == 1 && D == 128 ? 3 : 1) a
           for (int e = 0; e < 4; ++e) {
             const int j = n0 + nt * 8 + tq * 2 + (e & 1);
             const int i = i0 + mt * 16 + (e >> 1) * 8;
-            float x = s[mt][nt][e] * a.scale_log2;
-            if (j >= sk || (a.causal && j > i + shift)) x = -INFINITY;
-            s[mt][nt][e] = x;
-            mx[e >> 1] = fmaxf(mx[e >> 1], x);
-          }
-      } else {
-#pragma unroll
-        for (int nt = 0; nt < kBN / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            s[mt][nt][e] *= a.scale_log2;
-            mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nt][e]);
+            if (j >= sk || (a.causal && j > i + shift)) s[mt][nt][e] = -INFINITY;
           }
       }
-      float base[2];
+      float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int nt = 0; nt < kBN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[mt][nt][e]);
+      bool grow = false;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // a row with no key yet: nothing to rescale
-        const float corr = fast_exp2(mrow[mt][r] - base[r]);
-        mrow[mt][r] = mx[r];
-        lrow[mt][r] *= corr;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; ++dt) o[mt][dt][2 * r] *= corr, o[mt][dt][2 * r + 1] *= corr;
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+        tmax[r] *= a.scale_log2;  // -inf stays -inf (c > 0)
+        grow |= tmax[r] > mrow[mt][r] + kRescaleSlack;
       }
+      // The running maximum moves only when some row of the warp's tile grew past it by more
+      // than the slack (FlashAttention-4's lazy rescale): otherwise the probabilities are taken
+      // against the old maximum (at most 2^slack: far from overflow in fp32 and either half
+      // type, and their rounding is relative) and the tile's D / 4 output rescales per thread
+      // are skipped. With keys in random order that is nearly every tile after the first few.
+      if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float mnew = fmaxf(mrow[mt][r], tmax[r]);
+          const float corr = fast_exp2(mrow[mt][r] - (mnew == -INFINITY ? 0.f : mnew));
+          mrow[mt][r] = mnew;
+          lrow[mt][r] *= corr;
+#pragma unroll
+          for (int dt = 0; dt < D / 8; ++dt) o[mt][dt][2 * r] *= corr, o[mt][dt][2 * r + 1] *= corr;
+        }
+      }
+      float nbase[2];  // minus the maximum the probabilities are taken against; no key yet: p = 0
+#pragma unroll
+      for (int r = 0; r < 2; ++r) nbase[r] = mrow[mt][r] == -INFINITY ? 0.f : -mrow[mt][r];
 #pragma unroll
       for (int nt = 0; nt < kBN / 8; ++nt) {
-        const float p0 = fast_exp2(s[mt][nt][0] - base[0]), p1 = fast_exp2(s[mt][nt][1] - base[0]);
-        const float p2 = fast_exp2(s[mt][nt][2] - base[1]), p3 = fast_exp2(s[mt][nt][3] - base[1]);
+        const float p0 = fast_exp2(fmaf(s[mt][nt][0], a.scale_log2, nbase[0]));
+        const float p1 = fast_exp2(fmaf(s[mt][nt][1], a.scale_log2, nbase[0]));
+        const float p2 = fast_exp2(fmaf(s[mt][nt][2], a.scale_log2, nbase[1]));
+        const float p3 = fast_exp2(fmaf(s[mt][nt][3], a.scale_log2, nbase[1]));
         lrow[mt][0] += p0 + p1;
         lrow[mt][1] += p2 + p3;
         pf[mt][nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
@@ -342,6 +366,10 @@ bool attention_flash_eligible(const detail::AttentionParams& p) {
   if (p.dtype == DType::Float32 || (p.d != 64 && p.d != 128)) return false;
   if (p.hq > 65535 || p.batch > 65535) return false;  // grid y and z
   if (p.sq > (int64_t(1) << 30) || p.sk > (int64_t(1) << 30)) return false;  // 32-bit row indices
+  // The online softmax takes row maxima of unscaled scores: a positive, normal scale (zero or a
+  // negative one, which no model uses, takes the general kernel).
+  const float c = p.scale * attn::kLog2e;
+  if (!(c >= FLT_MIN && c <= FLT_MAX)) return false;
   return attn::rows_aligned16(p.q, p.q_strides, p.dtype) && attn::rows_aligned16(p.k, p.k_strides, p.dtype) &&
          attn::rows_aligned16(p.v, p.v_strides, p.dtype) && aligned16(p.out);
 }

@@ -93,6 +93,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int group = int(a.hq / a.hkv);
   const int64_t j0 = c * kChunk;
   const int count = int(min(int64_t(kChunk), a.sk - j0));
+  allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1] + j0 * a.ks[2];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1] + j0 * a.vs[2];
 
@@ -242,6 +243,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 constexpr int kDecodeMmaThreads = 128;  // 4 warps, each 16 keys of a 64-key tile
 constexpr int kDecodeStages = 3;        // K/V tiles in flight per block
+constexpr int kDecodeMinTiles = 4;      // 256 keys per split at least (launch_mma)
 
 // Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: 100 KB for D = 128 halves, so two
 // blocks fit an SM (227 KB).
@@ -498,9 +500,14 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
-// Splits: enough blocks for two per SM (what fits), each split at least one 64-key tile, then as
-// few splits as that tile count allows (the combine reads every split's partials).
-// tiles_per_split > 0 overrides that (loraops_latency compares).
+// Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
+// D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as that tile count allows (the combine
+// reads every split's partials). A partial second wave costs a whole split's time: on the H200
+// at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles took 51.4 µs, 4 of 16 took 37.8.
+// A split has at least kDecodeMinTiles tiles: at batch 1, Sk 4096 (8 heads) 16 splits of 4 took
+// 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
+// epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
+// tiles_per_split > 0 overrides the choice (loraops_latency compares).
 template <class T, int D>
 void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
   if (p.sk == 0) {  // no key: the combine of no split writes zeros
@@ -510,13 +517,16 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
   const int64_t heads = p.batch * p.hkv * row_tiles;
-  const int64_t want = std::clamp<int64_t>((2 * sm_count(p.device_index) + heads - 1) / heads, 1, tiles);
-  const int64_t per_split = tiles_per_split > 0 ? std::min<int64_t>(tiles_per_split, tiles) : (tiles + want - 1) / want;
+  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
+  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
+  const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
+  const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
+  const int64_t per_split = tiles_per_split > 0
+                                ? std::min<int64_t>(tiles_per_split, tiles)
+                                : std::max((tiles + want - 1) / want, std::min<int64_t>(kDecodeMinTiles, tiles));
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
-  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
-  if constexpr (smem > 48 * 1024)
-    attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_decode_mma<T, D>), smem);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
   attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");

@@ -58,14 +58,25 @@ __device__ __forceinline__ int swz(int r, int c) {
 }
 
 // Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile by a
-// block of kThreads threads; rows at or past rows_left are zero-filled.
+// block of kThreads threads; rows at or past rows_left are zero-filled. A thread copies one
+// 16-byte chunk column c of rows r0, r0 + P, r0 + 2P, ... (P = kThreads / chunks per row, a
+// multiple of 8, so r & 7 and with it the swizzled column stay the same): its shared and global
+// addresses advance by constants, a compare and a copy per chunk. (A loop over i with i / chunks
+// and i % chunks cost ~15 instructions per chunk: ~700 per warp in the decode kernel, which
+// issues little else.)
 template <class T, int D, int ROWS, int kThreads>
 __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
-  constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < ROWS * kChunks; i += kThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    const bool ok = r < rows_left;
-    cp_async16(tile + swz<D>(r, c), ok ? g + r * rs + c * 8 : g, ok);
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0,
+                "whole passes of rows, each a multiple of the swizzle period");
+  const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
+  T* const dst = tile + swz<D>(r0, c);
+  const T* const src = g + r0 * rs + c * 8;
+  const int64_t step = kPass * rs;
+#pragma unroll
+  for (int j = 0; j < ROWS / kPass; ++j) {
+    const bool ok = r0 + j * kPass < rows_left;
+    cp_async16(dst + j * kPass * D, ok ? src + j * step : g, ok);
   }
 }
 

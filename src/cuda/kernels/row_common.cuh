@@ -446,30 +446,6 @@ RowPlan plan_rows(const RowParams& p) {
   return pl;
 }
 
-// Blocks that fit on the device at once (occupancy x SMs), cached per (kernel, block, device):
-// the first call of each configuration asks the runtime, later ones take a lock and a lookup.
-// Neither query enqueues work, so both are safe under stream capture.
-inline int resident_blocks(const void* kernel, int block, int device) {
-  struct Entry {
-    const void* kernel;
-    int block, device, blocks;
-  };
-  static std::mutex mu;
-  static std::vector<Entry> cache;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (const Entry& e : cache)
-      if (e.kernel == kernel && e.block == block && e.device == device) return e.blocks;
-  }
-  int per_sm = 0, sms = 0;
-  LORAOPS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
-  LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
-  std::lock_guard<std::mutex> lock(mu);
-  cache.push_back({kernel, block, device, blocks});
-  return blocks;
-}
-
 // One wave of blocks (fewer when the rows are fewer); the kernels loop over the rest, so each
 // thread loads weight and bias once for all the rows it does.
 template <class... Params, class... Args>

@@ -7,8 +7,8 @@
 // Hkv < Hq), inference (no softmax statistics), the scale, and under `causal` the bottom-right
 // aligned mask loraops defines. Refused (UnsupportedError, so `auto` runs our kernel): float32,
 // D not a multiple of 8 or above 256, a last dim that is not contiguous, Sk = 0, and causal with
-// Sq > Sk (its first queries see no key, and loraops defines their output as zeros), and any
-// shape cuDNN's own support check rejects.
+// Sq > Sk (its first queries see no key, and loraops defines their output as zeros), a scale
+// that is not positive (cuDNN's output is NaN), and any shape cuDNN's own support check rejects.
 //
 // cuDNN is loaded at run time (the frontend's dynamic loading: dlopen of libcudnn.so.9 at the
 // first call), not linked: the library builds and links without it, a process that already
@@ -70,6 +70,8 @@ std::string refusal(const detail::AttentionParams& p) {
     return "a head dim that is not contiguous";
   if (p.sk == 0) return "no keys (Sk = 0)";
   if (p.causal && p.sq > p.sk) return "causal with Sq > Sk (queries that see no key)";
+  // cuDNN 9.14 returned NaN for every output at scale 0 and -0.5 (H200, 2026-11-29)
+  if (!(p.scale > 0.f)) return "a scale that is not positive";
   return "";
 }
 

@@ -125,6 +125,12 @@ inline double unit_roundoff_of(DType t) {
   return t == DType::Float32 ? std::ldexp(1.0, -24) : eps_of(t) / 2;
 }
 
+// Half the smallest subnormal of a dtype: the largest absolute error of one rounding to it of a
+// value below its normal range (2^-25 fp16, 2^-134 bf16, 2^-150 fp32).
+inline double half_subnormal_of(DType t) {
+  return std::ldexp(1.0, t == DType::Float16 ? -25 : t == DType::BFloat16 ? -134 : -150);
+}
+
 // v rounded to the dtype (as a store to it does) and read back.
 inline float round_to_dtype(DType t, float v) {
   uint8_t buf[4];
