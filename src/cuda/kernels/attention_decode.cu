@@ -501,9 +501,10 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 }
 
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
-// D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as that tile count allows (the combine
-// reads every split's partials). A partial second wave costs a whole split's time: on the H200
-// at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles took 51.4 µs, 4 of 16 took 37.8.
+// D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
+// that tile count allows (the combine reads every split's partials). A partial second wave
+// costs a whole split's time: on the H200 at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles
+// took 51.4 µs, 4 of 16 took 37.8.
 // A split has at least kDecodeMinTiles tiles: at batch 1, Sk 4096 (8 heads) 16 splits of 4 took
 // 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
 // epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
