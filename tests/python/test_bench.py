@@ -429,9 +429,10 @@ def test_noise_cases_are_the_first_and_the_heaviest(tmp_path):
     rows = [r for r in doc["results"] if r["status"] == "ok" and r["impl"] in ("vendor", "custom")]
     heaviest = max(rows, key=lambda r: r["us_median"])["shape"]
     first = doc["results"][0]["shape"]
-    assert heaviest != first
-    assert [n["shape"] for n in doc["noise"]] == [first, heaviest]
-    assert {r["shape"] for r in doc["repeat_rows"]} == {first, heaviest}
+    # (on a loaded machine the first, smallest case can time slowest: then it is repeated once)
+    want = [first] if heaviest == first else [first, heaviest]
+    assert [n["shape"] for n in doc["noise"]] == want
+    assert {r["shape"] for r in doc["repeat_rows"]} == set(want)
     floors = [n["floor"] for n in doc["noise"]]
     assert report.tie_thresholds(doc)["seed"] == pytest.approx(max(floors + [report.TIE_MIN]))
     # a framework pair's gap is shown but does not count
