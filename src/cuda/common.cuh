@@ -118,7 +118,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { retur
 // Programmatic dependent launch (Hopper). A kernel launched as a programmatic dependent of the
 // work before it on the stream (launch_kernel with pdl) may start while that work still runs; it
 // must call grid_dependency_wait before it reads what that work writes, and before it writes
-// anything that work reads or writes (all of that work is complete and visible after the wait). allow_dependents lets the next kernel start before this one ends.
+// anything that work reads or writes (all of that work is complete and visible after the wait).
+// allow_dependents lets the next kernel start before this one ends.
 __device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 
