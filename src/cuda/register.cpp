@@ -21,7 +21,7 @@ void register_kernels(detail::Registry& reg) {
   // vendor row ops: cuDNN's graph API where it has the operation (auto stays on ours); softmax it
   // has only inside its fused attention.
   reg.absent(OpId::Softmax, kCUDA, Impl::Vendor,
-             "cuDNN's graph API has no softmax operation (only inside its fused attention)");
+             "the graph API of the cuDNN this build uses has no softmax operation (only inside its fused attention)");
 #if LORAOPS_WITH_CUDNN
   reg.add<detail::RowParams>(OpId::RmsNorm, kCUDA, Impl::Vendor, rms_norm_vendor);
   reg.add<detail::RowParams>(OpId::LayerNorm, kCUDA, Impl::Vendor, layer_norm_vendor);

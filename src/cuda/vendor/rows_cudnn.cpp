@@ -8,11 +8,14 @@
 // beside the device's cuDNN handle (cudnn_runtime.hpp); the workspace comes from the stream's
 // scratch.
 //
-// Refused (UnsupportedError): rows that are not evenly spaced, a column stride other than 1, a
-// pointer not 16-byte aligned (cuDNN's tensors assume it and find out otherwise only at execute),
-// a weight or bias stride other than 1, a norm written in place (cuDNN does not promise a row is
-// read before it is written), layer_norm with a bias and no weight (cuDNN's norm takes a bias
-// only beside a scale), and what cuDNN's own support check rejects.
+// Refused (UnsupportedError): rows that are not evenly spaced, overlap or run backwards, a column
+// stride other than 1, a pointer not 16-byte aligned (cuDNN's tensors assume it and find out
+// otherwise only at execute), a weight or bias stride other than 1, a norm written in place
+// (cuDNN does not promise a row is read before it is written), an activation in place with
+// different row strides, layer_norm with a bias and no weight (cuDNN's norm takes a bias only
+// beside a scale), no loadable libcudnn of the build's version, and what cuDNN's own support
+// check rejects. The rows are part of a plan's key: each new row count builds a plan (a runtime
+// compile for the activations), so this path suits fixed shapes; `auto` runs ours.
 #include "cuda/vendor/rows_cudnn.hpp"
 
 #if LORAOPS_WITH_CUDNN
@@ -75,6 +78,7 @@ std::string refusal(RowOp op, const RowParams& p, Strides* s) {
   if ((uses_weight(op, p) && p.weight_stride != 1) || (uses_bias(op, p) && p.bias_stride != 1))
     return "a weight or bias stride other than 1";
   if (op != RowOp::Activation && p.x.p == p.out.p) return "a norm in place (x and out the same memory)";
+  if (p.x.p == p.out.p && s->x != s->out) return "x and out overlapping with different row strides";
   if (op == RowOp::LayerNorm && p.bias && !p.weight) return "a bias without a weight";
   return "";
 }
