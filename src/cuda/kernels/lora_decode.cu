@@ -58,6 +58,9 @@ __device__ __forceinline__ uint4 load_shared_ro(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// A hint that p's line will be read soon: L2 fetches it, the thread does not wait.
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 template <class T>
 __device__ __forceinline__ void unpack(uint4 u, float (&out)[kVec<T>]) {
   if constexpr (std::is_same_v<T, float>) {
@@ -217,6 +220,18 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
   for (int nt = 0; nt < NT; ++nt) {
     const int64_t m = nt * 8 + g;
     xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + c * 8;
+  }
+
+  // The epilogue reads bias[n] and B's rows after the W stream, each a dependent DRAM round trip
+  // at the block's end when they are cold (weights rotating past L2): L2 fetches them now, under
+  // the stream. B's row of r elements in 32-byte pieces when its columns are contiguous.
+  if (threadIdx.x < R && n0 + threadIdx.x < a.n) {
+    const int64_t n = n0 + threadIdx.x;
+    if (a.bias) prefetch_l2(static_cast<const T*>(a.bias) + n * a.bias_stride);
+    if (a.t && a.b.cs == 1) {
+      const T* brow = static_cast<const T*>(a.b.p) + n * a.b.rs;
+      for (int64_t j = 0; j < a.r; j += 32 / int64_t(sizeof(T))) prefetch_l2(brow + j);
+    }
   }
 
   float acc[NT][4] = {};
