@@ -53,6 +53,46 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
   if (acc == 0x12345678u) out[blockIdx.x] = acc;
 }
 
+// The LoRA decode kernel's reads of W (m <= 8: 16 warps, two blocks per SM) without its math:
+// a block reads 16 rows of k halves, its warps splitting k in 64-column chunks, two in flight
+// each; lane (g, c) reads rows g and g + 8 at columns c * 8 and c * 8 + 32 of a chunk (8 rows x
+// 64 bytes per load instruction). Against the read floor it tells the access pattern and the
+// occupancy from the decode kernel's math and epilogue. k a multiple of 64, n of 16.
+__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, c = lane & 3;
+  const uint16_t* r0 = w + (int64_t(blockIdx.x) * 16 + g) * k + c * 8;
+  const uint16_t* r1 = r0 + 8 * k;
+  const int64_t chunks = k / 64;
+  unsigned acc = 0;
+  for (int64_t ch = warp; ch < chunks; ch += 32) {
+    uint4 v[2][2][2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t col = (ch + u * 16) * 64 + h * 32;
+        const bool in = ch + u * 16 < chunks;
+        v[u][h][0] = in ? load_no_l1(r0 + col) : make_uint4(0, 0, 0, 0);
+        v[u][h][1] = in ? load_no_l1(r1 + col) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < 2; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int q = 0; q < 2; ++q) acc ^= v[u][h][q].x ^ v[u][h][q].y ^ v[u][h][q].z ^ v[u][h][q].w;
+  }
+  if (acc == 0x12345678u) out[blockIdx.x] = acc;
+}
+
 // Pseudo-random values in [-1, 1) (a hash of the index), any float type.
 template <class T>
 __global__ void fill_kernel(T* p, size_t n, uint32_t seed) {
@@ -242,6 +282,22 @@ int main(int argc, char** argv) {
                        *next = (i + 1) % 4;
                        read_kernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
                                                           size_t(4096) * 4096 * 2 / 16, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
+    // access pattern too: where the decode pass (11.2 µs at scale 0) loses to the floor (9.0)
+    cases.push_back({"read floor 32 MiB rot, 2x16 warps/SM", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_kernel<<<2 * 132, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
+                                                            size_t(4096) * 4096 * 2 / 16, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern 32 MiB rot", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
                      },
                      double(4096) * 4096 * 2});
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
