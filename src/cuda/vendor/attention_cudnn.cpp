@@ -41,7 +41,6 @@ using cudnn::load;
 namespace {
 
 constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4;  // tensor uids in the graph
-constexpr size_t kMaxPlans = 256;                  // cached plans per device
 
 [[noreturn]] void unsupported(const std::string& why) {
   throw Error(ErrorKind::Unsupported, "attention", "impl",
@@ -76,11 +75,7 @@ Key key_of(const detail::AttentionParams& p) {
           p.q_strides, p.k_strides, p.v_strides, p.causal, scale_bits};
 }
 
-struct Plan {
-  std::shared_ptr<fe::graph::Graph> graph;  // null: cuDNN refused the shape (why: `error`)
-  std::string error;
-  int64_t workspace = 0;
-};
+using cudnn::Plan;
 
 std::vector<int64_t> vec(const std::array<int64_t, 4>& a) { return {a[0], a[1], a[2], a[3]}; }
 
@@ -90,22 +85,7 @@ std::shared_ptr<fe::graph::Tensor_attributes> tensor(fe::graph::Graph& g, const 
   return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims).set_stride(strides));
 }
 
-Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle);
-
-// A failure to build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn
-// lacks) is a refusal with its reason, never an exception out of `auto`'s chooser.
-Plan build(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  try {
-    return build_graph(p, handle);
-  } catch (const std::exception& e) {
-    Plan plan;
-    plan.error = e.what();
-    return plan;
-  }
-}
-
 Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  Plan plan;
   auto g = std::make_shared<fe::graph::Graph>();
   g->set_io_data_type(p.dtype == DType::BFloat16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
@@ -120,38 +100,15 @@ Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
   (void)stats;  // inference: not produced
   o->set_output(true).set_uid(kO).set_dim({p.batch, p.hq, p.sq, p.d}).set_stride(
       {p.hq * p.sq * p.d, p.sq * p.d, p.d, 1});  // loraops' output: contiguous [B, Hq, Sq, D]
-  auto step = [&](fe::error_t e, const char* what) {
-    if (e.is_bad() && plan.error.empty()) plan.error = std::string(what) + ": " + e.get_message();
-    return e.is_good();
-  };
-  if (step(g->validate(), "validate") && step(g->build_operation_graph(handle), "operation graph") &&
-      step(g->create_execution_plans({fe::HeurMode_t::A}), "heuristics") &&
-      step(g->check_support(handle), "support") && step(g->build_plans(handle), "plan") &&
-      step(g->get_workspace_size(plan.workspace), "workspace"))
-    plan.graph = std::move(g);
-  return plan;
+  return cudnn::finish(std::move(g), handle, {fe::HeurMode_t::A});
 }
 
-// The plans of each device, guarded by that device's cudnn::Device mutex.
-std::map<Key, std::shared_ptr<const Plan>>& plans_of(int device) {
-  static std::mutex mu;
-  static std::map<int, std::map<Key, std::shared_ptr<const Plan>>> plans;  // process lifetime
-  std::lock_guard<std::mutex> lock(mu);
-  return plans[device];
-}
-
-// The cached plan for p (built at the first call with it); the device's mutex held.
+// The cached plan for p (built at the first call with it); the device's mutex held. A failure to
+// build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn lacks) is a
+// refusal with its reason, never an exception out of `auto`'s chooser.
 std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  auto& plans = plans_of(p.device_index);
-  const Key key = key_of(p);
-  auto it = plans.find(key);
-  if (it == plans.end()) {
-    // Every new shape costs a plan (heuristics, perhaps a runtime compile): a serving loop whose
-    // lengths keep changing would grow the cache without end, so it is bounded.
-    if (plans.size() >= kMaxPlans) plans.clear();
-    it = plans.emplace(key, std::make_shared<const Plan>(build(p, handle))).first;
-  }
-  return it->second;
+  static cudnn::PlanCache<Key> cache;
+  return cache.get(p.device_index, key_of(p), [&] { return build_graph(p, handle); });
 }
 
 }  // namespace

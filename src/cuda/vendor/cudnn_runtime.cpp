@@ -96,6 +96,19 @@ cudnnHandle_t handle_on(Device& d, cudaStream_t stream, const char* op) {
   return d.handle;
 }
 
+Plan finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, const std::vector<fe::HeurMode_t>& modes) {
+  Plan plan;
+  auto step = [&](fe::error_t e, const char* what) {
+    if (e.is_bad() && plan.error.empty()) plan.error = std::string(what) + ": " + e.get_message();
+    return e.is_good();
+  };
+  if (step(g->validate(), "validate") && step(g->build_operation_graph(handle), "operation graph") &&
+      step(g->create_execution_plans(modes), "heuristics") && step(g->check_support(handle), "support") &&
+      step(g->build_plans(handle), "plan") && step(g->get_workspace_size(plan.workspace), "workspace"))
+    plan.graph = std::move(g);
+  return plan;
+}
+
 }  // namespace loraops::cuda::cudnn
 
 #endif  // LORAOPS_WITH_CUDNN

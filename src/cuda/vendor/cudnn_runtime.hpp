@@ -12,8 +12,12 @@
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
+#include <exception>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace loraops::cuda::cudnn {
 
@@ -33,6 +37,50 @@ Device& device(int index);  // process lifetime
 // d's handle (created at the first call) set to `stream`; d.mu must be held until the work on
 // the handle is enqueued. Throws Error(Runtime) naming `op` when cuDNN fails.
 cudnnHandle_t handle_on(Device& d, cudaStream_t stream, const char* op);
+
+// A graph ready to execute, or why cuDNN refused it.
+struct Plan {
+  std::shared_ptr<fe::graph::Graph> graph;  // null: refused (why: `error`)
+  std::string error;
+  int64_t workspace = 0;
+};
+
+// The frontend's steps from a described graph to a plan: validate, operation graph, heuristics
+// (`modes`), support check, plan, workspace size. A refusal names the first step that failed.
+Plan finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, const std::vector<fe::HeurMode_t>& modes);
+
+// Plans per device and key, each built once by `build` (a Plan; an exception from the frontend is
+// a refusal too). Call with the device's mutex held. Every new key costs a plan (heuristics,
+// perhaps a runtime compile), so a device's cache is bounded: cleared at kMaxPlans. (Known gap:
+// a cleared plan may still have work queued, or be recorded in a caller's CUDA graph.)
+template <class Key>
+class PlanCache {
+ public:
+  static constexpr size_t kMaxPlans = 256;
+  template <class Build>
+  std::shared_ptr<const Plan> get(int device, const Key& key, Build build) {
+    std::map<Key, std::shared_ptr<const Plan>>* plans;
+    {
+      std::lock_guard<std::mutex> lock(mu_);  // the map of devices; each device's own map is
+      plans = &by_device_[device];            // guarded by that device's mutex (the caller's)
+    }
+    auto it = plans->find(key);
+    if (it != plans->end()) return it->second;
+    if (plans->size() >= kMaxPlans) plans->clear();
+    Plan plan;
+    try {
+      plan = build();
+    } catch (const std::exception& e) {
+      plan = Plan{};
+      plan.error = e.what();
+    }
+    return plans->emplace(key, std::make_shared<const Plan>(std::move(plan))).first->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<int, std::map<Key, std::shared_ptr<const Plan>>> by_device_;  // process lifetime
+};
 
 }  // namespace loraops::cuda::cudnn
 

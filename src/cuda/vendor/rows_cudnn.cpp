@@ -52,7 +52,6 @@ const char* name_of(RowOp op) {
 }
 
 constexpr int64_t kX = 1, kW = 2, kB = 3, kY = 4;  // tensor uids in the graphs
-constexpr size_t kMaxPlans = 256;                  // cached plans per device
 
 [[noreturn]] void unsupported(RowOp op, const std::string& why) {
   throw Error(ErrorKind::Unsupported, name_of(op), "impl", "inputs cuDNN's graph API takes", "vendor: " + why);
@@ -110,11 +109,7 @@ Key key_of(RowOp op, const RowParams& p, const Strides& s) {
           uses_weight(op, p), uses_bias(op, p), eps_bits};
 }
 
-struct Plan {
-  std::shared_ptr<fe::graph::Graph> graph;  // null: cuDNN refused (error says why)
-  int64_t workspace = 0;
-  std::string error;
-};
+using cudnn::Plan;
 
 // [rows, cols, 1, 1] with row stride rs (the unit dims' strides as cuDNN's own samples give them).
 fe::graph::Tensor_attributes rows_tensor(const char* name, int64_t uid, int64_t rows, int64_t cols, int64_t rs) {
@@ -123,60 +118,38 @@ fe::graph::Tensor_attributes rows_tensor(const char* name, int64_t uid, int64_t 
 }
 
 Plan build(RowOp op, const RowParams& p, const Strides& s, cudnnHandle_t handle) {
-  Plan plan;
-  try {
-    auto g = std::make_shared<fe::graph::Graph>();
-    g->set_io_data_type(fe_type(p.dtype))
-        .set_intermediate_data_type(fe::DataType_t::FLOAT)
-        .set_compute_data_type(fe::DataType_t::FLOAT);
-    const int64_t rows = p.x.rows, cols = p.x.cols;
-    auto x = g->tensor(rows_tensor("x", kX, rows, cols, s.x));
-    std::shared_ptr<fe::graph::Tensor_attributes> y;
-    if (op == RowOp::Activation) {
-      auto attrs = fe::graph::Pointwise_attributes().set_name("activation").set_mode(mode_of(p.kind)).set_compute_data_type(
-          fe::DataType_t::FLOAT);
-      if (p.kind == Activation::Silu) attrs.set_swish_beta(1.f);
-      y = g->pointwise(x, attrs);
+  auto g = std::make_shared<fe::graph::Graph>();
+  g->set_io_data_type(fe_type(p.dtype))
+      .set_intermediate_data_type(fe::DataType_t::FLOAT)
+      .set_compute_data_type(fe::DataType_t::FLOAT);
+  const int64_t rows = p.x.rows, cols = p.x.cols;
+  auto x = g->tensor(rows_tensor("x", kX, rows, cols, s.x));
+  std::shared_ptr<fe::graph::Tensor_attributes> y;
+  if (op == RowOp::Activation) {
+    auto attrs = fe::graph::Pointwise_attributes().set_name("activation").set_mode(mode_of(p.kind)).set_compute_data_type(
+        fe::DataType_t::FLOAT);
+    if (p.kind == Activation::Silu) attrs.set_swish_beta(1.f);
+    y = g->pointwise(x, attrs);
+  } else {
+    std::shared_ptr<fe::graph::Tensor_attributes> w, b;
+    if (uses_weight(op, p)) w = g->tensor(rows_tensor("weight", kW, 1, cols, cols));
+    if (uses_bias(op, p)) b = g->tensor(rows_tensor("bias", kB, 1, cols, cols));
+    auto eps = g->tensor(fe::graph::Tensor_attributes(p.eps));  // a scalar baked into the graph
+    if (op == RowOp::RmsNorm) {
+      auto attrs = fe::graph::Rmsnorm_attributes().set_name("rms_norm").set_forward_phase(
+          fe::NormFwdPhase_t::INFERENCE);
+      attrs.set_epsilon(eps);
+      y = g->rmsnorm(x, w, attrs)[0];  // no weight: cuDNN's norm without a scale
     } else {
-      std::shared_ptr<fe::graph::Tensor_attributes> w, b;
-      if (uses_weight(op, p)) w = g->tensor(rows_tensor("weight", kW, 1, cols, cols));
-      if (uses_bias(op, p)) b = g->tensor(rows_tensor("bias", kB, 1, cols, cols));
-      auto eps = g->tensor(fe::graph::Tensor_attributes(p.eps));  // a scalar baked into the graph
-      if (op == RowOp::RmsNorm) {
-        auto attrs = fe::graph::Rmsnorm_attributes().set_name("rms_norm").set_forward_phase(
-            fe::NormFwdPhase_t::INFERENCE);
-        attrs.set_epsilon(eps);
-        y = g->rmsnorm(x, w, attrs)[0];  // no weight: cuDNN's norm without a scale
-      } else {
-        auto attrs = fe::graph::Layernorm_attributes().set_name("layer_norm").set_forward_phase(
-            fe::NormFwdPhase_t::INFERENCE);
-        attrs.set_epsilon(eps);
-        y = g->layernorm(x, w, b, attrs)[0];
-      }
+      auto attrs = fe::graph::Layernorm_attributes().set_name("layer_norm").set_forward_phase(
+          fe::NormFwdPhase_t::INFERENCE);
+      attrs.set_epsilon(eps);
+      y = g->layernorm(x, w, b, attrs)[0];
     }
-    y->set_output(true).set_uid(kY).set_data_type(fe_type(p.dtype)).set_dim({rows, cols, 1, 1}).set_stride(
-        {s.out, 1, cols, cols});
-    auto step = [&](fe::error_t e, const char* what) {
-      if (e.is_bad() && plan.error.empty()) plan.error = std::string(what) + ": " + e.get_message();
-      return e.is_good();
-    };
-    if (step(g->validate(), "validate") && step(g->build_operation_graph(handle), "operation graph") &&
-        step(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}), "heuristics") &&
-        step(g->check_support(handle), "support") && step(g->build_plans(handle), "plan") &&
-        step(g->get_workspace_size(plan.workspace), "workspace"))
-      plan.graph = std::move(g);
-  } catch (const std::exception& e) {  // the frontend throws from some checks: a refusal too
-    plan.error = e.what();
   }
-  return plan;
-}
-
-// The plans of each device, guarded by that device's cudnn::Device mutex.
-std::map<Key, std::shared_ptr<const Plan>>& plans_of(int device) {
-  static std::mutex mu;
-  static std::map<int, std::map<Key, std::shared_ptr<const Plan>>> plans;  // process lifetime
-  std::lock_guard<std::mutex> lock(mu);
-  return plans[device];
+  y->set_output(true).set_uid(kY).set_data_type(fe_type(p.dtype)).set_dim({rows, cols, 1, 1}).set_stride(
+      {s.out, 1, cols, cols});
+  return cudnn::finish(std::move(g), handle, {fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK});
 }
 
 void run(RowOp op, const RowParams& p, void* stream_ptr) {
@@ -190,14 +163,9 @@ void run(RowOp op, const RowParams& p, void* stream_ptr) {
   cudnn::Device& d = cudnn::device(p.device_index);
   std::lock_guard<std::mutex> lock(d.mu);  // the handle is set to this call's stream
   const cudnnHandle_t handle = cudnn::handle_on(d, stream, name_of(op));
-  auto& plans = plans_of(p.device_index);
-  const Key key = key_of(op, p, s);
-  auto it = plans.find(key);
-  if (it == plans.end()) {
-    if (plans.size() >= kMaxPlans) plans.clear();  // bounded, as the attention plans
-    it = plans.emplace(key, std::make_shared<const Plan>(build(op, p, s, handle))).first;
-  }
-  const std::shared_ptr<const Plan> plan = it->second;
+  static cudnn::PlanCache<Key> cache;
+  const std::shared_ptr<const Plan> plan =
+      cache.get(p.device_index, key_of(op, p, s), [&] { return build(op, p, s, handle); });
   if (!plan->graph) unsupported(op, "cuDNN refused the shape (" + plan->error + ")");
   const Scratch ws = stream_scratch(p.device_index, stream, size_t(plan->workspace), name_of(op), "x");
   std::unordered_map<int64_t, void*> pack = {{kX, p.x.p}, {kY, p.out.p}};
