@@ -434,12 +434,6 @@ RowPlan plan_rows(const RowParams& p) {
   if (nv <= 4) {  // a thread per row
     pl.nvec = int(pow2_ceil(nv));
     pl.tpr = 1;
-  } else if (nv > 4 * 32 && nv <= 8 * 32) {
-    // A warp per row, 8 vectors a thread: reductions by shuffles alone, where 4 vectors a
-    // thread would make the row a block of 2 warps (a shared-memory exchange and barriers per
-    // reduction): fp32 rows of 513-1024, half rows of 1025-2048 (the seed shapes' 1024 fp32).
-    pl.nvec = 8;
-    pl.tpr = 32;
   } else if (nv <= 4 * 256) {
     pl.nvec = 4;
     const int64_t t = (nv + 3) / 4;

@@ -152,7 +152,7 @@ TEST(CudaRows, RowLengthsAndCounts) {
   for (DType t : kAllDTypes)
     for (Op op : kOps) {
       // 2..32 also give 1, 2 and 4 vectors per thread with a thread per row.
-      // 1024 (float32) and 2048 (halves): a warp per row with 8 vectors per thread.
+      // 2048: a block of 2 warps per row (halves) or of 4 warps (float32).
       for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 1023, 1024, 2048, 2049, 4096, 4099})
         for (int64_t rows : {1, 3, 17}) check_shape(op, t, {rows, cols}, rows <= 3);
       for (int64_t cols : {7, 33, 1024}) check_shape(op, t, {1000, cols}, false);
