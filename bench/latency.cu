@@ -66,16 +66,17 @@ __device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.
   return v;
 }
 
+template <int U>  // U chunks in flight per warp (the decode kernel: 2)
 __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, c = lane & 3;
   const uint16_t* r0 = w + (int64_t(blockIdx.x) * 16 + g) * k + c * 8;
   const uint16_t* r1 = r0 + 8 * k;
   const int64_t chunks = k / 64;
   unsigned acc = 0;
-  for (int64_t ch = warp; ch < chunks; ch += 32) {
-    uint4 v[2][2][2];
+  for (int64_t ch = warp; ch < chunks; ch += 16 * U) {
+    uint4 v[U][2][2];
 #pragma unroll
-    for (int u = 0; u < 2; ++u)
+    for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t col = (ch + u * 16) * 64 + h * 32;
@@ -84,11 +85,27 @@ __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w,
         v[u][h][1] = in ? load_no_l1(r1 + col) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-    for (int u = 0; u < 2; ++u)
+    for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int q = 0; q < 2; ++q) acc ^= v[u][h][q].x ^ v[u][h][q].y ^ v[u][h][q].z ^ v[u][h][q].w;
+  }
+  if (acc == 0x12345678u) out[blockIdx.x] = acc;
+}
+
+// The decode kernel's split of W (a block per 16 rows, 2 blocks per SM) read linearly: each
+// warp instruction 512 contiguous bytes, 4 in flight per thread. Against read_decode_pattern it
+// tells the per-instruction pattern (8 rows x 64 bytes) from the split into fixed regions.
+__global__ void __launch_bounds__(512, 2) read_block_linear(const uint4* w, int64_t vectors_per_block, unsigned* out) {
+  const uint4* p = w + int64_t(blockIdx.x) * vectors_per_block;
+  unsigned acc = 0;
+  for (int64_t i = threadIdx.x; i < vectors_per_block; i += 4 * 512) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = i + u * 512 < vectors_per_block ? load_no_l1(p + i + u * 512) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   if (acc == 0x12345678u) out[blockIdx.x] = acc;
 }
@@ -296,8 +313,22 @@ int main(int argc, char** argv) {
     cases.push_back({"read W decode pattern 32 MiB rot", [=] {
                        const int i = *next;
                        *next = (i + 1) % 4;
-                       read_decode_pattern<<<4096 / 16, 512, 0, s>>>(
+                       read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(
                            static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, 1 chunk in flight", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W block-linear 32 MiB rot", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_block_linear<<<4096 / 16, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
+                                                                 int64_t(16) * 4096 * 2 / 16, sink);
                      },
                      double(4096) * 4096 * 2});
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
