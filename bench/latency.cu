@@ -58,19 +58,34 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
 // each; lane (g, c) reads rows g and g + 8 at columns c * 8 and c * 8 + 32 of a chunk (8 rows x
 // 64 bytes per load instruction). Against the read floor it tells the access pattern and the
 // occupancy from the decode kernel's math and epilogue. k a multiple of 64, n of 16.
+// HINT: 0 none, 1 .L2::128B, 2 .L2::256B (how much L2 fetches from DRAM on the miss)
+template <int HINT = 0>
 __device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
+  if constexpr (HINT == 1)
+    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  else if constexpr (HINT == 2)
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  else
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
   return v;
 }
 
-template <int U>  // U chunks in flight per warp (the decode kernel: 2)
+// U chunks in flight per warp (the decode kernel: 2). ROWS4: lane l reads row l / 8 (and + 4)
+// at 16 bytes l % 8, 4 rows x 128 bytes per instruction: the same bytes per warp, other grouping.
+template <int U, int HINT = 0, bool ROWS4 = false>
 __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
-  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, c = lane & 3;
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int g = ROWS4 ? lane >> 3 : lane >> 2, c = ROWS4 ? lane & 7 : lane & 3;
+  // ROWS4: rows g and g + 4 at 128 bytes each per instruction (h then covers rows + 8)
   const uint16_t* r0 = w + (int64_t(blockIdx.x) * 16 + g) * k + c * 8;
-  const uint16_t* r1 = r0 + 8 * k;
+  const uint16_t* r1 = r0 + (ROWS4 ? 4 : 8) * k;
   const int64_t chunks = k / 64;
   unsigned acc = 0;
   for (int64_t ch = warp; ch < chunks; ch += 16 * U) {
@@ -79,10 +94,10 @@ __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w,
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int64_t col = (ch + u * 16) * 64 + h * 32;
+        const int64_t col = (ch + u * 16) * 64 + (ROWS4 ? h * 8 * k : h * 32);
         const bool in = ch + u * 16 < chunks;
-        v[u][h][0] = in ? load_no_l1(r0 + col) : make_uint4(0, 0, 0, 0);
-        v[u][h][1] = in ? load_no_l1(r1 + col) : make_uint4(0, 0, 0, 0);
+        v[u][h][0] = in ? load_no_l1<HINT>(r0 + col) : make_uint4(0, 0, 0, 0);
+        v[u][h][1] = in ? load_no_l1<HINT>(r1 + col) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
     for (int u = 0; u < U; ++u)
@@ -324,6 +339,27 @@ int main(int argc, char** argv) {
                            static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
                      },
                      double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, L2::128B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, L2::256B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, 4 rows x 128 B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
     cases.push_back({"read W block-linear 32 MiB rot", [=] {
                        const int i = *next;
                        *next = (i + 1) % 4;
@@ -337,7 +373,7 @@ int main(int argc, char** argv) {
     cases.push_back({"lora custom bf16 m1 scale0 rot", [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
-  for (int64_t m : {1, 16, 32, 64}) {
+  for (int64_t m : {1, 8, 16, 32, 64}) {
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
     const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16 rot";
