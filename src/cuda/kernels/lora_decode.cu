@@ -20,7 +20,7 @@
 // owns in two consecutive mmas, in W and x alike: no shuffles, no shared memory in the loop. The
 // warps' partial sums meet in shared memory in a fixed order (deterministic).
 //
-// lora_decode_mma_paired (what runs for m <= 16; lora_decode_mma above) is the same design with
+// lora_decode_mma_paired (what runs for m <= 4; lora_decode_mma above) is the same design with
 // each load instruction covering 4 rows x 128 bytes instead of 8 rows x 64, each token taking
 // two of the tile's columns (see there).
 //
@@ -521,10 +521,14 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      p.out, p.m, p.n, p.k, p.r};
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
-    if (vec) {  // up to 16 tokens: the paired layout (whole 128-byte lines per load), 16 warps
+    if (vec) {
+      // Up to 4 tokens, the paired layout (whole 128-byte lines per load). With 8 and 16 tokens
+      // (2 and 4 tiles) it measured slower than lora_decode_mma: twice its mma per byte of W and
+      // one block per SM (H200, 2026-11-29: m=8 15.98 µs, m=16 21.4 against 15.2).
       if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 8) return launch_mma_paired<T, 2, 16>(a, stream, low_rank);
-      if (p.m <= 16) return launch_mma_paired<T, 4, 16>(a, stream, low_rank);
+      // 16 warps at <= 64 registers for one token tile; 8 above (more registers)
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
       return launch_mma<T, 8, 8>(a, stream, low_rank);
     }

@@ -303,7 +303,8 @@ const Case kGrid[] = {
     {"m=2 64x48 r=8 no bias", {2}, 64, 48, 8, -0.5, Bias::None},
     {"m=7 16x16 r=16 scale 0", {7}, 16, 16, 16, 0.0},
     {"m=16 64x48 r=64", {16}, 64, 48, 64, 2.0},
-    // the paired mma layout's token tiles (m <= 4, <= 8, <= 16) with K % 64 != 0 and N % 16 != 0
+    // either side of the paired mma layout (m <= 4) and the 1- and 2-tile mma kernel, with
+    // K % 64 != 0 and N % 16 != 0
     {"m=3 520x33 r=8 (K % 64 = 8, N tail)", {3}, 520, 33, 8, 2.0},
     {"m=4 72x17 r=16 no bias", {4}, 72, 17, 16, -0.5, Bias::None},
     {"m=5 520x33 r=8", {5}, 520, 33, 8, -0.5},
