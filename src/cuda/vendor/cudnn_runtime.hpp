@@ -50,13 +50,13 @@ struct Plan {
 Plan finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, const std::vector<fe::HeurMode_t>& modes);
 
 // Plans per device and key, each built once by `build` (a Plan; an exception from the frontend is
-// a refusal too). Call with the device's mutex held. Every new key costs a plan (heuristics,
-// perhaps a runtime compile), so a device's cache is bounded: cleared at kMaxPlans. (Known gap:
-// a cleared plan may still have work queued, or be recorded in a caller's CUDA graph.)
+// a refusal too). Call with the device's mutex held. Plans are never evicted: one may still have
+// work queued on a stream, or be recorded in a caller's CUDA graph that replays later, and
+// nothing tells us when either is over. The cost is one plan (host memory, any kernel cuDNN
+// compiled for it) per distinct shape for the process's lifetime.
 template <class Key>
 class PlanCache {
  public:
-  static constexpr size_t kMaxPlans = 256;
   template <class Build>
   std::shared_ptr<const Plan> get(int device, const Key& key, Build build) {
     std::map<Key, std::shared_ptr<const Plan>>* plans;
@@ -66,7 +66,6 @@ class PlanCache {
     }
     auto it = plans->find(key);
     if (it != plans->end()) return it->second;
-    if (plans->size() >= kMaxPlans) plans->clear();
     Plan plan;
     try {
       plan = build();
