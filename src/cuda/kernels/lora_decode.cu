@@ -186,10 +186,23 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
+    // At the end of the block, all in one round trip per 16 of r: the loads of a batch are
+    // issued before its first use (a loop of dependent load-then-add waits once per element).
+    constexpr int kBatch = 16;
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
     float lr = 0.f;
-    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
+    for (int64_t j0 = 0; j0 < a.r; j0 += kBatch) {
+      float tv[kBatch], bv[kBatch];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const bool in = j0 + i < a.r;
+        tv[i] = in ? t[j0 + i] : 0.f;
+        bv[i] = in ? to_float(b[(j0 + i) * a.b.cs]) : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) lr = fmaf(tv[i], bv[i], lr);  // j's order, as the reference
+    }
     acc += lr;
   }
   return acc;
@@ -233,9 +246,9 @@ __device__ __forceinline__ void prefetch_epilogue(const DecodeArgs& a, int64_t n
 
 // NT tiles of 8 tokens, 16 rows per block, WARPS warps splitting K; U chunks of 64 in flight per
 // warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m variants
-// run 16 warps per block at <= 64 registers, two blocks per SM.
+// run 16 warps per block (one tile: at <= 64 registers, two blocks per SM).
 template <class T, int NT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT == 1 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
   constexpr int U = NT <= 2 ? 2 : 1;
   constexpr int R = 16, TK = 8 * NT;
   constexpr int kWarps = WARPS;
@@ -526,9 +539,10 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       // (2 and 4 tiles) it measured slower than lora_decode_mma: twice its mma per byte of W and
       // one block per SM (H200, 2026-11-29: m=8 15.98 µs, m=16 21.4 against 15.2).
       if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
-      // 16 warps at <= 64 registers for one token tile; 8 above (more registers)
+      // 16 warps: at <= 64 registers and two blocks per SM for one token tile, one block for
+      // two (~100 registers; twice the W bytes in flight of 8 warps); 8 warps above
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma<T, 2, 16>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
       return launch_mma<T, 8, 8>(a, stream, low_rank);
     }
