@@ -331,7 +331,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT == 1 ? 2 : 1) lo
 // halves placed to match: D[2ρ][2τ] + D[2ρ+1][2τ+1] is row ρ's dot product with token τ over the
 // chunk (the other two entries multiply mismatched halves and are dropped). 4 tokens per tile.
 template <class T, int NT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, NT == 1 ? 2 : 1) lora_decode_mma_paired(DecodeArgs a) {
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lora_decode_mma_paired(DecodeArgs a) {
   constexpr int U = 2;  // chunks in flight per warp
   constexpr int R = 16, TOK = 4 * NT;
   extern __shared__ float red[];  // [WARPS][R][TOK]
@@ -539,10 +539,11 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       // (2 and 4 tiles) it measured slower than lora_decode_mma: twice its mma per byte of W and
       // one block per SM (H200, 2026-11-29: m=8 15.98 µs, m=16 21.4 against 15.2).
       if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
-      // 16 warps: at <= 64 registers and two blocks per SM for one token tile, one block for
-      // two (~100 registers; twice the W bytes in flight of 8 warps); 8 warps above
+      // 16 warps at <= 64 registers for one token tile, two blocks per SM. Two tiles on 16
+      // warps need ~100 registers: one block per SM, and 256 blocks then take two waves
+      // (m=16: 23.1 µs against 15.2 on 8 warps, H200 2026-11-29); 8 warps from there on.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 16) return launch_mma<T, 2, 16>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma_paired<T, 4, 8>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
       return launch_mma<T, 8, 8>(a, stream, low_rank);
     }
