@@ -186,8 +186,9 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
-    // At the end of the block, all in one round trip per 16 of r: the loads of a batch are
-    // issued before its first use (a loop of dependent load-then-add waits once per element).
+    // The loads of a batch of 16 are issued before their first use, in one round trip to L2.
+    // (Against a plain loop this measured no change at r = 16: m=1 11.14 µs both ways; the
+    // low-rank term's cost, ~0.9 µs over scale 0, is not here.)
     constexpr int kBatch = 16;
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
@@ -248,7 +249,7 @@ __device__ __forceinline__ void prefetch_epilogue(const DecodeArgs& a, int64_t n
 // warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m variants
 // run 16 warps per block (one tile: at <= 64 registers, two blocks per SM).
 template <class T, int NT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT == 1 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
   constexpr int U = NT <= 2 ? 2 : 1;
   constexpr int R = 16, TK = 8 * NT;
   constexpr int kWarps = WARPS;
@@ -535,15 +536,14 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
-      // Up to 4 tokens, the paired layout (whole 128-byte lines per load). With 8 and 16 tokens
-      // (2 and 4 tiles) it measured slower than lora_decode_mma: twice its mma per byte of W and
-      // one block per SM (H200, 2026-11-29: m=8 15.98 µs, m=16 21.4 against 15.2).
+      // Up to 4 tokens, the paired layout (whole 128-byte lines per load). Above, its 2 and 4
+      // tiles run twice lora_decode_mma's mma per byte of W and measured no faster (H200,
+      // 2026-11-29, m=16: 15.6 µs on 8 warps against 15.2; on 16 warps, one block per SM at
+      // ~100-126 registers, 256 blocks took two waves: 21.4, and lora_decode_mma 23.1).
       if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
-      // 16 warps at <= 64 registers for one token tile, two blocks per SM. Two tiles on 16
-      // warps need ~100 registers: one block per SM, and 256 blocks then take two waves
-      // (m=16: 23.1 µs against 15.2 on 8 warps, H200 2026-11-29); 8 warps from there on.
+      // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 16) return launch_mma_paired<T, 4, 8>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
       return launch_mma<T, 8, 8>(a, stream, low_rank);
     }
