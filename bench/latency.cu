@@ -53,6 +53,78 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
   if (acc == 0x12345678u) out[blockIdx.x] = acc;
 }
 
+// The LoRA decode kernel's reads of W (m <= 8: 16 warps, two blocks per SM) without its math:
+// a block reads 16 rows of k halves, its warps splitting k in 64-column chunks, two in flight
+// each; lane (g, c) reads rows g and g + 8 at columns c * 8 and c * 8 + 32 of a chunk (8 rows x
+// 64 bytes per load instruction). Against the read floor it tells the access pattern and the
+// occupancy from the decode kernel's math and epilogue. k a multiple of 64, n of 16.
+// HINT: 0 none, 1 .L2::128B, 2 .L2::256B (how much L2 fetches from DRAM on the miss)
+template <int HINT = 0>
+__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream
+  uint4 v;
+  if constexpr (HINT == 1)
+    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  else if constexpr (HINT == 2)
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  else
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+  return v;
+}
+
+// U chunks in flight per warp (the decode kernel: 2). ROWS4: lane l reads row l / 8 (and + 4)
+// at 16 bytes l % 8, 4 rows x 128 bytes per instruction: the same bytes per warp, other grouping.
+template <int U, int HINT = 0, bool ROWS4 = false>
+__global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int g = ROWS4 ? lane >> 3 : lane >> 2, c = ROWS4 ? lane & 7 : lane & 3;
+  // ROWS4: rows g and g + 4 at 128 bytes each per instruction (h then covers rows + 8)
+  const uint16_t* r0 = w + (int64_t(blockIdx.x) * 16 + g) * k + c * 8;
+  const uint16_t* r1 = r0 + (ROWS4 ? 4 : 8) * k;
+  const int64_t chunks = k / 64;
+  unsigned acc = 0;
+  for (int64_t ch = warp; ch < chunks; ch += 16 * U) {
+    uint4 v[U][2][2];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t col = (ch + u * 16) * 64 + (ROWS4 ? h * 8 * k : h * 32);
+        const bool in = ch + u * 16 < chunks;
+        v[u][h][0] = in ? load_no_l1<HINT>(r0 + col) : make_uint4(0, 0, 0, 0);
+        v[u][h][1] = in ? load_no_l1<HINT>(r1 + col) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int q = 0; q < 2; ++q) acc ^= v[u][h][q].x ^ v[u][h][q].y ^ v[u][h][q].z ^ v[u][h][q].w;
+  }
+  if (acc == 0x12345678u) out[blockIdx.x] = acc;
+}
+
+// The decode kernel's split of W (a block per 16 rows, 2 blocks per SM) read linearly: each
+// warp instruction 512 contiguous bytes, 4 in flight per thread. Against read_decode_pattern it
+// tells the per-instruction pattern (8 rows x 64 bytes) from the split into fixed regions.
+__global__ void __launch_bounds__(512, 2) read_block_linear(const uint4* w, int64_t vectors_per_block, unsigned* out) {
+  const uint4* p = w + int64_t(blockIdx.x) * vectors_per_block;
+  unsigned acc = 0;
+  for (int64_t i = threadIdx.x; i < vectors_per_block; i += 4 * 512) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = i + u * 512 < vectors_per_block ? load_no_l1(p + i + u * 512) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x12345678u) out[blockIdx.x] = acc;
+}
+
 // Pseudo-random values in [-1, 1) (a hash of the index), any float type.
 template <class T>
 __global__ void fill_kernel(T* p, size_t n, uint32_t seed) {
@@ -244,13 +316,64 @@ int main(int argc, char** argv) {
                                                           size_t(4096) * 4096 * 2 / 16, sink);
                      },
                      double(4096) * 4096 * 2});
+    // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
+    // access pattern too: where the decode pass (11.2 µs at scale 0) loses to the floor (9.0)
+    cases.push_back({"read floor 32 MiB rot, 2x16 warps/SM", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_kernel<<<2 * 132, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
+                                                            size_t(4096) * 4096 * 2 / 16, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern 32 MiB rot", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, 1 chunk in flight", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, L2::128B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, L2::256B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W decode pattern, 4 rows x 128 B", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(
+                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
+                     },
+                     double(4096) * 4096 * 2});
+    cases.push_back({"read W block-linear 32 MiB rot", [=] {
+                       const int i = *next;
+                       *next = (i + 1) % 4;
+                       read_block_linear<<<4096 / 16, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
+                                                                 int64_t(16) * 4096 * 2 / 16, sink);
+                     },
+                     double(4096) * 4096 * 2});
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
     L->scale = 0.0;
     cases.push_back({"lora custom bf16 m1 scale0 rot", [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
-  for (int64_t m : {1, 16, 32, 64}) {
+  for (int64_t m : {1, 8, 16, 32, 64}) {
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
     const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16 rot";

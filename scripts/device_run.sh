@@ -90,3 +90,5 @@ tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fal
 for s in "${SUITES[@]}"; do
   tar xzf "$OUT/logs.tgz" -O "./bench_$s.log" 2>/dev/null | grep -E "custom|vendor" | grep -v absent | sed "1i --- bench $s"
 done
+# the call's status: 0 when every step passed (not the last grep's)
+! printf '%s\n' "${summary[@]}" | grep -qv 'rc=0 '

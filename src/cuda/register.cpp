@@ -3,6 +3,7 @@
 #include "core/backends.hpp"
 #include "cuda/kernels.hpp"
 #include "cuda/vendor/attention_cudnn.hpp"
+#include "cuda/vendor/rows_cudnn.hpp"
 
 namespace loraops::cuda {
 
@@ -17,6 +18,18 @@ void register_kernels(detail::Registry& reg) {
   reg.add<detail::RowParams>(OpId::Softmax, kCUDA, Impl::Custom, softmax_custom);
   reg.add<detail::RowParams>(OpId::RmsNorm, kCUDA, Impl::Custom, rms_norm_custom);
   reg.add<detail::RowParams>(OpId::LayerNorm, kCUDA, Impl::Custom, layer_norm_custom);
+  // vendor row ops: cuDNN's graph API where it has the operation (auto stays on ours); softmax it
+  // has only inside its fused attention.
+  reg.absent(OpId::Softmax, kCUDA, Impl::Vendor,
+             "the graph API of the cuDNN this build uses has no softmax operation (only inside its fused attention)");
+#if LORAOPS_WITH_CUDNN
+  reg.add<detail::RowParams>(OpId::RmsNorm, kCUDA, Impl::Vendor, rms_norm_vendor);
+  reg.add<detail::RowParams>(OpId::LayerNorm, kCUDA, Impl::Vendor, layer_norm_vendor);
+  reg.add<detail::RowParams>(OpId::Activation, kCUDA, Impl::Vendor, activation_vendor);
+#else
+  for (OpId op : {OpId::RmsNorm, OpId::LayerNorm, OpId::Activation})
+    reg.absent(op, kCUDA, Impl::Vendor, "this build of loraops has no cuDNN (or no cuDNN frontend headers)");
+#endif
   reg.add<detail::MatmulParams>(OpId::Matmul, kCUDA, Impl::Vendor, matmul_vendor);
   reg.add<detail::LoraForwardParams>(OpId::LoraForward, kCUDA, Impl::Vendor, lora_forward_vendor);
   reg.add<detail::LoraBackwardParams>(OpId::LoraBackward, kCUDA, Impl::Vendor,

@@ -20,6 +20,10 @@
 // owns in two consecutive mmas, in W and x alike: no shuffles, no shared memory in the loop. The
 // warps' partial sums meet in shared memory in a fixed order (deterministic).
 //
+// lora_decode_mma_paired (what runs for m <= 4; lora_decode_mma above) is the same design with
+// each load instruction covering 4 rows x 128 bytes instead of 8 rows x 64, each token taking
+// two of the tile's columns (see there).
+//
 // lora_decode_fma (float32 — true fp32, no TF32 — and any layout of any dtype): a warp per row
 // of W, 16-byte loads when aligned, element loads with strides otherwise, up to 8 tokens per pass.
 #include <algorithm>
@@ -45,10 +49,12 @@ constexpr int kWarps = kThreads / 32;
 template <class T>
 constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
 
-// W is read exactly once: keep it out of L1 (x, read by every block, stays there).
+// W is read exactly once: keep it out of L1 (x, read by every block, stays there). A warp's load
+// covers 64 bytes of each of 8 rows (the mma operand's layout); .L2::128B has L2 fetch the whole
+// 128-byte line on the miss, the half the next load instruction asks for included.
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
@@ -57,6 +63,9 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 __device__ __forceinline__ uint4 load_shared_ro(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
+
+// A hint that p's line will be read soon: L2 fetches it, the thread does not wait.
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 template <class T>
 __device__ __forceinline__ void unpack(uint4 u, float (&out)[kVec<T>]) {
@@ -177,10 +186,24 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
+    // The loads of a batch of 16 are issued before their first use, in one round trip to L2.
+    // (Against a plain loop this measured no change at r = 16: m=1 11.14 µs both ways; the
+    // low-rank term's cost, ~0.9 µs over scale 0, is not here.)
+    constexpr int kBatch = 16;
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
     float lr = 0.f;
-    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
+    for (int64_t j0 = 0; j0 < a.r; j0 += kBatch) {
+      float tv[kBatch], bv[kBatch];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const bool in = j0 + i < a.r;
+        tv[i] = in ? t[j0 + i] : 0.f;
+        bv[i] = in ? to_float(b[(j0 + i) * a.b.cs]) : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) lr = fmaf(tv[i], bv[i], lr);  // j's order, as the reference
+    }
     acc += lr;
   }
   return acc;
@@ -190,14 +213,46 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
+// red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
+// (deterministic), finished (bias, low-rank term) and stored.
+template <class T, int WARPS, int TOK>
+__device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, int64_t n0) {
+  constexpr int R = 16;
+  if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
+  T* y = static_cast<T*>(a.y);
+  for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
+    const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
+    const int64_t n = n0 + row;
+    if (n >= a.n || tok >= a.m) continue;
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
+    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum));
+  }
+}
+
+// Prefetch of the epilogue's bias entries and B rows for rows n0..n0+15 (see lora_decode_mma).
+template <class T>
+__device__ __forceinline__ void prefetch_epilogue(const DecodeArgs& a, int64_t n0) {
+  if (threadIdx.x < 16 && n0 + threadIdx.x < a.n) {
+    const int64_t n = n0 + threadIdx.x;
+    if (a.bias) prefetch_l2(static_cast<const T*>(a.bias) + n * a.bias_stride);
+    if (a.t && a.b.cs == 1) {
+      const T* brow = static_cast<const T*>(a.b.p) + n * a.b.rs;
+      for (int64_t j = 0; j < a.r; j += 32 / int64_t(sizeof(T))) prefetch_l2(brow + j);
+    }
+  }
+}
+
 // NT tiles of 8 tokens, 16 rows per block, WARPS warps splitting K; U chunks of 64 in flight per
 // warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m variants
-// run 16 warps per block at <= 64 registers, two blocks per SM.
+// run 16 warps per block (one tile: at <= 64 registers, two blocks per SM).
 template <class T, int NT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
   constexpr int U = NT <= 2 ? 2 : 1;
   constexpr int R = 16, TK = 8 * NT;
-  constexpr int kWarps = WARPS, kThreads = WARPS * 32;
+  constexpr int kWarps = WARPS;
   extern __shared__ float red[];  // [WARPS][R][TK]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * R;
@@ -218,6 +273,11 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
     const int64_t m = nt * 8 + g;
     xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + c * 8;
   }
+
+  // The epilogue reads bias[n] and B's rows after the W stream, each a dependent DRAM round trip
+  // at the block's end when they are cold (weights rotating past L2): L2 fetches them now, under
+  // the stream. B's row of r elements in 32-byte pieces when its columns are contiguous.
+  prefetch_epilogue<T>(a, n0);
 
   float acc[NT][4] = {};
   const int64_t chunks = (a.k + 63) / 64;
@@ -260,20 +320,96 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
     mine[(g + 8) * TK + tok + 1] = acc[nt][3];
   }
   __syncthreads();
-  auto sum_at = [&](int row, int tok) {
-    float sum = 0.f;
+  store_rows<T, WARPS, TK>(a, red, n0);
+}
+
+// Paired layout, for few tokens: the same 16 rows a block, but each load instruction of a warp
+// covers 4 rows x 128 contiguous bytes (lane l: row l / 8, bytes (l % 8) * 16 of the chunk)
+// where lora_decode_mma's covers 8 rows x 64 bytes: the W stream then asks L2 for whole lines,
+// and a read of W in each pattern without the math took 9.5 against 10.9 µs (loraops_latency,
+// H200). In the mma's operand, lane (g, c) holds tile row g: here physical row g / 2, half g % 2
+// of the 128-byte chunk. Each token takes two columns of the n8 tile, one per half, its x
+// halves placed to match: D[2ρ][2τ] + D[2ρ+1][2τ+1] is row ρ's dot product with token τ over the
+// chunk (the other two entries multiply mismatched halves and are dropped). 4 tokens per tile.
+template <class T, int NT, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lora_decode_mma_paired(DecodeArgs a) {
+  constexpr int U = 2;  // chunks in flight per warp
+  constexpr int R = 16, TOK = 4 * NT;
+  extern __shared__ float red[];  // [WARPS][R][TOK]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int64_t n0 = int64_t(blockIdx.x) * R;
+  const T* w = static_cast<const T*>(a.w.p);
+  const T* x = static_cast<const T*>(a.x.p);
+
+  // wrow[p][h]: tile p (rows 8p..8p+7), instruction h (rows +4h): row 8p + 4h + lane / 8.
+  // Rows past the end and tokens past m read row 0 and are never stored.
+  const int piece = (lane & 7) * 8;  // the lane's 8 elements of a 64-element chunk
+  const T* wrow[2][2];
 #pragma unroll
-    for (int w2 = 0; w2 < kWarps; ++w2) sum += red[(w2 * R + row) * TK + tok];
-    return sum;
-  };
-  if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
-  T* y = static_cast<T*>(a.y);
-  for (int i = threadIdx.x; i < R * TK; i += kThreads) {
-    const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
-    const int64_t n = n0 + row;
-    if (n >= a.n || tok >= a.m) continue;
-    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum_at(row, tok)));
+  for (int p = 0; p < 2; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = n0 + 8 * p + 4 * h + (lane >> 3);
+      wrow[p][h] = w + (n < a.n ? n : 0) * a.w.rs + piece;
+    }
+  // Tile column g: token g / 2 of the tile, half g % 2, whose piece (g % 2) * 32 + c * 8 is the
+  // lane's own W piece: x and W line up k for k.
+  const T* xrow[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int64_t m = nt * 4 + (g >> 1);
+    xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + piece;
   }
+  prefetch_epilogue<T>(a, n0);
+
+  float acc[2][NT][4] = {};
+  const int64_t chunks = (a.k + 63) / 64;
+  for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(WARPS) * U) {
+    uint4 wv[U][2][2], xv[U][NT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t k = (ch0 + int64_t(u) * WARPS) * 64;
+      const bool in = k + piece < a.k;  // K % 8 == 0: a vector is all in or all out
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wv[u][p][h] = in ? load_stream(wrow[p][h] + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) xv[u][nt] = in ? load_shared_ro(xrow[nt] + k) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int p = 0; p < 2; ++p)
+#pragma unroll
+        for (int q = 0; q < 2; ++q)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            mma16816<T>(acc[p][nt], word(wv[u][p][0], 2 * q), word(wv[u][p][1], 2 * q),
+                        word(wv[u][p][0], 2 * q + 1), word(wv[u][p][1], 2 * q + 1),
+                        word(xv[u][nt], 2 * q), word(xv[u][nt], 2 * q + 1));
+  }
+
+  // Accumulator: d0,d1 = tile row g, columns 2c, 2c+1 (token c, halves 0 and 1); d2,d3 = tile
+  // row g+8. Tile row g's matching half is column 2c + g % 2; the other half of its physical row
+  // is tile row g ^ 1, in lane ^ 4.
+  float* mine = red + warp * R * TOK;
+#pragma unroll
+  for (int p = 0; p < 2; ++p)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      float lo = (g & 1) ? acc[p][nt][1] : acc[p][nt][0];
+      float hi = (g & 1) ? acc[p][nt][3] : acc[p][nt][2];
+      lo += __shfl_xor_sync(0xffffffffu, lo, 4);
+      hi += __shfl_xor_sync(0xffffffffu, hi, 4);
+      if ((g & 1) == 0) {
+        const int tok = nt * 4 + c, row = 8 * p + (g >> 1);
+        mine[row * TOK + tok] = lo;
+        mine[(row + 4) * TOK + tok] = hi;
+      }
+    }
+  __syncthreads();
+  store_rows<T, WARPS, TOK>(a, red, n0);
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
@@ -360,6 +496,14 @@ void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
   launch_kernel(lora_decode_mma<T, NT, WARPS>, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
 }
 
+template <class T, int NT, int WARPS>
+void launch_mma_paired(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+  constexpr size_t smem = size_t(WARPS) * 16 * 4 * NT * sizeof(float);
+  static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
+  launch_kernel(lora_decode_mma_paired<T, NT, WARPS>, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl,
+                a);
+}
+
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
   const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
@@ -391,7 +535,13 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      p.out, p.m, p.n, p.k, p.r};
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
-    if (vec) {  // 16 warps at <= 64 registers for one token tile; 8 above (more registers)
+    if (vec) {
+      // Up to 4 tokens, the paired layout (whole 128-byte lines per load). Above, its 2 and 4
+      // tiles run twice lora_decode_mma's mma per byte of W and measured no faster (H200,
+      // 2026-11-29, m=16: 15.6 µs on 8 warps against 15.2; on 16 warps, one block per SM at
+      // ~100-126 registers, 256 blocks took two waves: 21.4, and lora_decode_mma 23.1).
+      if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
+      // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
       if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);

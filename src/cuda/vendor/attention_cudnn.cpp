@@ -10,22 +10,14 @@
 // Sq > Sk (its first queries see no key, and loraops defines their output as zeros), a scale
 // that is not positive (cuDNN's output is NaN), and any shape cuDNN's own support check rejects.
 //
-// cuDNN is loaded at run time (the frontend's dynamic loading: dlopen of libcudnn.so.9 at the
-// first call), not linked: the library builds and links without it, a process that already
-// loaded cuDNN (PyTorch's) shares that copy, and where none can be loaded `vendor` says so. The
-// Python extension builds against its environment's cuDNN wheel when there is one (CMakeLists).
+// cuDNN is loaded at run time (cudnn_runtime.cpp: the frontend's dynamic loading, dlopen of
+// libcudnn.so.9 at the first call), not linked: the library builds and links without it, a
+// process that already loaded cuDNN (PyTorch's) shares that copy, and where none can be loaded
+// `vendor` says so. The Python extension builds against its environment's cuDNN wheel when
+// there is one (CMakeLists).
 #include "cuda/vendor/attention_cudnn.hpp"
 
 #if LORAOPS_WITH_CUDNN
-
-#ifndef LORAOPS_CUDNN_LIBRARY_DIR  // CMakeLists sets it: the directory of the headers' library
-#define LORAOPS_CUDNN_LIBRARY_DIR ""
-#endif
-
-#define NV_CUDNN_FRONTEND_USE_DYNAMIC_LOADING
-#include <cudnn.h>
-#include <cudnn_frontend.h>
-#include <dlfcn.h>
 
 #include <array>
 #include <cstdint>
@@ -39,19 +31,16 @@
 
 #include "cuda/common.cuh"
 #include "cuda/stream_scratch.hpp"
-
-namespace cudnn_frontend {
-void* cudnn_dlhandle = nullptr;  // the frontend's handle on libcudnn (dynamic loading)
-}  // namespace cudnn_frontend
+#include "cuda/vendor/cudnn_runtime.hpp"
 
 namespace loraops::cuda {
 
 namespace fe = cudnn_frontend;
+using cudnn::load;
 
 namespace {
 
 constexpr int64_t kQ = 1, kK = 2, kV = 3, kO = 4;  // tensor uids in the graph
-constexpr size_t kMaxPlans = 256;                  // cached plans per device
 
 [[noreturn]] void unsupported(const std::string& why) {
   throw Error(ErrorKind::Unsupported, "attention", "impl",
@@ -86,11 +75,7 @@ Key key_of(const detail::AttentionParams& p) {
           p.q_strides, p.k_strides, p.v_strides, p.causal, scale_bits};
 }
 
-struct Plan {
-  std::shared_ptr<fe::graph::Graph> graph;  // null: cuDNN refused the shape (why: `error`)
-  std::string error;
-  int64_t workspace = 0;
-};
+using cudnn::Plan;
 
 std::vector<int64_t> vec(const std::array<int64_t, 4>& a) { return {a[0], a[1], a[2], a[3]}; }
 
@@ -100,22 +85,7 @@ std::shared_ptr<fe::graph::Tensor_attributes> tensor(fe::graph::Graph& g, const 
   return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims).set_stride(strides));
 }
 
-Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle);
-
-// A failure to build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn
-// lacks) is a refusal with its reason, never an exception out of `auto`'s chooser.
-Plan build(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  try {
-    return build_graph(p, handle);
-  } catch (const std::exception& e) {
-    Plan plan;
-    plan.error = e.what();
-    return plan;
-  }
-}
-
 Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  Plan plan;
   auto g = std::make_shared<fe::graph::Graph>();
   g->set_io_data_type(p.dtype == DType::BFloat16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
@@ -130,115 +100,26 @@ Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
   (void)stats;  // inference: not produced
   o->set_output(true).set_uid(kO).set_dim({p.batch, p.hq, p.sq, p.d}).set_stride(
       {p.hq * p.sq * p.d, p.sq * p.d, p.d, 1});  // loraops' output: contiguous [B, Hq, Sq, D]
-  auto step = [&](fe::error_t e, const char* what) {
-    if (e.is_bad() && plan.error.empty()) plan.error = std::string(what) + ": " + e.get_message();
-    return e.is_good();
-  };
-  if (step(g->validate(), "validate") && step(g->build_operation_graph(handle), "operation graph") &&
-      step(g->create_execution_plans({fe::HeurMode_t::A}), "heuristics") &&
-      step(g->check_support(handle), "support") && step(g->build_plans(handle), "plan") &&
-      step(g->get_workspace_size(plan.workspace), "workspace"))
-    plan.graph = std::move(g);
-  return plan;
+  return cudnn::finish(std::move(g), handle, {fe::HeurMode_t::A});
 }
 
-struct DeviceState {
-  std::mutex mu;  // guards the handle's stream and the cache
-  cudnnHandle_t handle = nullptr;
-  std::map<Key, std::shared_ptr<const Plan>> plans;
-};
-
-DeviceState& state(int device) {
-  static std::mutex mu;
-  static std::map<int, std::unique_ptr<DeviceState>> states;  // never freed: process lifetime
-  std::lock_guard<std::mutex> lock(mu);
-  auto& s = states[device];
-  if (!s) s = std::make_unique<DeviceState>();
-  return *s;
-}
-
-// libcudnn, opened once for the process; "" when loaded, else why not.
-const std::string& load_cudnn() {
-  static const std::string why = [] {
-    // The frontend is built against one cuDNN's headers: another minor version in the process
-    // (PyTorch 2.11 carries 9.19 where the build saw 9.14) crashed inside the frontend's graph
-    // validation on the H200 (2026-11-29), and a matching library preloaded ran. So a library of
-    // another major.minor is never used.
-    using GetVersion = size_t (*)();
-    auto mismatch = [](void* h) -> std::string {
-      const auto get_version = reinterpret_cast<GetVersion>(dlsym(h, "cudnnGetVersion"));
-      const size_t version = get_version ? get_version() : 0;
-      if (version / 100 == size_t(CUDNN_VERSION) / 100) return std::string();
-      return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) +
-             " is loaded in this process, and loraops' cuDNN path was built against " +
-             std::to_string(CUDNN_MAJOR) + "." + std::to_string(CUDNN_MINOR) +
-             " (the frontend needs the version it was built for)";
-    };
-    // A copy already loaded (PyTorch's) is the only candidate: a second one beside it would not
-    // be the one PyTorch uses.
-    if (void* h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_NOLOAD)) {
-      std::string why_not = mismatch(h);
-      if (why_not.empty()) cudnn_frontend::cudnn_dlhandle = h;
-      return why_not;
-    }
-    // Else the library beside the build's headers (a wheel's, the toolkit's), then the system's.
-    // One of another version is closed again (RTLD_LOCAL until it matches), so that a later
-    // `import torch` does not find it under libcudnn.so.9.
-    const std::string own_dir = LORAOPS_CUDNN_LIBRARY_DIR;
-    const std::string own = own_dir.empty() ? std::string() : own_dir + "/libcudnn.so.9";
-    std::string tried;
-    for (const std::string& lib : {own, std::string("libcudnn.so.9"), std::string("libcudnn.so")}) {
-      if (lib.empty()) continue;
-      void* h = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (!h) {
-        const char* e = dlerror();
-        tried += "; " + lib + ": " + (e ? e : "not found");
-        continue;
-      }
-      const std::string why_not = mismatch(h);
-      if (!why_not.empty()) {
-        tried += "; " + lib + ": " + why_not;
-        dlclose(h);
-        continue;
-      }
-      dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);  // now global, as cuDNN expects
-      cudnn_frontend::cudnn_dlhandle = h;
-      return std::string();
-    }
-    return "no usable libcudnn.so.9 could be loaded" + tried;
-  }();
-  return why;
-}
-
-std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, DeviceState& s) {
-  if (!s.handle) {
-    const cudnnStatus_t st = fe::detail::create_handle(&s.handle);
-    if (st != CUDNN_STATUS_SUCCESS) {
-      s.handle = nullptr;
-      throw Error(ErrorKind::Runtime, "attention", "cudnn", "cudnnCreate to succeed",
-                  fe::detail::get_error_string(st));
-    }
-  }
-  const Key key = key_of(p);
-  auto it = s.plans.find(key);
-  if (it == s.plans.end()) {
-    // Every new shape costs a plan (heuristics, perhaps a runtime compile): a serving loop whose
-    // lengths keep changing would grow the cache without end, so it is bounded.
-    if (s.plans.size() >= kMaxPlans) s.plans.clear();
-    it = s.plans.emplace(key, std::make_shared<const Plan>(build(p, s.handle))).first;
-  }
-  return it->second;
+// The cached plan for p (built at the first call with it); the device's mutex held. A failure to
+// build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn lacks) is a
+// refusal with its reason, never an exception out of `auto`'s chooser.
+std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, cudnnHandle_t handle) {
+  static cudnn::PlanCache<Key> cache;
+  return cache.get(p.device_index, key_of(p), [&] { return build_graph(p, handle); });
 }
 
 }  // namespace
 
 bool attention_cudnn_supports(const detail::AttentionParams& p) {
-  if (!refusal(p).empty() || !load_cudnn().empty()) return false;
+  if (!refusal(p).empty() || !load().empty()) return false;
   try {
     DeviceGuard guard(p.device_index);
-    DeviceState& s = state(p.device_index);
-    std::lock_guard<std::mutex> lock(s.mu);
-    return plan_for(p, s)->graph != nullptr;
+    cudnn::Device& d = cudnn::device(p.device_index);
+    std::lock_guard<std::mutex> lock(d.mu);
+    return plan_for(p, cudnn::handle_on(d, nullptr, "attention"))->graph != nullptr;
   } catch (const std::exception&) {  // no handle, say: `auto` runs our kernel instead
     return false;
   }
@@ -248,21 +129,18 @@ void attention_vendor(const detail::AttentionParams& p, void* stream_ptr) {
   if (p.batch == 0 || p.hq == 0 || p.sq == 0 || p.d == 0) return;
   const std::string why = refusal(p);
   if (!why.empty()) unsupported(why);
-  if (!load_cudnn().empty()) unsupported(load_cudnn());
+  if (!load().empty()) unsupported(load());
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);
-  DeviceState& s = state(p.device_index);
-  std::lock_guard<std::mutex> lock(s.mu);  // the handle is set to this call's stream
-  const std::shared_ptr<const Plan> plan = plan_for(p, s);
+  cudnn::Device& d = cudnn::device(p.device_index);
+  std::lock_guard<std::mutex> lock(d.mu);  // the handle is set to this call's stream
+  const cudnnHandle_t handle = cudnn::handle_on(d, stream, "attention");
+  const std::shared_ptr<const Plan> plan = plan_for(p, handle);
   if (!plan->graph) unsupported("cuDNN refused the shape (" + plan->error + ")");
   const Scratch ws = stream_scratch(p.device_index, stream, size_t(plan->workspace), "attention", "q");
-  const cudnnStatus_t st = fe::detail::set_stream(s.handle, stream);
-  if (st != CUDNN_STATUS_SUCCESS)
-    throw Error(ErrorKind::Runtime, "attention", "cudnn", "cudnnSetStream to succeed",
-                fe::detail::get_error_string(st));
   std::unordered_map<int64_t, void*> pack = {{kQ, const_cast<void*>(p.q)}, {kK, const_cast<void*>(p.k)},
                                              {kV, const_cast<void*>(p.v)}, {kO, p.out}};
-  fe::error_t e = plan->graph->execute(s.handle, pack, ws.get());
+  fe::error_t e = plan->graph->execute(handle, pack, ws.get());
   if (e.is_bad())
     throw Error(ErrorKind::Runtime, "attention", "cudnn", "the SDPA graph to execute", e.get_message());
 }

@@ -152,7 +152,8 @@ TEST(CudaRows, RowLengthsAndCounts) {
   for (DType t : kAllDTypes)
     for (Op op : kOps) {
       // 2..32 also give 1, 2 and 4 vectors per thread with a thread per row.
-      for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 1023, 1024, 2049, 4096, 4099})
+      // 2048: a block of 2 warps per row (halves) or of 4 warps (float32).
+      for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 1023, 1024, 2048, 2049, 4096, 4099})
         for (int64_t rows : {1, 3, 17}) check_shape(op, t, {rows, cols}, rows <= 3);
       for (int64_t cols : {7, 33, 1024}) check_shape(op, t, {1000, cols}, false);
       check_shape(op, t, {3, 32768}, true);   // a block per row (bf16) or 8 vectors per thread
@@ -167,8 +168,8 @@ TEST(CudaRows, BlocksLoopOverMoreRowsThanFitOnTheDevice) {
   // 300000 rows of 1: 128 rows per block, more blocks than are resident at once.
   for (DType t : kAllDTypes)
     for (Op op : kOps) check_shape(op, t, {300000, 1}, false);
-  // 5000 rows of 516 float32: 64 threads per row, a block per row, more rows than blocks.
-  for (Op op : kOps) check_shape(op, DType::Float32, {5000, 516}, false);
+  // 5000 rows of 1100 float32: 96 threads per row, a block per row, more rows than blocks.
+  for (Op op : kOps) check_shape(op, DType::Float32, {5000, 1100}, false);
 }
 
 // Strided views of x: each is read through the general row addressing, with 16-byte vectors where
