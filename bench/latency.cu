@@ -53,7 +53,8 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
   if (acc == 0x12345678u) out[blockIdx.x] = acc;
 }
 
-// The LoRA decode kernel's reads of W (m <= 8: 16 warps, two blocks per SM) without its math:
+// The LoRA decode kernel's reads of W (lora_decode_mma, m 5-8: 16 warps, two blocks per SM; m <= 4
+// now reads in the "4 rows x 128 B" grouping, ROWS4 below) without its math:
 // a block reads 16 rows of k halves, its warps splitting k in 64-column chunks, two in flight
 // each; lane (g, c) reads rows g and g + 8 at columns c * 8 and c * 8 + 32 of a chunk (8 rows x
 // 64 bytes per load instruction). Against the read floor it tells the access pattern and the
@@ -317,7 +318,7 @@ int main(int argc, char** argv) {
                      },
                      double(4096) * 4096 * 2});
     // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
-    // access pattern too: where the decode pass (11.2 µs at scale 0) loses to the floor (9.0)
+    // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the whole-line loads) lost to the floor (9.0)
     cases.push_back({"read floor 32 MiB rot, 2x16 warps/SM", [=] {
                        const int i = *next;
                        *next = (i + 1) % 4;

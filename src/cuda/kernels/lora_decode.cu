@@ -49,9 +49,10 @@ constexpr int kWarps = kThreads / 32;
 template <class T>
 constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
 
-// W is read exactly once: keep it out of L1 (x, read by every block, stays there). A warp's load
-// covers 64 bytes of each of 8 rows (the mma operand's layout); .L2::128B has L2 fetch the whole
-// 128-byte line on the miss, the half the next load instruction asks for included.
+// W is read exactly once: keep it out of L1 (x, read by every block, stays there). .L2::128B has
+// L2 fetch the whole 128-byte line on a miss: lora_decode_mma's warp loads cover 64 bytes of each
+// of 8 rows (the mma operand's layout), so the half the next instruction asks for comes with it
+// (the paired kernel's and the fma kernel's loads cover whole lines anyway).
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
   asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"

@@ -296,8 +296,9 @@ std::string label(const Case& c, DType t) { return std::string(c.name) + " " + d
 
 using L = Layout;
 // clang-format off
-// Every m of {1,2,7,16,17,33,64,65,300}, (K,N) of {(16,16),(64,48),(2049,513),(4096,4096)} (the
-// last only for m 1 and 16), r of {1,8,16,64,256}, scale of {2,0,-0.5}, bias on and off.
+// Every m of {1,2,3,4,5,7,8,12,16,17,33,64,65,300}, (K,N) of {(16,16),(64,48),(2049,513),
+// (4096,4096)} (the last only for m 1 and 16) and the decode kernels' tails (520x33, 72x17,
+// 136x40), r of {1,4,8,16,64,256}, scale of {2,0,-0.5}, bias on and off.
 const Case kGrid[] = {
     {"decode m=1 16x16 r=1", {1}, 16, 16, 1, 2.0},
     {"m=2 64x48 r=8 no bias", {2}, 64, 48, 8, -0.5, Bias::None},
