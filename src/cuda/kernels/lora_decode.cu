@@ -187,24 +187,12 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
-    // The loads of a batch of 16 are issued before their first use, in one round trip to L2.
-    // (Against a plain loop this measured no change at r = 16: m=1 11.14 µs both ways; the
-    // low-rank term's cost, ~0.9 µs over scale 0, is not here.)
-    constexpr int kBatch = 16;
+    // (Loads batched 16 at a time measured no faster at r = 16, H200 2026-11-29: the low-rank
+    // term's ~0.9 µs over scale 0 at m=1 is not in this loop.)
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
     float lr = 0.f;
-    for (int64_t j0 = 0; j0 < a.r; j0 += kBatch) {
-      float tv[kBatch], bv[kBatch];
-#pragma unroll
-      for (int i = 0; i < kBatch; ++i) {
-        const bool in = j0 + i < a.r;
-        tv[i] = in ? t[j0 + i] : 0.f;
-        bv[i] = in ? to_float(b[(j0 + i) * a.b.cs]) : 0.f;
-      }
-#pragma unroll
-      for (int i = 0; i < kBatch; ++i) lr = fmaf(tv[i], bv[i], lr);  // j's order, as the reference
-    }
+    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
     acc += lr;
   }
   return acc;
