@@ -448,7 +448,7 @@ __global__ void __launch_bounds__(kRingThreads, 2) lora_decode_ring(DecodeArgs a
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const bool ok = row_in[h] && k_in;
-      cp_async16(dst + (2 * warp + h) * kRingLd, ok ? src[h] + k : src[h], ok);
+      cp_async16(dst + (2 * warp + h) * kRingLd, ok ? src[h] + k : w, ok);  // (0 bytes read if !ok)
     }
   };
   prefetch_epilogue<T>(a, n0);
