@@ -7,7 +7,7 @@
 // than the 50 MiB L2), so each call reads W from HBM as a real decode step does; their GB/s
 // column counts the weight bytes (W, A, B) per call. The seed LoRA rows (fp32) do not rotate:
 // they are the small-shape latency, hot in L2, as the seed suite's other rows.
-//   usage: loraops_latency [calls=2000] [name filter: only cases whose name contains it]
+//   usage: loraops_latency [calls=2000] [name filter: only cases whose name contains it; a|b: either]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "core/params.hpp"
-#include "core/validate.hpp"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -173,22 +172,6 @@ struct LoraSetup {
     const int i = next;
     next = (next + 1) % int(x.size());
     loraops::lora_forward(x[size_t(i)], w[size_t(i)], a[size_t(i)], b[size_t(i)], scale, nullptr, y, ex);
-  }
-  // The custom decode pass with the given W path (registers or the shared-memory ring), called
-  // directly with what lora_forward would hand it.
-  void decode(loraops::cuda::LoraDecodeKernel kernel, void* stream) {
-    const int i = next;
-    next = (next + 1) % int(x.size());
-    loraops::detail::LoraForwardParams p;
-    p.dtype = t;
-    p.x = loraops::detail::rows_view(x[size_t(i)]);
-    p.m = p.x.rows, p.k = k, p.n = n, p.r = r;
-    p.weight = loraops::detail::mat_view(w[size_t(i)]);
-    p.lora_a = loraops::detail::mat_view(a[size_t(i)]);
-    p.lora_b = loraops::detail::mat_view(b[size_t(i)]);
-    p.scale = float(scale);
-    p.out = y.data;
-    loraops::cuda::lora_forward_decode_with(p, stream, kernel);
   }
   void base(const loraops::Exec& ex) {  // y = x @ W.T alone, through the vendor matmul
     const int i = next;
@@ -391,18 +374,6 @@ int main(int argc, char** argv) {
     cases.push_back({"lora custom bf16 m1 scale0 rot", [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
-  // The decode pass's two W paths side by side (bf16 4096^2 r16, rotating weights).
-  for (int64_t m : {1, 8, 16}) {
-    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
-    LoraSetup* L = setups.back().get();
-    void* const stream = custom.stream;
-    const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16 rot";
-    using loraops::cuda::LoraDecodeKernel;
-    cases.push_back({"lora W regs" + shape, [L, stream] { L->decode(LoraDecodeKernel::Registers, stream); },
-                     L->weight_bytes()});
-    cases.push_back({"lora W ring" + shape, [L, stream] { L->decode(LoraDecodeKernel::Ring, stream); },
-                     L->weight_bytes()});
-  }
   for (int64_t m : {1, 8, 16, 32, 64}) {
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
@@ -493,9 +464,18 @@ int main(int argc, char** argv) {
 
   std::printf("%-34s %14s %14s %12s %12s\n", "case (custom impl unless named)", "eager us/call",
               "graph us/call", "eager GB/s", "graph GB/s");
-  const std::string filter = argc > 2 ? argv[2] : "";
+  // The filter: alternatives separated by '|'; a case runs when its name contains one of them.
+  std::vector<std::string> filters;
+  for (std::string f = argc > 2 ? argv[2] : "";;) {
+    const size_t bar = f.find('|');
+    filters.push_back(f.substr(0, bar));
+    if (bar == std::string::npos) break;
+    f.erase(0, bar + 1);
+  }
   for (auto& c : cases) {
-    if (c.name.find(filter) == std::string::npos) continue;
+    if (std::none_of(filters.begin(), filters.end(),
+                     [&](const std::string& f) { return c.name.find(f) != std::string::npos; }))
+      continue;
     double eager = -1, graph = -1;
     try {
       eager = time_eager(c.fn, s, c.calls ? c.calls : calls);

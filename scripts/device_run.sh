@@ -5,7 +5,7 @@
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
-#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it; NCU_CASE=text
+#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it (a|b: either); NCU_CASE=text
 #   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; ONLY_PY=1 skips the C++ tests and

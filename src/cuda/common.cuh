@@ -1,6 +1,5 @@
-// Shared by the CUDA backend: error checks that become loraops::Error, the device guard, the
-// mapping from loraops::DType to the CUDA element types, kernel launches (programmatic dependent
-// launch) and the dynamic shared-memory opt-in.
+// Shared by the CUDA backend: error checks that become loraops::Error, the device guard, and the
+// mapping from loraops::DType to the CUDA element types.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,10 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <map>
 #include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "loraops/error.hpp"
@@ -141,21 +138,6 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, int threads, size_t sme
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
   LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-
-// Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
-// KB). The attribute is set only when a call needs more than it was last set to for that
-// (kernel, device), not on every launch.
-inline void allow_dynamic_smem(const void* kernel, size_t bytes) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, size_t> allowed;
-  int device = 0;
-  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mu);
-  size_t& now = allowed[{kernel, device}];
-  if (bytes <= now) return;
-  LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  now = bytes;
 }
 
 }  // namespace loraops::cuda

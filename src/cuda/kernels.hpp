@@ -24,12 +24,6 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream);
 // kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
 constexpr int64_t kLoraDecodeMaxM = 64;
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
-// The decode pass over W for float16/bfloat16 with 16-byte vectors and m <= 16: W straight into
-// registers (lora_decode_mma / _paired) or through the shared-memory ring (lora_decode_ring);
-// Auto is what lora_forward_decode picks. For loraops_latency, which compares them; other cases
-// run what lora_forward_decode would.
-enum class LoraDecodeKernel { Auto, Registers, Ring };
-void lora_forward_decode_with(const detail::LoraForwardParams& p, void* stream, LoraDecodeKernel kernel);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);

@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int
 template <class T, int D, int kMT>
 void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = flash_smem_bytes<T, D, kMT>();
-  if constexpr (smem > 48 * 1024) allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
   const dim3 grid(unsigned((a.sq + 64 * kMT - 1) / (64 * kMT)), unsigned(a.hq), unsigned(batch));
   attention_flash<T, D, kMT><<<grid, kFlashThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
@@ -352,7 +352,7 @@ void run(const detail::AttentionParams& p, cudaStream_t stream) {
                   "a head dim whose row state fits shared memory (D <= " +
                       std::to_string((max_optin / kRowWarps / 4 - 32) / 2) + ")",
                   "D = " + std::to_string(p.d));
-    allow_dynamic_smem(reinterpret_cast<const void*>(attention_rows<T>), smem);
+    attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_rows<T>), smem);
   }
   const int64_t blocks = std::min<int64_t>((rows + kRowWarps - 1) / kRowWarps,
                                            int64_t(sm_count(p.device_index)) * 16);

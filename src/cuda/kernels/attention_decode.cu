@@ -520,7 +520,7 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t heads = p.batch * p.hkv * row_tiles;
   constexpr size_t smem = decode_mma_smem_bytes<T, D>();
   const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
-  if constexpr (smem > 48 * 1024) allow_dynamic_smem(kernel, smem);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
   const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
   const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
   const int64_t per_split = tiles_per_split > 0

@@ -1,10 +1,13 @@
 // What the attention kernels (attention.cu: flash and general; attention_decode.cu: one query
 // row) share: their argument block, the swizzled [rows][D] shared-memory tiles that ldmatrix
-// reads free of bank conflicts (the dynamic shared-memory opt-in is in cuda/common.cuh).
+// reads free of bank conflicts, and the dynamic shared-memory opt-in.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
@@ -75,6 +78,21 @@ __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64
     const bool ok = r0 + j * kPass < rows_left;
     cp_async16(dst + j * kPass * D, ok ? src + j * step : g, ok);
   }
+}
+
+// Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
+// KB). The attribute is set only when a call needs more than it was last set to for that
+// (kernel, device), not on every launch.
+inline void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> allowed;
+  int device = 0;
+  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& now = allowed[{kernel, device}];
+  if (bytes <= now) return;
+  LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  now = bytes;
 }
 
 }  // namespace loraops::cuda::attn

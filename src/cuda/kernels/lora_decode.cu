@@ -401,112 +401,6 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lor
   store_rows<T, WARPS, TOK>(a, red, n0);
 }
 
-// Shared-memory ring, for up to 16 tokens (not yet run on a GPU): the W read of the block-linear
-// diagnostic (each warp instruction 512 contiguous bytes; 8.9 µs for 32 MiB on the H200, the
-// read floor), with the mma operand then taken from shared memory by ldmatrix, so the load
-// pattern no longer follows the fragment layout. A block owns 16 rows; K goes by stages of
-// kRingK elements through a ring of kRingStages slots filled by cp.async (the stage's 16 rows x
-// 512 bytes: warp w copies rows 2w and 2w+1, lane l 16 bytes at l * 16), kRingStages - 1 stages in
-// flight. Rows are padded to kRingK + 8 elements, so ldmatrix's 8 row addresses fall on distinct
-// 16-byte bank groups. Stage elements past K and rows past N are zero-filled by the copy; x past
-// K is read as zero. Each warp takes kRingK / 16 / 8 k16-steps of a stage: one ldmatrix.x4 for
-// the 16x16 W tile, two 32-bit loads of x per token tile (L1), one mma per token tile.
-constexpr int kRingThreads = 256, kRingK = 256, kRingStages = 8, kRingLd = kRingK + 8;
-
-template <class T>
-constexpr size_t ring_smem_bytes() {
-  return size_t(kRingStages) * 16 * kRingLd * sizeof(T);
-}
-
-template <class T, int NT>
-__global__ void __launch_bounds__(kRingThreads, 2) lora_decode_ring(DecodeArgs a) {
-  constexpr int R = 16, TK = 8 * NT, W = kRingThreads / 32, S = kRingStages;
-  constexpr int kSteps = kRingK / 16 / W;  // k16-steps per warp per stage
-  static_assert(W * 2 == R && kRingK == 32 * 8, "a warp copies two rows, a lane 8 elements of each");
-  static_assert(size_t(W) * R * TK * sizeof(float) <= ring_smem_bytes<T>(), "the partial sums fit the ring");
-  extern __shared__ __align__(16) unsigned char ring_raw[];
-  T* ring = reinterpret_cast<T*>(ring_raw);  // [S][R][kRingLd]
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  const int64_t n0 = int64_t(blockIdx.x) * R;
-  const T* w = static_cast<const T*>(a.w.p);
-  const T* x = static_cast<const T*>(a.x.p);
-
-  // The copy roles: rows 2 * warp + h of the block, the lane's 8 elements of each stage.
-  const T* src[2];
-  bool row_in[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t n = n0 + 2 * warp + h;
-    row_in[h] = n < a.n;
-    src[h] = w + (row_in[h] ? n : 0) * a.w.rs + lane * 8;
-  }
-  const int64_t stages = (a.k + kRingK - 1) / kRingK;
-  auto issue = [&](int64_t st) {  // stage st into slot st % S
-    T* dst = ring + (st % S) * (R * kRingLd) + lane * 8;
-    const int64_t k = st * kRingK;
-    const bool k_in = k + lane * 8 < a.k;  // K % 8 == 0: a vector is all in or all out
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const bool ok = row_in[h] && k_in;
-      cp_async16(dst + (2 * warp + h) * kRingLd, ok ? src[h] + k : w, ok);  // (0 bytes read if !ok)
-    }
-  };
-  prefetch_epilogue<T>(a, n0);
-#pragma unroll
-  for (int st = 0; st < S - 1; ++st) {
-    if (st < stages) issue(st);
-    cp_async_commit();  // an empty group past the last stage keeps the wait count uniform
-  }
-
-  // Tokens past m read token 0 and are never stored.
-  const T* xrow[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int64_t m = nt * 8 + g;
-    xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + 2 * c;
-  }
-  auto x_pair = [&](const T* p, int64_t k) -> uint32_t {  // x[k], x[k+1] (K even: both or none)
-    return k < a.k ? __ldg(reinterpret_cast<const unsigned int*>(p)) : 0u;
-  };
-
-  float acc[NT][4] = {};
-  for (int64_t st = 0; st < stages; ++st) {
-    cp_async_wait<S - 2>();  // this thread's copies of stage st have landed
-    __syncthreads();         // everyone's have; and every warp is done with stage st - 1's slot
-    if (st + S - 1 < stages) issue(st + S - 1);
-    cp_async_commit();
-    const T* tile = ring + (st % S) * (R * kRingLd);
-#pragma unroll
-    for (int j = 0; j < kSteps; ++j) {
-      const int kk = (warp + j * W) * 16;  // within the stage
-      const int64_t k = st * kRingK + kk;
-      if (k >= a.k) break;  // the same for the whole warp
-      uint32_t af[4];
-      ldmatrix_x4(af, tile + (lane & 15) * kRingLd + kk + (lane >> 4) * 8);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-        mma16816<T>(acc[nt], af[0], af[1], af[2], af[3], x_pair(xrow[nt] + k, k + 2 * c),
-                    x_pair(xrow[nt] + k + 8, k + 2 * c + 8));
-    }
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the ring is free: the partial sums take its place
-
-  // Accumulator nt: d0,d1 = rows g, tokens 2c,2c+1; d2,d3 = rows g+8, the same tokens.
-  float* red = reinterpret_cast<float*>(ring_raw);  // [W][R][TK]
-  float* mine = red + warp * R * TK;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int tok = nt * 8 + 2 * c;
-    mine[g * TK + tok] = acc[nt][0];
-    mine[g * TK + tok + 1] = acc[nt][1];
-    mine[(g + 8) * TK + tok] = acc[nt][2];
-    mine[(g + 8) * TK + tok + 1] = acc[nt][3];
-  }
-  __syncthreads();
-  store_rows<T, W, TK>(a, red, n0);
-}
-
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
 template <class T, int MT, bool kVector>
 __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
@@ -599,13 +493,6 @@ void launch_mma_paired(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
                 a);
 }
 
-template <class T, int NT>
-void launch_ring(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  constexpr size_t smem = ring_smem_bytes<T>();
-  allow_dynamic_smem(reinterpret_cast<const void*>(lora_decode_ring<T, NT>), smem);
-  launch_kernel(lora_decode_ring<T, NT>, dim3(unsigned((a.n + 15) / 16)), kRingThreads, smem, stream, pdl, a);
-}
-
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
   const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
@@ -614,7 +501,7 @@ void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl)
 }
 
 template <class T>
-void run(const LoraForwardParams& p, cudaStream_t stream, LoraDecodeKernel kernel) {
+void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
   const bool low_rank = p.r > 0 && p.scale != 0.f;
   const bool keep_xa = p.xa_out != nullptr && p.r > 0;  // the shrink also stores x@A.T
@@ -642,10 +529,6 @@ void run(const LoraForwardParams& p, cudaStream_t stream, LoraDecodeKernel kerne
       // tiles run twice lora_decode_mma's mma per byte of W and measured no faster (H200,
       // 2026-11-29, m=16: 15.6 µs on 8 warps against 15.2; on 16 warps, one block per SM at
       // ~100-126 registers, 256 blocks took two waves: 21.4, and lora_decode_mma 23.1).
-      if (kernel != LoraDecodeKernel::Registers && p.m <= 16) {  // not yet run on a GPU
-        if (p.m <= 8) return launch_ring<T, 1>(a, stream, low_rank);
-        return launch_ring<T, 2>(a, stream, low_rank);
-      }
       if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
@@ -668,13 +551,9 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p) {
          (p.r == 0 || p.scale == 0.f || mat_vectorisable(p.lora_a, p.r, p.k, es));
 }
 
-void lora_forward_decode_with(const detail::LoraForwardParams& p, void* stream, LoraDecodeKernel kernel) {
-  DeviceGuard guard(p.device_index);
-  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, static_cast<cudaStream_t>(stream), kernel); });
-}
-
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream) {
-  lora_forward_decode_with(p, stream, LoraDecodeKernel::Auto);
+  DeviceGuard guard(p.device_index);
+  dispatch_dtype(p.dtype, [&](auto tag) { run<decltype(tag)>(p, static_cast<cudaStream_t>(stream)); });
 }
 
 }  // namespace loraops::cuda
