@@ -450,6 +450,21 @@ int main(int argc, char** argv) {
                        decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
   }
 
+  {  // row ops at the rowwise suite's shape (bf16 16384x4096; 256 MiB moved per call), beside a copy
+    const int64_t elems = int64_t(16384) * 4096;
+    const int64_t shp[2] = {16384, 4096};
+    void* ax = filled(loraops::DType::BFloat16, size_t(elems), 11);
+    void* ay = filled(loraops::DType::BFloat16, size_t(elems), 12);
+    auto tx = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp, dev);
+    auto ty = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp, dev);
+    const double moved = 2.0 * double(elems) * 2;
+    cases.push_back({"act silu bf16 16384x4096", [=] { loraops::activation(tx, loraops::Activation::Silu, ty, custom); }, moved, 200});
+    cases.push_back({"act gelu_tanh bf16 16384x4096", [=] { loraops::activation(tx, loraops::Activation::GeluTanh, ty, custom); }, moved, 200});
+    cases.push_back({"act copy (cudaMemcpyAsync)", [=] { CHECK(cudaMemcpyAsync(ay, ax, size_t(elems) * 2, cudaMemcpyDeviceToDevice, s)); }, moved, 200});
+    cases.push_back({"softmax bf16 16384x4096", [=] { loraops::softmax(tx, -1, ty, custom); }, moved, 200});
+    cases.push_back({"rms_norm bf16 16384x4096 (no weight)", [=] { loraops::rms_norm(tx, nullptr, 1e-6, ty, custom); }, moved, 200});
+  }
+
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.
   for (const auto& [tag, ex] : {std::pair{std::string("attn "), custom}, std::pair{std::string("attn cudnn "), vendor}}) {
     cases.push_back({tag + "B4 H32 S4096 D128 causal", attn(4, 32, 32, 4096, 4096, 128, true, ex), 0, 5,
