@@ -100,14 +100,15 @@ void launch(const RowParams& p, cudaStream_t stream) {
   const int64_t n = p.x.rows * p.x.cols;
   constexpr int kThreads = kVecThreads;
   const bool aligned = (reinterpret_cast<uintptr_t>(p.x.p) | reinterpret_cast<uintptr_t>(p.out.p)) % 16 == 0;
-  // 4 vectors per thread: with 2, silu bf16 16384x4096 ran at 3794 GB/s, against 3917-3933 for
-  // the same math with 4 in a diagnostic kernel (H200, 2026-11-29).
-  constexpr int kUnroll = 4;
+  // 2 vectors per thread (H200, 2026-11-29, loraops_latency): silu bf16 16384x4096 3794 GB/s,
+  // against 3742 with 4 (a diagnostic kernel had put 4 ahead, 3917-3933); the seed shape
+  // ([4,16,1024] fp32, 16K vectors: 32 blocks or 16) 1.66 µs in graph replay against 2.17.
+  constexpr int kUnroll = 2;
   if (flat(p.x) && flat(p.out) && aligned) {
     const int64_t vecs = n / (16 / int64_t(sizeof(T)));
     const int64_t tiles = (vecs + kThreads * kUnroll - 1) / (kThreads * kUnroll);
     if (tiles > INT32_MAX) throw Error(ErrorKind::Unsupported, "activation", "x",
-                                       "fewer than 2^31 tiles of 1024 vectors", "more");
+                                       "fewer than 2^31 tiles of 512 vectors", "more");
     activation_vec<T, K, kUnroll><<<unsigned(tiles > 0 ? tiles : 1), kThreads, 0, stream>>>(
         static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
   } else {
