@@ -463,6 +463,12 @@ int main(int argc, char** argv) {
     cases.push_back({"act copy (cudaMemcpyAsync)", [=] { CHECK(cudaMemcpyAsync(ay, ax, size_t(elems) * 2, cudaMemcpyDeviceToDevice, s)); }, moved, 200});
     cases.push_back({"softmax bf16 16384x4096", [=] { loraops::softmax(tx, -1, ty, custom); }, moved, 200});
     cases.push_back({"rms_norm bf16 16384x4096 (no weight)", [=] { loraops::rms_norm(tx, nullptr, 1e-6, ty, custom); }, moved, 200});
+    cases.push_back({"layer_norm bf16 16384x4096 (no affine)", [=] { loraops::layer_norm(tx, nullptr, nullptr, 1e-5, ty, custom); }, moved, 200});
+    const int64_t shp2[2] = {65536, 1024};
+    auto tx2 = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp2, dev);
+    auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
+    cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
+    cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
   }
 
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.
