@@ -7,7 +7,7 @@
 // than the 50 MiB L2), so each call reads W from HBM as a real decode step does; their GB/s
 // column counts the weight bytes (W, A, B) per call. The seed LoRA rows (fp32) do not rotate:
 // they are the small-shape latency, hot in L2, as the seed suite's other rows.
-//   usage: loraops_latency [calls=2000] [name filter: only cases whose name contains it]
+//   usage: loraops_latency [calls=2000] [name filter: only cases whose name contains it; a|b: either]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -450,6 +450,27 @@ int main(int argc, char** argv) {
                        decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
   }
 
+  {  // row ops at the rowwise suite's shape (bf16 16384x4096; 256 MiB moved per call), beside a copy
+    const int64_t elems = int64_t(16384) * 4096;
+    const int64_t shp[2] = {16384, 4096};
+    void* ax = filled(loraops::DType::BFloat16, size_t(elems), 11);
+    void* ay = filled(loraops::DType::BFloat16, size_t(elems), 12);
+    auto tx = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp, dev);
+    auto ty = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp, dev);
+    const double moved = 2.0 * double(elems) * 2;
+    cases.push_back({"act silu bf16 16384x4096", [=] { loraops::activation(tx, loraops::Activation::Silu, ty, custom); }, moved, 200});
+    cases.push_back({"act gelu_tanh bf16 16384x4096", [=] { loraops::activation(tx, loraops::Activation::GeluTanh, ty, custom); }, moved, 200});
+    cases.push_back({"act copy (cudaMemcpyAsync)", [=] { CHECK(cudaMemcpyAsync(ay, ax, size_t(elems) * 2, cudaMemcpyDeviceToDevice, s)); }, moved, 200});
+    cases.push_back({"softmax bf16 16384x4096", [=] { loraops::softmax(tx, -1, ty, custom); }, moved, 200});
+    cases.push_back({"rms_norm bf16 16384x4096 (no weight)", [=] { loraops::rms_norm(tx, nullptr, 1e-6, ty, custom); }, moved, 200});
+    cases.push_back({"layer_norm bf16 16384x4096 (no affine)", [=] { loraops::layer_norm(tx, nullptr, nullptr, 1e-5, ty, custom); }, moved, 200});
+    const int64_t shp2[2] = {65536, 1024};
+    auto tx2 = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp2, dev);
+    auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
+    cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
+    cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
+  }
+
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.
   for (const auto& [tag, ex] : {std::pair{std::string("attn "), custom}, std::pair{std::string("attn cudnn "), vendor}}) {
     cases.push_back({tag + "B4 H32 S4096 D128 causal", attn(4, 32, 32, 4096, 4096, 128, true, ex), 0, 5,
@@ -464,9 +485,18 @@ int main(int argc, char** argv) {
 
   std::printf("%-34s %14s %14s %12s %12s\n", "case (custom impl unless named)", "eager us/call",
               "graph us/call", "eager GB/s", "graph GB/s");
-  const std::string filter = argc > 2 ? argv[2] : "";
+  // The filter: alternatives separated by '|'; a case runs when its name contains one of them.
+  std::vector<std::string> filters;
+  for (std::string f = argc > 2 ? argv[2] : "";;) {
+    const size_t bar = f.find('|');
+    filters.push_back(f.substr(0, bar));
+    if (bar == std::string::npos) break;
+    f.erase(0, bar + 1);
+  }
   for (auto& c : cases) {
-    if (c.name.find(filter) == std::string::npos) continue;
+    if (std::none_of(filters.begin(), filters.end(),
+                     [&](const std::string& f) { return c.name.find(f) != std::string::npos; }))
+      continue;
     double eager = -1, graph = -1;
     try {
       eager = time_eager(c.fn, s, c.calls ? c.calls : calls);

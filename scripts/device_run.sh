@@ -5,10 +5,10 @@
 # bench loraops_bench in the same report when it was built: --cpp). Logs go to $OUT (or ./device-out), a summary at the end.
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
-#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it; NCU_CASE=text
+#   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it (a|b: either); NCU_CASE=text
 #   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
-#   ONLY_CPP=1 skips the Python install, pytest and the bench; ONLY_PY=1 skips the C++ tests and
+#   ONLY_CPP=1 skips the Python install, pytest and the bench; PYTEST=0 skips only pytest; ONLY_PY=1 skips the C++ tests and
 #   loraops_latency (the build stays: the bench's --cpp rows); SANITIZERS=0 skips memcheck and
 #   racecheck; GPU_FILTER=pattern passes --gtest_filter to every GPU-test step (RACECHECK_FILTER overrides
 #   it for racecheck, the slowest; MEMCHECK_FILTER for memcheck). Each step is
@@ -65,7 +65,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then
 step pip_install python3 -m pip install --no-build-isolation --no-deps -v -C build-dir=build/dev-py .
-step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
+[ "${PYTEST:-1}" != 0 ] && step pytest env -C /tmp python3 -m pytest -q -rs "$PWD/tests/python"
 if [ "${EXAMPLE:-0}" = 1 ]; then
   step example python3 examples/finetune_llama_lora.py
 fi

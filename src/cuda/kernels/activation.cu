@@ -5,6 +5,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/row_common.cuh"
 
 namespace loraops::cuda {
 
@@ -15,8 +16,11 @@ using detail::RowsView;
 
 // Matches the CPU reference: sigmoid never overflows, erfc keeps gelu accurate in the left tail,
 // gelu_tanh is x*sigmoid(2u) (the tanh form without its cancellation), and the smooth
-// activations give their limit 0 at -inf instead of -inf*0 = NaN.
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
+// activations give their limit 0 at -inf instead of -inf*0 = NaN. The division is
+// __fdividef's (2 ulp; an IEEE division is a dozen instructions with a slow path, and silu's
+// contiguous pass measured 3498 GB/s with it against 3862 without, H200 2026-11-29); its 0 for
+// a denominator past 2^126 is sigmoid's value there (below 2^-126) and at exp's overflow (inf).
+__device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
 template <Activation K>
 __device__ __forceinline__ float act(float x) {
@@ -36,36 +40,34 @@ __device__ __forceinline__ float act(float x) {
 // n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector. One
 // tile of U vectors per thread per block, no grid-stride loop: each thread issues its U
 // independent, coalesced 16-byte loads before the first use, and the many short blocks keep every
-// SM busy to the end (a capped grid looping over tiles measured 5% slower: NOTES.md).
+// SM busy to the end (a capped grid looping over tiles measured 5% slower: NOTES.md). Loads and
+// stores are evict-first (each byte is touched once), the halves converted two per instruction
+// (rows::pack). x may be y (each thread reads its elements before it writes them).
+constexpr int kVecThreads = 256;
+
 template <class T, Activation K, int U>
-__global__ void __launch_bounds__(256) activation_vec(const T* __restrict__ x, T* __restrict__ y,
-                                                      int64_t n) {
+__global__ void __launch_bounds__(kVecThreads) activation_vec(const T* x, T* y, int64_t n) {
   constexpr int V = 16 / sizeof(T);
-  union Vec {
-    uint4 raw;
-    T v[V];
-  };
   const int64_t nvec = n / V;
-  const int64_t base = int64_t(blockIdx.x) * blockDim.x * U + threadIdx.x;
-  const uint4* xv = reinterpret_cast<const uint4*>(x);
-  uint4* yv = reinterpret_cast<uint4*>(y);
-  Vec a[U];
+  const int64_t base = int64_t(blockIdx.x) * kVecThreads * U + threadIdx.x;
+  rows::Vec<T, V> a[U];
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t i = base + int64_t(u) * blockDim.x;
-    if (i < nvec) a[u].raw = xv[i];
+    const int64_t i = base + int64_t(u) * kVecThreads;
+    if (i < nvec) a[u] = rows::load_last<T, V>(x + i * V);
   }
 #pragma unroll
   for (int u = 0; u < U; ++u) {
-    const int64_t i = base + int64_t(u) * blockDim.x;
+    const int64_t i = base + int64_t(u) * kVecThreads;
     if (i < nvec) {
+      float o[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j) a[u].v[j] = from_float<T>(act<K>(to_float(a[u].v[j])));
-      yv[i] = a[u].raw;
+      for (int j = 0; j < V; ++j) o[j] = act<K>(a[u][j]);
+      rows::store<T, V>(y + i * V, rows::pack<T, V>(o));
     }
   }
   // The tail (< V elements) goes to the first threads of the grid.
-  const int64_t t = nvec * V + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t t = nvec * V + int64_t(blockIdx.x) * kVecThreads + threadIdx.x;
   if (t < n) y[t] = from_float<T>(act<K>(to_float(x[t])));
 }
 
@@ -96,14 +98,17 @@ int grid_for(int64_t work, int64_t per_block, int device) {
 template <class T, Activation K>
 void launch(const RowParams& p, cudaStream_t stream) {
   const int64_t n = p.x.rows * p.x.cols;
-  constexpr int kThreads = 256;
+  constexpr int kThreads = kVecThreads;
   const bool aligned = (reinterpret_cast<uintptr_t>(p.x.p) | reinterpret_cast<uintptr_t>(p.out.p)) % 16 == 0;
-  constexpr int kUnroll = 4;
+  // 2 vectors per thread (H200, 2026-11-29, loraops_latency): silu bf16 16384x4096 3794 GB/s,
+  // against 3742 with 4 (a diagnostic kernel had put 4 ahead, 3917-3933); the seed shape
+  // ([4,16,1024] fp32, 16K vectors: 32 blocks or 16) 1.66 µs in graph replay against 2.17.
+  constexpr int kUnroll = 2;
   if (flat(p.x) && flat(p.out) && aligned) {
     const int64_t vecs = n / (16 / int64_t(sizeof(T)));
     const int64_t tiles = (vecs + kThreads * kUnroll - 1) / (kThreads * kUnroll);
     if (tiles > INT32_MAX) throw Error(ErrorKind::Unsupported, "activation", "x",
-                                       "fewer than 2^31 tiles of 1024 vectors", "more");
+                                       "fewer than 2^31 tiles of 512 vectors", "more");
     activation_vec<T, K, kUnroll><<<unsigned(tiles > 0 ? tiles : 1), kThreads, 0, stream>>>(
         static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
   } else {

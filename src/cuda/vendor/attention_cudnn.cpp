@@ -107,7 +107,7 @@ Plan build_graph(const detail::AttentionParams& p, cudnnHandle_t handle) {
 // build (cuDNN's or the frontend's exceptions, e.g. a symbol the loaded libcudnn lacks) is a
 // refusal with its reason, never an exception out of `auto`'s chooser.
 std::shared_ptr<const Plan> plan_for(const detail::AttentionParams& p, cudnnHandle_t handle) {
-  static cudnn::PlanCache<Key> cache;
+  static auto& cache = *new cudnn::PlanCache<Key>;  // never destroyed (PlanCache says why)
   return cache.get(p.device_index, key_of(p), [&] { return build_graph(p, handle); });
 }
 

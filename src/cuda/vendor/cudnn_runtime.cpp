@@ -75,7 +75,9 @@ const std::string& load() {
 
 Device& device(int index) {
   static std::mutex mu;
-  static std::map<int, std::unique_ptr<Device>> devices;  // never freed: process lifetime
+  // Never destroyed (a static map would be, at exit, perhaps after the CUDA runtime): the
+  // devices' handles and mutexes live as long as the process.
+  static auto& devices = *new std::map<int, std::unique_ptr<Device>>;
   std::lock_guard<std::mutex> lock(mu);
   auto& d = devices[index];
   if (!d) d = std::make_unique<Device>();

@@ -53,7 +53,9 @@ Plan finish(std::shared_ptr<fe::graph::Graph> g, cudnnHandle_t handle, const std
 // a refusal too). Call with the device's mutex held. Plans are never evicted: one may still have
 // work queued on a stream, or be recorded in a caller's CUDA graph that replays later, and
 // nothing tells us when either is over. The cost is one plan (host memory, any kernel cuDNN
-// compiled for it) per distinct shape for the process's lifetime.
+// compiled for it) per distinct shape for the process's lifetime. Hold one as a static reference
+// to a heap object that is never deleted: a static PlanCache would destroy its plans at exit,
+// perhaps after the CUDA runtime has shut down.
 template <class Key>
 class PlanCache {
  public:

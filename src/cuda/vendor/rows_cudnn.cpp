@@ -163,7 +163,7 @@ void run(RowOp op, const RowParams& p, void* stream_ptr) {
   cudnn::Device& d = cudnn::device(p.device_index);
   std::lock_guard<std::mutex> lock(d.mu);  // the handle is set to this call's stream
   const cudnnHandle_t handle = cudnn::handle_on(d, stream, name_of(op));
-  static cudnn::PlanCache<Key> cache;
+  static auto& cache = *new cudnn::PlanCache<Key>;  // never destroyed (PlanCache says why)
   const std::shared_ptr<const Plan> plan =
       cache.get(p.device_index, key_of(op, p, s), [&] { return build(op, p, s, handle); });
   if (!plan->graph) unsupported(op, "cuDNN refused the shape (" + plan->error + ")");

@@ -333,6 +333,8 @@ const Case kViews[] = {
     {"x column slice, K tail", {17}, 2049, 513, 16, -0.5, Bias::Contig, kHalves, L::Padded},
     {"x padded rows (aligned, ld != K)", {16}, 64, 48, 16, 2.0, Bias::Contig, kAll, L::RowPad},
     {"x padded rows, K tail", {7}, 2049, 513, 8, 2.0, Bias::None, kF32 | kBF16, L::RowPad},
+    {"decode x padded rows (m <= 4), K % 64 = 8", {3}, 520, 33, 8, 2.0, Bias::Contig, kHalves, L::RowPad},
+    {"decode x padded rows, 2 token tiles", {12}, 520, 33, 16, -0.5, Bias::None, kHalves, L::RowPad},
     {"x transposed (last dim stride m)", {16}, 64, 48, 8, -0.5, Bias::Contig, kAll, L::Transposed},
     {"x transposed, K tail", {7}, 2049, 513, 16, 2.0, Bias::Contig, kF16, L::Transposed},
     {"x negative row stride", {17}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Flipped},

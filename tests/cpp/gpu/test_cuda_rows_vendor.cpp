@@ -1,8 +1,10 @@
 // The CUDA vendor row ops (cuDNN's graph API: rms_norm, layer_norm, the six activations) against
 // the CPU reference, where the build has them: every dtype; the seed shape [4,16,1024] and
 // 1024x4096, which cuDNN must take; awkward shapes (1x1, 3x31, 33x65, 7x4099), which it may refuse
-// with its reason; weight and bias present and absent; the caller's stream and CUDA-graph capture;
-// and the refusals loraops makes itself (misaligned, strided columns, a norm in place, softmax).
+// with its reason; weight and bias present and absent; eps (in the plan's key), a row stride other
+// than the row length, an activation in place; the caller's stream and CUDA-graph capture; and
+// the refusals loraops makes itself (misaligned, strided columns, a norm in place, uneven rows, a
+// strided weight, in place with other row strides, softmax).
 // Outputs are poisoned (NaN) before each call.
 #include <cstdio>
 #include <functional>
@@ -169,6 +171,86 @@ TEST(CudaRowsVendor, RefusalsSayWhy) {
   DeviceTensor dbias(bias);
   const Tensor bv = dbias.view();
   refuses([&] { layer_norm(dx.view(), nullptr, &bv, 1e-5, dout.view(), vendor); }, "bias without a weight");
+  Tensor w2 = dx.view();  // 64 weights two floats apart
+  w2.ndim = 1;
+  w2.shape = {64};
+  w2.strides = {2};
+  refuses([&] { rms_norm(dx.view(), &w2, 1e-6, dout.view(), vendor); }, "weight or bias stride");
+  Tensor gappy = dx.view();  // [2, 3, 64] with a gap after every 3 rows: not one row stride
+  gappy.ndim = 3;
+  gappy.shape = {2, 3, 64};
+  gappy.strides = {256, 64, 1};
+  Tensor out3 = dout.view();
+  out3.ndim = 3;
+  out3.shape = {2, 3, 64};
+  out3.strides = {192, 64, 1};
+  refuses([&] { activation(gappy, Activation::Relu, out3, vendor); }, "not evenly spaced");
+  Tensor every_other = dx.view();  // rows 0, 2, 4, 6, written back packed at the same address
+  every_other.shape = {4, 64};
+  every_other.strides = {128, 1};
+  Tensor packed = dx.view();
+  packed.shape = {4, 64};
+  packed.strides = {64, 1};
+  refuses([&] { activation(every_other, Activation::Relu, packed, vendor); }, "different row strides");
+}
+
+// eps reaches cuDNN and is part of the plan's key: rows of variance ~1e-3 normalised with eps
+// 1e-5, then 0.5 (which then dominates the denominator), on the same shape. A row stride other
+// than the row length (a column slice of a wider buffer). An activation in place.
+TEST(CudaRowsVendor, EpsRowStridesAndInPlace) {
+  LORAOPS_REQUIRE_GPU();
+  if (!have_vendor()) GTEST_SKIP() << "this build has no cuDNN vendor row ops";
+  const Exec vendor{.impl = Impl::Vendor}, reference{.impl = Impl::Reference};
+  for (DType t : kAllDTypes) {
+    SCOPED_TRACE(dtype_name(t));
+    HostTensor x = random_tensor(t, {8, 128}, -0.05f, 0.05f), w = random_tensor(t, {64}, 0.5f, 1.5f);
+    DeviceTensor dx(x), dw(w);
+    const Tensor wv = w.view(), dwv = dw.view();
+    for (bool strided : {false, true})  // [8, 64] of the [8, 128] buffer, packed or every row's half
+      for (bool layer : {false, true})
+        for (double eps : {1e-5, 0.5}) {
+          SCOPED_TRACE(std::string(layer ? "layer_norm" : "rms_norm") + " eps " + std::to_string(eps) +
+                       (strided ? " row stride 128" : ""));
+          Tensor hx = x.view(), dxv = dx.view();
+          hx.shape = dxv.shape = {8, 64};
+          if (!strided) hx.strides = dxv.strides = {64, 1};
+          HostTensor ref(t, {8, 64}), got(t, {8, 64});
+          DeviceTensor out(got);
+          out.poison();
+          CUDA_OK(cudaDeviceSynchronize());
+          try {
+            if (layer) {
+              layer_norm(hx, &wv, nullptr, eps, ref.view(), reference);
+              layer_norm(dxv, &dwv, nullptr, eps, out.view(), vendor);
+            } else {
+              rms_norm(hx, &wv, eps, ref.view(), reference);
+              rms_norm(dxv, &dwv, eps, out.view(), vendor);
+            }
+          } catch (const Error& e) {  // cuDNN may refuse strided rows (a correct answer): say so
+            const std::string why = e.what();
+            if (strided && e.kind() == ErrorKind::Unsupported && why.find("cuDNN refused") != std::string::npos)
+              std::printf("[ vendor refused ] %s\n", why.c_str());
+            else
+              ADD_FAILURE() << why;
+            continue;
+          }
+          CUDA_OK(cudaDeviceSynchronize());
+          out.to_host();
+          EXPECT_TRUE(close(got, ref, false));
+        }
+    // silu in place over the whole [8, 128] buffer
+    HostTensor ref(t, {8, 128});
+    activation(x.view(), Activation::Silu, ref.view(), reference);
+    try {
+      activation(dx.view(), Activation::Silu, dx.view(), vendor);
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+      continue;
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    dx.to_host();  // the result, into x's host copy
+    EXPECT_TRUE(close(x, ref, true));
+  }
 }
 
 }  // namespace
