@@ -17,9 +17,9 @@ using detail::RowsView;
 // Matches the CPU reference: sigmoid never overflows, erfc keeps gelu accurate in the left tail,
 // gelu_tanh is x*sigmoid(2u) (the tanh form without its cancellation), and the smooth
 // activations give their limit 0 at -inf instead of -inf*0 = NaN. The division is
-// __fdividef's (2 ulp; an IEEE division is a dozen instructions with a slow path, and silu's
-// contiguous pass measured 3498 GB/s with it against 3862 without, H200 2026-11-29); its 0 for
-// a denominator past 2^126 is sigmoid's value there (below 2^-126) and at exp's overflow (inf).
+// __fdividef's (2 ulp; an IEEE division is a dozen instructions with a slow path: silu bf16
+// 16384x4096 3839 -> 3862 GB/s in a diagnostic kernel, H200 2026-11-29); its 0 for a
+// denominator past 2^126 is sigmoid's value there (below 2^-126) and at exp's overflow (inf).
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
 template <Activation K>
@@ -40,9 +40,10 @@ __device__ __forceinline__ float act(float x) {
 // n elements, contiguous, both pointers 16-byte aligned; V elements per 16-byte vector. One
 // tile of U vectors per thread per block, no grid-stride loop: each thread issues its U
 // independent, coalesced 16-byte loads before the first use, and the many short blocks keep every
-// SM busy to the end (a capped grid looping over tiles measured 5% slower: NOTES.md). Loads and
-// stores are evict-first (each byte is touched once), the halves converted two per instruction
-// (rows::pack). x may be y (each thread reads its elements before it writes them).
+// SM busy to the end (a capped grid looping over tiles measured 5% slower: NOTES.md). The halves
+// are converted two per instruction (rows::pack; element by element, the same kernel ran at 3498
+// GB/s against 3839, silu bf16 16384x4096), loads and stores are evict-first (each byte is
+// touched once: 3839 -> 3893). x may be y (each thread reads its elements before it writes them).
 constexpr int kVecThreads = 256;
 
 template <class T, Activation K, int U>

@@ -48,8 +48,8 @@ softmax_reg(RowParams p, int tpr) {
     const float mm = none ? 0.f : m;
     // Up to 4 vectors per thread (at most 32 floats, 256 threads a block) the exponentials of the
     // sum pass are kept for the write pass: one ex2 per element instead of two (at bf16 the MUFU
-    // unit's two would take half the memory time; bf16 16384x4096 went from 3343 to 3548 GB/s,
-    // H200 2026-11-29). With 8 vectors per thread (up to 1024 threads, 64 registers) they would
+    // unit's two would take half the memory time; bf16 16384x4096 went from 3343 to 3467-3546
+    // GB/s, H200 2026-11-29). With 8 vectors per thread (up to 1024 threads, 64 registers) they would
     // spill: the write pass computes them again.
     constexpr bool kKeep = NVEC <= 4;
     float e[kKeep ? NVEC : 1][V];
