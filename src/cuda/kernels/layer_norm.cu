@@ -191,6 +191,7 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
 }
 
 struct Kernels {
+  static constexpr bool kOneWave = true;
   template <class T, int V, int NVEC> static constexpr auto reg = layer_norm_reg<T, V, NVEC>;
   template <class T, int V> static constexpr auto loop = layer_norm_loop<T, V>;
 };

@@ -127,6 +127,7 @@ __global__ void __launch_bounds__(kLoopThreads) rms_norm_loop(RowParams p) {
 }
 
 struct Kernels {
+  static constexpr bool kOneWave = false;
   template <class T, int V, int NVEC> static constexpr auto reg = rms_norm_reg<T, V, NVEC>;
   template <class T, int V> static constexpr auto loop = rms_norm_loop<T, V>;
 };

@@ -163,12 +163,12 @@ TEST(CudaRows, RowLengthsAndCounts) {
     }
 }
 
-TEST(CudaRows, BlocksLoopOverMoreRowsThanFitOnTheDevice) {
+TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
   LORAOPS_REQUIRE_GPU();
-  // 300000 rows of 1: 128 rows per block, more blocks than are resident at once.
+  // 300000 rows of 1: 128 rows per block, 2344 blocks, more than are resident at once.
   for (DType t : kAllDTypes)
     for (Op op : kOps) check_shape(op, t, {300000, 1}, false);
-  // 5000 rows of 1100 float32: 96 threads per row, a block per row, more rows than blocks.
+  // 5000 rows of 1100 float32: 96 threads per row, a block per row, more blocks than resident.
   for (Op op : kOps) check_shape(op, DType::Float32, {5000, 1100}, false);
 }
 
