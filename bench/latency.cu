@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/params.hpp"
+#include "core/validate.hpp"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -469,6 +470,30 @@ int main(int argc, char** argv) {
     auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
     cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
     cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
+    // The row kernels' two grids side by side (weight and bias present, as in the rowwise bench).
+    void* wb = filled(loraops::DType::BFloat16, 2 * 4096, 13);  // weight, then bias (their first cols)
+    auto rp = [=](const loraops::Tensor& x, const loraops::Tensor& y) {
+      loraops::detail::RowParams p;
+      p.dtype = loraops::DType::BFloat16;
+      p.x = loraops::detail::rows_view(x);
+      p.out = loraops::detail::rows_view(y);
+      p.eps = 1e-5f;
+      p.weight = wb;
+      p.bias = static_cast<const char*>(wb) + 4096 * 2;
+      return p;
+    };
+    using loraops::cuda::RowGrid;
+    for (const auto& [gname, grid] : {std::pair{std::string("one wave"), RowGrid::OneWave},
+                                      std::pair{std::string("per row group"), RowGrid::PerRowGroup}}) {
+      for (const auto& [shape, x, y] : {std::tuple{std::string("16384x4096"), tx, ty},
+                                        std::tuple{std::string("65536x1024"), tx2, ty2}}) {
+        const loraops::detail::RowParams p = rp(x, y);
+        const std::string tail = " bf16 " + shape + ", " + gname;
+        cases.push_back({"grid softmax" + tail, [=] { loraops::cuda::softmax_custom_with(p, s, grid); }, moved, 200});
+        cases.push_back({"grid rms_norm" + tail, [=] { loraops::cuda::rms_norm_custom_with(p, s, grid); }, moved, 200});
+        cases.push_back({"grid layer_norm" + tail, [=] { loraops::cuda::layer_norm_custom_with(p, s, grid); }, moved, 200});
+      }
+    }
   }
 
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.

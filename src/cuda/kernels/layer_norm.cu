@@ -202,4 +202,8 @@ void layer_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "layer_norm");
 }
 
+void layer_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
+  run_row_op<Kernels>(p, stream, "layer_norm", grid);
+}
+
 }  // namespace loraops::cuda

@@ -20,6 +20,7 @@
 
 #include "core/params.hpp"
 #include "cuda/common.cuh"
+#include "cuda/kernels.hpp"
 
 namespace loraops::cuda::rows {
 
@@ -467,8 +468,7 @@ void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& 
 // Op::loop<T, V> (rows too long for registers).
 // Picks the kernel for a plan (looped, or 1/2/4/8 vectors per thread) and launches it.
 template <class Op, class T, int V>
-void launch_plan(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
-  const bool w = Op::kOneWave;
+void launch_plan(const RowParams& p, const RowPlan& pl, bool w, cudaStream_t s) {
   if (pl.looped) return launch_rows(Op::template loop<T, V>, pl, p, w, s);
   switch (pl.nvec) {
     case 1: return launch_rows(Op::template reg<T, V, 1>, pl, p, w, s, pl.tpr);
@@ -481,15 +481,16 @@ void launch_plan(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
 // The entry point every row op shares: skip empty work, pick the device, turn the dtype into a
 // type and the alignment into a vector width, plan, launch on the caller's stream, check.
 template <class Op>
-void run_row_op(const RowParams& p, void* stream, const char* name) {
+void run_row_op(const RowParams& p, void* stream, const char* name, RowGrid grid = RowGrid::Auto) {
   if (p.x.rows == 0 || p.x.cols == 0) return;
   DeviceGuard guard(p.device_index);
   auto s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const RowPlan pl = plan_rows<T>(p);
-    if (pl.v > 1) launch_plan<Op, T, 16 / sizeof(T)>(p, pl, s);
-    else launch_plan<Op, T, 1>(p, pl, s);
+    const bool one_wave = grid == RowGrid::Auto ? Op::kOneWave : grid == RowGrid::OneWave;
+    if (pl.v > 1) launch_plan<Op, T, 16 / sizeof(T)>(p, pl, one_wave, s);
+    else launch_plan<Op, T, 1>(p, pl, one_wave, s);
   });
   LORAOPS_CUDA_CHECK_LAUNCH(name);
 }

@@ -155,4 +155,8 @@ void softmax_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "softmax");
 }
 
+void softmax_custom_with(const RowParams& p, void* stream, RowGrid grid) {
+  run_row_op<Kernels>(p, stream, "softmax", grid);
+}
+
 }  // namespace loraops::cuda
