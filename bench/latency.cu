@@ -310,65 +310,37 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 4; ++i) bufs->push_back(filled(loraops::DType::BFloat16, size_t(4096) * 4096, 7u + i));
     unsigned* sink = static_cast<unsigned*>(filled(loraops::DType::Float32, 4096, 9));
     auto next = std::make_shared<int>(0);
-    const int blocks = 132 * 8;
-    cases.push_back({"read floor 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_kernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                          size_t(4096) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
+    // A case reading the next of the 4 buffers each call: read(buffer) launches the kernel.
+    auto rotating = [&](const std::string& name, std::function<void(const void*)> read) {
+      cases.push_back({name, [=] {
+                         const int i = *next;
+                         *next = (i + 1) % 4;
+                         read((*bufs)[size_t(i)]);
+                       },
+                       double(4096) * 4096 * 2});
+    };
+    const size_t vectors = size_t(4096) * 4096 * 2 / 16;
+    auto u4 = [](const void* b) { return static_cast<const uint4*>(b); };
+    auto u16 = [](const void* b) { return static_cast<const uint16_t*>(b); };
+    rotating("read floor 32 MiB rot", [=](const void* b) { read_kernel<<<132 * 8, 256, 0, s>>>(u4(b), vectors, sink); });
     // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
-    // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the whole-line loads) lost to the floor (9.0)
-    cases.push_back({"read floor 32 MiB rot, 2x16 warps/SM", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_kernel<<<2 * 132, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                            size_t(4096) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, 1 chunk in flight", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, L2::128B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, L2::256B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, 4 rows x 128 B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W block-linear 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_block_linear<<<4096 / 16, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                                 int64_t(16) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
+    // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the
+    // whole-line loads) lost to the floor (9.0)
+    rotating("read floor 32 MiB rot, 2x16 warps/SM",
+             [=](const void* b) { read_kernel<<<2 * 132, 512, 0, s>>>(u4(b), vectors, sink); });
+    rotating("read W decode pattern 32 MiB rot",
+             [=](const void* b) { read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, 1 chunk in flight",
+             [=](const void* b) { read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, L2::128B",
+             [=](const void* b) { read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, L2::256B",
+             [=](const void* b) { read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, 4 rows x 128 B",
+             [=](const void* b) { read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W block-linear 32 MiB rot", [=](const void* b) {
+      read_block_linear<<<4096 / 16, 512, 0, s>>>(u4(b), int64_t(16) * 4096 * 2 / 16, sink);
+    });
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
     L->scale = 0.0;
