@@ -144,8 +144,7 @@ __global__ void __launch_bounds__(kLoopThreads) softmax_loop(RowParams p) {
 }
 
 struct Kernels {
-  static constexpr bool kOneWave = false;
-  template <class T, int V, int NVEC> static constexpr auto reg = softmax_reg<T, V, NVEC>;
+  template <class T, int V, int NVEC, bool> static constexpr auto reg = softmax_reg<T, V, NVEC>;
   template <class T, int V> static constexpr auto loop = softmax_loop<T, V>;
 };
 
