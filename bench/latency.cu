@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/params.hpp"
+#include "core/validate.hpp"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -309,65 +310,37 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 4; ++i) bufs->push_back(filled(loraops::DType::BFloat16, size_t(4096) * 4096, 7u + i));
     unsigned* sink = static_cast<unsigned*>(filled(loraops::DType::Float32, 4096, 9));
     auto next = std::make_shared<int>(0);
-    const int blocks = 132 * 8;
-    cases.push_back({"read floor 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_kernel<<<blocks, 256, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                          size_t(4096) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
+    // A case reading the next of the 4 buffers each call: read(buffer) launches the kernel.
+    auto rotating = [&](const std::string& name, std::function<void(const void*)> read) {
+      cases.push_back({name, [=] {
+                         const int i = *next;
+                         *next = (i + 1) % 4;
+                         read((*bufs)[size_t(i)]);
+                       },
+                       double(4096) * 4096 * 2});
+    };
+    const size_t vectors = size_t(4096) * 4096 * 2 / 16;
+    auto u4 = [](const void* b) { return static_cast<const uint4*>(b); };
+    auto u16 = [](const void* b) { return static_cast<const uint16_t*>(b); };
+    rotating("read floor 32 MiB rot", [=](const void* b) { read_kernel<<<132 * 8, 256, 0, s>>>(u4(b), vectors, sink); });
     // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
-    // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the whole-line loads) lost to the floor (9.0)
-    cases.push_back({"read floor 32 MiB rot, 2x16 warps/SM", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_kernel<<<2 * 132, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                            size_t(4096) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, 1 chunk in flight", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, L2::128B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, L2::256B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W decode pattern, 4 rows x 128 B", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(
-                           static_cast<const uint16_t*>((*bufs)[size_t(i)]), 4096, sink);
-                     },
-                     double(4096) * 4096 * 2});
-    cases.push_back({"read W block-linear 32 MiB rot", [=] {
-                       const int i = *next;
-                       *next = (i + 1) % 4;
-                       read_block_linear<<<4096 / 16, 512, 0, s>>>(static_cast<const uint4*>((*bufs)[size_t(i)]),
-                                                                 int64_t(16) * 4096 * 2 / 16, sink);
-                     },
-                     double(4096) * 4096 * 2});
+    // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the
+    // whole-line loads) lost to the floor (9.0)
+    rotating("read floor 32 MiB rot, 2x16 warps/SM",
+             [=](const void* b) { read_kernel<<<2 * 132, 512, 0, s>>>(u4(b), vectors, sink); });
+    rotating("read W decode pattern 32 MiB rot",
+             [=](const void* b) { read_decode_pattern<2><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, 1 chunk in flight",
+             [=](const void* b) { read_decode_pattern<1><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, L2::128B",
+             [=](const void* b) { read_decode_pattern<2, 1><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, L2::256B",
+             [=](const void* b) { read_decode_pattern<2, 2><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W decode pattern, 4 rows x 128 B",
+             [=](const void* b) { read_decode_pattern<2, 0, true><<<4096 / 16, 512, 0, s>>>(u16(b), 4096, sink); });
+    rotating("read W block-linear 32 MiB rot", [=](const void* b) {
+      read_block_linear<<<4096 / 16, 512, 0, s>>>(u4(b), int64_t(16) * 4096 * 2 / 16, sink);
+    });
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, 1, 4096, 4096, 16, 4));
     LoraSetup* L = setups.back().get();
     L->scale = 0.0;
@@ -469,6 +442,30 @@ int main(int argc, char** argv) {
     auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
     cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
     cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
+    // The row kernels' two grids side by side (weight and bias present, as in the rowwise bench).
+    void* wb = filled(loraops::DType::BFloat16, 2 * 4096, 13);  // weight, then bias (their first cols)
+    auto rp = [=](const loraops::Tensor& x, const loraops::Tensor& y) {
+      loraops::detail::RowParams p;
+      p.dtype = loraops::DType::BFloat16;
+      p.x = loraops::detail::rows_view(x);
+      p.out = loraops::detail::rows_view(y);
+      p.eps = 1e-5f;
+      p.weight = wb;
+      p.bias = static_cast<const char*>(wb) + 4096 * 2;
+      return p;
+    };
+    using loraops::cuda::RowGrid;
+    for (const auto& [gname, grid] : {std::pair{std::string("one wave"), RowGrid::OneWave},
+                                      std::pair{std::string("per row group"), RowGrid::PerRowGroup}}) {
+      for (const auto& [shape, x, y] : {std::tuple{std::string("16384x4096"), tx, ty},
+                                        std::tuple{std::string("65536x1024"), tx2, ty2}}) {
+        const loraops::detail::RowParams p = rp(x, y);
+        const std::string tail = " bf16 " + shape + ", " + gname;
+        cases.push_back({"grid softmax" + tail, [=] { loraops::cuda::softmax_custom_with(p, s, grid); }, moved, 200});
+        cases.push_back({"grid rms_norm" + tail, [=] { loraops::cuda::rms_norm_custom_with(p, s, grid); }, moved, 200});
+        cases.push_back({"grid layer_norm" + tail, [=] { loraops::cuda::layer_norm_custom_with(p, s, grid); }, moved, 200});
+      }
+    }
   }
 
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.

@@ -6,7 +6,8 @@
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
 #   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it (a|b: either); NCU_CASE=text
-#   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches).
+#   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches; a|b: a
+#   profile of each).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; PYTEST=0 skips only pytest; ONLY_PY=1 skips the C++ tests and
 #   loraops_latency (the build stays: the bench's --cpp rows); SANITIZERS=0 skips memcheck and
@@ -57,10 +58,14 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
   # NCU_CASE=text: Nsight Compute on the loraops_latency cases whose name contains it (speed of
   # light, occupancy, launch statistics, memory workload; NCU_KERNEL=regex picks the kernels).
   if [ -n "${NCU_CASE:-}" ]; then
-    step ncu ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-count "${NCU_COUNT:-4}" \
-      --section SpeedOfLight --section Occupancy --section LaunchStats \
-      --section MemoryWorkloadAnalysis --section WarpStateStats \
-      build/dev/loraops_latency 20 "$NCU_CASE"
+    # One profile per '|'-separated case (NCU_COUNT launches of each), so cases can be compared.
+    IFS='|' read -ra ncu_cases <<<"$NCU_CASE"
+    for i in "${!ncu_cases[@]}"; do
+      step "ncu_$i" ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-count "${NCU_COUNT:-4}" \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
+        build/dev/loraops_latency 20 "${ncu_cases[$i]}"
+    done
   fi
 fi
 if [ "${ONLY_CPP:-0}" != 1 ]; then

@@ -2,10 +2,9 @@
 // bfloat16 with fp32 sums and the population variance by a stable method (never E[x^2]-E[x]^2).
 // Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; the
 // mean is one group reduction, the sum of squared deviations from it a second one over the same
-// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic);
-// weight and bias stay in registers across the rows a thread does. Longer rows: one pass of
-// Welford/Chan merges (per vector, then across threads), then a pass that re-reads and writes.
-// Both work on x - x[0] (see stats below).
+// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic).
+// Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
+// that re-reads and writes. Both work on x - x[0] (see stats below).
 // A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
@@ -16,14 +15,21 @@ namespace {
 
 using namespace rows;
 
-template <class T, int V, int NVEC>
+template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 layer_norm_reg(RowParams p, int tpr) {
-  // Weight and bias stay in registers across rows up to 4 vectors per thread (80 registers).
-  // Reloading them per row above 2 vectors (47 registers) was tried on the H200: bf16
-  // 16384x4096 stayed at 79% of copy, 65536x1024 fell from 86% to 82% and the seed shape's graph
-  // time rose from 2.3 to 3.0 µs, so register pressure is not what holds layer_norm back.
-  constexpr bool kHold = NVEC <= 4;
+  // Up to 4 vectors per thread the row is converted once into fp32 registers, shifted (u = x -
+  // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
+  // 23 instructions per element with the row kept packed (three conversions and three shifts per
+  // element; the scheduler issued 76% of cycles), against 15 for softmax, which keeps fp32 values.
+  // 8 vectors per thread (up to 1024 threads) keeps the row packed: 64 floats would spill.
+  constexpr bool kKeep = NVEC <= 4;
+  // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
+  // cost no occupancy) loaded with the first row and held in registers (104 of them at bf16 4
+  // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
+  // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
+  // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
+  constexpr bool kHold = kKeep && kWave;
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -34,71 +40,97 @@ layer_norm_reg(RowParams p, int tpr) {
   for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
     const int64_t row = r0 + g.slot;
     const bool active = row < p.x.rows;
-    w.refresh();
-    b.refresh();
     // Both row addresses up front: for views that need divisions, nothing else is live yet.
     const T* xr = row_ptr<const T>(p.x, active ? row : 0);
     T* yr = row_ptr<T>(p.out, active ? row : 0);
     Vec<T, V> v[NVEC];
+    auto load_row = [&](bool last) {
 #pragma unroll
-    for (int k = 0; k < NVEC; ++k) {
-      const int c = k * tpr + g.t;
-      v[k] = active && c < nv ? load_last<T, V>(vec_ptr<V>(xr, c, p.x.col_stride)) : splat<T, V>(0.f);
-    }
+      for (int k = 0; k < NVEC; ++k) {
+        const int c = k * tpr + g.t;
+        const T* q = vec_ptr<V>(xr, c, p.x.col_stride);
+        v[k] = !(active && c < nv) ? splat<T, V>(0.f) : last ? load_last<T, V>(q) : load<T, V>(q);
+      }
+    };
+    load_row(true);
+    // After the row's loads are issued: holding weight and bias waits for them (an L2 round trip
+    // before the first row's loads left, when the refresh came first).
+    w.refresh();
+    b.refresh();
     // The shift: every thread reads the row's first element itself (one broadcast load, in flight
     // with the others) rather than wait for a shuffle or a barrier.
     const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
-    // The statistics of the row scaled by xs (1, or a power of two for a rescued row), as the CPU
-    // custom kernel computes them: the corrected two-pass method on x - x0. The shift keeps data
-    // far from zero (1e4 + noise) small and exact, and the mean is x0 + m, never rounded to a float
-    // near x0; the second pass sums the deviations u = (x - x0) - d and their squares, whose mean
-    // c is the rounding error of d: it corrects the mean and the variance without cancelling.
-    auto stats = [&](float xs, float& m, float& var) {
-      const float x0s = x0 * xs;
+    // u = x * xs - x0 * xs: the row scaled by xs (1, or a power of two for a rescued row) and
+    // shifted, held in fp32 (kKeep) or recomputed from the packed row at each use.
+    float xs = 1.f, x0s = x0;
+    float u[kKeep ? NVEC : 1][V];
+    auto fill = [&] {
+      if constexpr (kKeep) {
+#pragma unroll
+        for (int k = 0; k < NVEC; ++k)
+#pragma unroll
+          for (int j = 0; j < V; ++j) u[k][j] = fmaf(v[k][j], xs, -x0s);
+      }
+    };
+    auto at = [&](int k, int j) {
+      if constexpr (kKeep) return u[k][j];
+      else return fmaf(v[k][j], xs, -x0s);
+    };
+    // The statistics as the CPU custom kernel computes them: the corrected two-pass method on u.
+    // The shift keeps data far from zero (1e4 + noise) small and exact, and the mean is x0 + m,
+    // never rounded to a float near x0; the second pass sums the deviations e = u - d and their
+    // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
+    // without cancelling.
+    auto stats = [&](float& m, float& var) {
       float s = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
 #pragma unroll
-        for (int j = 0; j < V; ++j) s += fmaf(v[k][j], xs, -x0s);
+        for (int j = 0; j < V; ++j) s += at(k, j);
       }
       const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;
-      launder(v);
+      if constexpr (!kKeep) launder(v);
       Sum2Op q{0.f, 0.f};
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
 #pragma unroll
         for (int j = 0; j < V; ++j) {
-          const float u = fmaf(v[k][j], xs, -x0s) - d;
-          q.a += u;
-          q.b = fmaf(u, u, q.b);
+          const float e = at(k, j) - d;
+          q.a += e;
+          q.b = fmaf(e, e, q.b);
         }
       }
       q = group_reduce(q, g, red, parity);
-      launder(v);
+      if constexpr (!kKeep) launder(v);
       const float c = q.a * inv_n;
       m = d + c;
       var = nanmax(fmaf(q.b, inv_n, -c * c), 0.f);
     };
-    float m, var, xs = 1.f, eps = p.eps;
-    stats(1.f, m, var);
+    fill();
+    float m, var, eps = p.eps;
+    stats(m, var);
     const bool need = active && needs_rescale(var, p.eps);
     if (__any_sync(~0u, need)) {  // the whole warp: the reductions shuffle over all of it
+      // Never on ordinary data. The fp32 copy has dropped the row: it is read again (plain loads:
+      // nothing has been written yet, even in place).
+      if constexpr (kKeep) load_row(false);
       float a = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k)
 #pragma unroll
         for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[k][j]));
       a = group_reduce(MaxOp{a}, g, red, parity).v;
-      launder(v);
       const bool ok = a > 0.f && a <= FLT_MAX;  // else inf/NaN/0 rows: the plain result is right
-      const float sc = ok ? pow2_scale(a) : 1.f;
-      float m2, var2;
-      stats(sc, m2, var2);
-      if (need && ok) xs = sc, m = m2, var = var2, eps = p.eps * sc * sc;
+      // Rows that need no rescue compute the same statistics again (xs = 1).
+      xs = need && ok ? pow2_scale(a) : 1.f;
+      x0s = x0 * xs;
+      fill();
+      stats(m, var);
+      eps = p.eps * xs * xs;
     }
-    const float r = rsqrtf(var + eps), x0s = x0 * xs;
+    const float r = rsqrtf(var + eps);
 #pragma unroll
     for (int k = 0; k < NVEC; ++k) {
       const int c = k * tpr + g.t;
@@ -106,8 +138,7 @@ layer_norm_reg(RowParams p, int tpr) {
       const Vec<T, V> wk = w.get(k, c), bk = b.get(k, c);
       float y[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j)
-        y[j] = fmaf((fmaf(v[k][j], xs, -x0s) - m) * r, wk[j], bk[j]);
+      for (int j = 0; j < V; ++j) y[j] = fmaf((at(k, j) - m) * r, wk[j], bk[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     }
   }
@@ -191,7 +222,8 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
 }
 
 struct Kernels {
-  template <class T, int V, int NVEC> static constexpr auto reg = layer_norm_reg<T, V, NVEC>;
+  template <class T, int V, int NVEC, bool kWave>
+  static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave>;
   template <class T, int V> static constexpr auto loop = layer_norm_loop<T, V>;
 };
 
@@ -199,6 +231,10 @@ struct Kernels {
 
 void layer_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "layer_norm");
+}
+
+void layer_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
+  run_row_op<Kernels>(p, stream, "layer_norm", grid);
 }
 
 }  // namespace loraops::cuda

@@ -319,11 +319,15 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
 // H200). In the mma's operand, lane (g, c) holds tile row g: here physical row g / 2, half g % 2
 // of the 128-byte chunk. Each token takes two columns of the n8 tile, one per half, its x
 // halves placed to match: D[2ρ][2τ] + D[2ρ+1][2τ+1] is row ρ's dot product with token τ over the
-// chunk (the other two entries multiply mismatched halves and are dropped). 4 tokens per tile.
-template <class T, int NT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lora_decode_mma_paired(DecodeArgs a) {
+// chunk (the other two entries multiply mismatched halves and are dropped). 4 tokens: one tile
+// (2 and 4 tiles ran no faster than lora_decode_mma at m = 8 and 16: 15.98 and 15.57 µs against
+// 15.16, H200 2026-11-29), 16 warps at <= 64 registers, two blocks per SM.
+constexpr int kPairedWarps = 16, kPairedTokens = 4;
+
+template <class T>
+__global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(DecodeArgs a) {
   constexpr int U = 2;  // chunks in flight per warp
-  constexpr int R = 16, TOK = 4 * NT;
+  constexpr int R = 16, TOK = kPairedTokens, WARPS = kPairedWarps;
   extern __shared__ float red[];  // [WARPS][R][TOK]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * R;
@@ -341,20 +345,16 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lor
       const int64_t n = n0 + 8 * p + 4 * h + (lane >> 3);
       wrow[p][h] = w + (n < a.n ? n : 0) * a.w.rs + piece;
     }
-  // Tile column g: token g / 2 of the tile, half g % 2, whose piece (g % 2) * 32 + c * 8 is the
-  // lane's own W piece: x and W line up k for k.
-  const T* xrow[NT];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int64_t m = nt * 4 + (g >> 1);
-    xrow[nt] = x + a.x.row_offset(m < a.m ? m : 0) + piece;
-  }
+  // Tile column g: token g / 2, half g % 2, whose piece (g % 2) * 32 + c * 8 is the lane's own
+  // W piece: x and W line up k for k.
+  const int64_t m = g >> 1;
+  const T* xrow = x + a.x.row_offset(m < a.m ? m : 0) + piece;
   prefetch_epilogue<T>(a, n0);
 
-  float acc[2][NT][4] = {};
+  float acc[2][4] = {};
   const int64_t chunks = (a.k + 63) / 64;
   for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(WARPS) * U) {
-    uint4 wv[U][2][2], xv[U][NT];
+    uint4 wv[U][2][2], xv[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t k = (ch0 + int64_t(u) * WARPS) * 64;
@@ -363,8 +363,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lor
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int h = 0; h < 2; ++h) wv[u][p][h] = in ? load_stream(wrow[p][h] + k) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) xv[u][nt] = in ? load_shared_ro(xrow[nt] + k) : make_uint4(0, 0, 0, 0);
+      xv[u] = in ? load_shared_ro(xrow + k) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u)
@@ -372,11 +371,8 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lor
       for (int p = 0; p < 2; ++p)
 #pragma unroll
         for (int q = 0; q < 2; ++q)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            mma16816<T>(acc[p][nt], word(wv[u][p][0], 2 * q), word(wv[u][p][1], 2 * q),
-                        word(wv[u][p][0], 2 * q + 1), word(wv[u][p][1], 2 * q + 1),
-                        word(xv[u][nt], 2 * q), word(xv[u][nt], 2 * q + 1));
+          mma16816<T>(acc[p], word(wv[u][p][0], 2 * q), word(wv[u][p][1], 2 * q), word(wv[u][p][0], 2 * q + 1),
+                      word(wv[u][p][1], 2 * q + 1), word(xv[u], 2 * q), word(xv[u], 2 * q + 1));
   }
 
   // Accumulator: d0,d1 = tile row g, columns 2c, 2c+1 (token c, halves 0 and 1); d2,d3 = tile
@@ -384,19 +380,17 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && NT > 1 ? 1 : 2) lor
   // is tile row g ^ 1, in lane ^ 4.
   float* mine = red + warp * R * TOK;
 #pragma unroll
-  for (int p = 0; p < 2; ++p)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      float lo = (g & 1) ? acc[p][nt][1] : acc[p][nt][0];
-      float hi = (g & 1) ? acc[p][nt][3] : acc[p][nt][2];
-      lo += __shfl_xor_sync(0xffffffffu, lo, 4);
-      hi += __shfl_xor_sync(0xffffffffu, hi, 4);
-      if ((g & 1) == 0) {
-        const int tok = nt * 4 + c, row = 8 * p + (g >> 1);
-        mine[row * TOK + tok] = lo;
-        mine[(row + 4) * TOK + tok] = hi;
-      }
+  for (int p = 0; p < 2; ++p) {
+    float lo = (g & 1) ? acc[p][1] : acc[p][0];
+    float hi = (g & 1) ? acc[p][3] : acc[p][2];
+    lo += __shfl_xor_sync(0xffffffffu, lo, 4);
+    hi += __shfl_xor_sync(0xffffffffu, hi, 4);
+    if ((g & 1) == 0) {
+      const int tok = c, row = 8 * p + (g >> 1);
+      mine[row * TOK + tok] = lo;
+      mine[(row + 4) * TOK + tok] = hi;
     }
+  }
   __syncthreads();
   store_rows<T, WARPS, TOK>(a, red, n0);
 }
@@ -478,19 +472,17 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
 }
 
-template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  constexpr size_t smem = size_t(WARPS) * 16 * 8 * NT * sizeof(float);
+// A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
+template <int WARPS, int TOK>
+void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+  constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_kernel(lora_decode_mma<T, NT, WARPS>, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
+  launch_kernel(kernel, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma_paired(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  constexpr size_t smem = size_t(WARPS) * 16 * 4 * NT * sizeof(float);
-  static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_kernel(lora_decode_mma_paired<T, NT, WARPS>, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl,
-                a);
+void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
 }
 
 template <class T, int MT>
@@ -529,7 +521,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       // tiles run twice lora_decode_mma's mma per byte of W and measured no faster (H200,
       // 2026-11-29, m=16: 15.6 µs on 8 warps against 15.2; on 16 warps, one block per SM at
       // ~100-126 registers, 256 blocks took two waves: 21.4, and lora_decode_mma 23.1).
-      if (p.m <= 4) return launch_mma_paired<T, 1, 16>(a, stream, low_rank);
+      if (p.m <= kPairedTokens)
+        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, stream, low_rank);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
       if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);

@@ -26,7 +26,6 @@ rms_norm_reg(RowParams p, int tpr) {
   for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
     const int64_t row = r0 + g.slot;
     const bool active = row < p.x.rows;
-    w.refresh();
     // Both row addresses up front: for views that need divisions, nothing else is live yet.
     const T* xr = row_ptr<const T>(p.x, active ? row : 0);
     T* yr = row_ptr<T>(p.out, active ? row : 0);
@@ -36,6 +35,7 @@ rms_norm_reg(RowParams p, int tpr) {
       const int c = k * tpr + g.t;
       v[k] = active && c < nv ? load_last<T, V>(vec_ptr<V>(xr, c, p.x.col_stride)) : splat<T, V>(0.f);
     }
+    w.refresh();  // after the loads: a block's first row does not wait for the weight
     auto sum_sq = [&](float xs) {
       float s = 0.f;
 #pragma unroll
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kLoopThreads) rms_norm_loop(RowParams p) {
 }
 
 struct Kernels {
-  template <class T, int V, int NVEC> static constexpr auto reg = rms_norm_reg<T, V, NVEC>;
+  template <class T, int V, int NVEC, bool> static constexpr auto reg = rms_norm_reg<T, V, NVEC>;
   template <class T, int V> static constexpr auto loop = rms_norm_loop<T, V>;
 };
 
@@ -135,6 +135,10 @@ struct Kernels {
 
 void rms_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "rms_norm");
+}
+
+void rms_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
+  run_row_op<Kernels>(p, stream, "rms_norm", grid);
 }
 
 }  // namespace loraops::cuda

@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kLoopThreads) softmax_loop(RowParams p) {
 }
 
 struct Kernels {
-  template <class T, int V, int NVEC> static constexpr auto reg = softmax_reg<T, V, NVEC>;
+  template <class T, int V, int NVEC, bool> static constexpr auto reg = softmax_reg<T, V, NVEC>;
   template <class T, int V> static constexpr auto loop = softmax_loop<T, V>;
 };
 
@@ -152,6 +152,10 @@ struct Kernels {
 
 void softmax_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "softmax");
+}
+
+void softmax_custom_with(const RowParams& p, void* stream, RowGrid grid) {
+  run_row_op<Kernels>(p, stream, "softmax", grid);
 }
 
 }  // namespace loraops::cuda

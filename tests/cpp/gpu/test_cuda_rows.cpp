@@ -163,13 +163,17 @@ TEST(CudaRows, RowLengthsAndCounts) {
     }
 }
 
-TEST(CudaRows, BlocksLoopOverMoreRowsThanFitOnTheDevice) {
+TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
   LORAOPS_REQUIRE_GPU();
-  // 300000 rows of 1: 128 rows per block, more blocks than are resident at once.
+  // 300000 rows of 1: 128 rows per block, 2344 blocks, more than are resident at once.
   for (DType t : kAllDTypes)
     for (Op op : kOps) check_shape(op, t, {300000, 1}, false);
-  // 5000 rows of 1100 float32: 96 threads per row, a block per row, more rows than blocks.
+  // 5000 rows of 1100 float32: 96 threads per row, a block per row, more blocks than resident.
   for (Op op : kOps) check_shape(op, DType::Float32, {5000, 1100}, false);
+  // 20000 rows of 1024, every dtype: more row groups than resident blocks, where layer_norm loads
+  // weight and bias at the write instead of holding them (fewer rows take the holding kernel).
+  for (DType t : kAllDTypes)
+    for (Op op : kOps) check_shape(op, t, {20000, 1024}, false);
 }
 
 // Strided views of x: each is read through the general row addressing, with 16-byte vectors where
