@@ -61,6 +61,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
     # One profile per '|'-separated case (NCU_COUNT launches of each), so cases can be compared.
     IFS='|' read -ra ncu_cases <<<"$NCU_CASE"
     for i in "${!ncu_cases[@]}"; do
+      [ -n "${ncu_cases[$i]}" ] || continue  # a||b: an empty case would profile every case
       step "ncu_$i" ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-count "${NCU_COUNT:-4}" \
         --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \

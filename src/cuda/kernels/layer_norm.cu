@@ -22,7 +22,8 @@ layer_norm_reg(RowParams p, int tpr) {
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
   // element; the scheduler issued 76% of cycles), against 15 for softmax, which keeps fp32 values.
-  // 8 vectors per thread (up to 1024 threads) keeps the row packed: 64 floats would spill.
+  // 8 vectors per thread (up to 1024 threads, 64 registers) keeps the row packed: up to 64 floats
+  // would spill.
   constexpr bool kKeep = NVEC <= 4;
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
   // cost no occupancy) loaded with the first row and held in registers (104 of them at bf16 4
@@ -57,8 +58,8 @@ layer_norm_reg(RowParams p, int tpr) {
     // before the first row's loads left, when the refresh came first).
     w.refresh();
     b.refresh();
-    // The shift: every thread reads the row's first element itself (one broadcast load, in flight
-    // with the others) rather than wait for a shuffle or a barrier.
+    // The shift: every thread reads the row's first element itself (one broadcast load) rather
+    // than wait for a shuffle or a barrier.
     const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
     // u = x * xs - x0 * xs: the row scaled by xs (1, or a power of two for a rescued row) and
     // shifted, held in fp32 (kKeep) or recomputed from the packed row at each use.

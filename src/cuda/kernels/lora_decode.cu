@@ -517,10 +517,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
-      // Up to 4 tokens, the paired layout (whole 128-byte lines per load). Above, its 2 and 4
-      // tiles run twice lora_decode_mma's mma per byte of W and measured no faster (H200,
-      // 2026-11-29, m=16: 15.6 µs on 8 warps against 15.2; on 16 warps, one block per SM at
-      // ~100-126 registers, 256 blocks took two waves: 21.4, and lora_decode_mma 23.1).
+      // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
+      // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
         return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, stream, low_rank);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.

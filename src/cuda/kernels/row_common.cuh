@@ -6,8 +6,9 @@
 // several groups share a warp and reduce with shuffles only. Long rows: tpr > 32 is a multiple of
 // 32 and the group is the whole block (one smem exchange per reduction). Thread t of a group owns
 // vectors t, t+tpr, t+2*tpr, ... of its row (consecutive threads read consecutive 16 bytes).
-// Blocks loop over rows with a stride of the grid, the loop bound being the same for every thread
-// of a block, so every thread of a warp takes part in every shuffle and barrier.
+// The grid has a block per row group; the kernels still loop over rows with a stride of the grid
+// (a diagnostic one-wave grid, or more than 2^31 - 1 groups), the loop bound being the same for
+// every thread of a block, so every thread of a warp takes part in every shuffle and barrier.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,8 +37,9 @@ constexpr int kLoopThreads = 1024;
 constexpr int kLoopUnroll = 4;  // vectors in flight per thread per trip of the looped kernels
 constexpr int kShortRowBlock = 128;
 
-// NVEC <= 4 rows use at most 256 threads per row (so the kernel may keep weight and bias in
-// registers); NVEC = 8 up to 1024.
+// NVEC <= 4 rows use at most 256 threads per row, so a kernel may spend registers on fp32 copies
+// of the row (softmax's exponentials, layer_norm's shifted row) or on holding weight and bias;
+// NVEC = 8 up to 1024 (64 registers).
 constexpr int reg_max_threads(int nvec) { return nvec <= 4 ? 256 : kMaxThreads; }
 
 // ---- vectors -------------------------------------------------------------------------------------
@@ -216,7 +218,8 @@ struct Affine {
 
 // weight or bias as a register-resident kernel sees it: held in registers across rows (kHold:
 // vector k of this thread's columns, loaded once), or loaded at each use (long rows, where holding
-// it would cost the registers that keep two blocks per SM).
+// it would cost the registers that keep two blocks per SM; layer_norm on a full grid, where it
+// would cost occupancy).
 template <class T, int V, int NVEC, bool kHold>
 struct RowAffine {
   Affine<T, V> a;
@@ -460,7 +463,7 @@ inline int64_t row_groups(const RowPlan& pl, const RowParams& p) {
 // blocks (5% ahead of a capped grid that loops), the block scheduler now keeps every SM fed to
 // the end (softmax bf16 16384x4096 3534 -> 3797 GB/s, rms_norm 3589 -> 3773, H200 2026-11-29).
 // one_wave: the old grid, one wave of resident blocks looping over the rows (loraops_latency
-// times both).
+// times both; for layer_norm it also picks the kernel that holds weight and bias, kWave).
 template <class... Params, class... Args>
 void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, bool one_wave,
                  cudaStream_t stream, Args... args) {

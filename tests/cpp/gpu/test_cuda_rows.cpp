@@ -165,7 +165,7 @@ TEST(CudaRows, RowLengthsAndCounts) {
 
 TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
   LORAOPS_REQUIRE_GPU();
-  // 300000 rows of 1: 128 rows per block, 2344 blocks, more than are resident at once.
+  // 300000 rows of 1: 128 rows per block, 2344 blocks, more than are resident at once (H200).
   for (DType t : kAllDTypes)
     for (Op op : kOps) check_shape(op, t, {300000, 1}, false);
   // 5000 rows of 1100 float32: 96 threads per row, a block per row, more blocks than resident.
