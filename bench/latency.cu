@@ -442,29 +442,22 @@ int main(int argc, char** argv) {
     auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
     cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
     cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
-    // The row kernels' two grids side by side (weight and bias present, as in the rowwise bench).
-    void* wb = filled(loraops::DType::BFloat16, 2 * 4096, 13);  // weight, then bias (their first cols)
-    auto rp = [=](const loraops::Tensor& x, const loraops::Tensor& y) {
-      loraops::detail::RowParams p;
-      p.dtype = loraops::DType::BFloat16;
-      p.x = loraops::detail::rows_view(x);
-      p.out = loraops::detail::rows_view(y);
-      p.eps = 1e-5f;
-      p.weight = wb;
-      p.bias = static_cast<const char*>(wb) + 4096 * 2;
-      return p;
+    // With weight and bias, as in the rowwise bench (its layer_norm 4096x32768 too: 8 vectors a
+    // thread).
+    const int64_t shp3[2] = {4096, 32768};
+    auto tx3 = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp3, dev);
+    auto ty3 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp3, dev);
+    void* wb = filled(loraops::DType::BFloat16, 2 * 32768, 13);  // weight, then bias
+    auto affine = [=](int64_t cols, int which) {
+      const int64_t n[1] = {cols};
+      return loraops::Tensor::contiguous(static_cast<char*>(wb) + which * 32768 * 2, loraops::DType::BFloat16, 1, n, dev);
     };
-    using loraops::cuda::RowGrid;
-    for (const auto& [gname, grid] : {std::pair{std::string("one wave"), RowGrid::OneWave},
-                                      std::pair{std::string("per row group"), RowGrid::PerRowGroup}}) {
-      for (const auto& [shape, x, y] : {std::tuple{std::string("16384x4096"), tx, ty},
-                                        std::tuple{std::string("65536x1024"), tx2, ty2}}) {
-        const loraops::detail::RowParams p = rp(x, y);
-        const std::string tail = " bf16 " + shape + ", " + gname;
-        cases.push_back({"grid softmax" + tail, [=] { loraops::cuda::softmax_custom_with(p, s, grid); }, moved, 200});
-        cases.push_back({"grid rms_norm" + tail, [=] { loraops::cuda::rms_norm_custom_with(p, s, grid); }, moved, 200});
-        cases.push_back({"grid layer_norm" + tail, [=] { loraops::cuda::layer_norm_custom_with(p, s, grid); }, moved, 200});
-      }
+    for (const auto& [shape, x, y, cols] : {std::tuple{std::string("16384x4096"), tx, ty, int64_t(4096)},
+                                            std::tuple{std::string("65536x1024"), tx2, ty2, int64_t(1024)},
+                                            std::tuple{std::string("4096x32768"), tx3, ty3, int64_t(32768)}}) {
+      const loraops::Tensor w = affine(cols, 0), b = affine(cols, 1);
+      cases.push_back({"affine rms_norm bf16 " + shape, [=] { loraops::rms_norm(x, &w, 1e-6, y, custom); }, moved, 200});
+      cases.push_back({"affine layer_norm bf16 " + shape, [=] { loraops::layer_norm(x, &w, &b, 1e-5, y, custom); }, moved, 200});
     }
   }
 

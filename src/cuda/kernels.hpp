@@ -13,13 +13,6 @@ void activation_custom(const detail::RowParams& p, void* stream);
 void softmax_custom(const detail::RowParams& p, void* stream);
 void rms_norm_custom(const detail::RowParams& p, void* stream);
 void layer_norm_custom(const detail::RowParams& p, void* stream);
-// The row kernels' grid, for loraops_latency, which times both: one wave of resident blocks that
-// loop over the rows, or a block per row group (Auto: what the *_custom functions pick). For
-// layer_norm OneWave also takes the kernel that holds weight and bias in registers.
-enum class RowGrid { Auto, OneWave, PerRowGroup };
-void softmax_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
-void rms_norm_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
-void layer_norm_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
 
 // vendor/matmul_cublaslt.cpp
 void matmul_vendor(const detail::MatmulParams& p, void* stream);

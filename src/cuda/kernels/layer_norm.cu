@@ -22,9 +22,8 @@ layer_norm_reg(RowParams p, int tpr) {
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
   // element; the scheduler issued 76% of cycles), against 15 for softmax, which keeps fp32 values.
-  // 8 vectors per thread (up to 1024 threads, 64 registers) keeps the row packed: up to 64 floats
-  // would spill.
-  constexpr bool kKeep = NVEC <= 4;
+  // 8 vectors per thread keeps the row packed (keep_fp32_row).
+  constexpr bool kKeep = keep_fp32_row(NVEC);
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
   // cost no occupancy) loaded with the first row and held in registers (104 of them at bf16 4
   // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
@@ -54,13 +53,13 @@ layer_norm_reg(RowParams p, int tpr) {
       }
     };
     load_row(true);
+    // The shift: every thread reads the row's first element itself (one broadcast load, in flight
+    // with the row's) rather than wait for a shuffle or a barrier.
+    const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
     // After the row's loads are issued: holding weight and bias waits for them (an L2 round trip
     // before the first row's loads left, when the refresh came first).
     w.refresh();
     b.refresh();
-    // The shift: every thread reads the row's first element itself (one broadcast load) rather
-    // than wait for a shuffle or a barrier.
-    const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
     // u = x * xs - x0 * xs: the row scaled by xs (1, or a power of two for a rescued row) and
     // shifted, held in fp32 (kKeep) or recomputed from the packed row at each use.
     float xs = 1.f, x0s = x0;
@@ -123,6 +122,7 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[k][j]));
       a = group_reduce(MaxOp{a}, g, red, parity).v;
+      if constexpr (!kKeep) launder(v);  // or the max loop's conversions stay live into stats
       const bool ok = a > 0.f && a <= FLT_MAX;  // else inf/NaN/0 rows: the plain result is right
       // Rows that need no rescue compute the same statistics again (xs = 1).
       xs = need && ok ? pow2_scale(a) : 1.f;
@@ -223,8 +223,10 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
 }
 
 struct Kernels {
+  // Only a kernel that keeps its row in fp32 holds weight and bias (kHold): the others are the
+  // same kernel either way, which launch_reg then sees.
   template <class T, int V, int NVEC, bool kWave>
-  static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave>;
+  static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave && keep_fp32_row(NVEC)>;
   template <class T, int V> static constexpr auto loop = layer_norm_loop<T, V>;
 };
 
@@ -232,10 +234,6 @@ struct Kernels {
 
 void layer_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "layer_norm");
-}
-
-void layer_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "layer_norm", grid);
 }
 
 }  // namespace loraops::cuda

@@ -138,8 +138,4 @@ void rms_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "rms_norm");
 }
 
-void rms_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "rms_norm", grid);
-}
-
 }  // namespace loraops::cuda

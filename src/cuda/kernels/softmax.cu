@@ -51,7 +51,7 @@ softmax_reg(RowParams p, int tpr) {
     // unit's two would take half the memory time; bf16 16384x4096 went from 3343 to 3467-3546
     // GB/s, H200 2026-11-29). With 8 vectors per thread (up to 1024 threads, 64 registers) they would
     // spill: the write pass computes them again.
-    constexpr bool kKeep = NVEC <= 4;
+    constexpr bool kKeep = keep_fp32_row(NVEC);
     float e[kKeep ? NVEC : 1][V];
     float s = 0.f;
 #pragma unroll
@@ -152,10 +152,6 @@ struct Kernels {
 
 void softmax_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "softmax");
-}
-
-void softmax_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "softmax", grid);
 }
 
 }  // namespace loraops::cuda

@@ -308,7 +308,9 @@ TEST(CudaRows, NormSpecialRows) {
         {1e4f, kFill},                      // far from zero
         {0.f},
     };
-    for (int64_t cols : {4, 1000, 66000})
+    // 16384: 8 vectors a thread (the row kept packed), 1000: 4 (layer_norm's fp32 copy), 66000:
+    // the looped kernel.
+    for (int64_t cols : {4, 1000, 16384, 66000})
       for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
         Mirror x(rows_of(t, patterns, cols, -1.f, 1.f));
         const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
@@ -359,6 +361,21 @@ TEST(CudaRows, InPlace) {
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         x.dev.to_host();
         EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " " << shape[1];
+      }
+  // Rows the norms rescue (squares overflow fp32), in place: layer_norm reads such a row again
+  // from memory after its first statistics, which must still find x, not y.
+  for (DType t : {DType::Float32, DType::BFloat16})
+    for (int64_t cols : {1023, 4096, 16384})
+      for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
+        HostTensor h = rows_of(t, {{1e30f, kFill, -1e30f, kFill}, {kFill}}, cols, -1.f, 1.f);
+        HostTensor ref(t, {2, cols});
+        call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
+        Mirror x(std::move(h));
+        const Tensor v = x.on_device(x.host.view());
+        call(op, v, {}, v, {.impl = Impl::Custom});
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        x.dev.to_host();
+        EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " rescued " << cols;
       }
 }
 
