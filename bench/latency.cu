@@ -23,6 +23,7 @@
 
 #include "core/params.hpp"
 #include "core/validate.hpp"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -38,6 +39,7 @@ namespace {
   } while (0)
 
 __global__ void empty_kernel() {}
+__global__ void empty_dependent_kernel() { loraops::cuda::await_previous_kernel(); }
 
 // The read floor: every 16-byte vector of `n` read once, 4 loads in flight per thread, one value
 // per block written (so the loads are not dead). What one pass over W could take at best.
@@ -294,6 +296,22 @@ int main(int argc, char** argv) {
       {"silu [4,16,1024] fp32",
        [&] { loraops::activation(xv, loraops::Activation::Silu, yv, ex); }},
   };
+  // The same without programmatic dependent launch (the row ops and activations use it), and the
+  // empty kernel with it: what the overlap of one launch with the previous kernel's tail buys.
+  {
+    const size_t n_seed = cases.size();
+    for (size_t i = 1; i < n_seed; ++i) {
+      auto fn = cases[i].fn;
+      cases.push_back({cases[i].name + ", no PDL", [fn] {
+                         loraops::cuda::set_dependent_launch(false);
+                         fn();
+                         loraops::cuda::set_dependent_launch(true);
+                       }});
+    }
+    cases.push_back({"empty kernel, dependent launch", [&] {
+                       loraops::cuda::launch_dependent(empty_dependent_kernel, dim3(1), dim3(32), 0, s);
+                     }});
+  }
   // LoRA: the seed shapes (fp32, one token, r = 8; hot) and decode (bf16, rotating weights).
   const loraops::Exec custom{.impl = loraops::Impl::Custom, .stream = s};
   const loraops::Exec vendor{.impl = loraops::Impl::Vendor, .stream = s};

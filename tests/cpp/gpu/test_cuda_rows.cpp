@@ -379,6 +379,43 @@ TEST(CudaRows, InPlace) {
       }
 }
 
+// The row ops and activations launch as programmatic dependents of the kernel before them: they
+// may start while it runs, and wait for it before touching memory. A chain of ops back to back
+// on one stream, no sync between, each reading the previous output and writing what the one
+// before read, must give what the reference gives step by step (a kernel that read early would
+// see poison or stale values).
+TEST(CudaRows, BackToBackOpsKeepStreamOrder) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{64, 1024}, {4096, 1024}, {8, 33}}) {
+    const DType t = DType::Float32;
+    const int64_t cols = shape.back();
+    const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+    const AffineArg bias = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+    HostTensor ha = random_tensor(t, shape, -2.f, 2.f), hb(t, shape);
+    Mirror a{HostTensor(ha)};
+    HostTensor got_b(t, shape);
+    DeviceTensor b(got_b);
+    b.poison();
+    CUDA_OK(cudaDeviceSynchronize());
+    auto chain = [&](const Tensor& ta, const Tensor& tb, const Tensor* tw, const Tensor* tbias, const Exec& ex) {
+      for (int i = 0; i < 4; ++i) {
+        softmax(ta, -1, tb, ex);
+        rms_norm(tb, tw, 1e-6, ta, ex);
+        layer_norm(ta, tw, tbias, 1e-5, tb, ex);
+        activation(tb, Activation::Silu, ta, ex);
+      }
+    };
+    chain(ha.view(), hb.view(), &w.host_view, &bias.host_view, {.impl = Impl::Reference});
+    chain(a.on_device(a.host.view()), b.view(), &w.dev_view, &bias.dev_view, {.impl = Impl::Custom, .stream = s});
+    CUDA_OK(cudaStreamSynchronize(s));
+    a.dev.to_host();
+    EXPECT_TRUE(all_close(a.host, ha, 1e-4, 1e-4)) << "rows " << shape[0] << " cols " << cols;
+  }
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
 TEST(CudaRows, OneLaunchOnTheCallersStreamAndUnderGraphCapture) {
   LORAOPS_REQUIRE_GPU();
   cudaStream_t s;
