@@ -18,6 +18,7 @@
 // attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
 // in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
 // throughout. Correct for any shape; not fast.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -56,6 +57,27 @@ constexpr size_t flash_smem_bytes() {
 // warp reads from shared memory feeds two row tiles, halving those reads per query row (as
 // FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
 // memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
+// Which row block of which (head, batch) a flash block computes. The scheduler hands out blocks
+// in linear blockIdx order. Causal: the last row blocks see the most keys, so blocks go heaviest
+// first, across groups of a.head_group (head, batch) pairs: every pair of a group has its
+// heaviest block before any pair has its next, and the last blocks of the grid are light ones (a
+// short tail). Per pair (head_group 1), the heavy blocks of the last pairs still started among
+// the last few hundred blocks; the whole grid as one group would read every head's K and V at
+// once, past the L2 (launch_flash sizes the group). Not causal: blockIdx as it is.
+struct FlashBlock {
+  int mb;
+  int64_t h, b;
+};
+__device__ __forceinline__ FlashBlock flash_block(const AttnArgs& a) {
+  if (!a.causal) return {int(blockIdx.x), int64_t(blockIdx.y), int64_t(blockIdx.z)};
+  const int64_t nb = gridDim.x, nh = gridDim.y, pairs = nh * int64_t(gridDim.z);
+  const int64_t lin = blockIdx.x + nb * (blockIdx.y + nh * int64_t(blockIdx.z));
+  const int64_t grp = a.head_group, gi = lin / (nb * grp), in = lin - gi * nb * grp;
+  const int64_t size = min(grp, pairs - gi * grp);  // the last group may be smaller
+  const int64_t rank = in / size, pair = gi * grp + (in - rank * size);
+  return {int(nb - 1 - rank), pair % nh, pair / nh};
+}
+
 template <class T, int D, int kMT>
 __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT == 2 && D == 64) ? 3 : 1) attention_flash(AttnArgs a) {
   constexpr int kBM = 64 * kMT;
@@ -66,10 +88,9 @@ __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
   // Row and key indices fit 32 bits (attention_flash_eligible); offsets are formed in 64.
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  // Causal: the last row blocks see the most keys; the scheduler hands out blocks in blockIdx
-  // order, so each head's heaviest go first and the last wave holds the light ones (a shorter tail).
-  const int mb = a.causal ? int(gridDim.x - 1 - blockIdx.x) : int(blockIdx.x);
+  const FlashBlock fb = flash_block(a);
+  const int64_t b = fb.b, h = fb.h;
+  const int mb = fb.mb;
   const int m0 = mb * kBM, sq = int(a.sq), sk = int(a.sk);
   const int64_t hk = h / (a.hq / a.hkv);
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
@@ -311,24 +332,50 @@ __global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int
   }
 }
 
+// How many (head, batch) pairs go heaviest first together (flash_block): enough that the heavy
+// blocks of the last group start two waves before the end (their light blocks fill the tail),
+// few enough that the group's K and V (the keys its heads share, under GQA) take at most half
+// the L2.
+int64_t flash_head_group(const AttnArgs& a, int64_t batch, int64_t row_blocks, int resident, int device) {
+  static int l2[64] = {};
+  if (device >= 0 && device < 64 && l2[device] == 0)
+    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&l2[device], cudaDevAttrL2CacheSize, device));
+  const int64_t l2_bytes = device >= 0 && device < 64 && l2[device] > 0 ? l2[device] : (50 << 20);
+  const int64_t pairs = a.hq * batch, group_heads = a.hq / a.hkv;
+  const int64_t kv_per_pair = std::max<int64_t>(1, 2 * a.sk * a.d * 2 / group_heads);  // 16-bit K and V
+  const int64_t by_time = (2 * int64_t(resident) + row_blocks - 1) / row_blocks;
+  const int64_t by_l2 = std::max<int64_t>(1, l2_bytes / 2 / kv_per_pair);
+  return std::clamp<int64_t>(std::min(by_time, by_l2), 1, std::max<int64_t>(pairs, 1));
+}
+
 template <class T, int D, int kMT>
-void launch_flash(const AttnArgs& a, int64_t batch, cudaStream_t stream) {
+void launch_flash(AttnArgs a, int64_t batch, cudaStream_t stream, int64_t head_group) {
   constexpr size_t smem = flash_smem_bytes<T, D, kMT>();
-  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(reinterpret_cast<const void*>(attention_flash<T, D, kMT>), smem);
-  const dim3 grid(unsigned((a.sq + 64 * kMT - 1) / (64 * kMT)), unsigned(a.hq), unsigned(batch));
-  attention_flash<T, D, kMT><<<grid, kFlashThreads, smem, stream>>>(a);
+  const auto kernel = attention_flash<T, D, kMT>;
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+  const int64_t row_blocks = (a.sq + 64 * kMT - 1) / (64 * kMT);
+  const dim3 grid(unsigned(row_blocks), unsigned(a.hq), unsigned(batch));
+  if (a.causal) {
+    int device = 0;
+    LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+    a.head_group = head_group > 0 ? std::min<int64_t>(head_group, a.hq * batch)
+                                  : flash_head_group(a, batch, row_blocks,
+                                                     resident_blocks(reinterpret_cast<const void*>(kernel), kFlashThreads, device, smem), device);
+  }
+  kernel<<<grid, kFlashThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
 }
 
 // The flash kernel with m_tiles 16-row tiles per warp (1 or 2).
 template <class T>
-void run_flash(const AttnArgs& a, const detail::AttentionParams& p, int m_tiles, cudaStream_t stream) {
+void run_flash(const AttnArgs& a, const detail::AttentionParams& p, int m_tiles, cudaStream_t stream,
+               int64_t head_group = 0) {
   if (p.d == 64) {
-    if (m_tiles == 2) return launch_flash<T, 64, 2>(a, p.batch, stream);
-    return launch_flash<T, 64, 1>(a, p.batch, stream);
+    if (m_tiles == 2) return launch_flash<T, 64, 2>(a, p.batch, stream, head_group);
+    return launch_flash<T, 64, 1>(a, p.batch, stream, head_group);
   }
-  if (m_tiles == 2) return launch_flash<T, 128, 2>(a, p.batch, stream);
-  return launch_flash<T, 128, 1>(a, p.batch, stream);
+  if (m_tiles == 2) return launch_flash<T, 128, 2>(a, p.batch, stream, head_group);
+  return launch_flash<T, 128, 1>(a, p.batch, stream, head_group);
 }
 
 // 128-row blocks where the queries fill them; 64-row blocks for short query runs (decode-like
@@ -374,7 +421,7 @@ bool attention_flash_eligible(const detail::AttentionParams& p) {
          attn::rows_aligned16(p.v, p.v_strides, p.dtype) && aligned16(p.out);
 }
 
-void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles) {
+void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles, int64_t head_group) {
   if (m_tiles != 1 && m_tiles != 2)
     throw Error(ErrorKind::Unsupported, "attention", "m_tiles", "1 or 2", std::to_string(m_tiles));
   if (p.hkv <= 0 || p.hq % p.hkv != 0 || !attention_flash_eligible(p))
@@ -384,8 +431,8 @@ void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_
   if (p.batch == 0 || p.hq == 0 || p.sq == 0) return;
   DeviceGuard guard(p.device_index);
   const auto s = static_cast<cudaStream_t>(stream);
-  if (p.dtype == DType::BFloat16) return run_flash<__nv_bfloat16>(args_of(p), p, m_tiles, s);
-  run_flash<__half>(args_of(p), p, m_tiles, s);
+  if (p.dtype == DType::BFloat16) return run_flash<__nv_bfloat16>(args_of(p), p, m_tiles, s, head_group);
+  run_flash<__half>(args_of(p), p, m_tiles, s, head_group);
 }
 
 void attention_custom(const detail::AttentionParams& p, void* stream) {
