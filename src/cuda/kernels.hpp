@@ -38,8 +38,8 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
 // The flash kernel with m_tiles (1 or 2) 16-row query tiles per warp, whatever attention_custom
-// would pick: for the tests and loraops_latency, which compare the two. head_group (causal):
-// how many (head, batch) pairs go heaviest first together (0: the kernel's choice). Throws
+// would pick: for the tests and loraops_latency, which compare the two. head_group (causal): at
+// most how many (head, batch) pairs go heaviest first together (0: the kernel's choice). Throws
 // UnsupportedError where attention_flash_eligible is false.
 void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles, int64_t head_group = 0);
 // kernels/attention_decode.cu: one query row (Sq = 1), D = 64 or 128, unit-stride rows: the
