@@ -23,7 +23,7 @@
 
 #include "core/params.hpp"
 #include "core/validate.hpp"
-#include "cuda/dependent_launch.cuh"
+#include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -39,7 +39,7 @@ namespace {
   } while (0)
 
 __global__ void empty_kernel() {}
-__global__ void empty_dependent_kernel() { loraops::cuda::await_previous_kernel(); }
+__global__ void empty_dependent_kernel() { loraops::cuda::wait_then_allow_dependents(); }
 
 // The read floor: every 16-byte vector of `n` read once, 4 loads in flight per thread, one value
 // per block written (so the loads are not dead). What one pass over W could take at best.
@@ -309,7 +309,7 @@ int main(int argc, char** argv) {
                        }});
     }
     cases.push_back({"empty kernel, dependent launch", [&] {
-                       loraops::cuda::launch_dependent(empty_dependent_kernel, dim3(1), dim3(32), 0, s);
+                       loraops::cuda::launch_kernel(empty_dependent_kernel, dim3(1), 32, 0, s, true);
                      }});
   }
   // LoRA: the seed shapes (fp32, one token, r = 8; hot) and decode (bf16, rotating weights).

@@ -14,7 +14,7 @@ void softmax_custom(const detail::RowParams& p, void* stream);
 void rms_norm_custom(const detail::RowParams& p, void* stream);
 void layer_norm_custom(const detail::RowParams& p, void* stream);
 // Whether the row ops and activations launch as programmatic dependents of the previous kernel
-// (on by default; dependent_launch.cuh). For loraops_latency, which times both.
+// (on by default; common.cuh). For loraops_latency, which times both.
 void set_dependent_launch(bool on);
 
 // vendor/matmul_cublaslt.cpp

@@ -6,7 +6,6 @@
 // Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
 // that re-reads and writes. Both work on x - x[0] (see stats below).
 // A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
-#include "cuda/dependent_launch.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
 
@@ -19,7 +18,7 @@ using namespace rows;
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 layer_norm_reg(RowParams p, int tpr) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   // Up to 4 vectors per thread the row is converted once into fp32 registers, shifted (u = x -
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
@@ -170,7 +169,7 @@ struct WelfordOp {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V;

@@ -6,7 +6,6 @@
 // squares, then a pass that re-reads (mostly from L2) and writes.
 // A row whose fp32 sum of squares overflows (|x| from ~1e19) is redone scaled by a power of two,
 // so it gives what the fp64 reference gives instead of zeros.
-#include "cuda/dependent_launch.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
 
@@ -19,7 +18,7 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 rms_norm_reg(RowParams p, int tpr) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -84,7 +83,7 @@ rms_norm_reg(RowParams p, int tpr) {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) rms_norm_loop(RowParams p) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V;

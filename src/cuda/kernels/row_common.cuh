@@ -21,7 +21,6 @@
 
 #include "core/params.hpp"
 #include "cuda/common.cuh"
-#include "cuda/dependent_launch.cuh"
 #include "cuda/kernels.hpp"
 
 namespace loraops::cuda::rows {
@@ -470,8 +469,8 @@ template <class... Params, class... Args>
 void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, cudaStream_t stream,
                  Args... args) {
   const int64_t groups = row_groups(pl, p);
-  launch_dependent(kernel, dim3(unsigned(groups < INT32_MAX ? groups : INT32_MAX)), dim3(unsigned(pl.block)), 0, stream,
-                   p, args...);
+  launch_kernel(kernel, dim3(unsigned(groups < INT32_MAX ? groups : INT32_MAX)), pl.block, 0, stream,
+                row_ops_pdl().load(std::memory_order_relaxed), p, args...);
 }
 
 // One op's kernels, named for launch_plan: Op::reg<T, V, NVEC, kWave> (row in registers) and

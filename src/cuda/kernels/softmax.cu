@@ -5,7 +5,6 @@
 // that re-reads (mostly from L2) and writes.
 // Special rows as the reference: NaN anywhere gives a NaN row (the max keeps NaN), all -inf gives
 // 0, +inf gives NaN (inf - inf), as the plain formula does.
-#include "cuda/dependent_launch.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
 
@@ -18,7 +17,7 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 softmax_reg(RowParams p, int tpr) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -102,7 +101,7 @@ struct OnlineOp {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) softmax_loop(RowParams p) {
-  await_previous_kernel();  // launched as a dependent: before any memory access
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V, step = int64_t(kLoopUnroll) * g.tpr;
