@@ -349,34 +349,27 @@ TEST(CudaRows, FarFromZeroKeepsItsDigits) {
 TEST(CudaRows, InPlace) {
   LORAOPS_REQUIRE_GPU();
   // out may be x itself: every element is read before the thread that reads it writes it.
+  auto in_place = [](Op op, HostTensor h, const std::string& what) {
+    HostTensor ref(h.dtype, h.shape);
+    call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
+    Mirror x(std::move(h));
+    const Tensor v = x.on_device(x.host.view());
+    call(op, v, {}, v, {.impl = Impl::Custom});
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    x.dev.to_host();
+    EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(x.host.dtype) << " " << what;
+  };
   for (DType t : kAllDTypes)
     for (Op op : kOps)
-      for (std::vector<int64_t> shape : {std::vector<int64_t>{9, 1023}, {4, 4096}, {1, 100000}}) {
-        HostTensor h = input_for(op, t, shape);
-        HostTensor ref(t, shape);
-        call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
-        Mirror x(std::move(h));
-        const Tensor v = x.on_device(x.host.view());
-        call(op, v, {}, v, {.impl = Impl::Custom});
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        x.dev.to_host();
-        EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " " << shape[1];
-      }
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{9, 1023}, {4, 4096}, {1, 100000}})
+        in_place(op, input_for(op, t, shape), std::to_string(shape[1]));
   // Rows the norms rescue (squares overflow fp32), in place: layer_norm reads such a row again
   // from memory after its first statistics, which must still find x, not y.
   for (DType t : {DType::Float32, DType::BFloat16})
     for (int64_t cols : {1023, 4096, 16384})
-      for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
-        HostTensor h = rows_of(t, {{1e30f, kFill, -1e30f, kFill}, {kFill}}, cols, -1.f, 1.f);
-        HostTensor ref(t, {2, cols});
-        call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
-        Mirror x(std::move(h));
-        const Tensor v = x.on_device(x.host.view());
-        call(op, v, {}, v, {.impl = Impl::Custom});
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        x.dev.to_host();
-        EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " rescued " << cols;
-      }
+      for (Op op : {Op::RmsNorm, Op::LayerNorm})
+        in_place(op, rows_of(t, {{1e30f, kFill, -1e30f, kFill}, {kFill}}, cols, -1.f, 1.f),
+                 "rescued " + std::to_string(cols));
 }
 
 // The row ops and activations launch as programmatic dependents of the kernel before them: they
