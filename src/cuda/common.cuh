@@ -132,8 +132,9 @@ __device__ __forceinline__ void wait_then_allow_dependents() {
   allow_dependents();
 }
 
-// Whether the row ops and activations launch as programmatic dependents (on by default; the
-// switch is for loraops_latency, which times both: set_dependent_launch in kernels.hpp).
+// Whether the row ops and activations launch as programmatic dependents (on by default). One
+// switch for the whole process, for loraops_latency only, which times both
+// (set_dependent_launch in kernels.hpp).
 inline std::atomic<bool>& row_ops_pdl() {
   static std::atomic<bool> on{true};
   return on;

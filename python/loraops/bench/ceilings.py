@@ -45,15 +45,10 @@ def _cuda(torch, quick):
     gemm_s = _events(torch, lambda: torch.matmul(a, b), 3 if quick else 10)
     del a, b
     n32 = 1024 if quick else 4096
-    a = torch.randn(n32, n32, device="cuda", dtype=torch.float32)
-    b = torch.randn(n32, n32, device="cuda", dtype=torch.float32)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # true fp32, as loraops' float32 matmul
-    try:
-        gemm32_s = _events(torch, lambda: torch.matmul(a, b), 3 if quick else 10)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    del a, b
+    try:  # a failure here must not cost the copy and bf16 ceilings
+        gemm32_s = _fp32_gemm(torch, n32, quick)
+    except Exception:
+        gemm32_s = None
     torch.cuda.empty_cache()
     try:
         eager_us, graph_us = _launch_floor(torch, quick)
@@ -61,9 +56,25 @@ def _cuda(torch, quick):
         eager_us = graph_us = None
     return {"copy_gbps": 2 * nbytes / copy_s / 1e9, "gemm_tflops": 2 * n ** 3 / gemm_s / 1e12,
             "gemm_shape": f"bf16 {n}^3 torch.matmul",
-            "gemm_tflops_fp32": 2 * n32 ** 3 / gemm32_s / 1e12,
+            "gemm_tflops_fp32": 2 * n32 ** 3 / gemm32_s / 1e12 if gemm32_s else None,
             "gemm_shape_fp32": f"fp32 {n32}^3 torch.matmul (no TF32)", "launch_us": eager_us,
             "launch_graph_us": graph_us, "launch_kernel": "torch.cuda._sleep(0)"}
+
+
+def _fp32_gemm(torch, n, quick):
+    """Seconds per torch.matmul of two n x n float32 matrices in true fp32 (no TF32, as loraops'
+    float32 matmul), the caller's precision setting restored after."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.float32)
+    b = torch.randn(n, n, device="cuda", dtype=torch.float32)
+    matmul = torch.backends.cuda.matmul
+    # PyTorch 2.9+: fp32_precision ("ieee" / "tf32"); before it, allow_tf32.
+    key, ieee = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    saved = getattr(matmul, key)
+    setattr(matmul, key, ieee)
+    try:
+        return _events(torch, lambda: torch.matmul(a, b), 3 if quick else 10)
+    finally:
+        setattr(matmul, key, saved)
 
 
 def _launch_floor(torch, quick, calls=100):

@@ -123,7 +123,7 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[k][j]));
       a = group_reduce(MaxOp{a}, g, red, parity).v;
-      if constexpr (!kKeep) launder(v);  // or the max loop's conversions stay live into stats
+      if constexpr (!kKeep) launder(v);  // as after every reduction (ptxas: the same 4-byte spill)
       const bool ok = a > 0.f && a <= FLT_MAX;  // else inf/NaN/0 rows: the plain result is right
       // Rows that need no rescue compute the same statistics again (xs = 1).
       xs = need && ok ? pow2_scale(a) : 1.f;

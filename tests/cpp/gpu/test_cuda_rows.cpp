@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu_util.hpp"
+#include "late_copy.hpp"
 
 namespace loraops::test {
 namespace {
@@ -406,6 +407,67 @@ TEST(CudaRows, BackToBackOpsKeepStreamOrder) {
     a.dev.to_host();
     EXPECT_TRUE(all_close(a.host, ha, 1e-4, 1e-4)) << "rows " << shape[0] << " cols " << cols;
   }
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
+// The same, deterministically: before each op, a kernel that lets its dependents start at once
+// and only ~50 µs later writes x (or snapshots y). An op that read x before its wait would see the
+// old x; one that wrote y before its wait would show in the snapshot. Eagerly and in a captured
+// graph, for the three row ops and an activation.
+TEST(CudaRows, DependentLaunchWaitsBeforeReadingAndWriting) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const DType t = DType::Float32;
+  enum class K { Softmax, RmsNorm, LayerNorm, Silu };
+  auto run = [](K k, const Tensor& x, const Tensor& y, const Exec& ex) {
+    switch (k) {
+      case K::Softmax: return softmax(x, -1, y, ex);
+      case K::RmsNorm: return rms_norm(x, nullptr, 1e-6, y, ex);
+      case K::LayerNorm: return layer_norm(x, nullptr, nullptr, 1e-5, y, ex);
+      case K::Silu: return activation(x, Activation::Silu, y, ex);
+    }
+  };
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 16, 1024}, {3, 33}, {64, 4096}})
+    for (K k : {K::Softmax, K::RmsNorm, K::LayerNorm, K::Silu})
+      for (bool graph : {false, true}) {
+        SCOPED_TRACE("op " + std::to_string(int(k)) + " cols " + std::to_string(shape.back()) +
+                     (graph ? " graph" : " eager"));
+        HostTensor fresh = random_tensor(t, shape, 1.f, 3.f);  // what x holds once the copy lands
+        HostTensor ref(t, shape), got(t, shape), before = random_tensor(t, shape, 5.f, 6.f), snap_h(t, shape);
+        run(k, fresh.view(), ref.view(), {.impl = Impl::Reference});
+        Mirror x(random_tensor(t, shape, -3.f, -1.f));  // the x before the copy
+        DeviceTensor src(fresh), y(got), y2(before), snap(snap_h);
+        y.poison();
+        CUDA_OK(cudaDeviceSynchronize());
+        const Exec ex{.impl = Impl::Custom, .stream = s};
+        const Tensor xv = x.on_device(x.host.view());
+        auto sequence = [&] {
+          ASSERT_EQ(late_copy(x.dev.ptr, src.ptr, x.dev.bytes, 50, s), cudaSuccess);
+          run(k, xv, y.view(), ex);                                        // reads x
+          ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
+          run(k, xv, y2.view(), ex);                                       // writes y2
+        };
+        if (graph) {
+          cudaGraph_t g;
+          cudaGraphExec_t ge;
+          CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+          sequence();
+          CUDA_OK(cudaStreamEndCapture(s, &g));
+          CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
+          CUDA_OK(cudaGraphLaunch(ge, s));
+          CUDA_OK(cudaStreamSynchronize(s));
+          CUDA_OK(cudaGraphExecDestroy(ge));
+          CUDA_OK(cudaGraphDestroy(g));
+        } else {
+          sequence();
+          CUDA_OK(cudaStreamSynchronize(s));
+        }
+        y.to_host();
+        snap.to_host();
+        EXPECT_TRUE(close(got, ref)) << "the op read x before the kernel before it wrote it";
+        EXPECT_TRUE(snap_h.bytes == before.bytes) << "the op wrote y while the kernel before it read it";
+      }
   CUDA_OK(cudaStreamDestroy(s));
 }
 
