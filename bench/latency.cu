@@ -64,25 +64,19 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
 // occupancy from the decode kernel's math and epilogue. k a multiple of 64, n of 16.
 // HINT: 0 none, 1 .L2::128B, 2 .L2::256B (how much L2 fetches from DRAM on the miss)
 template <int HINT = 0>
-__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream
+__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream (HINT 1)
   uint4 v;
-  if constexpr (HINT == 1)
-    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-  else if constexpr (HINT == 2)
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-  else
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+#define LORAOPS_LOAD_NO_L1(hint)                                                                     \
+  asm("ld.global.nc.L1::no_allocate" hint ".v4.u32 {%0, %1, %2, %3}, [%4];"                          \
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)                                                   \
+      : "l"(p))
+  if constexpr (HINT == 1) LORAOPS_LOAD_NO_L1(".L2::128B");
+  else if constexpr (HINT == 2) LORAOPS_LOAD_NO_L1(".L2::256B");
+  else LORAOPS_LOAD_NO_L1("");
+#undef LORAOPS_LOAD_NO_L1
   return v;
 }
 
-// U chunks in flight per warp (the decode kernel: 2). ROWS4: lane l reads row l / 8 (and + 4)
-// at 16 bytes l % 8, 4 rows x 128 bytes per instruction: the same bytes per warp, other grouping.
 template <int U, int HINT = 0, bool ROWS4 = false>
 __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
