@@ -15,8 +15,18 @@ namespace {
 
 using namespace rows;
 
+// Blocks per SM the register-resident kernel is compiled for. Up to 4 vectors a thread on a full
+// grid: 4 blocks of 256 threads, i.e. at most 64 registers (bf16 4 vectors: 69 without the cap,
+// 7 blocks of 128 per SM instead of 8; ncu found the kernel issue-bound at 7 warps per scheduler,
+// 8.9 cycles between a warp's instructions). The holding kernel (kWave) runs one wave: uncapped.
+constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !wave ? 4 : 1; }
+
+// 16-bit outputs round at 2^-9 (bf16) or 2^-12 (fp16) of their value: for them the statistics
+// and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
+template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
+
 template <class T, int V, int NVEC, bool kWave>
-__global__ void __launch_bounds__(reg_max_threads(NVEC))
+__global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
   wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   // Up to 4 vectors per thread the row is converted once into fp32 registers, shifted (u = x -
@@ -81,12 +91,17 @@ layer_norm_reg(RowParams p, int tpr) {
     // The shift keeps data far from zero (1e4 + noise) small and exact, and the mean is x0 + m,
     // never rounded to a float near x0; the second pass sums the deviations e = u - d and their
     // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
-    // without cancelling.
+    // without cancelling. kLeanStats: a thread's sum of deviations is taken from its first-pass
+    // sum (s - count * d: one fma a thread, not an add an element), which recovers the rounding of
+    // the group's sum and of the division, not that of the thread's own 8-32 additions (an error
+    // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
+    // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
     auto stats = [&](float& m, float& var) {
-      float s = 0.f;
+      float s = 0.f, cnt = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
+        cnt += float(V);
 #pragma unroll
         for (int j = 0; j < V; ++j) s += at(k, j);
       }
@@ -99,10 +114,11 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) {
           const float e = at(k, j) - d;
-          q.a += e;
+          if constexpr (!kLeanStats<T>) q.a += e;
           q.b = fmaf(e, e, q.b);
         }
       }
+      if constexpr (kLeanStats<T>) q.a = fmaf(-cnt, d, s);
       q = group_reduce(q, g, red, parity);
       if constexpr (!kKeep) launder(v);
       const float c = q.a * inv_n;
@@ -132,7 +148,9 @@ layer_norm_reg(RowParams p, int tpr) {
       stats(m, var);
       eps = p.eps * xs * xs;
     }
-    const float r = rsqrtf(var + eps);
+    // kLeanStats: (u - m) * r as fma(u, r, -m * r), one instruction less an element; -m * r
+    // rounds at ~1e-7 of |m| * r, which the shift by x0 keeps of the order of the row's spread.
+    const float r = rsqrtf(var + eps), mr = -m * r;
 #pragma unroll
     for (int k = 0; k < NVEC; ++k) {
       const int c = k * tpr + g.t;
@@ -140,7 +158,8 @@ layer_norm_reg(RowParams p, int tpr) {
       const Vec<T, V> wk = w.get(k, c), bk = b.get(k, c);
       float y[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j) y[j] = fmaf((at(k, j) - m) * r, wk[j], bk[j]);
+      for (int j = 0; j < V; ++j)
+        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j]) : fmaf((at(k, j) - m) * r, wk[j], bk[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     }
   }
