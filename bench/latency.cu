@@ -23,6 +23,7 @@
 
 #include "core/params.hpp"
 #include "core/validate.hpp"
+#include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "loraops/loraops.hpp"
 
@@ -38,6 +39,7 @@ namespace {
   } while (0)
 
 __global__ void empty_kernel() {}
+__global__ void empty_dependent_kernel() { loraops::cuda::wait_then_allow_dependents(); }
 
 // The read floor: every 16-byte vector of `n` read once, 4 loads in flight per thread, one value
 // per block written (so the loads are not dead). What one pass over W could take at best.
@@ -62,25 +64,19 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n, unsigned* out
 // occupancy from the decode kernel's math and epilogue. k a multiple of 64, n of 16.
 // HINT: 0 none, 1 .L2::128B, 2 .L2::256B (how much L2 fetches from DRAM on the miss)
 template <int HINT = 0>
-__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream
+__device__ __forceinline__ uint4 load_no_l1(const void* p) {  // as lora_decode.cu's load_stream (HINT 1)
   uint4 v;
-  if constexpr (HINT == 1)
-    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-  else if constexpr (HINT == 2)
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-  else
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+#define LORAOPS_LOAD_NO_L1(hint)                                                                     \
+  asm("ld.global.nc.L1::no_allocate" hint ".v4.u32 {%0, %1, %2, %3}, [%4];"                          \
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)                                                   \
+      : "l"(p))
+  if constexpr (HINT == 1) LORAOPS_LOAD_NO_L1(".L2::128B");
+  else if constexpr (HINT == 2) LORAOPS_LOAD_NO_L1(".L2::256B");
+  else LORAOPS_LOAD_NO_L1("");
+#undef LORAOPS_LOAD_NO_L1
   return v;
 }
 
-// U chunks in flight per warp (the decode kernel: 2). ROWS4: lane l reads row l / 8 (and + 4)
-// at 16 bytes l % 8, 4 rows x 128 bytes per instruction: the same bytes per warp, other grouping.
 template <int U, int HINT = 0, bool ROWS4 = false>
 __global__ void __launch_bounds__(512, 2) read_decode_pattern(const uint16_t* w, int64_t k, unsigned* out) {
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
@@ -294,6 +290,22 @@ int main(int argc, char** argv) {
       {"silu [4,16,1024] fp32",
        [&] { loraops::activation(xv, loraops::Activation::Silu, yv, ex); }},
   };
+  // The same without programmatic dependent launch (the row ops and activations use it), and the
+  // empty kernel with it: what the overlap of one launch with the previous kernel's tail buys.
+  {
+    const size_t n_seed = cases.size();
+    for (size_t i = 1; i < n_seed; ++i) {
+      auto fn = cases[i].fn;
+      cases.push_back({cases[i].name + ", no PDL", [fn] {
+                         loraops::cuda::set_dependent_launch(false);
+                         fn();
+                         loraops::cuda::set_dependent_launch(true);
+                       }});
+    }
+    cases.push_back({"empty kernel, dependent launch", [&] {
+                       loraops::cuda::launch_kernel(empty_dependent_kernel, dim3(1), 32, 0, s, true);
+                     }});
+  }
   // LoRA: the seed shapes (fp32, one token, r = 8; hot) and decode (bf16, rotating weights).
   const loraops::Exec custom{.impl = loraops::Impl::Custom, .stream = s};
   const loraops::Exec vendor{.impl = loraops::Impl::Vendor, .stream = s};
@@ -387,16 +399,25 @@ int main(int argc, char** argv) {
         loraops::detail::attention_params(a.q, a.k, a.v, causal, std::nullopt, a.o));
   };
   // The flash kernel with 1 and 2 row tiles per warp (64- and 128-row blocks), whatever custom picks.
-  auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, int m_tiles) {
+  auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, int m_tiles, int64_t group = 0) {
     auto p = params_for(attn_tensors(b, h, h, sl, sl, d, 41), causal);
     void* const stream = custom.stream;
-    return [p, stream, m_tiles] { loraops::cuda::attention_flash_with(*p, stream, m_tiles); };
+    return [p, stream, m_tiles, group] { loraops::cuda::attention_flash_with(*p, stream, m_tiles, group); };
   };
   for (int mt : {1, 2}) {
     const std::string tag = "attn flash m" + std::to_string(mt) + " ";
     cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, mt), 0, 5,
                      4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
     cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, mt), 0, 10,
+                     4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
+  }
+  // Causal blocks heaviest first across groups of (head, batch) pairs (1: per pair, the order
+  // before; the default is the kernel's choice, above).
+  for (int64_t group : {1, 4, 8, 16, 32, 128}) {
+    const std::string tag = "attn flash m2 group " + std::to_string(group) + " ";
+    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, 2, group), 0, 5,
+                     4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
+    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, 2, group), 0, 10,
                      4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
   }
 
@@ -442,29 +463,22 @@ int main(int argc, char** argv) {
     auto ty2 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp2, dev);
     cases.push_back({"softmax bf16 65536x1024", [=] { loraops::softmax(tx2, -1, ty2, custom); }, moved, 200});
     cases.push_back({"rms_norm bf16 65536x1024 (no weight)", [=] { loraops::rms_norm(tx2, nullptr, 1e-6, ty2, custom); }, moved, 200});
-    // The row kernels' two grids side by side (weight and bias present, as in the rowwise bench).
-    void* wb = filled(loraops::DType::BFloat16, 2 * 4096, 13);  // weight, then bias (their first cols)
-    auto rp = [=](const loraops::Tensor& x, const loraops::Tensor& y) {
-      loraops::detail::RowParams p;
-      p.dtype = loraops::DType::BFloat16;
-      p.x = loraops::detail::rows_view(x);
-      p.out = loraops::detail::rows_view(y);
-      p.eps = 1e-5f;
-      p.weight = wb;
-      p.bias = static_cast<const char*>(wb) + 4096 * 2;
-      return p;
+    // With weight and bias, as in the rowwise bench (its layer_norm 4096x32768 too: 8 vectors a
+    // thread).
+    const int64_t shp3[2] = {4096, 32768};
+    auto tx3 = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp3, dev);
+    auto ty3 = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp3, dev);
+    void* wb = filled(loraops::DType::BFloat16, 2 * 32768, 13);  // weight, then bias
+    auto affine = [=](int64_t cols, int which) {
+      const int64_t n[1] = {cols};
+      return loraops::Tensor::contiguous(static_cast<char*>(wb) + which * 32768 * 2, loraops::DType::BFloat16, 1, n, dev);
     };
-    using loraops::cuda::RowGrid;
-    for (const auto& [gname, grid] : {std::pair{std::string("one wave"), RowGrid::OneWave},
-                                      std::pair{std::string("per row group"), RowGrid::PerRowGroup}}) {
-      for (const auto& [shape, x, y] : {std::tuple{std::string("16384x4096"), tx, ty},
-                                        std::tuple{std::string("65536x1024"), tx2, ty2}}) {
-        const loraops::detail::RowParams p = rp(x, y);
-        const std::string tail = " bf16 " + shape + ", " + gname;
-        cases.push_back({"grid softmax" + tail, [=] { loraops::cuda::softmax_custom_with(p, s, grid); }, moved, 200});
-        cases.push_back({"grid rms_norm" + tail, [=] { loraops::cuda::rms_norm_custom_with(p, s, grid); }, moved, 200});
-        cases.push_back({"grid layer_norm" + tail, [=] { loraops::cuda::layer_norm_custom_with(p, s, grid); }, moved, 200});
-      }
+    for (const auto& [shape, x, y, cols] : {std::tuple{std::string("16384x4096"), tx, ty, int64_t(4096)},
+                                            std::tuple{std::string("65536x1024"), tx2, ty2, int64_t(1024)},
+                                            std::tuple{std::string("4096x32768"), tx3, ty3, int64_t(32768)}}) {
+      const loraops::Tensor w = affine(cols, 0), b = affine(cols, 1);
+      cases.push_back({"affine rms_norm bf16 " + shape, [=] { loraops::rms_norm(x, &w, 1e-6, y, custom); }, moved, 200});
+      cases.push_back({"affine layer_norm bf16 " + shape, [=] { loraops::layer_norm(x, &w, &b, 1e-5, y, custom); }, moved, 200});
     }
   }
 

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -122,6 +123,22 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float(float v) { retur
 // allow_dependents lets the next kernel start before this one ends.
 __device__ __forceinline__ void grid_dependency_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+// At the start of a kernel launched as a dependent that touches memory only after the wait: the
+// next kernel may start as soon as every block is past the wait. Allowing it only after the wait
+// keeps one guarantee for a dependent that reads early (as lora_decode reads x and W before its
+// own wait): every kernel before this one has completed.
+__device__ __forceinline__ void wait_then_allow_dependents() {
+  grid_dependency_wait();
+  allow_dependents();
+}
+
+// Whether the row ops and activations launch as programmatic dependents (on by default). One
+// switch for the whole process, for loraops_latency only, which times both
+// (set_dependent_launch in kernels.hpp).
+inline std::atomic<bool>& row_ops_pdl() {
+  static std::atomic<bool> on{true};
+  return on;
+}
 
 // Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
 template <class... Params, class... Args>

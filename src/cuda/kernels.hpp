@@ -13,13 +13,9 @@ void activation_custom(const detail::RowParams& p, void* stream);
 void softmax_custom(const detail::RowParams& p, void* stream);
 void rms_norm_custom(const detail::RowParams& p, void* stream);
 void layer_norm_custom(const detail::RowParams& p, void* stream);
-// The row kernels' grid, for loraops_latency, which times both: one wave of resident blocks that
-// loop over the rows, or a block per row group (Auto: what the *_custom functions pick). For
-// layer_norm OneWave also takes the kernel that holds weight and bias in registers.
-enum class RowGrid { Auto, OneWave, PerRowGroup };
-void softmax_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
-void rms_norm_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
-void layer_norm_custom_with(const detail::RowParams& p, void* stream, RowGrid grid);
+// Whether the row ops and activations launch as programmatic dependents of the previous kernel
+// (on by default; common.cuh). For loraops_latency, which times both.
+void set_dependent_launch(bool on);
 
 // vendor/matmul_cublaslt.cpp
 void matmul_vendor(const detail::MatmulParams& p, void* stream);
@@ -42,9 +38,10 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
 // The flash kernel with m_tiles (1 or 2) 16-row query tiles per warp, whatever attention_custom
-// would pick: for the tests and loraops_latency, which compare the two. Throws UnsupportedError
-// where attention_flash_eligible is false.
-void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles);
+// would pick: for the tests and loraops_latency, which compare the two. head_group (causal): at
+// most how many (head, batch) pairs go heaviest first together (0: the kernel's choice). Throws
+// UnsupportedError where attention_flash_eligible is false.
+void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles, int64_t head_group = 0);
 // kernels/attention_decode.cu: one query row (Sq = 1), D = 64 or 128, unit-stride rows: the
 // split-K decode kernels (taken before the flash kernel) — on tensor cores for float16/bfloat16
 // with 16-byte-aligned rows, any group size; else the SIMT kernel (at most 8 query heads per

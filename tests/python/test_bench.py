@@ -180,6 +180,20 @@ def test_sdpa_backends_only_for_attention_on_cuda():
     assert run.SDPA_IMPLS == ("torch.flash", "torch.efficient", "torch.cudnn")
 
 
+def test_gemm_rows_are_fractions_of_their_dtypes_gemm():
+    # A float32 GEMM at 50 TFLOP/s is not 6% of anything: its ceiling is the fp32 GEMM.
+    from loraops.bench import ceilings
+    ceil = {"copy_gbps": 4000.0, "gemm_tflops": 760.0, "gemm_tflops_fp32": 51.0}
+    fp32 = {"unit": "TFLOP/s", "value": 49.7, "dtype": "float32"}
+    bf16 = {"unit": "TFLOP/s", "value": 689.0, "dtype": "bfloat16"}
+    rows = {"unit": "GB/s", "value": 3800.0, "dtype": "float32"}
+    assert ceilings.fraction(fp32, ceil) == pytest.approx(49.7 / 51.0)
+    assert ceilings.fraction(bf16, ceil) == pytest.approx(689.0 / 760.0)
+    assert ceilings.fraction(rows, ceil) == pytest.approx(0.95)
+    # An older results file has no fp32 ceiling: no fraction rather than the bf16 one.
+    assert ceilings.fraction(fp32, {"gemm_tflops": 760.0}) is None
+
+
 def test_reference_size_rule():
     big = suites.Case("lora", "lora_forward", "float32", (256, 2048), n=2048, r=8)
     small = suites.Case("lora", "lora_forward", "float32", (256, 1024), n=1024, r=8)

@@ -75,7 +75,7 @@ def _chart(plt, suite, rows, path):
     ax.set_yticklabels(list(cases), fontsize=7)
     ax.invert_yaxis()  # run order, top to bottom, as in report.md
     if as_frac:
-        ax.set_xlabel("% of ceiling (copy bandwidth or vendor GEMM rate); longer is better")
+        ax.set_xlabel("% of ceiling (copy bandwidth, or the vendor GEMM rate of the case's dtype); longer is better")
     else:
         ax.set_xscale("log")
         ax.set_xlabel("µs per call (log scale); shorter is better")

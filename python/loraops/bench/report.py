@@ -177,6 +177,8 @@ def _environment(doc, schema_link=None):
         lines.append(f"- ceilings measured in this run: copy {c['copy_gbps']:,.0f} GB/s (read + "
                      "written)" + (f", vendor GEMM {c['gemm_tflops']:,.0f} TFLOP/s "
                                    f"({c.get('gemm_shape')})" if c.get("gemm_tflops") else "")
+                     + (f", fp32 GEMM {c['gemm_tflops_fp32']:,.1f} TFLOP/s "
+                        f"({c.get('gemm_shape_fp32')}: float32 rows)" if c.get("gemm_tflops_fp32") else "")
                      + "; notes give each rate as a % of its ceiling; on CUDA, cases under "
                      "30 µs are also timed in CUDA-graph replay (\"graph\" in the notes)")
     elif c.get("error"):
@@ -543,7 +545,7 @@ def _ceiling_prose(items, ceil=None):
              for r in [_best_row(by)] if r and r.get("frac_of_ceiling") is not None]
     out = []
     if fracs:
-        what = "copy bandwidth" if fracs[0][1] == "GB/s" else "vendor GEMM rate"
+        what = "copy bandwidth" if fracs[0][1] == "GB/s" else "vendor GEMM rate of each case's dtype"
         xs = sorted(f for f, _u in fracs)
         med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
         spread = (f"median of {len(xs)} cases; {100 * xs[0]:.0f}-{100 * xs[-1]:.0f}%"

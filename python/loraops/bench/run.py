@@ -424,7 +424,8 @@ def run_bench(opts, ops=None, out=None, err=None):
     for r in rows + runner.repeat_rows + (cpp["results"] if cpp else []):
         r["frac_of_ceiling"] = ceilings.fraction(r, ceil)
         if r["frac_of_ceiling"] is not None:
-            what = "copy" if r["unit"] == "GB/s" else "vendor GEMM"
+            what = ("copy" if r["unit"] == "GB/s" else "vendor fp32 GEMM"
+                    if ceilings.gemm_ceiling_key(r) == "gemm_tflops_fp32" else "vendor GEMM")
             _add_note(r, f"{100 * r['frac_of_ceiling']:.0f}% of {what}")
     dev = environment.device_info(device, torch)
     if device == "cuda":

@@ -48,6 +48,7 @@ constexpr int kVecThreads = 256;
 
 template <class T, Activation K, int U>
 __global__ void __launch_bounds__(kVecThreads) activation_vec(const T* x, T* y, int64_t n) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   constexpr int V = 16 / sizeof(T);
   const int64_t nvec = n / V;
   const int64_t base = int64_t(blockIdx.x) * kVecThreads * U + threadIdx.x;
@@ -74,6 +75,7 @@ __global__ void __launch_bounds__(kVecThreads) activation_vec(const T* x, T* y, 
 
 template <class T, Activation K>
 __global__ void activation_strided(RowsView xv, RowsView yv, int64_t n) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
     const int64_t row = e / xv.cols, col = e - row * xv.cols;
@@ -105,16 +107,17 @@ void launch(const RowParams& p, cudaStream_t stream) {
   // against 3742 with 4 (a diagnostic kernel had put 4 ahead, 3917-3933); the seed shape
   // ([4,16,1024] fp32, 16K vectors: 32 blocks or 16) 1.66 µs in graph replay against 2.17.
   constexpr int kUnroll = 2;
+  const bool pdl = row_ops_pdl().load(std::memory_order_relaxed);
   if (flat(p.x) && flat(p.out) && aligned) {
     const int64_t vecs = n / (16 / int64_t(sizeof(T)));
     const int64_t tiles = (vecs + kThreads * kUnroll - 1) / (kThreads * kUnroll);
     if (tiles > INT32_MAX) throw Error(ErrorKind::Unsupported, "activation", "x",
                                        "fewer than 2^31 tiles of 512 vectors", "more");
-    activation_vec<T, K, kUnroll><<<unsigned(tiles > 0 ? tiles : 1), kThreads, 0, stream>>>(
-        static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
+    launch_kernel(activation_vec<T, K, kUnroll>, dim3(unsigned(tiles > 0 ? tiles : 1)), kThreads, 0, stream, pdl,
+                  static_cast<const T*>(p.x.p), static_cast<T*>(p.out.p), n);
   } else {
-    activation_strided<T, K>
-        <<<grid_for(n, kThreads, p.device_index), kThreads, 0, stream>>>(p.x, p.out, n);
+    launch_kernel(activation_strided<T, K>, dim3(unsigned(grid_for(n, kThreads, p.device_index))), kThreads, 0, stream,
+                  pdl, p.x, p.out, n);
   }
   LORAOPS_CUDA_CHECK_LAUNCH("activation");
 }

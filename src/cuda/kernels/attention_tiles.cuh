@@ -26,6 +26,7 @@ struct AttnArgs {
   int64_t hq, hkv, sq, sk, d;
   float scale_log2;  // scale * log2(e): scores go through exp2
   bool causal;
+  int64_t pair_groups = 1;  // causal flash: groups of (head, batch) pairs, each heaviest first
 };
 
 inline AttnArgs args_of(const detail::AttentionParams& p) {

@@ -15,16 +15,26 @@ namespace {
 
 using namespace rows;
 
+// Blocks per SM the register-resident kernel is compiled for. Up to 4 vectors a thread on a full
+// grid: 4 blocks of 256 threads, i.e. at most 64 registers (bf16 4 vectors: 69 without the cap,
+// 7 blocks of 128 per SM instead of 8; ncu found the kernel issue-bound at 7 warps per scheduler,
+// 8.9 cycles between a warp's instructions). The holding kernel (kWave) runs one wave: uncapped.
+constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !wave ? 4 : 1; }
+
+// 16-bit outputs round at 2^-9 (bf16) or 2^-12 (fp16) of their value: for them the statistics
+// and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
+template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
+
 template <class T, int V, int NVEC, bool kWave>
-__global__ void __launch_bounds__(reg_max_threads(NVEC))
+__global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   // Up to 4 vectors per thread the row is converted once into fp32 registers, shifted (u = x -
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
   // element; the scheduler issued 76% of cycles), against 15 for softmax, which keeps fp32 values.
-  // 8 vectors per thread (up to 1024 threads, 64 registers) keeps the row packed: up to 64 floats
-  // would spill.
-  constexpr bool kKeep = NVEC <= 4;
+  // 8 vectors per thread keeps the row packed (keep_fp32_row).
+  constexpr bool kKeep = keep_fp32_row(NVEC);
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
   // cost no occupancy) loaded with the first row and held in registers (104 of them at bf16 4
   // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
@@ -54,13 +64,13 @@ layer_norm_reg(RowParams p, int tpr) {
       }
     };
     load_row(true);
+    // The shift: every thread reads the row's first element itself (one broadcast load, in flight
+    // with the row's) rather than wait for a shuffle or a barrier.
+    const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
     // After the row's loads are issued: holding weight and bias waits for them (an L2 round trip
     // before the first row's loads left, when the refresh came first).
     w.refresh();
     b.refresh();
-    // The shift: every thread reads the row's first element itself (one broadcast load) rather
-    // than wait for a shuffle or a barrier.
-    const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
     // u = x * xs - x0 * xs: the row scaled by xs (1, or a power of two for a rescued row) and
     // shifted, held in fp32 (kKeep) or recomputed from the packed row at each use.
     float xs = 1.f, x0s = x0;
@@ -81,12 +91,17 @@ layer_norm_reg(RowParams p, int tpr) {
     // The shift keeps data far from zero (1e4 + noise) small and exact, and the mean is x0 + m,
     // never rounded to a float near x0; the second pass sums the deviations e = u - d and their
     // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
-    // without cancelling.
+    // without cancelling. kLeanStats: a thread's sum of deviations is taken from its first-pass
+    // sum (s - count * d: one fma a thread, not an add an element), which recovers the rounding of
+    // the group's sum and of the division, not that of the thread's own 8-32 additions (an error
+    // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
+    // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
     auto stats = [&](float& m, float& var) {
-      float s = 0.f;
+      float s = 0.f, cnt = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
+        cnt += float(V);
 #pragma unroll
         for (int j = 0; j < V; ++j) s += at(k, j);
       }
@@ -99,10 +114,11 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) {
           const float e = at(k, j) - d;
-          q.a += e;
+          if constexpr (!kLeanStats<T>) q.a += e;
           q.b = fmaf(e, e, q.b);
         }
       }
+      if constexpr (kLeanStats<T>) q.a = fmaf(-cnt, d, s);
       q = group_reduce(q, g, red, parity);
       if constexpr (!kKeep) launder(v);
       const float c = q.a * inv_n;
@@ -123,6 +139,7 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) a = nanmax(a, fabsf(v[k][j]));
       a = group_reduce(MaxOp{a}, g, red, parity).v;
+      if constexpr (!kKeep) launder(v);  // as after every reduction (ptxas: the same 4-byte spill)
       const bool ok = a > 0.f && a <= FLT_MAX;  // else inf/NaN/0 rows: the plain result is right
       // Rows that need no rescue compute the same statistics again (xs = 1).
       xs = need && ok ? pow2_scale(a) : 1.f;
@@ -131,7 +148,9 @@ layer_norm_reg(RowParams p, int tpr) {
       stats(m, var);
       eps = p.eps * xs * xs;
     }
-    const float r = rsqrtf(var + eps);
+    // kLeanStats: (u - m) * r as fma(u, r, -m * r), one instruction less an element; -m * r
+    // rounds at ~1e-7 of |m| * r, which the shift by x0 keeps of the order of the row's spread.
+    const float r = rsqrtf(var + eps), mr = -m * r;
 #pragma unroll
     for (int k = 0; k < NVEC; ++k) {
       const int c = k * tpr + g.t;
@@ -139,7 +158,8 @@ layer_norm_reg(RowParams p, int tpr) {
       const Vec<T, V> wk = w.get(k, c), bk = b.get(k, c);
       float y[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j) y[j] = fmaf((at(k, j) - m) * r, wk[j], bk[j]);
+      for (int j = 0; j < V; ++j)
+        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j]) : fmaf((at(k, j) - m) * r, wk[j], bk[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     }
   }
@@ -168,6 +188,7 @@ struct WelfordOp {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V;
@@ -223,8 +244,10 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
 }
 
 struct Kernels {
+  // Only a kernel that keeps its row in fp32 holds weight and bias (kHold): the others are the
+  // same kernel either way, which launch_reg then sees.
   template <class T, int V, int NVEC, bool kWave>
-  static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave>;
+  static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave && keep_fp32_row(NVEC)>;
   template <class T, int V> static constexpr auto loop = layer_norm_loop<T, V>;
 };
 
@@ -232,10 +255,6 @@ struct Kernels {
 
 void layer_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "layer_norm");
-}
-
-void layer_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "layer_norm", grid);
 }
 
 }  // namespace loraops::cuda

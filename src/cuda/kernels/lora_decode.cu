@@ -241,7 +241,6 @@ template <class T, int NT, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
   constexpr int U = NT <= 2 ? 2 : 1;
   constexpr int R = 16, TK = 8 * NT;
-  constexpr int kWarps = WARPS;
   extern __shared__ float red[];  // [WARPS][R][TK]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * R;
@@ -270,13 +269,13 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
 
   float acc[NT][4] = {};
   const int64_t chunks = (a.k + 63) / 64;
-  for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(kWarps) * U) {
+  for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(WARPS) * U) {
     uint4 wv[U][2][2], xv[U][2][NT];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
-        const int64_t k = (ch0 + int64_t(u) * kWarps) * 64 + s * 32;  // + c*8 in the pointers
+        const int64_t k = (ch0 + int64_t(u) * WARPS) * 64 + s * 32;  // + c*8 in the pointers
         const bool in = k + c * 8 < a.k;  // K % 8 == 0: a vector is all in or all out
 #pragma unroll
         for (int h = 0; h < 2; ++h)

@@ -18,6 +18,7 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 rms_norm_reg(RowParams p, int tpr) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -82,6 +83,7 @@ rms_norm_reg(RowParams p, int tpr) {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) rms_norm_loop(RowParams p) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V;
@@ -136,10 +138,6 @@ struct Kernels {
 
 void rms_norm_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "rms_norm");
-}
-
-void rms_norm_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "rms_norm", grid);
 }
 
 }  // namespace loraops::cuda

@@ -7,8 +7,8 @@
 // 32 and the group is the whole block (one smem exchange per reduction). Thread t of a group owns
 // vectors t, t+tpr, t+2*tpr, ... of its row (consecutive threads read consecutive 16 bytes).
 // The grid has a block per row group; the kernels still loop over rows with a stride of the grid
-// (a diagnostic one-wave grid, or more than 2^31 - 1 groups), the loop bound being the same for
-// every thread of a block, so every thread of a warp takes part in every shuffle and barrier.
+// (past 2^31 - 1 groups), the loop bound being the same for every thread of a block, so every
+// thread of a warp takes part in every shuffle and barrier.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -41,6 +41,9 @@ constexpr int kShortRowBlock = 128;
 // of the row (softmax's exponentials, layer_norm's shifted row) or on holding weight and bias;
 // NVEC = 8 up to 1024 (64 registers).
 constexpr int reg_max_threads(int nvec) { return nvec <= 4 ? 256 : kMaxThreads; }
+// Whether a register-resident kernel can afford an fp32 copy of its row (NVEC * V floats, up to
+// 32): at 8 vectors a thread (64 registers under the 1024-thread bound) up to 64 floats spill.
+constexpr bool keep_fp32_row(int nvec) { return nvec <= 4; }
 
 // ---- vectors -------------------------------------------------------------------------------------
 
@@ -462,55 +465,50 @@ inline int64_t row_groups(const RowPlan& pl, const RowParams& p) {
 // 1320 resident blocks made 12.4 rounds, the last one 41% full; as the activations' many short
 // blocks (5% ahead of a capped grid that loops), the block scheduler now keeps every SM fed to
 // the end (softmax bf16 16384x4096 3534 -> 3797 GB/s, rms_norm 3589 -> 3773, H200 2026-11-29).
-// one_wave: the old grid, one wave of resident blocks looping over the rows (loraops_latency
-// times both; for layer_norm it also picks the kernel that holds weight and bias, kWave).
 template <class... Params, class... Args>
-void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, bool one_wave,
-                 cudaStream_t stream, Args... args) {
+void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, cudaStream_t stream,
+                 Args... args) {
   const int64_t groups = row_groups(pl, p);
-  const int64_t cap = one_wave ? resident_blocks(reinterpret_cast<const void*>(kernel), pl.block, p.device_index)
-                               : int64_t(INT32_MAX);
-  const int grid = int(groups < cap ? groups : cap);
-  kernel<<<grid, pl.block, 0, stream>>>(p, args...);
+  launch_kernel(kernel, dim3(unsigned(groups < INT32_MAX ? groups : INT32_MAX)), pl.block, 0, stream,
+                row_ops_pdl().load(std::memory_order_relaxed), p, args...);
 }
 
 // One op's kernels, named for launch_plan: Op::reg<T, V, NVEC, kWave> (row in registers) and
 // Op::loop<T, V> (rows too long for registers). kWave: every block of the grid is resident at
-// once (one wave looping over the rows, or fewer row groups than fit), so occupancy is no concern
-// and the kernel may spend registers on loading weight and bias early and holding them.
+// once (fewer row groups than fit), so occupancy is no concern and the kernel may spend registers
+// on loading weight and bias early and holding them.
 template <class Op, class T, int V, int NVEC>
-void launch_reg(const RowParams& p, const RowPlan& pl, bool one_wave, cudaStream_t s) {
+void launch_reg(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
   const auto wave = Op::template reg<T, V, NVEC, true>, many = Op::template reg<T, V, NVEC, false>;
-  const bool fits = one_wave || wave == many ||
+  const bool fits = wave == many ||
                     row_groups(pl, p) <= resident_blocks(reinterpret_cast<const void*>(wave), pl.block, p.device_index);
-  launch_rows(fits ? wave : many, pl, p, one_wave, s, pl.tpr);
+  launch_rows(fits ? wave : many, pl, p, s, pl.tpr);
 }
 
 // Picks the kernel for a plan (looped, or 1/2/4/8 vectors per thread) and launches it.
 template <class Op, class T, int V>
-void launch_plan(const RowParams& p, const RowPlan& pl, bool one_wave, cudaStream_t s) {
-  if (pl.looped) return launch_rows(Op::template loop<T, V>, pl, p, one_wave, s);
+void launch_plan(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
+  if (pl.looped) return launch_rows(Op::template loop<T, V>, pl, p, s);
   switch (pl.nvec) {
-    case 1: return launch_reg<Op, T, V, 1>(p, pl, one_wave, s);
-    case 2: return launch_reg<Op, T, V, 2>(p, pl, one_wave, s);
-    case 4: return launch_reg<Op, T, V, 4>(p, pl, one_wave, s);
-    default: return launch_reg<Op, T, V, 8>(p, pl, one_wave, s);
+    case 1: return launch_reg<Op, T, V, 1>(p, pl, s);
+    case 2: return launch_reg<Op, T, V, 2>(p, pl, s);
+    case 4: return launch_reg<Op, T, V, 4>(p, pl, s);
+    default: return launch_reg<Op, T, V, 8>(p, pl, s);
   }
 }
 
 // The entry point every row op shares: skip empty work, pick the device, turn the dtype into a
 // type and the alignment into a vector width, plan, launch on the caller's stream, check.
 template <class Op>
-void run_row_op(const RowParams& p, void* stream, const char* name, RowGrid grid = RowGrid::Auto) {
+void run_row_op(const RowParams& p, void* stream, const char* name) {
   if (p.x.rows == 0 || p.x.cols == 0) return;
   DeviceGuard guard(p.device_index);
   auto s = static_cast<cudaStream_t>(stream);
   dispatch_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     const RowPlan pl = plan_rows<T>(p);
-    const bool one_wave = grid == RowGrid::OneWave;
-    if (pl.v > 1) launch_plan<Op, T, 16 / sizeof(T)>(p, pl, one_wave, s);
-    else launch_plan<Op, T, 1>(p, pl, one_wave, s);
+    if (pl.v > 1) launch_plan<Op, T, 16 / sizeof(T)>(p, pl, s);
+    else launch_plan<Op, T, 1>(p, pl, s);
   });
   LORAOPS_CUDA_CHECK_LAUNCH(name);
 }

@@ -17,6 +17,7 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 softmax_reg(RowParams p, int tpr) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -51,7 +52,7 @@ softmax_reg(RowParams p, int tpr) {
     // unit's two would take half the memory time; bf16 16384x4096 went from 3343 to 3467-3546
     // GB/s, H200 2026-11-29). With 8 vectors per thread (up to 1024 threads, 64 registers) they would
     // spill: the write pass computes them again.
-    constexpr bool kKeep = NVEC <= 4;
+    constexpr bool kKeep = keep_fp32_row(NVEC);
     float e[kKeep ? NVEC : 1][V];
     float s = 0.f;
 #pragma unroll
@@ -100,6 +101,7 @@ struct OnlineOp {
 // Rows too long for registers; a block per row.
 template <class T, int V>
 __global__ void __launch_bounds__(kLoopThreads) softmax_loop(RowParams p) {
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(int(blockDim.x));
   const int64_t nv = p.x.cols / V, step = int64_t(kLoopUnroll) * g.tpr;
@@ -152,10 +154,6 @@ struct Kernels {
 
 void softmax_custom(const RowParams& p, void* stream) {
   run_row_op<Kernels>(p, stream, "softmax");
-}
-
-void softmax_custom_with(const RowParams& p, void* stream, RowGrid grid) {
-  run_row_op<Kernels>(p, stream, "softmax", grid);
 }
 
 }  // namespace loraops::cuda

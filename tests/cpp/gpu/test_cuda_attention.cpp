@@ -55,6 +55,8 @@ const AttnCase kCases[] = {
     {"multi-tile causal Sq<Sk", 1, 2, 1, 100, 1000, 64, true, View::Contig, Path::Flash},
     // (a negative shift with whole tiles left of the diagonal: the 128-row block at 256)
     {"multi-tile causal Sq>Sk", 1, 2, 1, 300, 200, 128, true, View::Contig, Path::Flash},
+    // 15 (head, batch) pairs of 3 row blocks: groups of 4 leave a last group of 3.
+    {"many heads multi-tile causal", 3, 5, 5, 300, 300, 128, true, View::Contig, Path::Flash},
     {"D=80 (general kernel)", 1, 2, 2, 33, 65, 80, true},
     {"D=256 (general kernel)", 1, 2, 1, 9, 40, 256, false},
     {"Sk=0", 1, 1, 1, 5, 0, 64, false, View::Contig, Path::Flash},
@@ -240,15 +242,19 @@ void check_case(const AttnCase& c, DType t) {
       }
     }
   }
-  // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks.
+  // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks;
+  // causal, the blocks' order over groups of (head, batch) pairs: per pair, 3 and 4 (the last
+  // group smaller where they do not divide the pairs), all pairs at once, and the kernel's choice.
   if (path == Path::Flash) {
-    for (int m_tiles : {1, 2}) {
-      SCOPED_TRACE("flash kernel, row tiles per warp: " + std::to_string(m_tiles));
-      out.poison();
-      cuda::attention_flash_with(params, nullptr, m_tiles);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
-    }
+    for (int m_tiles : {1, 2})
+      for (int64_t group : c.causal ? std::vector<int64_t>{0, 1, 3, 4, 1000} : std::vector<int64_t>{0}) {
+        SCOPED_TRACE("flash kernel, row tiles per warp: " + std::to_string(m_tiles) + ", head group " +
+                     std::to_string(group));
+        out.poison();
+        cuda::attention_flash_with(params, nullptr, m_tiles, group);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+      }
   }
 }
 

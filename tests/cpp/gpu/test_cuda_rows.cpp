@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu_util.hpp"
+#include "late_copy.hpp"
 
 namespace loraops::test {
 namespace {
@@ -308,7 +309,9 @@ TEST(CudaRows, NormSpecialRows) {
         {1e4f, kFill},                      // far from zero
         {0.f},
     };
-    for (int64_t cols : {4, 1000, 66000})
+    // 16384: 8 vectors a thread (the row kept packed), 1000: 4 (layer_norm's fp32 copy), 66000:
+    // the looped kernel.
+    for (int64_t cols : {4, 1000, 16384, 66000})
       for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
         Mirror x(rows_of(t, patterns, cols, -1.f, 1.f));
         const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
@@ -347,19 +350,139 @@ TEST(CudaRows, FarFromZeroKeepsItsDigits) {
 TEST(CudaRows, InPlace) {
   LORAOPS_REQUIRE_GPU();
   // out may be x itself: every element is read before the thread that reads it writes it.
+  auto in_place = [](Op op, HostTensor h, const std::string& what) {
+    HostTensor ref(h.dtype, h.shape);
+    call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
+    Mirror x(std::move(h));
+    const Tensor v = x.on_device(x.host.view());
+    call(op, v, {}, v, {.impl = Impl::Custom});
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    x.dev.to_host();
+    EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(x.host.dtype) << " " << what;
+  };
   for (DType t : kAllDTypes)
     for (Op op : kOps)
-      for (std::vector<int64_t> shape : {std::vector<int64_t>{9, 1023}, {4, 4096}, {1, 100000}}) {
-        HostTensor h = input_for(op, t, shape);
-        HostTensor ref(t, shape);
-        call(op, h.view(), {}, ref.view(), {.impl = Impl::Reference});
-        Mirror x(std::move(h));
-        const Tensor v = x.on_device(x.host.view());
-        call(op, v, {}, v, {.impl = Impl::Custom});
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        x.dev.to_host();
-        EXPECT_TRUE(close(x.host, ref)) << op_name(op) << " " << dtype_name(t) << " " << shape[1];
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{9, 1023}, {4, 4096}, {1, 100000}})
+        in_place(op, input_for(op, t, shape), std::to_string(shape[1]));
+  // Rows the norms rescue (squares overflow fp32), in place: layer_norm reads such a row again
+  // from memory after its first statistics, which must still find x, not y.
+  for (DType t : {DType::Float32, DType::BFloat16})
+    for (int64_t cols : {1023, 4096, 16384})
+      for (Op op : {Op::RmsNorm, Op::LayerNorm})
+        in_place(op, rows_of(t, {{1e30f, kFill, -1e30f, kFill}, {kFill}}, cols, -1.f, 1.f),
+                 "rescued " + std::to_string(cols));
+}
+
+// The row ops and activations launch as programmatic dependents of the kernel before them: they
+// may start while it runs, and wait for it before touching memory. A chain of ops back to back
+// on one stream, no sync between, each reading the previous output and writing what the one
+// before read, must give bit for bit what the same chain gives with a sync after every op (the
+// kernels are deterministic; a kernel that read early would see poison or stale values). 16 ops
+// compound fp32 roundings past any fixed tolerance, so the reference only bounds them loosely.
+TEST(CudaRows, BackToBackOpsKeepStreamOrder) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{64, 1024}, {4096, 1024}, {8, 33}}) {
+    const DType t = DType::Float32;
+    const int64_t cols = shape.back();
+    const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+    const AffineArg bias = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+    HostTensor ha = random_tensor(t, shape, -2.f, 2.f), hb(t, shape);
+    auto chain = [&](const Tensor& ta, const Tensor& tb, const Tensor* tw, const Tensor* tbias, const Exec& ex,
+                     bool sync_each) {
+      auto step = [&] {
+        if (sync_each) CUDA_OK(cudaStreamSynchronize(s));
+      };
+      for (int i = 0; i < 4; ++i) {
+        softmax(ta, -1, tb, ex), step();
+        rms_norm(tb, tw, 1e-6, ta, ex), step();
+        layer_norm(ta, tw, tbias, 1e-5, tb, ex), step();
+        activation(tb, Activation::Silu, ta, ex), step();
       }
+    };
+    // ASSERTs return void: the result comes back through `out`.
+    auto on_device = [&](bool sync_each, HostTensor& out) {
+      Mirror a{HostTensor(ha)};
+      HostTensor got_b(t, shape);
+      DeviceTensor b(got_b);
+      b.poison();
+      CUDA_OK(cudaDeviceSynchronize());
+      chain(a.on_device(a.host.view()), b.view(), &w.dev_view, &bias.dev_view, {.impl = Impl::Custom, .stream = s},
+            sync_each);
+      CUDA_OK(cudaStreamSynchronize(s));
+      a.dev.to_host();
+      out = std::move(a.host);
+    };
+    HostTensor serial(t, shape), back_to_back(t, shape);
+    on_device(true, serial);
+    on_device(false, back_to_back);
+    chain(ha.view(), hb.view(), &w.host_view, &bias.host_view, {.impl = Impl::Reference}, false);
+    EXPECT_TRUE(all_close(back_to_back, serial, 0, 0)) << "rows " << shape[0] << " cols " << cols;
+    EXPECT_TRUE(all_close(serial, ha, 1e-2, 1e-2)) << "rows " << shape[0] << " cols " << cols;
+  }
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
+// The same, deterministically: before each op, a kernel that lets its dependents start at once
+// and only ~50 µs later writes x (or snapshots y). An op that read x before its wait would see the
+// old x; one that wrote y before its wait would show in the snapshot. Eagerly and in a captured
+// graph, for the three row ops and an activation.
+TEST(CudaRows, DependentLaunchWaitsBeforeReadingAndWriting) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const DType t = DType::Float32;
+  enum class K { Softmax, RmsNorm, LayerNorm, Silu };
+  auto run = [](K k, const Tensor& x, const Tensor& y, const Exec& ex) {
+    switch (k) {
+      case K::Softmax: return softmax(x, -1, y, ex);
+      case K::RmsNorm: return rms_norm(x, nullptr, 1e-6, y, ex);
+      case K::LayerNorm: return layer_norm(x, nullptr, nullptr, 1e-5, y, ex);
+      case K::Silu: return activation(x, Activation::Silu, y, ex);
+    }
+  };
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 16, 1024}, {3, 33}, {64, 4096}})
+    for (K k : {K::Softmax, K::RmsNorm, K::LayerNorm, K::Silu})
+      for (bool graph : {false, true}) {
+        SCOPED_TRACE("op " + std::to_string(int(k)) + " cols " + std::to_string(shape.back()) +
+                     (graph ? " graph" : " eager"));
+        HostTensor fresh = random_tensor(t, shape, 1.f, 3.f);  // what x holds once the copy lands
+        HostTensor ref(t, shape), got(t, shape), before = random_tensor(t, shape, 5.f, 6.f), snap_h(t, shape);
+        run(k, fresh.view(), ref.view(), {.impl = Impl::Reference});
+        Mirror x(random_tensor(t, shape, -3.f, -1.f));  // the x before the copy
+        DeviceTensor src(fresh), y(got), y2(before), snap(snap_h);
+        y.poison();
+        CUDA_OK(cudaDeviceSynchronize());
+        const Exec ex{.impl = Impl::Custom, .stream = s};
+        const Tensor xv = x.on_device(x.host.view());
+        auto sequence = [&] {
+          ASSERT_EQ(late_copy(x.dev.ptr, src.ptr, x.dev.bytes, 50, s), cudaSuccess);
+          run(k, xv, y.view(), ex);                                        // reads x
+          ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
+          run(k, xv, y2.view(), ex);                                       // writes y2
+        };
+        if (graph) {
+          cudaGraph_t g;
+          cudaGraphExec_t ge;
+          CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+          sequence();
+          CUDA_OK(cudaStreamEndCapture(s, &g));
+          CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
+          CUDA_OK(cudaGraphLaunch(ge, s));
+          CUDA_OK(cudaStreamSynchronize(s));
+          CUDA_OK(cudaGraphExecDestroy(ge));
+          CUDA_OK(cudaGraphDestroy(g));
+        } else {
+          sequence();
+          CUDA_OK(cudaStreamSynchronize(s));
+        }
+        y.to_host();
+        snap.to_host();
+        EXPECT_TRUE(close(got, ref)) << "the op read x before the kernel before it wrote it";
+        EXPECT_TRUE(snap_h.bytes == before.bytes) << "the op wrote y while the kernel before it read it";
+      }
+  CUDA_OK(cudaStreamDestroy(s));
 }
 
 TEST(CudaRows, OneLaunchOnTheCallersStreamAndUnderGraphCapture) {

@@ -1,0 +1,38 @@
+// A kernel for the dependent-launch tests: it lets the next kernel on the stream start at once
+// (allow_dependents, as lora_shrink does), then spins for `spin_us` microseconds (the global timer) and only then copies
+// `bytes` from src to dst. A kernel launched after it as a programmatic dependent that read or
+// wrote memory before its grid_dependency_wait would see (or clobber) the state before the copy.
+#include "late_copy.hpp"
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+
+namespace loraops::test {
+
+namespace {
+
+__device__ unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void late_copy_kernel(unsigned char* dst, const unsigned char* src, size_t bytes, unsigned long long ns) {
+  cuda::allow_dependents();
+  const unsigned long long t0 = now_ns();
+  while (now_ns() - t0 < ns) {
+  }
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < bytes; i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
+}  // namespace
+
+cudaError_t late_copy(void* dst, const void* src, size_t bytes, double spin_us, cudaStream_t stream) {
+  late_copy_kernel<<<64, 256, 0, stream>>>(static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src),
+                                           bytes, (unsigned long long)(spin_us * 1e3));
+  return cudaGetLastError();
+}
+
+}  // namespace loraops::test
