@@ -316,6 +316,11 @@ int main(int argc, char** argv) {
     const std::string shape = " fp32 x[1," + std::to_string(k) + "] r8";
     cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, L->weight_bytes()});
     cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, L->weight_bytes()});
+    // scale 0: no shrink and no low-rank term, the base pass alone
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, 1, k, k, 8, 1));
+    setups.back()->scale = 0.0;
+    LoraSetup* L0 = setups.back().get();
+    cases.push_back({"lora custom scale0" + shape, [L0, custom] { L0->lora(custom); }, L0->weight_bytes()});
   }
   {  // the floor for one pass over 32 MiB, rotating over 4 buffers as the decode rows do
     auto bufs = std::make_shared<std::vector<void*>>();
