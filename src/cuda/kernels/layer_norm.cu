@@ -36,7 +36,7 @@ layer_norm_reg(RowParams p, int tpr) {
   // 8 vectors per thread keeps the row packed (keep_fp32_row).
   constexpr bool kKeep = keep_fp32_row(NVEC);
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
-  // cost no occupancy) loaded with the first row and held in registers (104 of them at bf16 4
+  // cost no occupancy) loaded with the first row and held in registers (128 of them at bf16 4
   // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
   // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
   // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
