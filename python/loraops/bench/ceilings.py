@@ -57,7 +57,8 @@ def _cuda(torch, quick):
     return {"copy_gbps": 2 * nbytes / copy_s / 1e9, "gemm_tflops": 2 * n ** 3 / gemm_s / 1e12,
             "gemm_shape": f"bf16 {n}^3 torch.matmul",
             "gemm_tflops_fp32": 2 * n32 ** 3 / gemm32_s / 1e12 if gemm32_s else None,
-            "gemm_shape_fp32": f"fp32 {n32}^3 torch.matmul (no TF32)", "launch_us": eager_us,
+            "gemm_shape_fp32": f"fp32 {n32}^3 torch.matmul (no TF32)" if gemm32_s else None,
+            "launch_us": eager_us,
             "launch_graph_us": graph_us, "launch_kernel": "torch.cuda._sleep(0)"}
 
 
