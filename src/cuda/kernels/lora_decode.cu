@@ -395,12 +395,21 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
-template <class T, int MT, bool kVector>
+// kStageX (16-byte rows, MT rows of x within kStageXBytes): the block first copies the pass's rows
+// of x into shared memory, one load per thread, while each warp's first batch of W is in flight.
+// Read from global memory, x's loads came one after another, each after the previous vector's
+// math: ncu on the fp32 seed shape K = N = 1024 (one block of 8 warps per SM) found two thirds of
+// the cycles waiting on L1TEX, and the pass took 2.4 us over an empty kernel in graph replay.
+template <class T, int MT, bool kVector, bool kStageX>
 __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
+  static_assert(kVector || !kStageX, "staging copies 16-byte vectors");
+  extern __shared__ uint4 xs[];  // kStageX: [MT][k / V] vectors of x
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + warp;
-  if (n >= a.n) return;
-  const T* wrow = static_cast<const T*>(a.w.p) + n * a.w.rs;
+  // Staging needs every warp at its barriers: a warp past N reads row N-1 and stores nothing.
+  const bool live = n < a.n;
+  if (!kStageX && !live) return;
+  const T* wrow = static_cast<const T*>(a.w.p) + (live ? n : a.n - 1) * a.w.rs;
   const T* x = static_cast<const T*>(a.x.p);
   T* y = static_cast<T*>(a.y);
   bool waited = !a.t;
@@ -413,13 +422,25 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // Batches of B vectors per lane: all B loads of the row are issued before the first is
       // used (a dependent load per iteration would leave one 512-byte request per warp in flight).
       constexpr int V = kVec<T>, B = 8;
-      for (int64_t k0 = int64_t(lane) * V; k0 < a.k; k0 += int64_t(32) * V * B) {
-        uint4 wv[B];
+      const int64_t kv = a.k / V;  // vectors in a row of x
+      uint4 wv[B];
+      auto load_w = [&](int64_t k0) {
 #pragma unroll
         for (int b = 0; b < B; ++b) {
           const int64_t k = k0 + int64_t(b) * 32 * V;
           wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
         }
+      };
+      const int64_t first = int64_t(lane) * V;
+      if (first < a.k) load_w(first);
+      if constexpr (kStageX) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+          for (int64_t c = threadIdx.x; c < kv; c += kThreads) xs[i * kv + c] = load_shared_ro(xrow[i] + c * V);
+        __syncthreads();
+      }
+      for (int64_t k0 = first; k0 < a.k; k0 += int64_t(32) * V * B) {
+        if (k0 != first) load_w(k0);
 #pragma unroll
         for (int b = 0; b < B; ++b) {
           const int64_t k = k0 + int64_t(b) * 32 * V;
@@ -429,12 +450,14 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
 #pragma unroll
           for (int i = 0; i < MT; ++i) {
             float xf[V];
-            unpack<T>(load_shared_ro(xrow[i] + k), xf);
+            if constexpr (kStageX) unpack<T>(xs[i * kv + k / V], xf);
+            else unpack<T>(load_shared_ro(xrow[i] + k), xf);
 #pragma unroll
             for (int v = 0; v < V; ++v) acc[i] = fmaf(wf[v], xf[v], acc[i]);
           }
         }
       }
+      if constexpr (kStageX) __syncthreads();  // every warp is done with xs before the next pass
     } else {
 #pragma unroll 4
       for (int64_t k = lane; k < a.k; k += 32) {
@@ -451,7 +474,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
     }
     if (!waited) grid_dependency_wait(), waited = true;  // t is complete after this
     const int64_t m = m0 + lane;
-    if (lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
+    if (live && lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
   }
 }
 
@@ -484,11 +507,19 @@ void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
   launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
 }
 
+// Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
+constexpr int64_t kStageXBytes = 32 * 1024;
+
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
   const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
-  if (vector) launch_kernel(lora_decode_fma<T, MT, true>, blocks, kThreads, 0, stream, pdl, a);
-  else launch_kernel(lora_decode_fma<T, MT, false>, blocks, kThreads, 0, stream, pdl, a);
+  const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
+  if (vector && stage <= kStageXBytes)
+    launch_kernel(lora_decode_fma<T, MT, true, true>, blocks, kThreads, size_t(stage), stream, pdl, a);
+  else if (vector)
+    launch_kernel(lora_decode_fma<T, MT, true, false>, blocks, kThreads, 0, stream, pdl, a);
+  else
+    launch_kernel(lora_decode_fma<T, MT, false, false>, blocks, kThreads, 0, stream, pdl, a);
 }
 
 template <class T>
