@@ -27,7 +27,33 @@ __global__ void late_copy_kernel(unsigned char* dst, const unsigned char* src, s
     dst[i] = src[i];
 }
 
+__global__ void gate_kernel(const volatile int* flag) {
+  while (*flag == 0) {
+  }
+}
+
 }  // namespace
+
+StreamGate::StreamGate(cudaStream_t stream) : stream_(stream) {
+  int* p = nullptr;
+  if (cudaHostAlloc(&p, sizeof(int), cudaHostAllocMapped) != cudaSuccess) return;  // no gate: open
+  *p = 0;
+  flag_ = p;
+  int* dev = nullptr;
+  if (cudaHostGetDevicePointer(&dev, p, 0) == cudaSuccess) gate_kernel<<<1, 1, 0, stream>>>(dev);
+  else *flag_ = 1;
+}
+
+void StreamGate::open() {
+  if (flag_) *flag_ = 1;
+}
+
+StreamGate::~StreamGate() {
+  if (!flag_) return;
+  open();
+  cudaStreamSynchronize(stream_);  // the gate kernel has read its flag for the last time
+  cudaFreeHost(const_cast<int*>(flag_));
+}
 
 cudaError_t late_copy(void* dst, const void* src, size_t bytes, double spin_us, cudaStream_t stream) {
   late_copy_kernel<<<64, 256, 0, stream>>>(static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src),
