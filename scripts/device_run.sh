@@ -61,7 +61,7 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
   step latency build/dev/loraops_latency 2000 "${LATENCY_FILTER:-}"
   if [ "${CUTLASS_PROBE:-0}" = 1 ]; then
     step cutlass_probe build/dev/loraops_cutlass_probe
-    step cutlass_probe_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/loraops_cutlass_probe
+    step cutlass_probe_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/loraops_cutlass_probe --no-timing
   fi
   # NCU_CASE=text: Nsight Compute on the loraops_latency cases whose name contains it (speed of
   # light, occupancy, launch statistics, memory workload; NCU_KERNEL=regex picks the kernels).

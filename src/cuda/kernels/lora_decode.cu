@@ -423,24 +423,27 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // used (a dependent load per iteration would leave one 512-byte request per warp in flight).
       constexpr int V = kVec<T>, B = 8;
       const int64_t kv = a.k / V;  // vectors in a row of x
+      const int64_t first = int64_t(lane) * V;
       uint4 wv[B];
-      auto load_w = [&](int64_t k0) {
+      if constexpr (kStageX) {  // the first batch of W in flight while x is staged
 #pragma unroll
         for (int b = 0; b < B; ++b) {
-          const int64_t k = k0 + int64_t(b) * 32 * V;
+          const int64_t k = first + int64_t(b) * 32 * V;
           wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
         }
-      };
-      const int64_t first = int64_t(lane) * V;
-      if (first < a.k) load_w(first);
-      if constexpr (kStageX) {
 #pragma unroll
         for (int i = 0; i < MT; ++i)
           for (int64_t c = threadIdx.x; c < kv; c += kThreads) xs[i * kv + c] = load_shared_ro(xrow[i] + c * V);
         __syncthreads();
       }
       for (int64_t k0 = first; k0 < a.k; k0 += int64_t(32) * V * B) {
-        if (k0 != first) load_w(k0);
+        if (!kStageX || k0 != first) {
+#pragma unroll
+          for (int b = 0; b < B; ++b) {
+            const int64_t k = k0 + int64_t(b) * 32 * V;
+            wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
+          }
+        }
 #pragma unroll
         for (int b = 0; b < B; ++b) {
           const int64_t k = k0 + int64_t(b) * 32 * V;
@@ -514,9 +517,14 @@ template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
   const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
   const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
-  if (vector && stage <= kStageXBytes)
-    launch_kernel(lora_decode_fma<T, MT, true, true>, blocks, kThreads, size_t(stage), stream, pdl, a);
-  else if (vector)
+  // Staged for float at up to 2 tokens a pass: 16-bit types reach this kernel vectorised only past
+  // the mma kernels' reach, and at 4 and 8 tokens ptxas spilled the staged kernel (36-68 bytes).
+  constexpr bool kMayStage = std::is_same_v<T, float> && MT <= 2;
+  if constexpr (kMayStage) {
+    if (vector && stage <= kStageXBytes)
+      return launch_kernel(lora_decode_fma<T, MT, true, true>, blocks, kThreads, size_t(stage), stream, pdl, a);
+  }
+  if (vector)
     launch_kernel(lora_decode_fma<T, MT, true, false>, blocks, kThreads, 0, stream, pdl, a);
   else
     launch_kernel(lora_decode_fma<T, MT, false, false>, blocks, kThreads, 0, stream, pdl, a);

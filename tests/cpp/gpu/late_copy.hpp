@@ -13,7 +13,9 @@ namespace loraops::test {
 cudaError_t late_copy(void* dst, const void* src, size_t bytes, double spin_us, cudaStream_t stream);
 
 // A kernel that holds `stream` until the host calls open() (the destructor opens it too): work
-// enqueued behind it starts only once all of it is enqueued, however slow the host is.
+// enqueued behind it starts only once all of it is enqueued, however slow the host is. Kernels
+// enqueued behind it should have run once before: a lazily loaded kernel's first launch may wait
+// for the device, which the gate holds (it gives up after about a second: timed_out()).
 class StreamGate {
  public:
   explicit StreamGate(cudaStream_t stream);
@@ -21,6 +23,8 @@ class StreamGate {
   StreamGate(const StreamGate&) = delete;
   StreamGate& operator=(const StreamGate&) = delete;
   void open();
+  // After a sync: whether the gate gave up waiting for open() (about a second).
+  bool timed_out() const;
 
  private:
   cudaStream_t stream_;
