@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUTLASS headers (pinned) from PyPI's nvidia-cutlass wheel into build/deps/cutlass/{include,
-# tools/util/include}, for the WIP probe (-DLORAOPS_CUTLASS_PROBE=ON). Never copied into the repo.
+# tools/util/include} (scripts/setup.sh runs it where nvcc is). Never copied into the repo.
 # With --device, also into .device/cutlass (git-ignored), which the device tool carries.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "concat_k_mainloop.cuh"
+#include "cuda/kernels/concat_k_mainloop.cuh"
 
 using EA = cutlass::bfloat16_t;
 using TileShape = Shape<_128, _256, _64>;

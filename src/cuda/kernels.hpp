@@ -30,6 +30,10 @@ void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
+// kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
+// (CUTLASS; the builds without its headers fall back to the vendor composition).
+bool lora_fold_supported(const detail::LoraForwardParams& p);
+void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
 // (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16

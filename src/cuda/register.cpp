@@ -51,10 +51,11 @@ void register_kernels(detail::Registry& reg) {
              "this build of loraops has no cuDNN (or no cuDNN frontend headers)");
 #endif
   // custom: our decode kernels where y is bound by one read of W; above that the low-rank term
-  // is not folded into a GEMM of ours yet, so custom runs the cuBLASLt composition.
+  // folded into the GEMM's K loop where lora_fold_supported, else the cuBLASLt composition.
   reg.add<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, Impl::Custom, [](const detail::LoraForwardParams& p, void* s) {
         if (p.m <= kLoraDecodeMaxM) lora_forward_decode(p, s);
+        else if (lora_fold_supported(p)) lora_forward_fold(p, s);
         else lora_forward_vendor(p, s);
       });
   // auto: cuBLASLt for matmul (no custom GEMM on CUDA); row ops default to custom.
