@@ -373,6 +373,17 @@ int main(int argc, char** argv) {
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
   }
 
+  // Prefill and training sizes (GEMM-bound, so no graph replay): the custom forward (the folded
+  // GEMM where it applies), the vendor composition and the base GEMM alone, bf16 K = N = 4096 r16.
+  for (int64_t m : {512, 2048, 8192}) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 1));
+    LoraSetup* L = setups.back().get();
+    const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16";
+    const double flops = 2.0 * double(m) * 4096 * 4096, lr = 2.0 * double(m) * 16 * (4096 + 4096);
+    cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, 0, 20, flops + lr});
+    cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, 0, 20, flops + lr});
+    cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, 0, 20, flops});
+  }
   // Training (GEMM-bound, so no graph replay): fwd+bwd of one layer against its base GEMMs.
   auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
   cases.push_back({"train base x@W.T + g@W bf16 m8192 4096", [=] { train->base(vendor); }, 0, 20});
