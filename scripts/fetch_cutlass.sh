@@ -5,14 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=build/deps/cutlass
-if [ ! -f "$D/include/cutlass/cutlass.h" ]; then
+if [ ! -f "$D/tools/util/include/cutlass/util/packed_stride.hpp" ]; then
+  # Unpacked beside $D and moved into place whole: a failed step leaves no half tree for CMake.
   tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
   .venv/bin/python -m pip download -q --no-deps -d "$tmp" nvidia-cutlass==4.2.0.0
   (cd "$tmp" && python3 -m zipfile -e nvidia_cutlass-*.whl x)
-  mkdir -p "$D/tools/util"
-  cp -r "$tmp/x/cutlass_library/source/include" "$D/"
-  cp -r "$tmp/x/cutlass_library/source/tools/util/include" "$D/tools/util/"
-  rm -rf "$tmp"
+  mkdir -p "$tmp/deps/tools/util"
+  mv "$tmp/x/cutlass_library/source/include" "$tmp/deps/"
+  mv "$tmp/x/cutlass_library/source/tools/util/include" "$tmp/deps/tools/util/"
+  rm -rf "$D" && mkdir -p "$(dirname "$D")" && mv "$tmp/deps" "$D"
 fi
 if [ "${1:-}" = --device ]; then
   rm -rf .device/cutlass && mkdir -p .device && cp -r "$D" .device/cutlass

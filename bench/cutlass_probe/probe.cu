@@ -14,6 +14,8 @@
 
 #include "cuda/kernels/concat_k_mainloop.cuh"
 
+using namespace cute;
+
 using EA = cutlass::bfloat16_t;
 using TileShape = Shape<_128, _256, _64>;
 using ClusterShape = Shape<_2, _1, _1>;
@@ -26,7 +28,7 @@ using MainBase = typename cutlass::gemm::collective::CollectiveBuilder<
     cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
     cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
     cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-using Main = ConcatKMainloop<MainBase>;
+using Main = loraops::cuda::fold::ConcatKMainloop<MainBase>;
 using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Main, Epi>;
 using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 

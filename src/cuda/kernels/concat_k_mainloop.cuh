@@ -10,7 +10,9 @@
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/util/packed_stride.hpp"
 
-using namespace cute;
+namespace loraops::cuda::fold {
+
+using namespace cute;  // inside this namespace only: the class below is written in CuTe's terms
 
 // A CUTLASS sm90 TMA warp-specialized mainloop whose K dimension is two operand pairs end to end:
 // k tiles [0, k1_tiles) come from (A, B) over K1 columns, the rest from (A2, B2) over K2 columns.
@@ -121,8 +123,8 @@ struct ConcatKMainloop : Base {
                            LoadInputs const& load_inputs, BlockCoord const& blk_coord, KTileIterator k_tile_iter,
                            int k_tile_count, int, uint32_t block_rank_in_cluster, TensorStorage& shared_tensors) {
     if (!cute::elect_one_sync()) return;
-    Tensor sA = make_tensor(make_smem_ptr(shared_tensors.smem_A.data()), SmemLayoutA{});
-    Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), SmemLayoutB{});
+    auto sA = make_tensor(make_smem_ptr(shared_tensors.smem_A.data()), SmemLayoutA{});
+    auto sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), SmemLayoutB{});
     using ClusterShape = typename DispatchPolicy::ClusterShape;
     constexpr uint32_t cluster_x = get<0>(ClusterShape{});
     const uint2 cid = {block_rank_in_cluster % cluster_x, block_rank_in_cluster / cluster_x};
@@ -163,3 +165,4 @@ struct ConcatKMainloop : Base {
   }
 };
 
+}  // namespace loraops::cuda::fold

@@ -3,9 +3,10 @@
 // (CUTLASS's sm90 TMA warp-specialized GEMM with concat_k_mainloop.cuh's producer, the bias in
 // its epilogue). Before it, cuBLASLt's shrink t = scale * x @ A.T into scratch, in the input
 // dtype (the one rounding the vendor path makes too: it rounds x @ A.T and scales in fp32).
-// Taken for float16/bfloat16 with 16-byte-aligned rows of x, W and y (TMA), a unit-stride bias,
-// a nonzero term, and no x@A.T kept for the caller (xa_out: that wants t unscaled; the vendor
-// path serves it). lora_b is read in place when its rows are 16-byte aligned, else copied.
+// Taken for float16/bfloat16 with K and r multiples of 8 and 16-byte-aligned rows of x, W and y
+// (TMA), a unit-stride bias, a nonzero term, and no x@A.T kept for the caller (xa_out: that wants
+// t unscaled; the vendor path serves it). lora_b is read in place when its rows are 16-byte
+// aligned, else copied.
 // Built where CUTLASS's headers are (PyPI's nvidia-cutlass, scripts/setup.sh): LORAOPS_WITH_CUTLASS.
 #include "cuda/kernels.hpp"
 
@@ -39,7 +40,7 @@ struct FoldGemm {
       cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
       cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Main = ConcatKMainloop<MainBase>;
+  using Main = fold::ConcatKMainloop<MainBase>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Main, Epi>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
@@ -55,7 +56,7 @@ void run_fold(const detail::LoraForwardParams& p, cudaStream_t stream) {
   int64_t x_rs = 0;
   p.x.uniform(&x_rs);
   const int64_t ld_t = round_up(p.r, 8);  // 16-byte rows of t (and of a copied B)
-  const bool copy_b = !(p.lora_b.cs == 1 && rows16(p.lora_b.p, p.lora_b.rs, es));
+  const bool copy_b = !(p.lora_b.cs == 1 && p.lora_b.rs >= p.r && rows16(p.lora_b.p, p.lora_b.rs, es));
   const int64_t ld_b = copy_b ? ld_t : p.lora_b.rs;
   const int64_t kk = round_up(p.k, kBlkK) + round_up(p.r, kBlkK);
 
@@ -110,6 +111,9 @@ void run_fold(const detail::LoraForwardParams& p, cudaStream_t stream) {
 bool lora_fold_supported(const detail::LoraForwardParams& p) {
   if (p.dtype != DType::BFloat16 && p.dtype != DType::Float16) return false;
   if (p.r <= 0 || p.scale == 0.f || p.xa_out != nullptr || p.m <= 0 || p.n <= 0 || p.k <= 0) return false;
+  // CUTLASS's TMA operands want the contiguous extents in whole 16-byte vectors too (its
+  // can_implement; t's and B's width is r).
+  if (p.k % 8 != 0 || p.r % 8 != 0) return false;
   if (p.m >= INT32_MAX || p.n >= INT32_MAX || p.k + p.r + 256 >= INT32_MAX) return false;
   int64_t x_rs = 0;
   const int64_t es = 2;
