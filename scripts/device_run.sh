@@ -41,11 +41,7 @@ step() {  # step NAME CMD...: run, log to $LOGS/NAME.log, remember the status
 # when carried (cp -r /usr/src/googletest .device/ on the dev machine).
 GTEST_ARG=()
 [ -d .device/googletest ] && GTEST_ARG=(-DLORAOPS_GTEST_SOURCE_DIR="$PWD/.device/googletest")
-# CUTLASS_PROBE=1: also build and run loraops_cutlass_probe (bench/cutlass_probe; carry .device/cutlass,
-# made by scripts/fetch_cutlass.sh --device), under memcheck too.
-PROBE_ARG=()
-[ "${CUTLASS_PROBE:-0}" = 1 ] && PROBE_ARG=(-DLORAOPS_CUTLASS_PROBE=ON)
-step configure cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${GTEST_ARG[@]}" "${PROBE_ARG[@]}" &&
+step configure cmake -S . -B build/dev -G Ninja -DLORAOPS_CUDA=ON -DLORAOPS_BUILD_TESTS=ON "${GTEST_ARG[@]}" &&
   step build ninja -C build/dev
 if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; then
   FILTER=(--gtest_filter="${GPU_FILTER:-*}")
@@ -59,10 +55,6 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
   LORAOPS_TEST_CUSTOM_ONLY=1 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="${RACECHECK_FILTER:-${GPU_FILTER:-*}}"
   fi
   step latency build/dev/loraops_latency 2000 "${LATENCY_FILTER:-}"
-  if [ "${CUTLASS_PROBE:-0}" = 1 ]; then
-    step cutlass_probe build/dev/loraops_cutlass_probe
-    step cutlass_probe_memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build/dev/loraops_cutlass_probe --no-timing
-  fi
   # NCU_CASE=text: Nsight Compute on the loraops_latency cases whose name contains it (speed of
   # light, occupancy, launch statistics, memory workload; NCU_KERNEL=regex picks the kernels).
   if [ -n "${NCU_CASE:-}" ]; then
@@ -97,7 +89,7 @@ pack  # the tool brings back few files: the reports and this one archive of ever
 
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
-for f in gpu_tests memcheck racecheck latency cutlass_probe cutlass_probe_memcheck ncu pytest example; do
+for f in gpu_tests memcheck racecheck latency ncu pytest example; do
   tar xzf "$OUT/logs.tgz" -O "./$f.log" 2>/dev/null | tail -n 8 | sed "1i --- $f (tail)"
 done
 tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fallbacks" | sed "1i --- profile_example"

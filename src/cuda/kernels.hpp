@@ -24,6 +24,8 @@ void matmul_vendor(const detail::MatmulParams& p, void* stream);
 void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream);
 // vendor/lora_backward_cublaslt.cpp: five GEMMs, nothing larger than m x r materialised.
 void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream);
+// The same, with grad_x as one folded GEMM (lora_fold.cu) where `fold` and it applies: custom.
+void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream, bool fold);
 // kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
 constexpr int64_t kLoraDecodeMaxM = 64;
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
@@ -31,9 +33,18 @@ void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
-// (CUTLASS; the builds without its headers fall back to the vendor composition).
+// (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);
+// auto takes the fold (forward and backward) from this many rows (H200 measurements, NOTES.md).
+constexpr int64_t kLoraFoldAutoMinM = 1024;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
+// The backward's grad_x = [g | gB] @ [W ; scale*A] (g: m rows of n, unit column stride, 16-byte
+// rows; gB: [m, r] unscaled, rows of ld_gb), with lora_backward_fold_scratch(p, true) bytes of
+// 256-byte-aligned scratch; _supported checks everything but g.
+bool lora_backward_fold_supported(const detail::LoraBackwardParams& p);
+int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p, bool with_workspace);
+void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
+                               int64_t ld_gb, void* scratch, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
 // (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16

@@ -61,8 +61,15 @@ void register_kernels(detail::Registry& reg) {
   // auto: cuBLASLt for matmul (no custom GEMM on CUDA); row ops default to custom.
   reg.set_chooser<detail::MatmulParams>(OpId::Matmul, kCUDA,
                                         [](const detail::MatmulParams&) { return Impl::Vendor; });
+  // lora_backward, custom: the composition with grad_x as one folded GEMM where it applies.
+  reg.add<detail::LoraBackwardParams>(
+      OpId::LoraBackward, kCUDA, Impl::Custom,
+      [](const detail::LoraBackwardParams& p, void* s) { lora_backward_composition(p, s, true); });
+  // auto: the fold from kLoraFoldAutoMinM rows, where the GEMM is long enough to pay for its setup.
   reg.set_chooser<detail::LoraBackwardParams>(
-      OpId::LoraBackward, kCUDA, [](const detail::LoraBackwardParams&) { return Impl::Vendor; });
+      OpId::LoraBackward, kCUDA, [](const detail::LoraBackwardParams& p) {
+        return p.m >= kLoraFoldAutoMinM && lora_backward_fold_supported(p) ? Impl::Custom : Impl::Vendor;
+      });
   // LoRA forward: the decode kernels up to 16 rows in half precision (tensor cores) and up to 4
   // in float32 (CUDA cores, true fp32), for operands they read as 16-byte vectors; cuBLASLt
   // beyond and for other layouts (the decode kernels' element-load path is not measured). H200, bf16 4096x4096 r16, graph replay
@@ -71,7 +78,8 @@ void register_kernels(detail::Registry& reg) {
   reg.set_chooser<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, [](const detail::LoraForwardParams& p) {
         const int64_t max_m = p.dtype == DType::Float32 ? 4 : 16;
-        return p.m <= max_m && lora_decode_vectorised(p) ? Impl::Custom : Impl::Vendor;
+        if (p.m <= max_m) return lora_decode_vectorised(p) ? Impl::Custom : Impl::Vendor;
+        return p.m >= kLoraFoldAutoMinM && lora_fold_supported(p) ? Impl::Custom : Impl::Vendor;
       });
 }
 

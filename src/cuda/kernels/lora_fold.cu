@@ -1,140 +1,155 @@
-// lora_forward on CUDA, custom, above the decode sizes (m > kLoraDecodeMaxM): the low-rank term
-// folded into the base GEMM's K loop, y = [x | t] @ [W | B]^T + bias, one GEMM that writes y once
-// (CUTLASS's sm90 TMA warp-specialized GEMM with concat_k_mainloop.cuh's producer, the bias in
-// its epilogue). Before it, cuBLASLt's shrink t = scale * x @ A.T into scratch, in the input
-// dtype (the one rounding the vendor path makes too: it rounds x @ A.T and scales in fp32).
-// Taken for float16/bfloat16 with K and r multiples of 8 and 16-byte-aligned rows of x, W and y
-// (TMA), a unit-stride bias, a nonzero term, and no x@A.T kept for the caller (xa_out: that wants
-// t unscaled; the vendor path serves it). lora_b is read in place when its rows are 16-byte
-// aligned, else copied.
-// Built where CUTLASS's headers are (PyPI's nvidia-cutlass, scripts/setup.sh): LORAOPS_WITH_CUTLASS.
-#include "cuda/kernels.hpp"
-
-#if LORAOPS_WITH_CUTLASS
+// LoRA on CUDA, custom, at GEMM sizes: the low-rank term folded into the base GEMM's K loop
+// (fold_gemm.hpp), so that the output is written once.
+//   forward (m > kLoraDecodeMaxM):  t = x @ A.T (cuBLASLt, unscaled: it is the caller's xa_out
+//                                   when kept), then y = [x | t] @ [W | scale*B]^T + bias
+//   backward, grad_x:               gB = g @ B (the composition computes it for grad_a anyway),
+//                                   then grad_x = [g | gB] @ [W ; scale*A]
+// The scale goes on a copy of the small factor (B: [n, r], A: [r, k]), rounded to the input dtype;
+// none is made when the scale is 1 and the factor's rows are 16-byte aligned. Keeping t unscaled
+// makes y the same bits whether or not the caller keeps xa.
+// Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
+// operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
+// headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.
 #include "cuda/common.cuh"
-#include "cuda/kernels/concat_k_mainloop.cuh"
-#include "cuda/kernels/strided_copy.hpp"
+#include "cuda/kernels.hpp"
+#include "cuda/kernels/fold_gemm.hpp"
 #include "cuda/stream_scratch.hpp"
 #include "cuda/vendor/cublaslt.hpp"
-#endif
 
 namespace loraops::cuda {
 
-#if LORAOPS_WITH_CUTLASS
 namespace {
-
-using namespace cute;
-
-template <class E>
-struct FoldGemm {
-  using TileShape = cute::Shape<_128, _256, _64>;
-  using ClusterShape = cute::Shape<_2, _1, _1>;
-  // D = acc + bias[n] (alpha 1, beta 0: C is never read)
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBias<E, float, E, E, float>;
-  using Epi = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, E, cutlass::layout::RowMajor, 8, E,
-      cutlass::layout::RowMajor, 8, cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
-  using MainBase = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, E, cutlass::layout::RowMajor, 8, E,
-      cutlass::layout::ColumnMajor, 8, float, TileShape, ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
-  using Main = fold::ConcatKMainloop<MainBase>;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Main, Epi>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
-};
 
 bool rows16(const void* p, int64_t row_stride, int64_t es) { return aligned16(p) && (row_stride * es) % 16 == 0; }
 
+// dst[i][j] = scale * src[i*rs + j*cs] for a rows x cols matrix, dst rows of `cols` (fp32 math,
+// one rounding to E).
 template <class E>
-void run_fold(const detail::LoraForwardParams& p, cudaStream_t stream) {
-  using G = FoldGemm<E>;
-  using Gemm = typename G::Gemm;
-  using Kernel = typename G::Kernel;
-  constexpr int64_t es = 2, kBlkK = G::Main::kBlkK;
+__global__ void scale_copy_kernel(const E* __restrict__ src, int64_t rs, int64_t cs, int64_t rows, int64_t cols,
+                                  float scale, E* __restrict__ dst) {
+  const int64_t total = rows * cols;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / cols, j = e - i * cols;
+    dst[e] = from_float<E>(scale * to_float(src[i * rs + j * cs]));
+  }
+}
+
+void scale_copy(DType t, const detail::MatView& src, int64_t rows, int64_t cols, float scale, void* dst, cudaStream_t stream) {
+  const int64_t total = rows * cols;
+  const int grid = int(std::min<int64_t>((total + 255) / 256, 4096));
+  if (t == DType::BFloat16)
+    scale_copy_kernel<<<grid, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(src.p), src.rs, src.cs, rows, cols,
+                                                scale, static_cast<__nv_bfloat16*>(dst));
+  else
+    scale_copy_kernel<<<grid, 256, 0, stream>>>(static_cast<const __half*>(src.p), src.rs, src.cs, rows, cols, scale,
+                                                static_cast<__half*>(dst));
+  LORAOPS_CUDA_CHECK_LAUNCH("lora (scaled factor copy)");
+}
+
+// The factor as the GEMM reads it: in place when the scale is 1 and its rows are whole 16-byte
+// vectors of at least `cols`, else scale * factor in `copy` (rows of `cols`).
+const void* scaled_factor(DType t, const detail::MatView& f, int64_t rows, int64_t cols, float scale, void* copy,
+                          int64_t* ld, cudaStream_t stream) {
+  if (scale == 1.f && f.cs == 1 && f.rs >= cols && rows16(f.p, f.rs, 2)) {
+    *ld = f.rs;
+    return f.p;
+  }
+  scale_copy(t, f, rows, cols, scale, copy, stream);
+  *ld = cols;
+  return copy;
+}
+
+bool fold_dtype(DType t) { return LORAOPS_WITH_CUTLASS && (t == DType::BFloat16 || t == DType::Float16); }
+
+constexpr int64_t kI32 = INT32_MAX - 256;  // CUTLASS's problem shape is int
+
+}  // namespace
+
+bool lora_fold_supported(const detail::LoraForwardParams& p) {
+  if (!fold_dtype(p.dtype)) return false;
+  if (p.r <= 0 || p.scale == 0.f || p.m <= 0 || p.n <= 0 || p.k <= 0) return false;
+  // CUTLASS's TMA operands want the contiguous extents in whole 16-byte vectors too (its
+  // can_implement; t's and B's width is r).
+  if (p.k % 8 != 0 || p.r % 8 != 0 || p.n % 8 != 0) return false;
+  if (p.m >= kI32 || p.n >= kI32 || p.k + p.r >= kI32) return false;
+  int64_t x_rs = 0;
+  const int64_t es = 2;
+  if (!p.x.uniform(&x_rs) || p.x.col_stride != 1 || !rows16(p.x.p, x_rs, es) || x_rs < p.k) return false;
+  if (p.weight.cs != 1 || !rows16(p.weight.p, p.weight.rs, es) || p.weight.rs < p.k) return false;
+  if (!aligned16(p.out)) return false;  // y: contiguous [m, n], stored by TMA
+  if (p.bias && (p.bias_stride != 1 || !aligned16(p.bias))) return false;
+  return true;
+}
+
+void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  DeviceGuard guard(p.device_index);
+  constexpr int64_t es = 2;
   int64_t x_rs = 0;
   p.x.uniform(&x_rs);
-  const int64_t ld_t = round_up(p.r, 8);  // 16-byte rows of t (and of a copied B)
-  const bool copy_b = !(p.lora_b.cs == 1 && p.lora_b.rs >= p.r && rows16(p.lora_b.p, p.lora_b.rs, es));
-  const int64_t ld_b = copy_b ? ld_t : p.lora_b.rs;
-  const int64_t kk = round_up(p.k, kBlkK) + round_up(p.r, kBlkK);
-
-  using SA = typename Kernel::StrideA;
-  using SB = typename Kernel::StrideB;
-  const SA sa{x_rs, cute::Int<1>{}, int64_t(0)}, sa2{ld_t, cute::Int<1>{}, int64_t(0)};
-  const SB sb{p.weight.rs, cute::Int<1>{}, int64_t(0)}, sb2{ld_b, cute::Int<1>{}, int64_t(0)};
-  const auto sd = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, {int(p.m), int(p.n), 1});
-  typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
-                                {int(p.m), int(p.n), int(kk), 1},
-                                {static_cast<const E*>(p.x.p), sa, static_cast<const E*>(p.weight.p), sb, nullptr, sa2,
-                                 nullptr, sb2, int(p.k), int(p.r)},
-                                {{}, static_cast<E*>(p.out), sd, static_cast<E*>(p.out), sd}};
-  args.epilogue.thread.alpha = 1.f;
-  args.epilogue.thread.beta = 0.f;
-  args.epilogue.thread.bias_ptr = static_cast<const E*>(p.bias);
-
-  // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
-  const int64_t t_bytes = round_up(p.m * ld_t * es, 256), b_bytes = copy_b ? round_up(p.n * ld_t * es, 256) : 0;
-  const int64_t ws_bytes = round_up(int64_t(Gemm::get_workspace_size(args)), 256);
-  const Scratch lease = stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
+  // t straight into the caller's xa_out when it is 16-byte aligned (its rows are: r % 8 == 0)
+  const bool t_in_xa = p.xa_out != nullptr && aligned16(p.xa_out);
+  FoldGemmArgs g;
+  g.m = p.m, g.n = p.n, g.k1 = p.k, g.k2 = p.r;
+  g.a = p.x.p, g.lda = x_rs, g.lda2 = p.r;
+  g.b = p.weight.p, g.ldb = p.weight.rs;
+  g.bias = p.bias, g.d = p.out;
+  // Scratch: [t][scaled B][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
+  const int64_t t_bytes = t_in_xa ? 0 : round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
+  g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
+  const int64_t ws_bytes = round_up(int64_t(fold_gemm_workspace(p.dtype, g)), 256);
+  const Scratch lease =
+      stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
   char* scratch = lease.get();
-  E* t = reinterpret_cast<E*>(scratch);
-  E* b = copy_b ? reinterpret_cast<E*>(scratch + t_bytes) : static_cast<E*>(const_cast<void*>(p.lora_b.p));
-  void* ws = scratch + t_bytes + b_bytes;
+  void* t = t_in_xa ? p.xa_out : scratch;
 
-  lt::GemmDesc shrink;  // t = scale * x @ A.T, [m, r] with rows of ld_t
+  lt::GemmDesc shrink;  // t = x @ A.T, [m, r]
   shrink.op = "lora_forward";
   shrink.dtype = p.dtype;
   shrink.m = p.m, shrink.n = p.r, shrink.k = p.k;
   shrink.a = p.x.p, shrink.a_rs = x_rs, shrink.a_cs = 1;
   shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
-  shrink.d = t, shrink.ldd = ld_t;
-  shrink.alpha = p.scale;
+  shrink.d = t, shrink.ldd = p.r;
   lt::gemm(shrink, stream, p.device_index);
-  if (copy_b)  // B's [n, r] into rows of ld_t (the padding is never read: TMA stops at r)
-    strided_copy(es, 1, p.n, p.r, StridedMat{p.lora_b.p, 0, p.lora_b.rs, p.lora_b.cs}, b, 0, ld_t, 1, stream,
-                 p.device_index);
-  args.mainloop.ptr_A2 = t;
-  args.mainloop.ptr_B2 = b;
-
-  Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess ||
-      gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess || gemm.run(stream) != cutlass::Status::kSuccess)
-    throw Error(ErrorKind::Runtime, "lora_forward", "x", "the folded GEMM (CUTLASS) to launch",
-                "can_implement, initialize or run failed");
-  LORAOPS_CUDA_CHECK_LAUNCH("lora_forward (folded GEMM)");
+  if (p.xa_out && !t_in_xa)
+    LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
+  g.a2 = t;
+  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, p.scale, scratch + t_bytes, &g.ldb2, stream);
+  fold_gemm(p.dtype, g, scratch + t_bytes + b_bytes, stream);
 }
 
-}  // namespace
-
-bool lora_fold_supported(const detail::LoraForwardParams& p) {
-  if (p.dtype != DType::BFloat16 && p.dtype != DType::Float16) return false;
-  if (p.r <= 0 || p.scale == 0.f || p.xa_out != nullptr || p.m <= 0 || p.n <= 0 || p.k <= 0) return false;
-  // CUTLASS's TMA operands want the contiguous extents in whole 16-byte vectors too (its
-  // can_implement; t's and B's width is r).
-  if (p.k % 8 != 0 || p.r % 8 != 0) return false;
-  if (p.m >= INT32_MAX || p.n >= INT32_MAX || p.k + p.r + 256 >= INT32_MAX) return false;
-  int64_t x_rs = 0;
-  const int64_t es = 2;
-  if (!p.x.uniform(&x_rs) || p.x.col_stride != 1 || !rows16(p.x.p, x_rs, es) || x_rs < p.k) return false;
-  if (p.weight.cs != 1 || !rows16(p.weight.p, p.weight.rs, es) || p.weight.rs < p.k) return false;
-  if (!rows16(p.out, p.n, es)) return false;  // y: contiguous [m, n], stored by TMA
-  if (p.bias && (p.bias_stride != 1 || !aligned16(p.bias))) return false;
-  return true;
+bool lora_backward_fold_supported(const detail::LoraBackwardParams& p) {
+  if (!fold_dtype(p.dtype)) return false;
+  if (p.r <= 0 || p.scale == 0.f || p.m <= 0 || p.n <= 0 || p.k <= 0) return false;
+  if (p.k % 8 != 0 || p.r % 8 != 0 || p.n % 8 != 0) return false;
+  if (p.m >= kI32 || p.k >= kI32 || p.n + p.r >= kI32) return false;
+  // W as the N-major B operand: rows of k, 16-byte aligned
+  if (p.weight.cs != 1 || !rows16(p.weight.p, p.weight.rs, 2) || p.weight.rs < p.k) return false;
+  return aligned16(p.grad_x);  // contiguous [m, k], stored by TMA
 }
 
-void lora_forward_fold(const detail::LoraForwardParams& p, void* stream) {
+void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
+                               int64_t ld_gb, void* scratch, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);
-  if (p.dtype == DType::BFloat16) run_fold<cutlass::bfloat16_t>(p, static_cast<cudaStream_t>(stream));
-  else run_fold<cutlass::half_t>(p, static_cast<cudaStream_t>(stream));
+  FoldGemmArgs a;
+  a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
+  a.a = g, a.lda = g_rs, a.a2 = gb, a.lda2 = ld_gb;
+  a.b = p.weight.p, a.ldb = p.weight.rs, a.b_k_major = false;
+  a.d = p.grad_x;
+  a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, scratch, &a.ldb2, stream);
+  fold_gemm(p.dtype, a, static_cast<char*>(scratch) + lora_backward_fold_scratch(p, false), stream);
 }
 
-#else  // no CUTLASS headers in this build: the vendor composition serves every shape
-
-bool lora_fold_supported(const detail::LoraForwardParams&) { return false; }
-void lora_forward_fold(const detail::LoraForwardParams& p, void* stream) { lora_forward_vendor(p, stream); }
-
-#endif
+int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p, bool with_workspace) {
+  const int64_t a_bytes = round_up(p.r * p.k * 2, 256);
+  if (!with_workspace) return a_bytes;
+  FoldGemmArgs a;
+  a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
+  a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
+  a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
+  a.d = p.grad_x;
+  return a_bytes + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+}
 
 }  // namespace loraops::cuda

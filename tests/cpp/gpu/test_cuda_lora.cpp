@@ -6,7 +6,7 @@
 // (ordering against earlier and later work on it) and CUDA-graph capture replayed on new data.
 //
 // Tolerance, per output element (i, j), from the magnitudes of the terms, not of the result:
-//   tol = 2 * (u * (2|y| + |x@W.T| + |y1| + |scale*t@B.T| + |scale|·T)
+//   tol = 2 * (u * (2|y| + max(|x@W.T| + |y1| + |scale*t@B.T|, |scale|·T) + |scale|·T)
 //              + u32 * (sqrt(K)·(Σ_l|x_l·W_jl| + |scale|·Σ_s Σ_l|x_l·A_sl|·|B_js|)
 //                       + sqrt(r+1)·|scale|·Σ_s|t_s·B_js| + |y| + |bias_j|))
 //   T = min(Σ_s|t_s·B_js|, 3·sqrt(Σ_s (t_s·B_js)^2))
@@ -16,9 +16,10 @@
 // reference's and the kernel's final rounding of y, x@W.T rounded before it is added, y1
 // rounded, scale*t@B.T rounded before the bias (cuBLASLt's bias epilogue does that for halves),
 // and t rounded to the dtype, by the vendor path (like PyTorch) and by the custom path's folded
-// GEMM above 64 rows (which rounds scale*t instead: the same bound): r independent roundings, bounded
-// by T (the worst case Σ, or the probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst
-// case would hide a dropped rank in bf16). The u32-terms are fp32 accumulation over K and r
+// GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the
+// probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in
+// bf16). The fold rounds scale*B too (r roundings more, bounded by T) but none of x@W.T, y1 and
+// scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
 // (products of halves are exact in fp32; TF32 would not pass). The data is scaled so that
 // x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a missing bias, a
 // wrong scale, a dropped K or r tail, a wrong row all move y by much more than tol.
@@ -210,8 +211,10 @@ std::vector<double> tolerance(const Analysis& an, DType t) {
       const double t_rounding = std::min(lora_abs, 3 * std::sqrt(lora_sq));
       const double base = an.base[size_t(i * d.n + j)], bias = d.bias[size_t(j)];
       const double y1 = d.scale * lora + bias, y = base + y1;
-      const double rounding = u * (2 * std::fabs(y) + std::fabs(base) + std::fabs(y1) +
-                                   std::fabs(d.scale * lora) + s * t_rounding);
+      // the vendor path rounds x@W.T, y1 and scale*t@B.T; the fold rounds none of them but scale*B
+      const double rounding =
+          u * (2 * std::fabs(y) + std::max(std::fabs(base) + std::fabs(y1) + std::fabs(d.scale * lora), s * t_rounding) +
+               s * t_rounding);
       const double accumulation =
           u32 * (sk * (an.base_abs[size_t(i * d.n + j)] + s * xab) + sr * s * lora_abs +
                  std::fabs(y) + std::fabs(bias));
