@@ -462,6 +462,12 @@ int main(int argc, char** argv) {
                           loraops::matmul(L->x[0], L->a[0], o, *shrink, vendor);
                         },
                         lr / 2},
+                       {"shrink x@A.T alone (skinny kernel)",
+                        [L, t, s] {
+                          loraops::cuda::lora_skinny_product(loraops::DType::BFloat16,
+                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
+                        },
+                        lr / 2},
                        {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
                        {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2}}});
   }

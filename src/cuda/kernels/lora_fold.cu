@@ -103,14 +103,19 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   char* scratch = lease.get();
   void* t = t_in_xa ? p.xa_out : scratch;
 
-  lt::GemmDesc shrink;  // t = x @ A.T, [m, r]
-  shrink.op = "lora_forward";
-  shrink.dtype = p.dtype;
-  shrink.m = p.m, shrink.n = p.r, shrink.k = p.k;
-  shrink.a = p.x.p, shrink.a_rs = x_rs, shrink.a_cs = 1;
-  shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
-  shrink.d = t, shrink.ldd = p.r;
-  lt::gemm(shrink, stream, p.device_index);
+  // t = x @ A.T, [m, r]: our skinny kernel where it applies (memory speed on x), else cuBLASLt
+  if (p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r)) {
+    lora_skinny_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t}, stream);
+  } else {
+    lt::GemmDesc shrink;
+    shrink.op = "lora_forward";
+    shrink.dtype = p.dtype;
+    shrink.m = p.m, shrink.n = p.r, shrink.k = p.k;
+    shrink.a = p.x.p, shrink.a_rs = x_rs, shrink.a_cs = 1;
+    shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
+    shrink.d = t, shrink.ldd = p.r;
+    lt::gemm(shrink, stream, p.device_index);
+  }
   if (p.xa_out && !t_in_xa)
     LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   g.a2 = t;
@@ -128,6 +133,33 @@ bool lora_backward_fold_supported(const detail::LoraBackwardParams& p) {
   return aligned16(p.grad_x);  // contiguous [m, k], stored by TMA
 }
 
+// The backward's scratch: [scale*A: r x k][B.T: r x n][GEMM workspace], each 256-byte aligned.
+namespace {
+int64_t scaled_a_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.k * 2, 256); }
+int64_t bt_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.n * 2, 256); }
+}  // namespace
+
+int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
+  FoldGemmArgs a;
+  a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
+  a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
+  a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
+  a.d = p.grad_x;
+  return scaled_a_bytes(p) + bt_bytes(p) + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+}
+
+bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb, int64_t ld_gb,
+                           void* scratch, void* stream_ptr) {
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  void* bt = static_cast<char*>(scratch) + scaled_a_bytes(p);
+  if (ld_gb != p.r || !lora_skinny_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r)) return false;
+  DeviceGuard guard(p.device_index);
+  // B.T as the skinny kernel's rows: [r, n], contiguous (a small copy)
+  scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream);
+  lora_skinny_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, gb}, stream);
+  return true;
+}
+
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
                                int64_t ld_gb, void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
@@ -138,18 +170,7 @@ void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* 
   a.b = p.weight.p, a.ldb = p.weight.rs, a.b_k_major = false;
   a.d = p.grad_x;
   a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, scratch, &a.ldb2, stream);
-  fold_gemm(p.dtype, a, static_cast<char*>(scratch) + lora_backward_fold_scratch(p, false), stream);
-}
-
-int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p, bool with_workspace) {
-  const int64_t a_bytes = round_up(p.r * p.k * 2, 256);
-  if (!with_workspace) return a_bytes;
-  FoldGemmArgs a;
-  a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
-  a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
-  a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
-  a.d = p.grad_x;
-  return a_bytes + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+  fold_gemm(p.dtype, a, static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p), stream);
 }
 
 }  // namespace loraops::cuda

@@ -52,7 +52,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   const int64_t r_bytes = low_rank ? round_up(m * ld_r * es, 256) : 0;
   const int64_t t_bytes = have_xa && !pack_xa ? 0 : r_bytes;
   fold = fold && low_rank && lora_backward_fold_supported(p);
-  const int64_t fold_bytes = fold ? lora_backward_fold_scratch(p, true) : 0;
+  const int64_t fold_bytes = fold ? lora_backward_fold_scratch(p) : 0;
   const Scratch lease = stream_scratch(p.device_index, stream,
                                        size_t(g_bytes + x_bytes + r_bytes + t_bytes + fold_bytes),
                                        "lora_backward", "grad_y");  // held until the last GEMM
@@ -80,7 +80,10 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   d.dtype = p.dtype;
   auto run = [&](lt::GemmDesc e) { lt::gemm(e, stream, p.device_index); };
 
-  if (low_rank) {
+  // where g's rows suit the fold's kernels (TMA, 16-byte vectors; a packed g always does)
+  const bool g_rows16 = g.cs == 1 && g.rs >= n && aligned16(g.p) && (g.rs * es) % 16 == 0;
+  char* fold_scratch = scratch + g_bytes + x_bytes + r_bytes + t_bytes;
+  if (low_rank && !(fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream))) {
     lt::GemmDesc e = d;  // gB = g @ B
     e.m = m, e.n = r, e.k = n;
     e.a = g.p, e.a_rs = g.rs, e.a_cs = g.cs;
@@ -89,9 +92,8 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     run(e);
   }
 
-  // grad_x = [g | gB] @ [W ; scale * A], one GEMM, where g's rows suit TMA (a packed g always does)
-  if (fold && g.cs == 1 && g.rs >= n && aligned16(g.p) && (g.rs * es) % 16 == 0) {
-    lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scratch + g_bytes + x_bytes + r_bytes + t_bytes, stream);
+  if (fold && g_rows16) {  // grad_x = [g | gB] @ [W ; scale * A], one GEMM
+    lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
   } else {
     lt::GemmDesc base = d;  // grad_x = g @ W (+ scale * gB @ A)
     base.m = m, base.n = k, base.k = n;
