@@ -32,10 +32,11 @@ void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
-// out[m, r] (rows of r, the input dtype) = x[m, k] @ a[r, k].T for small r, by the decode
-// kernel with the roles swapped (x streamed once at memory speed, a's rows as its tokens):
-// cuBLASLt's kernels for this skinny shape ran at 0.4-3 TB/s (NOTES.md). Halves, k % 8 == 0,
-// 16-byte-aligned rows with a unit column stride (lora_skinny_supported).
+// out[m, r] (rows of r, the input dtype) = scale * x[m, k] @ a[r, k].T for small r, and the
+// same unscaled into out_unscaled when set (both rounded from one fp32 sum), by the decode
+// kernel with the roles swapped (x streamed once, a's rows as its tokens): cuBLASLt's kernels
+// for this skinny shape ran at 0.3-2.6 TB/s (NOTES.md). Halves, k % 8 == 0, 16-byte-aligned rows
+// with a unit column stride (lora_skinny_supported).
 constexpr int64_t kSkinnyMaxR = 64;
 struct SkinnyArgs {
   const void* x;
@@ -43,6 +44,8 @@ struct SkinnyArgs {
   const void* a;
   int64_t a_rs, r;
   void* out;
+  float scale = 1.f;
+  void* out_unscaled = nullptr;
 };
 bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
 void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
@@ -54,15 +57,17 @@ constexpr int64_t kLoraFoldAutoMinM = 1024;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
 // (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):
-//   lora_backward_fold_gb      gB = g @ B by the skinny kernel (false: not taken, do it otherwise)
-//   lora_backward_fold_grad_x  grad_x = [g | gB] @ [W ; scale*A], one GEMM
+//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch) by the skinny kernel
+//                              (false: not taken, gB is the caller's to compute)
+//   lora_backward_fold_grad_x  grad_x = [g | scale*gB] @ [W ; A] (scaled_gb: after
+//                              lora_backward_fold_gb) or [g | gB] @ [W ; scale*A], one GEMM
 // _supported checks everything but g.
 bool lora_backward_fold_supported(const detail::LoraBackwardParams& p);
 int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p);
 bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb, int64_t ld_gb,
                            void* scratch, void* stream);
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
-                               int64_t ld_gb, void* scratch, void* stream);
+                               int64_t ld_gb, bool scaled_gb, void* scratch, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
 // (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16

@@ -1,12 +1,12 @@
 // LoRA on CUDA, custom, at GEMM sizes: the low-rank term folded into the base GEMM's K loop
 // (fold_gemm.hpp), so that the output is written once.
-//   forward (m > kLoraDecodeMaxM):  t = x @ A.T (cuBLASLt, unscaled: it is the caller's xa_out
-//                                   when kept), then y = [x | t] @ [W | scale*B]^T + bias
-//   backward, grad_x:               gB = g @ B (the composition computes it for grad_a anyway),
-//                                   then grad_x = [g | gB] @ [W ; scale*A]
-// The scale goes on a copy of the small factor (B: [n, r], A: [r, k]), rounded to the input dtype;
-// none is made when the scale is 1 and the factor's rows are 16-byte aligned. Keeping t unscaled
-// makes y the same bits whether or not the caller keeps xa.
+//   forward (m > kLoraDecodeMaxM):  s*t = s * x @ A.T, then y = [x | s*t] @ [W | B]^T + bias
+//   backward, grad_x:               s*gB = s * g @ B (gB itself is kept for grad_a), then
+//                                   grad_x = [g | s*gB] @ [W ; A]
+// The shrinks run in our skinny kernel (lora_skinny_product, r <= 64), which stores the scaled
+// product and the unscaled one (xa_out, gB) from one fp32 sum: y has the same bits whether or not
+// the caller keeps xa. Where the skinny kernel does not apply, cuBLASLt's unscaled product and a
+// scaled copy of the small factor (B: [n, r], A: [r, k]) instead.
 // Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
 // operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
 // headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.
@@ -87,14 +87,19 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   constexpr int64_t es = 2;
   int64_t x_rs = 0;
   p.x.uniform(&x_rs);
-  // t straight into the caller's xa_out when it is 16-byte aligned (its rows are: r % 8 == 0)
-  const bool t_in_xa = p.xa_out != nullptr && aligned16(p.xa_out);
   FoldGemmArgs g;
   g.m = p.m, g.n = p.n, g.k1 = p.k, g.k2 = p.r;
   g.a = p.x.p, g.lda = x_rs, g.lda2 = p.r;
   g.b = p.weight.p, g.ldb = p.weight.rs;
   g.bias = p.bias, g.d = p.out;
-  // Scratch: [t][scaled B][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
+  // Two ways to the second K part, each giving y the same bits with or without xa_out:
+  //   skinny: our kernel stores scale*t (for the GEMM) and t (xa_out) from one fp32 sum; B is
+  //           read in place (copied only when its rows do not suit TMA);
+  //   else:   cuBLASLt's t = x@A.T (unscaled: into xa_out when kept), the scale on a copy of B.
+  const bool skinny =
+      p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
+  const bool t_in_xa = !skinny && p.xa_out != nullptr && aligned16(p.xa_out);
+  // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
   const int64_t t_bytes = t_in_xa ? 0 : round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
   const int64_t ws_bytes = round_up(int64_t(fold_gemm_workspace(p.dtype, g)), 256);
@@ -102,10 +107,9 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
       stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
   char* scratch = lease.get();
   void* t = t_in_xa ? p.xa_out : scratch;
-
-  // t = x @ A.T, [m, r]: our skinny kernel where it applies (memory speed on x), else cuBLASLt
-  if (p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r)) {
-    lora_skinny_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t}, stream);
+  if (skinny) {
+    lora_skinny_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out},
+                        stream);
   } else {
     lt::GemmDesc shrink;
     shrink.op = "lora_forward";
@@ -115,11 +119,11 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
     shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
     shrink.d = t, shrink.ldd = p.r;
     lt::gemm(shrink, stream, p.device_index);
+    if (p.xa_out && !t_in_xa)
+      LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   }
-  if (p.xa_out && !t_in_xa)
-    LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   g.a2 = t;
-  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, p.scale, scratch + t_bytes, &g.ldb2, stream);
+  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, skinny ? 1.f : p.scale, scratch + t_bytes, &g.ldb2, stream);
   fold_gemm(p.dtype, g, scratch + t_bytes + b_bytes, stream);
 }
 
@@ -133,10 +137,12 @@ bool lora_backward_fold_supported(const detail::LoraBackwardParams& p) {
   return aligned16(p.grad_x);  // contiguous [m, k], stored by TMA
 }
 
-// The backward's scratch: [scale*A: r x k][B.T: r x n][GEMM workspace], each 256-byte aligned.
+// The backward's scratch: [scale*A: r x k][B.T: r x n][scale*gB: m x r][GEMM workspace], each
+// 256-byte aligned.
 namespace {
 int64_t scaled_a_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.k * 2, 256); }
 int64_t bt_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.n * 2, 256); }
+int64_t sgb_bytes(const detail::LoraBackwardParams& p) { return round_up(p.m * p.r * 2, 256); }
 }  // namespace
 
 int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
@@ -145,7 +151,7 @@ int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
   a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
   a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
   a.d = p.grad_x;
-  return scaled_a_bytes(p) + bt_bytes(p) + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+  return scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
 }
 
 bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb, int64_t ld_gb,
@@ -154,23 +160,32 @@ bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, i
   void* bt = static_cast<char*>(scratch) + scaled_a_bytes(p);
   if (ld_gb != p.r || !lora_skinny_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r)) return false;
   DeviceGuard guard(p.device_index);
-  // B.T as the skinny kernel's rows: [r, n], contiguous (a small copy)
+  // B.T as the skinny kernel's rows: [r, n], contiguous (a small copy); it stores scale*gB for
+  // grad_x's GEMM beside gB
   scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream);
-  lora_skinny_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, gb}, stream);
+  void* sgb = static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p);
+  lora_skinny_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
   return true;
 }
 
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
-                               int64_t ld_gb, void* scratch, void* stream_ptr) {
+                               int64_t ld_gb, bool scaled_gb, void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);
   FoldGemmArgs a;
   a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
-  a.a = g, a.lda = g_rs, a.a2 = gb, a.lda2 = ld_gb;
+  a.a = g, a.lda = g_rs;
   a.b = p.weight.p, a.ldb = p.weight.rs, a.b_k_major = false;
   a.d = p.grad_x;
-  a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, scratch, &a.ldb2, stream);
-  fold_gemm(p.dtype, a, static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p), stream);
+  char* sc = static_cast<char*>(scratch);
+  if (scaled_gb) {  // [g | scale*gB] @ [W ; A]
+    a.a2 = sc + scaled_a_bytes(p) + bt_bytes(p), a.lda2 = p.r;
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, 1.f, sc, &a.ldb2, stream);
+  } else {  // [g | gB] @ [W ; scale*A]
+    a.a2 = gb, a.lda2 = ld_gb;
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, sc, &a.ldb2, stream);
+  }
+  fold_gemm(p.dtype, a, sc + scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p), stream);
 }
 
 }  // namespace loraops::cuda

@@ -83,7 +83,8 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   // where g's rows suit the fold's kernels (TMA, 16-byte vectors; a packed g always does)
   const bool g_rows16 = g.cs == 1 && g.rs >= n && aligned16(g.p) && (g.rs * es) % 16 == 0;
   char* fold_scratch = scratch + g_bytes + x_bytes + r_bytes + t_bytes;
-  if (low_rank && !(fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream))) {
+  const bool scaled_gb = fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
+  if (low_rank && !scaled_gb) {
     lt::GemmDesc e = d;  // gB = g @ B
     e.m = m, e.n = r, e.k = n;
     e.a = g.p, e.a_rs = g.rs, e.a_cs = g.cs;
@@ -93,7 +94,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   }
 
   if (fold && g_rows16) {  // grad_x = [g | gB] @ [W ; scale * A], one GEMM
-    lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
+    lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
   } else {
     lt::GemmDesc base = d;  // grad_x = g @ W (+ scale * gB @ A)
     base.m = m, base.n = k, base.k = n;

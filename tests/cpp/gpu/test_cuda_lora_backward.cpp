@@ -254,7 +254,7 @@ Tols tolerance(const Analysis& an, DType dt) {
           [&](int64_t q) { return an.a[size_t(q * k + l)]; });
       const double lr = an.s * p.sum;
       const double base = an.base[size_t(i * k + l)], y = base + lr;
-      // the fold (custom) rounds scale*A to the dtype instead of lr and base: u*s*Σ|gB·A|
+      // the fold (custom) may round scale*A to the dtype (r > 64), not lr and base: u*s*Σ|gB·A|
       const double rounding = 2 * e(y) + e(lr) + u * std::fabs(base) + R(p.c_sum, p.c_sq) + u * s * p.abs;
       const double accumulation =
           u32 * (sn * (an.base_abs[size_t(i * k + l)] + s * p.acc) + sr * s * p.abs +
