@@ -616,9 +616,9 @@ void skinny(const SkinnyArgs& s, cudaStream_t stream) {
   // to about two blocks per SM, while each warp keeps at least one 64-element chunk.
   int device = 0;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  const int64_t blocks = (s.m + 15) / 16, chunks = (s.k + 63) / 64;
+  const int64_t blocks = (s.m + 15) / 16, chunks = (s.k + 63) / 64, warps = s.r <= 8 ? 16 : 8;
   unsigned cluster = 1;
-  while (cluster < 8 && blocks * cluster < 2 * sm_count(device) && int64_t(cluster) * 2 * 16 <= chunks) cluster *= 2;
+  while (cluster < 8 && blocks * cluster < 2 * sm_count(device) && 2 * cluster * warps <= chunks) cluster *= 2;
   if (s.r <= 8) return launch_mma<T, 1, 16>(a, stream, false, cluster);
   if (s.r <= 16) return launch_mma<T, 2, 8>(a, stream, false, cluster);
   if (s.r <= 32) return launch_mma<T, 4, 8>(a, stream, false, cluster);
