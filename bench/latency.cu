@@ -232,24 +232,42 @@ double time_eager(const std::function<void()>& fn, cudaStream_t s, int calls) {
 }
 
 // Median per-call µs of each of fns, timed in turns: `reps` rounds, each timing `calls`
-// back-to-back calls of every fn in order (after 5 warm-up calls of each).
-std::vector<double> time_interleaved(const std::vector<std::function<void()>>& fns, cudaStream_t s, int calls, int reps) {
+// back-to-back calls of every fn in order (after 5 warm-up calls of each); graph: the calls
+// captured once per fn and the graphs replayed (the device's time, without the host's).
+std::vector<double> time_interleaved(const std::vector<std::function<void()>>& fns, cudaStream_t s, int calls, int reps,
+                                     bool graph) {
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
   for (const auto& fn : fns)
     for (int i = 0; i < 5; ++i) fn();
+  std::vector<cudaGraphExec_t> execs;
+  if (graph)
+    for (const auto& fn : fns) {
+      cudaGraph_t g;
+      CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < calls; ++i) fn();
+      CHECK(cudaStreamEndCapture(s, &g));
+      cudaGraphExec_t ge;
+      CHECK(cudaGraphInstantiate(&ge, g, 0));
+      CHECK(cudaGraphDestroy(g));
+      CHECK(cudaGraphLaunch(ge, s));  // warm-up
+      execs.push_back(ge);
+    }
   std::vector<std::vector<double>> us(fns.size());
   for (int rep = 0; rep < reps; ++rep)
     for (size_t f = 0; f < fns.size(); ++f) {
       CHECK(cudaEventRecord(a, s));
-      for (int i = 0; i < calls; ++i) fns[f]();
+      if (graph) CHECK(cudaGraphLaunch(execs[f], s));
+      else
+        for (int i = 0; i < calls; ++i) fns[f]();
       CHECK(cudaEventRecord(b, s));
       CHECK(cudaEventSynchronize(b));
       float ms = 0;
       CHECK(cudaEventElapsedTime(&ms, a, b));
       us[f].push_back(ms * 1e3 / calls);
     }
+  for (cudaGraphExec_t ge : execs) cudaGraphExecDestroy(ge);
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   std::vector<double> med;
@@ -648,17 +666,19 @@ int main(int argc, char** argv) {
     if (!any) continue;
     std::vector<std::function<void()>> fns;
     for (const Member& mb : g.members) fns.push_back(mb.fn);
-    std::vector<double> us;
+    std::vector<double> us, gus;
     try {
-      us = time_interleaved(fns, s, 20, 9);
+      us = time_interleaved(fns, s, 20, 9, false);
+      gus = time_interleaved(fns, s, 20, 9, true);
     } catch (const loraops::Error& e) {
       std::printf("%s: %s\n", g.name.c_str(), e.what());
       continue;
     }
-    std::printf("%s (interleaved; ratio to the first row)\n", g.name.c_str());
+    std::printf("%s (interleaved; eager, then graph replay; ratios to the first row)\n", g.name.c_str());
     for (size_t i = 0; i < us.size(); ++i)
-      std::printf("  %-40s %10.2f us %8.1f TF/s %7.3fx\n", g.members[i].name.c_str(), us[i],
-                  g.members[i].flops / us[i] * 1e-6, us[i] / us[0]);
+      std::printf("  %-40s %9.2f us %7.1f TF/s %6.3fx | %9.2f us %7.1f TF/s %6.3fx\n", g.members[i].name.c_str(),
+                  us[i], g.members[i].flops / us[i] * 1e-6, us[i] / us[0], gus[i],
+                  g.members[i].flops / gus[i] * 1e-6, gus[i] / gus[0]);
   }
   cudaFree(x);
   cudaFree(y);

@@ -140,19 +140,6 @@ __device__ __forceinline__ void wait_then_allow_dependents() {
   allow_dependents();
 }
 
-// The block's cluster (Hopper): its size in blocks and this block's rank in it (1 and 0 for a
-// launch without clusters).
-__device__ __forceinline__ unsigned cluster_size() {
-  unsigned v;
-  asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(v));
-  return v;
-}
-__device__ __forceinline__ unsigned cluster_rank() {
-  unsigned v;
-  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(v));
-  return v;
-}
-
 // Whether the row ops and activations launch as programmatic dependents (on by default). One
 // switch for the whole process, for loraops_latency only, which times both
 // (set_dependent_launch in kernels.hpp).
@@ -161,36 +148,21 @@ inline std::atomic<bool>& row_ops_pdl() {
   return on;
 }
 
-// Launches `kernel` in clusters of `cluster` blocks along x (1: no cluster; grid.x a multiple of
-// it), as a programmatic dependent of the work before it on the stream when `pdl`.
+// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
 template <class... Params, class... Args>
-void launch_kernel_clustered(void (*kernel)(Params...), unsigned cluster, dim3 grid, int threads, size_t smem,
-                             cudaStream_t stream, bool pdl, Args... args) {
+void launch_kernel(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                   bool pdl, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(unsigned(threads));
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2] = {};
-  unsigned n = 0;
-  if (pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n++].val.clusterDim = {cluster, 1, 1};
-  }
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = n;
+  cfg.numAttrs = pdl ? 1 : 0;
   LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-}
-
-// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
-template <class... Params, class... Args>
-void launch_kernel(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
-                   bool pdl, Args... args) {
-  launch_kernel_clustered(kernel, 1, grid, threads, smem, stream, pdl, args...);
 }
 
 }  // namespace loraops::cuda

@@ -34,9 +34,11 @@ void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 // out[m, r] (rows of r, the input dtype) = scale * x[m, k] @ a[r, k].T for small r, and the
 // same unscaled into out_unscaled when set (both rounded from one fp32 sum), by the decode
-// kernel with the roles swapped (x streamed once, a's rows as its tokens): cuBLASLt's kernels
-// for this skinny shape ran at 0.3-2.6 TB/s (NOTES.md). Halves, k % 8 == 0, 16-byte-aligned rows
-// with a unit column stride (lora_skinny_supported).
+// kernel with the roles swapped (x streamed once, a's rows as its tokens). About cuBLASLt's
+// speed for this shape (H200 graph replay, K = 4096 r = 16: 5.9 / 8.3 / 24.6 µs at m = 512 /
+// 2048 / 8192 against 6.8 / 8.5 / 20.4), it stores both products in one pass, which spares the
+// fold a scaled copy of its small factor. Halves, k % 8 == 0, 16-byte-aligned rows with a unit
+// column stride (lora_skinny_supported).
 constexpr int64_t kSkinnyMaxR = 64;
 struct SkinnyArgs {
   const void* x;
@@ -53,7 +55,7 @@ void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);
 // auto takes the fold (forward and backward) from this many rows (H200 measurements, NOTES.md).
-constexpr int64_t kLoraFoldAutoMinM = 1024;
+constexpr int64_t kLoraFoldAutoMinM = 512;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
 // (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):

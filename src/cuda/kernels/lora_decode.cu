@@ -30,8 +30,6 @@
 #include <cstdint>
 #include <type_traits>
 
-#include <cooperative_groups.h>
-
 #include "cuda/common.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/kernels.hpp"
@@ -210,11 +208,10 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 }
 
 // The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
-// red[warp][row][token] (shared memory, written before a barrier) of each of the `cluster`
-// blocks splitting K (distributed shared memory; the caller is rank 0), added in a fixed order
+// red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
 // (deterministic), finished (bias, low-rank term) and stored.
 template <class T, int WARPS, int TOK>
-__device__ __forceinline__ void store_rows(const DecodeArgs& a, float* red, int64_t n0, unsigned cluster = 1) {
+__device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, int64_t n0) {
   constexpr int R = 16;
   if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
   T* y = static_cast<T*>(a.y);
@@ -224,11 +221,8 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, float* red, int6
     const int64_t n = n0 + row;
     if (n >= a.n || tok >= a.m) continue;
     float sum = 0.f;
-    for (unsigned q = 0; q < cluster; ++q) {
-      const float* rq = cluster > 1 ? cooperative_groups::this_cluster().map_shared_rank(red, q) : red;
 #pragma unroll
-      for (int w = 0; w < WARPS; ++w) sum += rq[(w * R + row) * TOK + tok];
-    }
+    for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
     const float v = finish<T>(a, tok, n, sum);
     const int64_t o = a.y_ld ? n * a.y_ld + tok : tok * a.n + n;
     y[o] = from_float<T>(a.y_scale * v);
@@ -258,11 +252,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
   constexpr int R = 16, TK = 8 * NT;
   extern __shared__ float red[];  // [WARPS][R][TK]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  // Launched in clusters (lora_skinny_product at few rows), the cluster's blocks split K for the
-  // same 16 rows: rank q's warps take the chunks after the first q * WARPS warps'.
-  const unsigned cluster = cluster_size(), rank = cluster > 1 ? cluster_rank() : 0;
-  const int64_t n0 = int64_t(blockIdx.x / cluster) * R;
-  const int gw = int(rank) * WARPS + warp, tw = int(cluster) * WARPS;
+  const int64_t n0 = int64_t(blockIdx.x) * R;
   const T* w = static_cast<const T*>(a.w.p);
   const T* x = static_cast<const T*>(a.x.p);
 
@@ -288,13 +278,13 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
 
   float acc[NT][4] = {};
   const int64_t chunks = (a.k + 63) / 64;
-  for (int64_t ch0 = gw; ch0 < chunks; ch0 += int64_t(tw) * U) {
+  for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(WARPS) * U) {
     uint4 wv[U][2][2], xv[U][2][NT];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
-        const int64_t k = (ch0 + int64_t(u) * tw) * 64 + s * 32;  // + c*8 in the pointers
+        const int64_t k = (ch0 + int64_t(u) * WARPS) * 64 + s * 32;  // + c*8 in the pointers
         const bool in = k + c * 8 < a.k;  // K % 8 == 0: a vector is all in or all out
 #pragma unroll
         for (int h = 0; h < 2; ++h)
@@ -325,12 +315,6 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
     mine[g * TK + tok + 1] = acc[nt][1];
     mine[(g + 8) * TK + tok] = acc[nt][2];
     mine[(g + 8) * TK + tok + 1] = acc[nt][3];
-  }
-  if (cluster > 1) {
-    cooperative_groups::this_cluster().sync();  // every block's partial sums are written
-    if (rank == 0) store_rows<T, WARPS, TK>(a, red, n0, cluster);
-    cooperative_groups::this_cluster().sync();  // rank 0 is done reading the others' shared memory
-    return;
   }
   __syncthreads();
   store_rows<T, WARPS, TK>(a, red, n0);
@@ -522,20 +506,17 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
 }
 
-// A block per 16 rows of W (a cluster of `cluster` blocks splitting K, for lora_decode_mma),
-// WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
+// A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
 template <int WARPS, int TOK>
-void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, cudaStream_t stream, bool pdl,
-                    unsigned cluster = 1) {
+void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, cudaStream_t stream, bool pdl) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_kernel_clustered(kernel, cluster, dim3(unsigned((a.n + 15) / 16) * cluster), WARPS * 32, smem, stream,
-                          pdl, a);
+  launch_kernel(kernel, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl, unsigned cluster = 1) {
-  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl, cluster);
+void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -612,17 +593,13 @@ void skinny(const SkinnyArgs& s, cudaStream_t stream) {
   tokens.nlead = 1, tokens.lead_shape[0] = s.r, tokens.lead_stride[0] = s.a_rs;
   DecodeArgs a{tokens, MatView{s.x, s.x_rs, 1}, MatView{}, nullptr, 1, nullptr, s.out, s.r, s.m, s.k, 0,
                s.r, s.scale, s.out_unscaled};
-  // Few rows leave most SMs idle (m = 512: 32 blocks): clusters of up to 8 blocks split K then,
-  // to about two blocks per SM, while each warp keeps at least one 64-element chunk.
-  int device = 0;
-  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  const int64_t blocks = (s.m + 15) / 16, chunks = (s.k + 63) / 64, warps = s.r <= 8 ? 16 : 8;
-  unsigned cluster = 1;
-  while (cluster < 8 && blocks * cluster < 2 * sm_count(device) && 2 * cluster * warps <= chunks) cluster *= 2;
-  if (s.r <= 8) return launch_mma<T, 1, 16>(a, stream, false, cluster);
-  if (s.r <= 16) return launch_mma<T, 2, 8>(a, stream, false, cluster);
-  if (s.r <= 32) return launch_mma<T, 4, 8>(a, stream, false, cluster);
-  launch_mma<T, 8, 8>(a, stream, false, cluster);
+  // (Splitting K over clusters of up to 8 blocks at few rows, partial sums through distributed
+  // shared memory, ran slower in graph replay on the H200: m = 512 9.5 against 5.9 µs, m = 2048
+  // 15.8 against 8.3; NOTES.md.)
+  if (s.r <= 8) return launch_mma<T, 1, 16>(a, stream, false);
+  if (s.r <= 16) return launch_mma<T, 2, 8>(a, stream, false);
+  if (s.r <= 32) return launch_mma<T, 4, 8>(a, stream, false);
+  launch_mma<T, 8, 8>(a, stream, false);
 }
 
 }  // namespace

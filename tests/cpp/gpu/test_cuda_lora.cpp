@@ -325,8 +325,8 @@ const Case kGrid[] = {
     // tiles, no bias, r over one k tile of its own
     {"m=300 520x264 r=8 (folded GEMM)", {300}, 520, 264, 8, 2.0},
     {"m=130 136x40 r=72 no bias (folded GEMM)", {130}, 136, 40, 72, -0.5, Bias::None, kHalves},
-    // the fold's skinny shrink split over a cluster of 8 blocks (7 row blocks, 64 k chunks)
-    {"m=100 4096x264 r=16 (folded GEMM, clustered shrink)", {100}, 4096, 264, 16, 0.3},
+    // the fold at a long K (the skinny shrink's warps each take several chunks), scale not 2^k
+    {"m=100 4096x264 r=16 (folded GEMM, long K)", {100}, 4096, 264, 16, 0.3},
     {"m=65 2049x513 r=16 scale 0", {65}, 2049, 513, 16, 0.0, Bias::Contig, kHalves},
     {"m=2 16x16 r=256 (r > K)", {2}, 16, 16, 256, 2.0, Bias::None, kF32 | kBF16},
     {"decode m=1 4096x4096 r=16", {1}, 4096, 4096, 16, 2.0},

@@ -415,8 +415,8 @@ const Case kGrid[] = {
     {"m=300 520x264 r=16 (folded grad_x)", {300}, 520, 264, 16, -0.5, kHalves},
     {"m=130 136x40 r=72 (folded grad_x)", {130}, 136, 40, 72, 2.0, kHalves},
     {"m=65 64x48 r=8 scale 0.3 (folded grad_x)", {65}, 64, 48, 8, 0.3, kBF16},
-    // g@B by the skinny kernel split over a cluster of 8 blocks (7 row blocks, 64 k chunks of N)
-    {"m=100 264x4096 r=16 (clustered g@B)", {100}, 264, 4096, 16, -0.5, kHalves},
+    // g@B by the skinny kernel over a long N (its depth)
+    {"m=100 264x4096 r=16 (folded grad_x, long N)", {100}, 264, 4096, 16, -0.5, kHalves},
 };
 
 const Case kViews[] = {
