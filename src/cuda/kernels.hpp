@@ -54,8 +54,11 @@ void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);
-// auto takes the fold (forward and backward) from this many rows (H200 measurements, NOTES.md).
-constexpr int64_t kLoraFoldAutoMinM = 512;
+// auto takes the fold (forward and backward) from kLoraFoldAutoMinM rows up to rank
+// kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, r = 16, interleaved graph replay (NOTES.md): the
+// fold against the composition 31.9 / 114.7 / 452.3 against 35.5 / 121.0 / 466.9 µs at m = 512 /
+// 2048 / 8192, fwd+bwd at m = 8192 938.5 against 987.6; at r = 64 the bench had it 5-13% slower.
+constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 16;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
 // (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):
