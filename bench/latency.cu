@@ -423,8 +423,8 @@ int main(int argc, char** argv) {
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
   }
 
-  // Prefill and training sizes (GEMM-bound: no graph replay). Each group's members are timed in
-  // turns (interleaved samples, groups()), so that the clock and power state the GPU drifts
+  // Prefill and training sizes, eager and in graph replay. Each group's members are timed in
+  // turns (time_interleaved), so that the clock and power state the GPU drifts
   // through over a run (sustained GEMMs draw the card to its power limit) weighs on all alike;
   // ratios are to the group's first member, the base GEMM(s) alone.
   struct Member {

@@ -37,8 +37,8 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p);
 // kernel with the roles swapped (x streamed once, a's rows as its tokens). About cuBLASLt's
 // speed for this shape (H200 graph replay, K = 4096 r = 16: 5.9 / 8.3 / 24.6 µs at m = 512 /
 // 2048 / 8192 against 6.8 / 8.5 / 20.4), it stores both products in one pass, which spares the
-// fold a scaled copy of its small factor. Halves, k % 8 == 0, 16-byte-aligned rows with a unit
-// column stride (lora_skinny_supported).
+// fold a scaled copy of its small factor. Halves, k % 8 == 0, 16-byte-aligned rows
+// (lora_skinny_supported; the caller checks that both have a unit column stride).
 constexpr int64_t kSkinnyMaxR = 64;
 struct SkinnyArgs {
   const void* x;

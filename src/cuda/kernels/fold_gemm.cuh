@@ -79,7 +79,7 @@ template <class E>
 using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::RowMajor>;
 
-// tile is Wide or Narrow here (fold_gemm.cu resolved Auto); N-major B always takes WideN.
+// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto); N-major B always takes WideN.
 template <class E>
 size_t workspace_typed(const FoldGemmArgs& a, FoldTile tile) {
   if (!a.b_k_major) return WideN<E>::workspace(a);

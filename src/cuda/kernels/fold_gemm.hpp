@@ -1,6 +1,6 @@
 // The folded GEMM, d = [a | a2] @ [b | b2]^T (+ bias per column), written once: LoRA's low-rank
-// term as extra K columns of the base GEMM (issue 4's forward y = [x | t] @ [W | sB]^T, issue 5's
-// grad_x = [g | gB] @ [W ; sA]). CUTLASS sm90 kernels (fold_gemm.cuh), one translation unit per
+// term as extra K columns of the base GEMM (issue 4's forward y = [x | s*t] @ [W | B]^T, issue 5's
+// grad_x = [g | s*gB] @ [W ; A]). CUTLASS sm90 kernels (fold_gemm.cuh), one translation unit per
 // dtype (fold_gemm_bf16.cu, fold_gemm_fp16.cu); this header keeps CUTLASS out of its callers.
 #pragma once
 
@@ -40,7 +40,7 @@ size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a);
 // Enqueues the GEMM on `stream` (float16 or bfloat16); throws Error(Runtime) if CUTLASS refuses.
 void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
-// The per-dtype translation units (fold_gemm.cu dispatches to them).
+// The per-dtype translation units (fold_gemm.cpp dispatches to them).
 size_t fold_gemm_workspace_bf16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
 size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);

@@ -3,10 +3,11 @@
 //   forward (m > kLoraDecodeMaxM):  s*t = s * x @ A.T, then y = [x | s*t] @ [W | B]^T + bias
 //   backward, grad_x:               s*gB = s * g @ B (gB itself is kept for grad_a), then
 //                                   grad_x = [g | s*gB] @ [W ; A]
-// The shrinks run in our skinny kernel (lora_skinny_product, r <= 64), which stores the scaled
-// product and the unscaled one (xa_out, gB) from one fp32 sum: y has the same bits whether or not
-// the caller keeps xa. Where the skinny kernel does not apply, cuBLASLt's unscaled product and a
-// scaled copy of the small factor (B: [n, r], A: [r, k]) instead.
+// The shrinks run in our skinny kernel (lora_skinny_product: r <= 64, the factor's rows 16-byte
+// aligned with a unit column stride), which stores the scaled product and the unscaled one
+// (xa_out, gB) from one fp32 sum: y has the same bits whether or not the caller keeps xa. Where
+// the skinny kernel does not apply, cuBLASLt's unscaled product and a scaled copy of the small
+// factor (B: [n, r], A: [r, k]) instead.
 // Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
 // operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
 // headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.
@@ -92,10 +93,15 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   g.a = p.x.p, g.lda = x_rs, g.lda2 = p.r;
   g.b = p.weight.p, g.ldb = p.weight.rs;
   g.bias = p.bias, g.d = p.out;
-  // Two ways to the second K part, each giving y the same bits with or without xa_out:
+  // Two ways to the second K part:
   //   skinny: our kernel stores scale*t (for the GEMM) and t (xa_out) from one fp32 sum; B is
-  //           read in place (copied only when its rows do not suit TMA);
+  //           read in place (copied only when its rows do not suit TMA); y has the same bits
+  //           with or without xa_out;
   //   else:   cuBLASLt's t = x@A.T (unscaled: into xa_out when kept), the scale on a copy of B.
+  //           cuBLASLt picks its algorithm by D's alignment too, so t written into an xa_out
+  //           aligned to 16 but not 256 bytes may round differently from t in scratch (not
+  //           run on a GPU yet: computing into scratch and copying, as the vendor path does,
+  //           would make it the same bits).
   const bool skinny =
       p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
   const bool t_in_xa = !skinny && p.xa_out != nullptr && aligned16(p.xa_out);

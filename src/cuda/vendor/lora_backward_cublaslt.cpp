@@ -8,8 +8,9 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. The custom path (register.cpp) is this composition with grad_x's two GEMMs replaced
-// by one folded GEMM (kernels/lora_fold.cu) where it applies.
+// of grad_x. The custom path (register.cpp) is this composition with gB from our skinny kernel
+// (beside scale*gB) and grad_x's two GEMMs replaced by one folded GEMM (kernels/lora_fold.cu)
+// where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"
@@ -93,7 +94,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     run(e);
   }
 
-  if (fold && g_rows16) {  // grad_x = [g | gB] @ [W ; scale * A], one GEMM
+  if (fold && g_rows16) {  // grad_x = [g | scale * gB] @ [W ; A] (or [g | gB] @ [W ; scale * A])
     lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
   } else {
     lt::GemmDesc base = d;  // grad_x = g @ W (+ scale * gB @ A)

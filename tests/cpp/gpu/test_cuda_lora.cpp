@@ -18,8 +18,9 @@
 // and t rounded to the dtype, by the vendor path (like PyTorch) and by the custom path's folded
 // GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the
 // probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in
-// bf16). Where the fold cannot take scale*t from its skinny kernel (r > 64), it rounds t and
-// scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
+// bf16). Where the fold cannot take scale*t from its skinny kernel (r > 64, lora_a not 16-byte
+// rows), it rounds t and scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and
+// scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
 // (products of halves are exact in fp32; TF32 would not pass). The data is scaled so that
 // x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a missing bias, a
 // wrong scale, a dropped K or r tail, a wrong row all move y by much more than tol.
