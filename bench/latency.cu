@@ -25,6 +25,7 @@
 #include "core/validate.hpp"
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/fold_gemm.hpp"
 #include "loraops/loraops.hpp"
 
 namespace {
@@ -204,6 +205,8 @@ struct TrainSetup {
     loraops::lora_forward(x, w, a, b, 2.0, nullptr, y, ex, keep_xa ? &xa : nullptr);
     loraops::lora_backward(g, x, w, a, b, 2.0, gx, ga, gb, ex, keep_xa ? &xa : nullptr);
   }
+  void forward(const loraops::Exec& ex) { loraops::lora_forward(x, w, a, b, 2.0, nullptr, y, ex, &xa); }
+  void backward(const loraops::Exec& ex) { loraops::lora_backward(g, x, w, a, b, 2.0, gx, ga, gb, ex, &xa); }
 };
 
 // Median over 9 samples of per-call µs for `calls` back-to-back calls of fn on stream s.
@@ -226,6 +229,53 @@ double time_eager(const std::function<void()>& fn, cudaStream_t s, int calls) {
   cudaEventDestroy(b);
   std::sort(us.begin(), us.end());
   return us[us.size() / 2];
+}
+
+// Median per-call µs of each of fns, timed in turns: `reps` rounds, each timing `calls`
+// back-to-back calls of every fn in order (after 5 warm-up calls of each); graph: the calls
+// captured once per fn and the graphs replayed (the device's time, without the host's).
+std::vector<double> time_interleaved(const std::vector<std::function<void()>>& fns, cudaStream_t s, int calls, int reps,
+                                     bool graph) {
+  cudaEvent_t a, b;
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
+  for (const auto& fn : fns)
+    for (int i = 0; i < 5; ++i) fn();
+  std::vector<cudaGraphExec_t> execs;
+  if (graph)
+    for (const auto& fn : fns) {
+      cudaGraph_t g;
+      CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < calls; ++i) fn();
+      CHECK(cudaStreamEndCapture(s, &g));
+      cudaGraphExec_t ge;
+      CHECK(cudaGraphInstantiate(&ge, g, 0));
+      CHECK(cudaGraphDestroy(g));
+      CHECK(cudaGraphLaunch(ge, s));  // warm-up
+      execs.push_back(ge);
+    }
+  std::vector<std::vector<double>> us(fns.size());
+  for (int rep = 0; rep < reps; ++rep)
+    for (size_t f = 0; f < fns.size(); ++f) {
+      CHECK(cudaEventRecord(a, s));
+      if (graph) CHECK(cudaGraphLaunch(execs[f], s));
+      else
+        for (int i = 0; i < calls; ++i) fns[f]();
+      CHECK(cudaEventRecord(b, s));
+      CHECK(cudaEventSynchronize(b));
+      float ms = 0;
+      CHECK(cudaEventElapsedTime(&ms, a, b));
+      us[f].push_back(ms * 1e3 / calls);
+    }
+  for (cudaGraphExec_t ge : execs) cudaGraphExecDestroy(ge);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::vector<double> med;
+  for (auto& v : us) {
+    std::sort(v.begin(), v.end());
+    med.push_back(v[v.size() / 2]);
+  }
+  return med;
 }
 
 // The same, with `per_graph` calls captured once and the graph replayed.
@@ -373,11 +423,85 @@ int main(int argc, char** argv) {
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
   }
 
-  // Training (GEMM-bound, so no graph replay): fwd+bwd of one layer against its base GEMMs.
-  auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
-  cases.push_back({"train base x@W.T + g@W bf16 m8192 4096", [=] { train->base(vendor); }, 0, 20});
-  cases.push_back({"train lora fwd+bwd recomputing xa", [=] { train->lora(vendor, false); }, 0, 20});
-  cases.push_back({"train lora fwd+bwd xa kept", [=] { train->lora(vendor, true); }, 0, 20});
+  // Prefill and training sizes, eager and in graph replay. Each group's members are timed in
+  // turns (time_interleaved), so that the clock and power state the GPU drifts
+  // through over a run (sustained GEMMs draw the card to its power limit) weighs on all alike;
+  // ratios are to the group's first member, the base GEMM(s) alone.
+  struct Member {
+    std::string name;
+    std::function<void()> fn;
+    double flops = 0;
+  };
+  struct Group {
+    std::string name;
+    std::vector<Member> members;
+  };
+  std::vector<Group> groups;
+  for (int64_t m : {512, 2048, 8192}) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 1));
+    LoraSetup* L = setups.back().get();
+    const double flops = 2.0 * double(m) * 4096 * 4096, lr = 2.0 * double(m) * 16 * (4096 + 4096);
+    // the folded GEMM alone (t and scale*B made once), as lora_forward_fold runs it
+    auto t = std::make_shared<loraops::Tensor>(loraops::Tensor::contiguous(
+        filled(loraops::DType::BFloat16, size_t(m) * 16, 31), loraops::DType::BFloat16, {m, 16}, dev));
+    auto fold_alone = [L, t, s](loraops::cuda::FoldTile tile) {
+      return [L, t, s, tile] {
+        loraops::cuda::FoldGemmArgs a;
+        a.m = L->m, a.n = L->n, a.k1 = L->k, a.k2 = L->r;
+        a.a = L->x[0].data, a.lda = L->k, a.a2 = t->data, a.lda2 = L->r;
+        a.b = L->w[0].data, a.ldb = L->k, a.b2 = L->b[0].data, a.ldb2 = L->r;
+        a.d = L->y.data;
+        if (loraops::cuda::fold_gemm_workspace(loraops::DType::BFloat16, a) != 0)
+          throw loraops::Error(loraops::ErrorKind::Runtime, "latency", "fold", "no workspace", "some");
+        loraops::cuda::set_fold_tile(tile);
+        loraops::cuda::fold_gemm(loraops::DType::BFloat16, a, nullptr, s);
+        loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
+      };
+    };
+    auto forced = [L, custom](loraops::cuda::FoldTile tile) {
+      return [L, custom, tile] {
+        loraops::cuda::set_fold_tile(tile);
+        L->lora(custom);
+        loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
+      };
+    };
+    using loraops::cuda::FoldTile;
+    auto shrink = std::make_shared<loraops::Tensor>(*t);
+    groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r16",
+                      {{"base GEMM x@W.T", [L, vendor] { L->base(vendor); }, flops},
+                       {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
+                       {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
+                       {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
+                       {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
+                       {"shrink x@A.T alone (cuBLASLt)",
+                        [L, shrink, vendor] {
+                          loraops::MatmulOptions o;
+                          o.trans_b = true;
+                          loraops::matmul(L->x[0], L->a[0], o, *shrink, vendor);
+                        },
+                        lr / 2},
+                       {"shrink x@A.T alone (skinny kernel)",
+                        [L, t, s] {
+                          loraops::cuda::lora_skinny_product(loraops::DType::BFloat16,
+                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
+                        },
+                        lr / 2},
+                       {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
+                       {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2}}});
+  }
+  {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
+    auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
+    const double base = 2 * 2.0 * 8192 * 4096 * 4096;
+    groups.push_back({"train bf16 m8192 4096 r16",
+                      {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
+                       {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
+                       {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
+                       {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
+                       {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
+                       {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
+                       {"train bwd custom, xa given", [=] { train->backward(custom); }, base / 2},
+                       {"train bwd vendor, xa given", [=] { train->backward(vendor); }, base / 2}}});
+  }
 
   // Attention (custom; bf16): the issue's shapes. FLOPs as FlashAttention counts them: 4 S^2 D
   // per head, halved under the causal mask; decode: the K/V bytes.
@@ -532,6 +656,29 @@ int main(int argc, char** argv) {
       std::printf("%-34s %14.2f %14.2f\n", c.name.c_str(), eager, graph);
     else
       std::printf("%-34s %14.2f %14s\n", c.name.c_str(), eager, "-");
+  }
+  // The groups: a group runs when its name or a member's matches the filter.
+  for (const Group& g : groups) {
+    const bool any = std::any_of(filters.begin(), filters.end(), [&](const std::string& f) {
+      return g.name.find(f) != std::string::npos ||
+             std::any_of(g.members.begin(), g.members.end(), [&](const Member& mb) { return mb.name.find(f) != std::string::npos; });
+    });
+    if (!any) continue;
+    std::vector<std::function<void()>> fns;
+    for (const Member& mb : g.members) fns.push_back(mb.fn);
+    std::vector<double> us, gus;
+    try {
+      us = time_interleaved(fns, s, 20, 9, false);
+      gus = time_interleaved(fns, s, 20, 9, true);
+    } catch (const loraops::Error& e) {
+      std::printf("%s: %s\n", g.name.c_str(), e.what());
+      continue;
+    }
+    std::printf("%s (interleaved; eager, then graph replay; ratios to the first row)\n", g.name.c_str());
+    for (size_t i = 0; i < us.size(); ++i)
+      std::printf("  %-40s %9.2f us %7.1f TF/s %6.3fx | %9.2f us %7.1f TF/s %6.3fx\n", g.members[i].name.c_str(),
+                  us[i], g.members[i].flops / us[i] * 1e-6, us[i] / us[0], gus[i],
+                  g.members[i].flops / gus[i] * 1e-6, gus[i] / gus[0]);
   }
   cudaFree(x);
   cudaFree(y);

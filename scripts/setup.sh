@@ -37,6 +37,11 @@ if command -v nvcc >/dev/null && [ ! -f "$FE/include/cudnn_frontend.h" ]; then
     echo "setup: no cuDNN frontend headers (download failed): no vendor attention" >&2
   fi
 fi
+# CUTLASS's headers (header-only; the folded LoRA GEMM) from PyPI's nvidia-cutlass, pinned, into
+# build/deps/cutlass: only where CUDA is; a failed download leaves the vendor composition in its place.
+if command -v nvcc >/dev/null && ! bash scripts/fetch_cutlass.sh >/dev/null; then
+  echo "setup: no CUTLASS headers (download failed): custom lora_forward above 64 rows runs the vendor composition" >&2
+fi
 echo "setup: building loraops (build/py)" >&2
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps \
   -C build-dir=build/py -C cmake.define.LORAOPS_BUILD_TESTS=ON .

@@ -53,16 +53,24 @@ class DeviceGuard {
 // x rounded up to a multiple of q (sizes, pitches and offsets of scratch matrices).
 constexpr int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
 
-// Multiprocessor count of a device, read once per device (grid sizes are multiples of it).
-inline int sm_count(int device) {
-  static int cached[64] = {};
-  if (device < 0 || device >= 64) return 132;
-  if (cached[device] == 0) {
-    int n = 0;
-    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cached[device] = n > 0 ? n : 1;
+// A device attribute the launchers size work by, read once per device (0 past device 63, or
+// where the device reports none). Racing first calls store the same value.
+template <cudaDeviceAttr kAttr>
+inline int device_attribute(int device) {
+  static std::atomic<int> cached[64] = {};
+  if (device < 0 || device >= 64) return 0;
+  int v = cached[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&v, kAttr, device));
+    cached[device].store(v, std::memory_order_relaxed);
   }
-  return cached[device];
+  return v;
+}
+
+// Multiprocessor count of a device (grid sizes are multiples of it).
+inline int sm_count(int device) {
+  const int n = device_attribute<cudaDevAttrMultiProcessorCount>(device);
+  return n > 0 ? n : 132;
 }
 
 // Blocks that fit on the device at once (occupancy x SMs) for `block` threads and `smem` bytes

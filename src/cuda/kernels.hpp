@@ -24,12 +24,55 @@ void matmul_vendor(const detail::MatmulParams& p, void* stream);
 void lora_forward_vendor(const detail::LoraForwardParams& p, void* stream);
 // vendor/lora_backward_cublaslt.cpp: five GEMMs, nothing larger than m x r materialised.
 void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream);
+// The same, with grad_x as one folded GEMM (lora_fold.cu) where `fold` and it applies: custom.
+void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream, bool fold);
 // kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
 constexpr int64_t kLoraDecodeMaxM = 64;
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
+// out[m, r] (rows of r, the input dtype) = scale * x[m, k] @ a[r, k].T for small r, and the
+// same unscaled into out_unscaled when set (both rounded from one fp32 sum), by the decode
+// kernel with the roles swapped (x streamed once, a's rows as its tokens). About cuBLASLt's
+// speed for this shape (H200 graph replay, K = 4096 r = 16: 5.9 / 8.3 / 24.6 µs at m = 512 /
+// 2048 / 8192 against 6.8 / 8.5 / 20.4), it stores both products in one pass, which spares the
+// fold a scaled copy of its small factor. Halves, k % 8 == 0, 16-byte-aligned rows
+// (lora_skinny_supported; the caller checks that both have a unit column stride).
+constexpr int64_t kSkinnyMaxR = 64;
+struct SkinnyArgs {
+  const void* x;
+  int64_t x_rs, m, k;
+  const void* a;
+  int64_t a_rs, r;
+  void* out;
+  float scale = 1.f;
+  void* out_unscaled = nullptr;
+};
+bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
+void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
+// kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
+// (CUTLASS; builds without its headers never take it: the *_supported answer false).
+bool lora_fold_supported(const detail::LoraForwardParams& p);
+// auto takes the fold (forward and backward) from kLoraFoldAutoMinM rows up to rank
+// kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, r = 16, interleaved graph replay (NOTES.md): the
+// fold against the composition 31.9 / 114.7 / 452.3 against 35.5 / 121.0 / 466.9 µs at m = 512 /
+// 2048 / 8192, fwd+bwd at m = 8192 938.5 against 987.6; at r = 64 the bench had it 5-13% slower.
+constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 16;
+void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
+// The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
+// (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):
+//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch) by the skinny kernel
+//                              (false: not taken, gB is the caller's to compute)
+//   lora_backward_fold_grad_x  grad_x = [g | scale*gB] @ [W ; A] (scaled_gb: after
+//                              lora_backward_fold_gb) or [g | gB] @ [W ; scale*A], one GEMM
+// _supported checks everything but g.
+bool lora_backward_fold_supported(const detail::LoraBackwardParams& p);
+int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p);
+bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb, int64_t ld_gb,
+                           void* scratch, void* stream);
+void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
+                               int64_t ld_gb, bool scaled_gb, void* scratch, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
 // (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16

@@ -51,26 +51,39 @@ void register_kernels(detail::Registry& reg) {
              "this build of loraops has no cuDNN (or no cuDNN frontend headers)");
 #endif
   // custom: our decode kernels where y is bound by one read of W; above that the low-rank term
-  // is not folded into a GEMM of ours yet, so custom runs the cuBLASLt composition.
+  // folded into the GEMM's K loop where lora_fold_supported, else the cuBLASLt composition.
   reg.add<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, Impl::Custom, [](const detail::LoraForwardParams& p, void* s) {
         if (p.m <= kLoraDecodeMaxM) lora_forward_decode(p, s);
+        else if (lora_fold_supported(p)) lora_forward_fold(p, s);
         else lora_forward_vendor(p, s);
       });
   // auto: cuBLASLt for matmul (no custom GEMM on CUDA); row ops default to custom.
   reg.set_chooser<detail::MatmulParams>(OpId::Matmul, kCUDA,
                                         [](const detail::MatmulParams&) { return Impl::Vendor; });
+  // lora_backward, custom: the composition with grad_x as one folded GEMM where it applies.
+  reg.add<detail::LoraBackwardParams>(
+      OpId::LoraBackward, kCUDA, Impl::Custom,
+      [](const detail::LoraBackwardParams& p, void* s) { lora_backward_composition(p, s, true); });
+  // auto: the fold where it measured faster (kernels.hpp: kLoraFoldAutoMinM, kLoraFoldAutoMaxR).
   reg.set_chooser<detail::LoraBackwardParams>(
-      OpId::LoraBackward, kCUDA, [](const detail::LoraBackwardParams&) { return Impl::Vendor; });
+      OpId::LoraBackward, kCUDA, [](const detail::LoraBackwardParams& p) {
+        return p.m >= kLoraFoldAutoMinM && p.r <= kLoraFoldAutoMaxR && lora_backward_fold_supported(p)
+                   ? Impl::Custom
+                   : Impl::Vendor;
+      });
   // LoRA forward: the decode kernels up to 16 rows in half precision (tensor cores) and up to 4
-  // in float32 (CUDA cores, true fp32), for operands they read as 16-byte vectors; cuBLASLt
-  // beyond and for other layouts (the decode kernels' element-load path is not measured). H200, bf16 4096x4096 r16, graph replay
-  // with weights rotating past L2: custom 12.1 / 17.2 us at m = 1 / 16 against the composition's
-  // 20.8 / 21.1, but 22.5 / 41.8 against 22.0 / 20.2 at m = 32 / 64 (NOTES.md).
+  // in float32 (CUDA cores, true fp32), for operands they read as 16-byte vectors; the fold where
+  // it measured faster (kernels.hpp); cuBLASLt beyond and for other layouts (the decode kernels'
+  // element-load path is not measured). H200, bf16 4096x4096 r16, graph replay with weights
+  // rotating past L2: custom 12.1 / 17.2 us at m = 1 / 16 against the composition's 20.8 / 21.1,
+  // but 22.5 / 41.8 against 22.0 / 20.2 at m = 32 / 64 (NOTES.md).
   reg.set_chooser<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, [](const detail::LoraForwardParams& p) {
         const int64_t max_m = p.dtype == DType::Float32 ? 4 : 16;
-        return p.m <= max_m && lora_decode_vectorised(p) ? Impl::Custom : Impl::Vendor;
+        if (p.m <= max_m) return lora_decode_vectorised(p) ? Impl::Custom : Impl::Vendor;
+        return p.m >= kLoraFoldAutoMinM && p.r <= kLoraFoldAutoMaxR && lora_fold_supported(p) ? Impl::Custom
+                                                                                              : Impl::Vendor;
       });
 }
 

@@ -19,7 +19,6 @@
 // in chunks of 32 (a lane per key for the scores, a lane per output dim for the sum), fp32
 // throughout. Correct for any shape; not fast.
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -348,12 +347,7 @@ __global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int
 // under GQA) take at most 3/4 of the L2: in the simulation, large groups that fit the L2 leave a
 // tail within ~2% (small ones do not: B1 H32 S4096 in groups of 12, 13%).
 int64_t flash_max_group(const AttnArgs& a, int device) {
-  static std::atomic<int> l2[64] = {};
-  int bytes = device >= 0 && device < 64 ? l2[device].load(std::memory_order_relaxed) : 0;
-  if (bytes == 0 && device >= 0 && device < 64) {
-    LORAOPS_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, device));
-    l2[device].store(bytes, std::memory_order_relaxed);
-  }
+  const int bytes = device_attribute<cudaDevAttrL2CacheSize>(device);
   const int64_t l2_bytes = bytes > 0 ? bytes : (50 << 20);
   const int64_t kv_per_pair = std::max<int64_t>(1, 2 * a.sk * a.d * 2 / (a.hq / a.hkv));  // 16-bit K and V
   return std::max<int64_t>(1, l2_bytes * 3 / 4 / kv_per_pair);

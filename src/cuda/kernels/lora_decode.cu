@@ -180,6 +180,11 @@ struct DecodeArgs {
   const float* t;  // [m, r], scale applied; null: no low-rank term
   void* y;         // [m, n]
   int64_t m, n, k, r;
+  // lora_skinny_product: y stored transposed, y[n * y_ld + m], scaled by y_scale, and unscaled
+  // into y2 (when set); y_ld 0: y[m * n_total + n] as above.
+  int64_t y_ld = 0;
+  float y_scale = 1.f;
+  void* y2 = nullptr;
 };
 
 // The value stored at y[m][n], given the dot product with W.
@@ -211,13 +216,17 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
   if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
   T* y = static_cast<T*>(a.y);
   for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
-    const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
+    // consecutive threads: consecutive n of one token, or transposed consecutive tokens of one n
+    const int row = a.y_ld ? i / TOK : i % R, tok = a.y_ld ? i % TOK : i / R;
     const int64_t n = n0 + row;
     if (n >= a.n || tok >= a.m) continue;
     float sum = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
-    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum));
+    const float v = finish<T>(a, tok, n, sum);
+    const int64_t o = a.y_ld ? n * a.y_ld + tok : tok * a.n + n;
+    y[o] = from_float<T>(a.y_scale * v);
+    if (a.y2) static_cast<T*>(a.y2)[o] = from_float<T>(v);
   }
 }
 
@@ -395,12 +404,21 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
-template <class T, int MT, bool kVector>
+// kStageX (16-byte rows, MT rows of x within kStageXBytes): the block first copies the pass's rows
+// of x into shared memory, one load per thread, while each warp's first batch of W is in flight.
+// Read from global memory, x's loads came one after another, each after the previous vector's
+// math: ncu on the fp32 seed shape K = N = 1024 (one block of 8 warps per SM) found two thirds of
+// the cycles waiting on L1TEX, and the pass took 2.4 us over an empty kernel in graph replay.
+template <class T, int MT, bool kVector, bool kStageX>
 __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
+  static_assert(kVector || !kStageX, "staging copies 16-byte vectors");
+  extern __shared__ uint4 xs[];  // kStageX: [MT][k / V] vectors of x
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + warp;
-  if (n >= a.n) return;
-  const T* wrow = static_cast<const T*>(a.w.p) + n * a.w.rs;
+  // Staging needs every warp at its barriers: a warp past N reads row N-1 and stores nothing.
+  const bool live = n < a.n;
+  if (!kStageX && !live) return;
+  const T* wrow = static_cast<const T*>(a.w.p) + (live ? n : a.n - 1) * a.w.rs;
   const T* x = static_cast<const T*>(a.x.p);
   T* y = static_cast<T*>(a.y);
   bool waited = !a.t;
@@ -413,12 +431,27 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // Batches of B vectors per lane: all B loads of the row are issued before the first is
       // used (a dependent load per iteration would leave one 512-byte request per warp in flight).
       constexpr int V = kVec<T>, B = 8;
-      for (int64_t k0 = int64_t(lane) * V; k0 < a.k; k0 += int64_t(32) * V * B) {
-        uint4 wv[B];
+      const int64_t kv = a.k / V;  // vectors in a row of x
+      const int64_t first = int64_t(lane) * V;
+      uint4 wv[B];
+      if constexpr (kStageX) {  // the first batch of W in flight while x is staged
 #pragma unroll
         for (int b = 0; b < B; ++b) {
-          const int64_t k = k0 + int64_t(b) * 32 * V;
+          const int64_t k = first + int64_t(b) * 32 * V;
           wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+          for (int64_t c = threadIdx.x; c < kv; c += kThreads) xs[i * kv + c] = load_shared_ro(xrow[i] + c * V);
+        __syncthreads();
+      }
+      for (int64_t k0 = first; k0 < a.k; k0 += int64_t(32) * V * B) {
+        if (!kStageX || k0 != first) {
+#pragma unroll
+          for (int b = 0; b < B; ++b) {
+            const int64_t k = k0 + int64_t(b) * 32 * V;
+            wv[b] = k < a.k ? load_stream(wrow + k) : make_uint4(0, 0, 0, 0);
+          }
         }
 #pragma unroll
         for (int b = 0; b < B; ++b) {
@@ -429,12 +462,14 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
 #pragma unroll
           for (int i = 0; i < MT; ++i) {
             float xf[V];
-            unpack<T>(load_shared_ro(xrow[i] + k), xf);
+            if constexpr (kStageX) unpack<T>(xs[i * kv + k / V], xf);
+            else unpack<T>(load_shared_ro(xrow[i] + k), xf);
 #pragma unroll
             for (int v = 0; v < V; ++v) acc[i] = fmaf(wf[v], xf[v], acc[i]);
           }
         }
       }
+      if constexpr (kStageX) __syncthreads();  // every warp is done with xs before the next pass
     } else {
 #pragma unroll 4
       for (int64_t k = lane; k < a.k; k += 32) {
@@ -451,7 +486,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
     }
     if (!waited) grid_dependency_wait(), waited = true;  // t is complete after this
     const int64_t m = m0 + lane;
-    if (lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
+    if (live && lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
   }
 }
 
@@ -484,11 +519,26 @@ void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
   launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
 }
 
+// Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
+// H200, fp32 m = 1 r = 8, graph replay, staged against not (same run, 2026-11-29): K = 1024 (4
+// KiB) 3.78 against 4.03 µs, K = 2048 (8 KiB) 7.71 against 7.40-7.44, K = 512 3.31 against 3.25.
+constexpr int64_t kStageXBytes = 4 * 1024;
+
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
   const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
-  if (vector) launch_kernel(lora_decode_fma<T, MT, true>, blocks, kThreads, 0, stream, pdl, a);
-  else launch_kernel(lora_decode_fma<T, MT, false>, blocks, kThreads, 0, stream, pdl, a);
+  const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
+  // Staged for float at up to 2 tokens a pass: 16-bit types reach this kernel vectorised only past
+  // the mma kernels' reach, and at 4 and 8 tokens ptxas spilled the staged kernel (36-68 bytes).
+  constexpr bool kMayStage = std::is_same_v<T, float> && MT <= 2;
+  if constexpr (kMayStage) {
+    if (vector && stage <= kStageXBytes)
+      return launch_kernel(lora_decode_fma<T, MT, true, true>, blocks, kThreads, size_t(stage), stream, pdl, a);
+  }
+  if (vector)
+    launch_kernel(lora_decode_fma<T, MT, true, false>, blocks, kThreads, 0, stream, pdl, a);
+  else
+    launch_kernel(lora_decode_fma<T, MT, false, false>, blocks, kThreads, 0, stream, pdl, a);
 }
 
 template <class T>
@@ -533,7 +583,38 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   launch_fma<T, 8>(a, vec, stream, low_rank);
 }
 
+// out = x @ a.T through lora_decode_mma with the roles swapped: x's rows are the "rows of W"
+// (16 a block, streamed once), a's r rows the "tokens", out stored transposed as [m, r].
+template <class T>
+void skinny(const SkinnyArgs& s, cudaStream_t stream) {
+  RowsView tokens;
+  tokens.p = const_cast<void*>(s.a);
+  tokens.rows = s.r, tokens.cols = s.k, tokens.col_stride = 1;
+  tokens.nlead = 1, tokens.lead_shape[0] = s.r, tokens.lead_stride[0] = s.a_rs;
+  DecodeArgs a{tokens, MatView{s.x, s.x_rs, 1}, MatView{}, nullptr, 1, nullptr, s.out, s.r, s.m, s.k, 0,
+               s.r, s.scale, s.out_unscaled};
+  // (Splitting K over clusters of up to 8 blocks at few rows, partial sums through distributed
+  // shared memory, ran slower in graph replay on the H200: m = 512 9.5 against 5.9 µs, m = 2048
+  // 15.8 against 8.3; NOTES.md.)
+  if (s.r <= 8) return launch_mma<T, 1, 16>(a, stream, false);
+  if (s.r <= 16) return launch_mma<T, 2, 8>(a, stream, false);
+  if (s.r <= 32) return launch_mma<T, 4, 8>(a, stream, false);
+  launch_mma<T, 8, 8>(a, stream, false);
+}
+
 }  // namespace
+
+bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
+  if (t != DType::BFloat16 && t != DType::Float16) return false;
+  return r >= 1 && r <= kSkinnyMaxR && k % 8 == 0 && aligned16(x) && aligned16(a) && (x_rs * 2) % 16 == 0 &&
+         (a_rs * 2) % 16 == 0;
+}
+
+void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream) {
+  if (s.m == 0) return;
+  if (t == DType::BFloat16) skinny<__nv_bfloat16>(s, static_cast<cudaStream_t>(stream));
+  else skinny<__half>(s, static_cast<cudaStream_t>(stream));
+}
 
 bool lora_decode_vectorised(const detail::LoraForwardParams& p) {
   const int64_t es = dtype_size(p.dtype);

@@ -8,7 +8,9 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x.
+// of grad_x. The custom path (register.cpp) is this composition with gB from our skinny kernel
+// (beside scale*gB) and grad_x's two GEMMs replaced by one folded GEMM (kernels/lora_fold.cu)
+// where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"
@@ -27,7 +29,11 @@ struct Rows {
 
 }  // namespace
 
-void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr) {
+void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream) {
+  lora_backward_composition(p, stream, false);
+}
+
+void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream_ptr, bool fold) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);
   const int64_t es = dtype_size(p.dtype), m = p.m, k = p.k, n = p.n, r = p.r;
@@ -46,8 +52,10 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
   const int64_t x_bytes = pack_x ? round_up(m * k * es, 256) : 0;
   const int64_t r_bytes = low_rank ? round_up(m * ld_r * es, 256) : 0;
   const int64_t t_bytes = have_xa && !pack_xa ? 0 : r_bytes;
+  fold = fold && low_rank && lora_backward_fold_supported(p);
+  const int64_t fold_bytes = fold ? lora_backward_fold_scratch(p) : 0;
   const Scratch lease = stream_scratch(p.device_index, stream,
-                                       size_t(g_bytes + x_bytes + r_bytes + t_bytes),
+                                       size_t(g_bytes + x_bytes + r_bytes + t_bytes + fold_bytes),
                                        "lora_backward", "grad_y");  // held until the last GEMM
   char* scratch = lease.get();
   Rows g{p.grad_y.p, g_rs, p.grad_y.col_stride}, x{p.x.p, x_rs, p.x.col_stride};
@@ -73,7 +81,11 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
   d.dtype = p.dtype;
   auto run = [&](lt::GemmDesc e) { lt::gemm(e, stream, p.device_index); };
 
-  if (low_rank) {
+  // where g's rows suit the fold's kernels (TMA, 16-byte vectors; a packed g always does)
+  const bool g_rows16 = g.cs == 1 && g.rs >= n && aligned16(g.p) && (g.rs * es) % 16 == 0;
+  char* fold_scratch = scratch + g_bytes + x_bytes + r_bytes + t_bytes;
+  const bool scaled_gb = fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
+  if (low_rank && !scaled_gb) {
     lt::GemmDesc e = d;  // gB = g @ B
     e.m = m, e.n = r, e.k = n;
     e.a = g.p, e.a_rs = g.rs, e.a_cs = g.cs;
@@ -82,7 +94,9 @@ void lora_backward_vendor(const detail::LoraBackwardParams& p, void* stream_ptr)
     run(e);
   }
 
-  {
+  if (fold && g_rows16) {  // grad_x = [g | scale * gB] @ [W ; A] (or [g | gB] @ [W ; scale * A])
+    lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
+  } else {
     lt::GemmDesc base = d;  // grad_x = g @ W (+ scale * gB @ A)
     base.m = m, base.n = k, base.k = n;
     base.a = g.p, base.a_rs = g.rs, base.a_cs = g.cs;

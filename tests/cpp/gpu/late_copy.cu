@@ -27,7 +27,38 @@ __global__ void late_copy_kernel(unsigned char* dst, const unsigned char* src, s
     dst[i] = src[i];
 }
 
+// Spins until the host writes 1, or about a second has passed: then it writes 2 (timed out), so
+// a host stuck before open() (a launch that waits for the device) fails the test, not hangs it.
+__global__ void gate_kernel(volatile int* flag) {
+  const unsigned long long t0 = now_ns();
+  while (*flag == 0)
+    if (now_ns() - t0 > 1000000000ull) *flag = 2;
+}
+
 }  // namespace
+
+StreamGate::StreamGate(cudaStream_t stream) : stream_(stream) {
+  int* p = nullptr;
+  if (cudaHostAlloc(&p, sizeof(int), cudaHostAllocMapped) != cudaSuccess) return;  // no gate: open
+  *p = 0;
+  flag_ = p;
+  int* dev = nullptr;
+  if (cudaHostGetDevicePointer(&dev, p, 0) == cudaSuccess) gate_kernel<<<1, 1, 0, stream>>>(dev);
+  if (cudaGetLastError() != cudaSuccess) *flag_ = 1;  // no gate: the sequence runs as enqueued
+}
+
+void StreamGate::open() {
+  if (flag_ && *flag_ == 0) *flag_ = 1;
+}
+
+bool StreamGate::timed_out() const { return flag_ && *flag_ == 2; }
+
+StreamGate::~StreamGate() {
+  if (!flag_) return;
+  open();
+  cudaStreamSynchronize(stream_);  // the gate kernel has read its flag for the last time
+  cudaFreeHost(const_cast<int*>(flag_));
+}
 
 cudaError_t late_copy(void* dst, const void* src, size_t bytes, double spin_us, cudaStream_t stream) {
   late_copy_kernel<<<64, 256, 0, stream>>>(static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src),

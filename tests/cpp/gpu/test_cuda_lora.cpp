@@ -6,7 +6,7 @@
 // (ordering against earlier and later work on it) and CUDA-graph capture replayed on new data.
 //
 // Tolerance, per output element (i, j), from the magnitudes of the terms, not of the result:
-//   tol = 2 * (u * (2|y| + |x@W.T| + |y1| + |scale*t@B.T| + |scale|·T)
+//   tol = 2 * (u * (2|y| + max(|x@W.T| + |y1| + |scale*t@B.T|, |scale|·T) + |scale|·T)
 //              + u32 * (sqrt(K)·(Σ_l|x_l·W_jl| + |scale|·Σ_s Σ_l|x_l·A_sl|·|B_js|)
 //                       + sqrt(r+1)·|scale|·Σ_s|t_s·B_js| + |y| + |bias_j|))
 //   T = min(Σ_s|t_s·B_js|, 3·sqrt(Σ_s (t_s·B_js)^2))
@@ -15,14 +15,17 @@
 // roundings to the dtype an implementation may make, each at most u of the value rounded: the
 // reference's and the kernel's final rounding of y, x@W.T rounded before it is added, y1
 // rounded, scale*t@B.T rounded before the bias (cuBLASLt's bias epilogue does that for halves),
-// and the vendor path's t rounded to the dtype (like PyTorch): r independent roundings, bounded
-// by T (the worst case Σ, or the probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst
-// case would hide a dropped rank in bf16). The u32-terms are fp32 accumulation over K and r
+// and t rounded to the dtype, by the vendor path (like PyTorch) and by the custom path's folded
+// GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the
+// probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in
+// bf16). Where the fold cannot take scale*t from its skinny kernel (r > 64, lora_a not 16-byte
+// rows), it rounds t and scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and
+// scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
 // (products of halves are exact in fp32; TF32 would not pass). The data is scaled so that
 // x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a missing bias, a
 // wrong scale, a dropped K or r tail, a wrong row all move y by much more than tol.
 // CudaLora.ToleranceAdmitsDeclaredRoundingsAndCatchesBugs (no GPU needed) proves both sides:
-// software models of the custom path (fp32 sums, t in fp32, y rounded once) and of the vendor
+// software models of the custom decode path (fp32 sums, t in fp32, y rounded once) and of the vendor
 // path (fp32 sums, t rounded to the dtype, every epilogue rounding) pass, and references with
 // each of those bugs fail.
 #include <algorithm>
@@ -209,8 +212,10 @@ std::vector<double> tolerance(const Analysis& an, DType t) {
       const double t_rounding = std::min(lora_abs, 3 * std::sqrt(lora_sq));
       const double base = an.base[size_t(i * d.n + j)], bias = d.bias[size_t(j)];
       const double y1 = d.scale * lora + bias, y = base + y1;
-      const double rounding = u * (2 * std::fabs(y) + std::fabs(base) + std::fabs(y1) +
-                                   std::fabs(d.scale * lora) + s * t_rounding);
+      // the vendor path rounds x@W.T, y1 and scale*t@B.T; the fold rounds none of them but scale*B
+      const double rounding =
+          u * (2 * std::fabs(y) + std::max(std::fabs(base) + std::fabs(y1) + std::fabs(d.scale * lora), s * t_rounding) +
+               s * t_rounding);
       const double accumulation =
           u32 * (sk * (an.base_abs[size_t(i * d.n + j)] + s * xab) + sr * s * lora_abs +
                  std::fabs(y) + std::fabs(bias));
@@ -317,6 +322,12 @@ const Case kGrid[] = {
     {"m=65 64x48 r=1", {65}, 64, 48, 1, -0.5},
     {"m=300 64x48 r=256", {300}, 64, 48, 256, -0.5},
     {"m=300 2049x513 r=64 no bias", {300}, 2049, 513, 64, 2.0, Bias::None, kBF16},
+    // the folded GEMM (custom, halves, above 64 rows): a K tail inside a 64-wide k tile, two N
+    // tiles, no bias, r over one k tile of its own
+    {"m=300 520x264 r=8 (folded GEMM)", {300}, 520, 264, 8, 2.0},
+    {"m=130 136x40 r=72 no bias (folded GEMM)", {130}, 136, 40, 72, -0.5, Bias::None, kHalves},
+    // the fold at a long K (the skinny shrink's warps each take several chunks), scale not 2^k
+    {"m=100 4096x264 r=16 (folded GEMM, long K)", {100}, 4096, 264, 16, 0.3},
     {"m=65 2049x513 r=16 scale 0", {65}, 2049, 513, 16, 0.0, Bias::Contig, kHalves},
     {"m=2 16x16 r=256 (r > K)", {2}, 16, 16, 256, 2.0, Bias::None, kF32 | kBF16},
     {"decode m=1 4096x4096 r=16", {1}, 4096, 4096, 16, 2.0},
@@ -333,6 +344,7 @@ const Case kViews[] = {
     {"x column slice, K tail", {17}, 2049, 513, 16, -0.5, Bias::Contig, kHalves, L::Padded},
     {"x padded rows (aligned, ld != K)", {16}, 64, 48, 16, 2.0, Bias::Contig, kAll, L::RowPad},
     {"x padded rows, K tail", {7}, 2049, 513, 8, 2.0, Bias::None, kF32 | kBF16, L::RowPad},
+    {"x padded rows, 65 rows (folded GEMM)", {65}, 64, 48, 16, 2.0, Bias::Contig, kHalves, L::RowPad},
     {"decode x padded rows (m <= 4), K % 64 = 8", {3}, 520, 33, 8, 2.0, Bias::Contig, kHalves, L::RowPad},
     {"decode x padded rows, 2 token tiles", {12}, 520, 33, 16, -0.5, Bias::None, kHalves, L::RowPad},
     {"x transposed (last dim stride m)", {16}, 64, 48, 8, -0.5, Bias::Contig, kAll, L::Transposed},

@@ -28,7 +28,7 @@ struct XaCase {
 const XaCase kCases[] = {
     {"decode m=1", 1, 512, 256, 16, 2.0},
     {"decode m=16", 16, 512, 256, 16, -0.5},
-    {"m=100 (composition)", 100, 512, 256, 16, 2.0},
+    {"m=100 (custom: the fold)", 100, 512, 256, 16, 2.0},
     {"scale 0 still fills xa", 4, 512, 256, 16, 0.0},
     {"odd K (unvectorised)", 3, 2049, 65, 8, 1.0},
     {"n=0", 5, 64, 0, 8, 1.0},

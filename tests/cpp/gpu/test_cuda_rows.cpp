@@ -425,42 +425,58 @@ TEST(CudaRows, BackToBackOpsKeepStreamOrder) {
 }
 
 // The same, deterministically: before each op, a kernel that lets its dependents start at once
-// and only ~50 µs later writes x (or snapshots y). An op that read x before its wait would see the
-// old x; one that wrote y before its wait would show in the snapshot. Eagerly and in a captured
-// graph, for the three row ops and an activation.
+// and only ~50 µs later writes x, weight and bias (one buffer, one copy) or snapshots y. An op that
+// read any of them before its wait would compute from the old values; one that wrote y before its
+// wait would show in the snapshot. Eagerly (behind a gate the host opens once everything is
+// enqueued, so a slow host cannot let the copy finish first) and in a captured graph, for the
+// three row ops and an activation, on each kernel shape: a thread per row, up to 4 and 8 vectors
+// a thread, and the looped kernel (rows past 8192 vectors).
 TEST(CudaRows, DependentLaunchWaitsBeforeReadingAndWriting) {
   LORAOPS_REQUIRE_GPU();
   cudaStream_t s;
   CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const DType t = DType::Float32;
+  const Device gpu{DeviceType::CUDA, 0};
   enum class K { Softmax, RmsNorm, LayerNorm, Silu };
-  auto run = [](K k, const Tensor& x, const Tensor& y, const Exec& ex) {
+  auto run = [](K k, const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const Exec& ex) {
     switch (k) {
       case K::Softmax: return softmax(x, -1, y, ex);
-      case K::RmsNorm: return rms_norm(x, nullptr, 1e-6, y, ex);
-      case K::LayerNorm: return layer_norm(x, nullptr, nullptr, 1e-5, y, ex);
+      case K::RmsNorm: return rms_norm(x, &w, 1e-6, y, ex);
+      case K::LayerNorm: return layer_norm(x, &w, &b, 1e-5, y, ex);
       case K::Silu: return activation(x, Activation::Silu, y, ex);
     }
   };
-  for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 16, 1024}, {3, 33}, {64, 4096}})
+  for (std::vector<int64_t> shape :
+       {std::vector<int64_t>{4, 16, 1024}, {3, 33}, {64, 4096}, {2, 16384}, {2, 40000}, {40, 4}})
     for (K k : {K::Softmax, K::RmsNorm, K::LayerNorm, K::Silu})
-      for (bool graph : {false, true}) {
+      for (bool graph : {true, false}) {  // the graph first: its instantiation loads the kernels
         SCOPED_TRACE("op " + std::to_string(int(k)) + " cols " + std::to_string(shape.back()) +
                      (graph ? " graph" : " eager"));
-        HostTensor fresh = random_tensor(t, shape, 1.f, 3.f);  // what x holds once the copy lands
+        const int64_t cols = shape.back(), n = [&] {
+          int64_t e = 1;
+          for (int64_t d : shape) e *= d;
+          return e;
+        }();
+        // [x | weight | bias] as the copy leaves them (fresh) and as they are before it (old).
+        HostTensor fresh = random_tensor(t, {n + 2 * cols}, 1.f, 3.f), old = random_tensor(t, {n + 2 * cols}, -3.f, -1.f);
+        auto part = [&](void* base, int64_t at, std::initializer_list<int64_t> dims, Device d) {
+          return Tensor::contiguous(static_cast<float*>(base) + at, t, dims, d);
+        };
+        const Tensor fx = Tensor::contiguous(fresh.bytes.data(), t, int(shape.size()), shape.data());
         HostTensor ref(t, shape), got(t, shape), before = random_tensor(t, shape, 5.f, 6.f), snap_h(t, shape);
-        run(k, fresh.view(), ref.view(), {.impl = Impl::Reference});
-        Mirror x(random_tensor(t, shape, -3.f, -1.f));  // the x before the copy
-        DeviceTensor src(fresh), y(got), y2(before), snap(snap_h);
+        run(k, fx, part(fresh.bytes.data(), n, {cols}, {}), part(fresh.bytes.data(), n + cols, {cols}, {}), ref.view(),
+            {.impl = Impl::Reference});
+        DeviceTensor src(fresh), buf(old), y(got), y2(before), snap(snap_h);
         y.poison();
         CUDA_OK(cudaDeviceSynchronize());
         const Exec ex{.impl = Impl::Custom, .stream = s};
-        const Tensor xv = x.on_device(x.host.view());
+        const Tensor xv = Tensor::contiguous(buf.ptr, t, int(shape.size()), shape.data(), gpu);
+        const Tensor wv = part(buf.ptr, n, {cols}, gpu), bv = part(buf.ptr, n + cols, {cols}, gpu);
         auto sequence = [&] {
-          ASSERT_EQ(late_copy(x.dev.ptr, src.ptr, x.dev.bytes, 50, s), cudaSuccess);
-          run(k, xv, y.view(), ex);                                        // reads x
+          ASSERT_EQ(late_copy(buf.ptr, src.ptr, buf.bytes, 50, s), cudaSuccess);
+          run(k, xv, wv, bv, y.view(), ex);                                  // reads x, w, b
           ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
-          run(k, xv, y2.view(), ex);                                       // writes y2
+          run(k, xv, wv, bv, y2.view(), ex);                                 // writes y2
         };
         if (graph) {
           cudaGraph_t g;
@@ -474,12 +490,15 @@ TEST(CudaRows, DependentLaunchWaitsBeforeReadingAndWriting) {
           CUDA_OK(cudaGraphExecDestroy(ge));
           CUDA_OK(cudaGraphDestroy(g));
         } else {
+          StreamGate gate(s);  // holds the stream until open() (or its destructor, on a failure)
           sequence();
+          gate.open();
           CUDA_OK(cudaStreamSynchronize(s));
+          EXPECT_FALSE(gate.timed_out()) << "a launch behind the gate waited for the device";
         }
         y.to_host();
         snap.to_host();
-        EXPECT_TRUE(close(got, ref)) << "the op read x before the kernel before it wrote it";
+        EXPECT_TRUE(close(got, ref)) << "the op read x, weight or bias before the kernel before it wrote them";
         EXPECT_TRUE(snap_h.bytes == before.bytes) << "the op wrote y while the kernel before it read it";
       }
   CUDA_OK(cudaStreamDestroy(s));

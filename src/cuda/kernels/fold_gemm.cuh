@@ -1,0 +1,96 @@
+// The folded GEMM's CUTLASS kernels (fold_gemm.hpp says what it computes): CUTLASS 4.2's sm90 TMA
+// warp-specialized cooperative GEMM with ConcatKMainloop's producer, the bias as a per-column
+// epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu and fold_gemm_fp16.cu only:
+// each instantiation costs ~70-90 s of nvcc.
+#pragma once
+
+#include "cuda/common.cuh"
+#include "cuda/kernels/concat_k_mainloop.cuh"
+#include "cuda/kernels/fold_gemm.hpp"
+
+namespace loraops::cuda::fold {
+
+// Tile (M x N x K), cluster, and B's layout: ColumnMajor is K-major (B as [n, k] rows), RowMajor
+// N-major (B as [k, n] rows).
+template <class E, class Tile, class Cluster, class LayoutB>
+struct FoldGemm {
+  // D = acc + bias[n] (alpha 1, beta 0: C is never read)
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBias<E, float, E, E, float>;
+  using Epi = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
+      float, float, E, cutlass::layout::RowMajor, 8, E, cutlass::layout::RowMajor, 8,
+      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+  using MainBase = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, E, cutlass::layout::RowMajor, 8, E, LayoutB, 8, float, Tile,
+      Cluster, cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
+      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+  using Main = ConcatKMainloop<MainBase>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Main, Epi>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  static constexpr bool kKMajorB = cute::is_same_v<LayoutB, cutlass::layout::ColumnMajor>;
+
+  static typename Gemm::Arguments arguments(const FoldGemmArgs& a) {
+    using SA = typename Kernel::StrideA;
+    using SB = typename Kernel::StrideB;
+    constexpr int64_t blk_k = Main::kBlkK;
+    const SA sa{a.lda, cute::Int<1>{}, int64_t(0)}, sa2{a.lda2, cute::Int<1>{}, int64_t(0)};
+    SB sb, sb2;
+    if constexpr (kKMajorB) {
+      sb = SB{a.ldb, cute::Int<1>{}, int64_t(0)}, sb2 = SB{a.ldb2, cute::Int<1>{}, int64_t(0)};
+    } else {
+      sb = SB{cute::Int<1>{}, a.ldb, int64_t(0)}, sb2 = SB{cute::Int<1>{}, a.ldb2, int64_t(0)};
+    }
+    const int kk = int(round_up(a.k1, blk_k) + round_up(a.k2, blk_k));
+    const auto sd = cutlass::make_cute_packed_stride(typename Kernel::StrideD{}, {int(a.m), int(a.n), 1});
+    typename Gemm::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                                  {int(a.m), int(a.n), kk, 1},
+                                  {static_cast<const E*>(a.a), sa, static_cast<const E*>(a.b), sb,
+                                   static_cast<const E*>(a.a2), sa2, static_cast<const E*>(a.b2), sb2, int(a.k1),
+                                   int(a.k2)},
+                                  {{}, static_cast<E*>(a.d), sd, static_cast<E*>(a.d), sd}};
+    args.epilogue.thread.alpha = 1.f;
+    args.epilogue.thread.beta = 0.f;
+    args.epilogue.thread.bias_ptr = static_cast<const E*>(a.bias);
+    return args;
+  }
+
+  static size_t workspace(const FoldGemmArgs& a) { return Gemm::get_workspace_size(arguments(a)); }
+
+  static void run(const FoldGemmArgs& a, void* ws, cudaStream_t stream) {
+    const auto args = arguments(a);
+    Gemm gemm;
+    if (gemm.can_implement(args) != cutlass::Status::kSuccess ||
+        gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess || gemm.run(stream) != cutlass::Status::kSuccess)
+      throw Error(ErrorKind::Runtime, "lora", "x", "the folded GEMM (CUTLASS) to launch",
+                  "can_implement, initialize or run failed");
+    LORAOPS_CUDA_CHECK_LAUNCH("lora (folded GEMM)");
+  }
+};
+
+// The three kernels: the forward's (K-major B) in a wide and a narrow tile, the backward's
+// (N-major B) in the wide one.
+template <class E>
+using WideK = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
+                       cutlass::layout::ColumnMajor>;
+template <class E>
+using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_1, cute::_1, cute::_1>,
+                         cutlass::layout::ColumnMajor>;
+template <class E>
+using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
+                       cutlass::layout::RowMajor>;
+
+// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto); N-major B always takes WideN.
+template <class E>
+size_t workspace_typed(const FoldGemmArgs& a, FoldTile tile) {
+  if (!a.b_k_major) return WideN<E>::workspace(a);
+  return tile == FoldTile::Narrow ? NarrowK<E>::workspace(a) : WideK<E>::workspace(a);
+}
+
+template <class E>
+void run_typed(const FoldGemmArgs& a, FoldTile tile, void* ws, cudaStream_t stream) {
+  if (!a.b_k_major) WideN<E>::run(a, ws, stream);
+  else if (tile == FoldTile::Narrow) NarrowK<E>::run(a, ws, stream);
+  else WideK<E>::run(a, ws, stream);
+}
+
+}  // namespace loraops::cuda::fold

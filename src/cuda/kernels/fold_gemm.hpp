@@ -1,0 +1,49 @@
+// The folded GEMM, d = [a | a2] @ [b | b2]^T (+ bias per column), written once: LoRA's low-rank
+// term as extra K columns of the base GEMM (issue 4's forward y = [x | s*t] @ [W | B]^T, issue 5's
+// grad_x = [g | s*gB] @ [W ; A]). CUTLASS sm90 kernels (fold_gemm.cuh), one translation unit per
+// dtype (fold_gemm_bf16.cu, fold_gemm_fp16.cu); this header keeps CUTLASS out of its callers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "loraops/dtype.hpp"
+
+namespace loraops::cuda {
+
+struct FoldGemmArgs {
+  int64_t m = 0, n = 0;
+  int64_t k1 = 0, k2 = 0;  // the two parts' depths (each a multiple of 8)
+  // a: [m, k1] rows of lda elements, a2: [m, k2] rows of lda2 (unit column stride, 16-byte rows)
+  const void* a = nullptr;
+  const void* a2 = nullptr;
+  int64_t lda = 0, lda2 = 0;
+  // b_k_major: b is [n, k1] rows of ldb (the forward's W), b2 [n, k2] rows of ldb2;
+  // else b is [k1, n] rows of ldb (the backward's W), b2 [k2, n] rows of ldb2.
+  const void* b = nullptr;
+  const void* b2 = nullptr;
+  int64_t ldb = 0, ldb2 = 0;
+  bool b_k_major = true;
+  const void* bias = nullptr;  // [n], unit stride, 16-byte aligned; null: none
+  void* d = nullptr;           // [m, n], contiguous, 16-byte rows
+};
+
+// Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the
+// 128x128 tile when the 128x256 one leaves most multiprocessors without a tile (small m).
+enum class FoldTile { Auto, Wide, Narrow };
+void set_fold_tile(FoldTile t);
+
+// Bytes of device workspace fold_gemm needs for these arguments (often 0).
+size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a);
+// Enqueues the GEMM on `stream` (float16 or bfloat16); throws Error(Runtime) if CUTLASS refuses.
+void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
+
+// The per-dtype translation units (fold_gemm.cpp dispatches to them).
+size_t fold_gemm_workspace_bf16(const FoldGemmArgs& a, FoldTile tile);
+void fold_gemm_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);
+void fold_gemm_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+
+}  // namespace loraops::cuda
