@@ -97,22 +97,19 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   //   skinny: our kernel stores scale*t (for the GEMM) and t (xa_out) from one fp32 sum; B is
   //           read in place (copied only when its rows do not suit TMA); y has the same bits
   //           with or without xa_out;
-  //   else:   cuBLASLt's t = x@A.T (unscaled: into xa_out when kept), the scale on a copy of B.
-  //           cuBLASLt picks its algorithm by D's alignment too, so t written into an xa_out
-  //           aligned to 16 but not 256 bytes may round differently from t in scratch (not
-  //           run on a GPU yet: computing into scratch and copying, as the vendor path does,
-  //           would make it the same bits).
+  //   else:   cuBLASLt's t = x@A.T (unscaled) into scratch, copied to xa_out when kept (into
+  //           xa_out itself, cuBLASLt could pick another algorithm by D's alignment and round
+  //           t differently), the scale on a copy of B.
   const bool skinny =
       p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
-  const bool t_in_xa = !skinny && p.xa_out != nullptr && aligned16(p.xa_out);
   // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
-  const int64_t t_bytes = t_in_xa ? 0 : round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
+  const int64_t t_bytes = round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
   const int64_t ws_bytes = round_up(int64_t(fold_gemm_workspace(p.dtype, g)), 256);
   const Scratch lease =
       stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
   char* scratch = lease.get();
-  void* t = t_in_xa ? p.xa_out : scratch;
+  void* t = scratch;
   if (skinny) {
     lora_skinny_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out},
                         stream);
@@ -125,7 +122,7 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
     shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
     shrink.d = t, shrink.ldd = p.r;
     lt::gemm(shrink, stream, p.device_index);
-    if (p.xa_out && !t_in_xa)
+    if (p.xa_out)
       LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   }
   g.a2 = t;

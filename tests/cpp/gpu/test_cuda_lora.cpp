@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
 
@@ -369,6 +370,14 @@ const Case kViews[] = {
      L::Contig, L::Contig, L::Padded, L::RowPad},
     {"lora_a padded rows, lora_b negative row stride", {2}, 64, 48, 64, 2.0, Bias::Contig, kAll,
      L::Contig, L::Contig, L::RowPad, L::Flipped},
+    // above 64 rows (the fold in halves): lora_a transposed (cuBLASLt's shrink, a scaled copy of
+    // B), lora_b strided (copied for TMA), lora_b padded 16-byte rows at scale 1 (read in place)
+    {"fold, lora_a transposed", {100}, 64, 48, 16, 2.0, Bias::Contig, kHalves, L::Contig, L::Contig,
+     L::Transposed},
+    {"fold, lora_b transposed", {100}, 64, 48, 16, -0.5, Bias::Contig, kHalves, L::Contig, L::Contig,
+     L::Contig, L::Transposed},
+    {"fold, r=72 scale 1, lora_b padded rows", {100}, 64, 48, 72, 1.0, Bias::None, kHalves, L::Contig,
+     L::Contig, L::Contig, L::RowPad},
     {"bias stride 2", {7}, 64, 48, 8, 2.0, Bias::Stride2},
     {"3-D everything strided", {2, 3}, 64, 48, 16, -0.5, Bias::Stride2, kAll, L::Gappy,
      L::Transposed, L::Padded, L::Transposed},
@@ -451,6 +460,28 @@ TEST(CudaLora, RegisteredForEveryDtype) {
 TEST(CudaLora, MatchesReference) {
   LORAOPS_REQUIRE_GPU();
   check_all(kGrid, std::size(kGrid), nullptr);
+}
+
+// The fold's two forward tiles, each forced (auto picks the narrow one for every other test
+// shape here): K tails, N over several tiles, an odd count of 128-row blocks under the wide
+// tile's cluster of two, r over two k tiles.
+TEST(CudaLora, FoldTilesMatchReference) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case fold[] = {
+      {"m=300 520x264 r=8", {300}, 520, 264, 8, 2.0, Bias::Contig, kHalves},
+      {"m=257 136x520 r=72 no bias", {257}, 136, 520, 72, -0.5, Bias::None, kHalves},
+      {"m=130 4096x264 r=16", {130}, 4096, 264, 16, 0.3, Bias::Contig, kBF16},
+  };
+  // clang-format on
+  struct Reset {
+    ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
+  } reset;
+  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : "narrow tile");
+    cuda::set_fold_tile(tile);
+    check_all(fold, std::size(fold), nullptr);
+  }
 }
 
 TEST(CudaLora, StridedAndMisalignedViews) {
