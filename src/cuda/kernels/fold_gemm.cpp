@@ -33,7 +33,13 @@ size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a) {
   return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, pick(a)) : fold_gemm_workspace_fp16(a, pick(a));
 }
 
-void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream) {
+void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
+  FoldGemmArgs a = args;
+  if (a.sm_count == 0) {
+    int device = 0;
+    LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+    a.sm_count = sm_count(device);
+  }
   if (t == DType::BFloat16) fold_gemm_bf16(a, pick(a), workspace, stream);
   else fold_gemm_fp16(a, pick(a), workspace, stream);
 }

@@ -63,6 +63,7 @@ const void* scaled_factor(DType t, const detail::MatView& f, int64_t rows, int64
 bool fold_dtype(DType t) { return LORAOPS_WITH_CUTLASS && (t == DType::BFloat16 || t == DType::Float16); }
 
 constexpr int64_t kI32 = INT32_MAX - 256;  // CUTLASS's problem shape is int
+constexpr int64_t kFoldSkinnyMaxM = 4096;   // the forward's shrink by the skinny kernel below it
 
 }  // namespace
 
@@ -100,8 +101,11 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   //   else:   cuBLASLt's t = x@A.T (unscaled) into scratch, copied to xa_out when kept (into
   //           xa_out itself, cuBLASLt could pick another algorithm by D's alignment and round
   //           t differently), the scale on a copy of B.
-  const bool skinny =
-      p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
+  // (H200, K = 4096 r = 16, graph replay: the skinny kernel 5.9 / 8.3 / 25.0 µs at m = 512 /
+  // 2048 / 8192, cuBLASLt 6.8 / 8.5 / 20.6; from 4096 rows cuBLASLt's and the copy of B, ~1-2 µs.
+  // WIP prediction: custom at m = 8192 452.3 -> ~449 µs.)
+  const bool skinny = p.m < kFoldSkinnyMaxM && p.lora_a.cs == 1 &&
+                      lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
   // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
   const int64_t t_bytes = round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
