@@ -54,7 +54,7 @@ struct FoldGemm {
     using Raster = cutlass::gemm::kernel::detail::RasterOrderOptions;
     args.scheduler.max_swizzle_size = a.swizzle;
     args.scheduler.raster_order = a.raster == 1 ? Raster::AlongM : a.raster == 2 ? Raster::AlongN : Raster::Heuristic;
-    cudaGetDevice(&args.hw_info.device_id);
+    args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     return args;
   }

@@ -30,8 +30,8 @@ struct FoldGemmArgs {
   void* d = nullptr;           // [m, n], contiguous, 16-byte rows
   // The persistent tile scheduler: tiles visited in groups of `swizzle` (1, 2, 4 or 8) along the
   // raster's minor dimension, rastered 0 as CUTLASS's heuristic picks, 1 along m, 2 along n
-  // (loraops_latency times the choices); the SM count (0: CUTLASS asks the runtime every call).
-  int swizzle = 1, raster = 0, sm_count = 0;
+  // (loraops_latency times the choices). device and sm_count: fold_gemm fills them in.
+  int swizzle = 1, raster = 0, device = 0, sm_count = 0;
 };
 
 // Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the

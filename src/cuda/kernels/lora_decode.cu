@@ -503,7 +503,7 @@ bool rows_vectorisable(const RowsView& v, int64_t es) {
 
 bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) {
   if (v.cs != 1 && cols > 1) return false;
-  return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
+  return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || rows16(v.p, v.rs, es));
 }
 
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
@@ -606,8 +606,7 @@ void skinny(const SkinnyArgs& s, cudaStream_t stream) {
 
 bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
   if (t != DType::BFloat16 && t != DType::Float16) return false;
-  return r >= 1 && r <= kSkinnyMaxR && k % 8 == 0 && aligned16(x) && aligned16(a) && (x_rs * 2) % 16 == 0 &&
-         (a_rs * 2) % 16 == 0;
+  return r >= 1 && r <= kSkinnyMaxR && k % 8 == 0 && rows16(x, x_rs, 2) && rows16(a, a_rs, 2);
 }
 
 void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream) {

@@ -21,8 +21,6 @@ namespace loraops::cuda {
 
 namespace {
 
-bool rows16(const void* p, int64_t row_stride, int64_t es) { return aligned16(p) && (row_stride * es) % 16 == 0; }
-
 // dst[i][j] = scale * src[i*rs + j*cs] for a rows x cols matrix, dst rows of `cols` (fp32 math,
 // one rounding to E).
 template <class E>
