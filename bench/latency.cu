@@ -438,7 +438,7 @@ int main(int argc, char** argv) {
   };
   std::vector<Group> groups;
   // r = 16 at the issue's three sizes; r = 64 where the lora bench had the fold 5-13% slower
-  const std::pair<int64_t, int64_t> lora_sizes[] = {{512, 16}, {2048, 16}, {8192, 16}, {2048, 64}, {8192, 64}};
+  const std::pair<int64_t, int64_t> lora_sizes[] = {{512, 16}, {2048, 16}, {8192, 16}, {512, 64}, {2048, 64}, {8192, 64}};
   for (const auto& [m, r] : lora_sizes) {
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, r, 1));
     LoraSetup* L = setups.back().get();
@@ -446,14 +446,13 @@ int main(int argc, char** argv) {
     // the folded GEMM alone (t and scale*B made once), as lora_forward_fold runs it
     auto t = std::make_shared<loraops::Tensor>(loraops::Tensor::contiguous(
         filled(loraops::DType::BFloat16, size_t(m * r), 31), loraops::DType::BFloat16, {m, r}, dev));
-    auto fold_alone = [L, t, s](loraops::cuda::FoldTile tile, int swizzle = 1, int raster = 0) {
-      return [L, t, s, tile, swizzle, raster] {
+    auto fold_alone = [L, t, s](loraops::cuda::FoldTile tile) {
+      return [L, t, s, tile] {
         loraops::cuda::FoldGemmArgs a;
         a.m = L->m, a.n = L->n, a.k1 = L->k, a.k2 = L->r;
         a.a = L->x[0].data, a.lda = L->k, a.a2 = t->data, a.lda2 = L->r;
         a.b = L->w[0].data, a.ldb = L->k, a.b2 = L->b[0].data, a.ldb2 = L->r;
         a.d = L->y.data;
-        a.swizzle = swizzle, a.raster = raster;
         if (loraops::cuda::fold_gemm_workspace(loraops::DType::BFloat16, a) != 0)
           throw loraops::Error(loraops::ErrorKind::Runtime, "latency", "fold", "no workspace", "some");
         loraops::cuda::set_fold_tile(tile);
@@ -468,6 +467,14 @@ int main(int argc, char** argv) {
         loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
       };
     };
+    auto shrink_by = [L, custom](loraops::cuda::FoldShrink how) {
+      return [L, custom, how] {
+        loraops::cuda::set_fold_shrink(how);
+        L->lora(custom);
+        loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Auto);
+      };
+    };
+    using loraops::cuda::FoldShrink;
     using loraops::cuda::FoldTile;
     auto shrink = std::make_shared<loraops::Tensor>(*t);
     groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r" + std::to_string(r),
@@ -475,6 +482,8 @@ int main(int argc, char** argv) {
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
                        {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
+                       {"lora custom, skinny shrink", shrink_by(FoldShrink::Skinny), flops + lr},
+                       {"lora custom, cuBLASLt shrink", shrink_by(FoldShrink::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
                        {"shrink x@A.T alone (cuBLASLt)",
                         [L, shrink, vendor] {
@@ -489,13 +498,14 @@ int main(int argc, char** argv) {
                                                              {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
                         },
                         lr / 2},
+                       {"shrink x@A.T alone (tensor-core kernel)",
+                        [L, t, s] {
+                          loraops::cuda::lora_shrink_product(loraops::DType::BFloat16,
+                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
+                        },
+                        lr / 2},
                        {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
-                       {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2},
-                       {"fold GEMM alone, wide, swizzle 2", fold_alone(FoldTile::Wide, 2), flops + lr / 2},
-                       {"fold GEMM alone, wide, swizzle 4", fold_alone(FoldTile::Wide, 4), flops + lr / 2},
-                       {"fold GEMM alone, wide, swizzle 8", fold_alone(FoldTile::Wide, 8), flops + lr / 2},
-                       {"fold GEMM alone, wide, along m", fold_alone(FoldTile::Wide, 1, 1), flops + lr / 2},
-                       {"fold GEMM alone, wide, along n", fold_alone(FoldTile::Wide, 1, 2), flops + lr / 2}}});
+                       {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2}}});
   }
   {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
     auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
@@ -504,6 +514,13 @@ int main(int argc, char** argv) {
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
+                       {"train lora custom, xa kept, skinny shrinks",
+                        [=] {
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Skinny);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Auto);
+                        },
+                        base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},

@@ -51,6 +51,14 @@ struct SkinnyArgs {
 };
 bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
 void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
+// kernels/lora_shrink.cu: the same product on tensor cores, K split over a cluster (same
+// requirements, lora_skinny_supported): the fold's shrink above the decode sizes.
+void lora_shrink_product(DType t, const SkinnyArgs& s, void* stream);
+// Which kernel computes the fold's shrinks (x@A.T forward, g@B backward): Auto is the rule in
+// lora_fold.cu; the others force one where it applies, for loraops_latency, which times them
+// (one process-wide switch, as set_fold_tile).
+enum class FoldShrink { Auto, Skinny, Mma, CublasLt };
+void set_fold_shrink(FoldShrink s);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);

@@ -51,9 +51,6 @@ struct FoldGemm {
     args.epilogue.thread.alpha = 1.f;
     args.epilogue.thread.beta = 0.f;
     args.epilogue.thread.bias_ptr = static_cast<const E*>(a.bias);
-    using Raster = cutlass::gemm::kernel::detail::RasterOrderOptions;
-    args.scheduler.max_swizzle_size = a.swizzle;
-    args.scheduler.raster_order = a.raster == 1 ? Raster::AlongM : a.raster == 2 ? Raster::AlongN : Raster::Heuristic;
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     return args;

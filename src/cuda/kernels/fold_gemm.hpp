@@ -28,10 +28,10 @@ struct FoldGemmArgs {
   bool b_k_major = true;
   const void* bias = nullptr;  // [n], unit stride, 16-byte aligned; null: none
   void* d = nullptr;           // [m, n], contiguous, 16-byte rows
-  // The persistent tile scheduler: tiles visited in groups of `swizzle` (1, 2, 4 or 8) along the
-  // raster's minor dimension, rastered 0 as CUTLASS's heuristic picks, 1 along m, 2 along n
-  // (loraops_latency times the choices). device and sm_count: fold_gemm fills them in.
-  int swizzle = 1, raster = 0, device = 0, sm_count = 0;
+  // fold_gemm fills these in (CUTLASS's hw_info: no SM-count query per call). The persistent
+  // scheduler keeps CUTLASS's defaults: swizzle 2/4/8 and raster along m or n measured within
+  // noise of them (H200, 2026-11-30, NOTES.md).
+  int device = 0, sm_count = 0;
 };
 
 // Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the

@@ -25,36 +25,6 @@ constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !
 // and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
 template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
 
-// (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
-struct WelfordOp {
-  float n, mean, m2;
-  static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
-  static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
-    if (b.n == 0.f) return a;
-    if (a.n == 0.f) return b;
-    const float n = a.n + b.n, f = b.n / n, d = b.mean - a.mean;
-    return {n, fmaf(d, f, a.mean), a.m2 + b.m2 + d * d * a.n * f};
-  }
-  static __device__ WelfordOp shfl_xor(WelfordOp a, int o) {
-    return {__shfl_xor_sync(~0u, a.n, o), __shfl_xor_sync(~0u, a.mean, o),
-            __shfl_xor_sync(~0u, a.m2, o)};
-  }
-  static __device__ WelfordOp shfl(WelfordOp a, int src, int width) {
-    return {__shfl_sync(~0u, a.n, src, width), __shfl_sync(~0u, a.mean, src, width),
-            __shfl_sync(~0u, a.m2, src, width)};
-  }
-};
-
-// WIP (session 13's A/B, not yet run on a GPU): with the row kept packed (8 vectors a thread: the
-// 4096x32768 case at 88% of copy), the statistics in one group reduction instead of two: each
-// thread's own (count, mean, squared deviations) over its registers, then Chan's merge across
-// the group. Prediction: 147.6 -> ~140 us at bf16 4096x32768 (one barrier round less a row).
-// ptxas: the 8-vector kernels spill 24 bytes (16 loaded) a thread with it, 4 (bf16) or 0 (fp32)
-// without.
-#ifndef LORAOPS_LN_ONE_REDUCTION
-#define LORAOPS_LN_ONE_REDUCTION 1
-#endif
-
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
@@ -127,32 +97,6 @@ layer_norm_reg(RowParams p, int tpr) {
     // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
     // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
     auto stats = [&](float& m, float& var) {
-      if constexpr (LORAOPS_LN_ONE_REDUCTION && !kKeep) {
-        float s = 0.f, cnt = 0.f;
-#pragma unroll
-        for (int k = 0; k < NVEC; ++k) {
-          if (k * tpr + g.t >= nv) continue;
-          cnt += float(V);
-#pragma unroll
-          for (int j = 0; j < V; ++j) s += at(k, j);
-        }
-        const float tm = cnt > 0.f ? s / cnt : 0.f;
-        float m2 = 0.f;
-#pragma unroll
-        for (int k = 0; k < NVEC; ++k) {
-          if (k * tpr + g.t >= nv) continue;
-#pragma unroll
-          for (int j = 0; j < V; ++j) {
-            const float e = at(k, j) - tm;
-            m2 = fmaf(e, e, m2);
-          }
-        }
-        const WelfordOp st = group_reduce(WelfordOp{cnt, tm, m2}, g, red, parity);
-        launder(v);
-        m = st.mean;
-        var = nanmax(st.m2 * inv_n, 0.f);
-        return;
-      }
       float s = 0.f, cnt = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
@@ -220,6 +164,26 @@ layer_norm_reg(RowParams p, int tpr) {
     }
   }
 }
+
+// (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
+struct WelfordOp {
+  float n, mean, m2;
+  static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
+  static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
+    if (b.n == 0.f) return a;
+    if (a.n == 0.f) return b;
+    const float n = a.n + b.n, f = b.n / n, d = b.mean - a.mean;
+    return {n, fmaf(d, f, a.mean), a.m2 + b.m2 + d * d * a.n * f};
+  }
+  static __device__ WelfordOp shfl_xor(WelfordOp a, int o) {
+    return {__shfl_xor_sync(~0u, a.n, o), __shfl_xor_sync(~0u, a.mean, o),
+            __shfl_xor_sync(~0u, a.m2, o)};
+  }
+  static __device__ WelfordOp shfl(WelfordOp a, int src, int width) {
+    return {__shfl_sync(~0u, a.n, src, width), __shfl_sync(~0u, a.mean, src, width),
+            __shfl_sync(~0u, a.m2, src, width)};
+  }
+};
 
 // Rows too long for registers; a block per row.
 template <class T, int V>
