@@ -467,14 +467,14 @@ int main(int argc, char** argv) {
         loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
       };
     };
-    auto shrink_by = [L, custom](loraops::cuda::FoldShrink how) {
+    auto shrink_by = [L, custom](loraops::cuda::FoldShrinkBy how) {
       return [L, custom, how] {
         loraops::cuda::set_fold_shrink(how);
         L->lora(custom);
-        loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Auto);
+        loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
       };
     };
-    using loraops::cuda::FoldShrink;
+    using loraops::cuda::FoldShrinkBy;
     using loraops::cuda::FoldTile;
     auto shrink = std::make_shared<loraops::Tensor>(*t);
     groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r" + std::to_string(r),
@@ -482,8 +482,8 @@ int main(int argc, char** argv) {
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
                        {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
-                       {"lora custom, skinny shrink", shrink_by(FoldShrink::Skinny), flops + lr},
-                       {"lora custom, cuBLASLt shrink", shrink_by(FoldShrink::CublasLt), flops + lr},
+                       {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
+                       {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
                        {"shrink x@A.T alone (cuBLASLt)",
                         [L, shrink, vendor] {
@@ -492,15 +492,9 @@ int main(int argc, char** argv) {
                           loraops::matmul(L->x[0], L->a[0], o, *shrink, vendor);
                         },
                         lr / 2},
-                       {"shrink x@A.T alone (skinny kernel)",
+                       {"shrink x@A.T alone (ours)",
                         [L, t, s] {
-                          loraops::cuda::lora_skinny_product(loraops::DType::BFloat16,
-                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
-                        },
-                        lr / 2},
-                       {"shrink x@A.T alone (tensor-core kernel)",
-                        [L, t, s] {
-                          loraops::cuda::lora_shrink_product(loraops::DType::BFloat16,
+                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
                                                              {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
                         },
                         lr / 2},
@@ -514,11 +508,11 @@ int main(int argc, char** argv) {
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
-                       {"train lora custom, xa kept, skinny shrinks",
+                       {"train lora custom, xa kept, cuBLASLt shrinks",
                         [=] {
-                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Skinny);
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::CublasLt);
                           train->lora(custom, true);
-                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrink::Auto);
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
                         },
                         base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},

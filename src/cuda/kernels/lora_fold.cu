@@ -3,11 +3,11 @@
 //   forward (m > kLoraDecodeMaxM):  s*t = s * x @ A.T, then y = [x | s*t] @ [W | B]^T + bias
 //   backward, grad_x:               s*gB = s * g @ B (gB itself is kept for grad_a), then
 //                                   grad_x = [g | s*gB] @ [W ; A]
-// The shrinks run in our kernels (lora_shrink_product on tensor cores, or lora_skinny_product:
-// r <= 64, the factor's rows 16-byte aligned with a unit column stride), which store the scaled
-// product and the unscaled one (xa_out, gB) from one fp32 sum: y has the same bits whether or
-// not the caller keeps xa. Where they do not apply, cuBLASLt's unscaled product and a scaled
-// copy of the small factor (B: [n, r], A: [r, k]) instead.
+// The shrinks run in our kernel (fold_shrink_product: r <= 64, the factor's rows 16-byte aligned
+// with a unit column stride), which stores the scaled product and the unscaled one (xa_out, gB)
+// from one fp32 sum: y has the same bits whether or not the caller keeps xa. Where it does not
+// apply or loses (shrink_is_ours), cuBLASLt's unscaled product and a scaled copy of the small
+// factor (B: [n, r], A: [r, k]) instead.
 // Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
 // operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
 // headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.
@@ -64,29 +64,28 @@ bool fold_dtype(DType t) { return LORAOPS_WITH_CUTLASS && (t == DType::BFloat16 
 
 constexpr int64_t kI32 = INT32_MAX - 256;  // CUTLASS's problem shape is int
 
-std::atomic<FoldShrink>& forced_shrink() {
-  static std::atomic<FoldShrink> s{FoldShrink::Auto};
+std::atomic<FoldShrinkBy>& forced_shrink() {
+  static std::atomic<FoldShrinkBy> s{FoldShrinkBy::Auto};
   return s;
 }
 
-// The kernel for a shrink over `rows` rows (x or g) into r columns; `ours`: the operands suit
-// the skinny and tensor-core kernels (lora_skinny_supported). WIP rule, to be set from
-// loraops_latency's groups: the tensor-core kernel wherever it applies.
-FoldShrink shrink_kernel(bool ours) {
-  const FoldShrink f = forced_shrink().load(std::memory_order_relaxed);
-  if (!ours) return FoldShrink::CublasLt;
-  return f == FoldShrink::Auto ? FoldShrink::Mma : f;
-}
-
-// out = scale * x @ A^T and out_unscaled = x @ A^T by the skinny or the tensor-core kernel.
-void our_shrink(FoldShrink how, DType t, const SkinnyArgs& s, cudaStream_t stream) {
-  if (how == FoldShrink::Skinny) lora_skinny_product(t, s, stream);
-  else lora_shrink_product(t, s, stream);
+// Who computes a shrink over `rows` rows (x or g) into r columns; `ours`: the operands suit
+// fold_shrink_product. Ours stores the scaled product beside the unscaled one, which spares the
+// fold a scaled copy of its small factor; cuBLASLt's was faster from 2048 rows at r = 64 (H200,
+// K = 4096, graph replay: 9.3 against 13.8 µs at m = 2048, 21.9 against 33.5 at 8192; ours from
+// 5.1 against 6.9 at m = 512 r = 16, 7.1 against 7.0 at m = 512 r = 64; NOTES.md, 2026-11-30).
+bool shrink_is_ours(bool ours, int64_t rows, int64_t r) {
+  switch (forced_shrink().load(std::memory_order_relaxed)) {
+    case FoldShrinkBy::Ours: return ours;
+    case FoldShrinkBy::CublasLt: return false;
+    case FoldShrinkBy::Auto: break;
+  }
+  return ours && (r <= 16 || rows <= 1024);
 }
 
 }  // namespace
 
-void set_fold_shrink(FoldShrink s) { forced_shrink().store(s, std::memory_order_relaxed); }
+void set_fold_shrink(FoldShrinkBy s) { forced_shrink().store(s, std::memory_order_relaxed); }
 
 bool lora_fold_supported(const detail::LoraForwardParams& p) {
   if (!fold_dtype(p.dtype)) return false;
@@ -116,15 +115,14 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   g.b = p.weight.p, g.ldb = p.weight.rs;
   g.bias = p.bias, g.d = p.out;
   // Two ways to the second K part:
-  //   ours:     our kernel (shrink_kernel) stores scale*t (for the GEMM) and t (xa_out) from one
+  //   ours:     our kernel (shrink_is_ours) stores scale*t (for the GEMM) and t (xa_out) from one
   //             fp32 sum; B is read in place (copied only when its rows do not suit TMA); y has
   //             the same bits with or without xa_out;
   //   cuBLASLt: t = x@A.T (unscaled) into scratch, copied to xa_out when kept (into xa_out
   //             itself, cuBLASLt could pick another algorithm by D's alignment and round t
   //             differently), the scale on a copy of B.
-  const FoldShrink how = shrink_kernel(p.lora_a.cs == 1 &&
-                                       lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r));
-  const bool ours = how != FoldShrink::CublasLt;
+  const bool ours = shrink_is_ours(
+      p.lora_a.cs == 1 && fold_shrink_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r), p.m, p.r);
   // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
   const int64_t t_bytes = round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
@@ -134,7 +132,7 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   char* scratch = lease.get();
   void* t = scratch;
   if (ours) {
-    our_shrink(how, p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out}, stream);
+    fold_shrink_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out}, stream);
   } else {
     lt::GemmDesc shrink;
     shrink.op = "lora_forward";
@@ -183,14 +181,13 @@ bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, i
                            void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   void* bt = static_cast<char*>(scratch) + scaled_a_bytes(p);
-  const FoldShrink how = shrink_kernel(ld_gb == p.r && lora_skinny_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r));
-  if (how == FoldShrink::CublasLt) return false;
+  if (!shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r), p.m, p.r)) return false;
   DeviceGuard guard(p.device_index);
   // B.T as our kernel's "A": [r, n], contiguous (a small copy); it stores scale*gB for grad_x's
   // GEMM beside gB
   scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream);
   void* sgb = static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p);
-  our_shrink(how, p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
+  fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
   return true;
 }
 

@@ -2,11 +2,13 @@
 // fp32 sums) for X [m, k] and A [r, k] with r <= 64, the product the LoRA fold puts beside its
 // GEMM (lora_fold.cu: s*t = s * x @ A.T forward, s*gB = s * g @ B backward).
 //
-// Why not the skinny kernel (lora_decode.cu) or cuBLASLt: this product is a pass over X, but at
-// prefill sizes both take 2-3x the time X's bytes need (H200, K = 4096 r = 16, graph replay:
-// 6.6 / 8.6 µs for 4 / 16 MiB of X at m = 512 / 2048). The skinny kernel re-reads A from L2 for
-// every few rows of X (at r = 64 that is 4x X's bytes: 19.0 µs at m = 2048 against cuBLASLt's
-// 9.9); cuBLASLt splits K into a second reduction kernel.
+// It replaced the "skinny" kernel (the LoRA decode kernel with its roles swapped, x's rows as
+// the rows of W), which re-read A from L2 for every 16 rows of X. H200, K = 4096, graph replay,
+// this kernel / skinny / cuBLASLt (2026-11-30): r = 16: 5.1 / 6.6 / 6.9 µs at m = 512, 8.1 /
+// 8.4 / 8.5 at 2048, 22.5 / 25.5 / 21.0 at 8192; r = 64: 7.1 / 13.0 / 7.0 at 512, 13.8 / 18.2 /
+// 9.3 at 2048, 33.5 / 77.6 / 21.9 at 8192. Still far from X's bytes (16 MiB in 8.1 µs is 2 TB/s);
+// at r = 64 A's tile is as large as X's, re-read from L2 by every 64 rows. lora_fold.cu takes
+// cuBLASLt's product where that wins.
 //
 // Here a block owns 64 rows of X (a warp 16 of them, mma.m16n8k16 with A's r rows as the
 // columns) and a share of K; A's tile sits in shared memory once per 64 rows. K is split over a
@@ -14,13 +16,14 @@
 // partials through distributed shared memory in rank order: deterministic, one launch, no
 // scratch. Tiles of 64 k stream through a 4-stage cp.async pipeline.
 //
-// Needs halves, k % 8 == 0 and 16-byte-aligned rows with unit column stride (as the skinny
-// kernel: lora_skinny_supported); the outputs are [m, r] contiguous.
+// Needs halves, k % 8 == 0 and 16-byte-aligned rows with unit column stride
+// (fold_shrink_supported); the outputs are [m, r] contiguous.
 #include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/kernels.hpp"
 #include "cuda/kernels/attention_tiles.cuh"
 
 namespace loraops::cuda {
@@ -63,7 +66,7 @@ __device__ __forceinline__ void load_tile64(T* tile, const T* g, int64_t rs, int
   }
 }
 
-struct ShrinkArgs {
+struct ShrinkParams {
   const void* x;
   int64_t x_rs;
   const void* a;
@@ -77,7 +80,7 @@ struct ShrinkArgs {
 
 // Block x = row block * cluster size + rank (clusters along x).
 template <class T, int NP>
-__global__ void __launch_bounds__(kShrinkThreads) lora_shrink_mma(ShrinkArgs a) {
+__global__ void __launch_bounds__(kShrinkThreads) lora_shrink_mma(ShrinkParams a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const stages = reinterpret_cast<T*>(smem_raw);
   cg::cluster_group cluster = cg::this_cluster();
@@ -153,8 +156,8 @@ __global__ void __launch_bounds__(kShrinkThreads) lora_shrink_mma(ShrinkArgs a) 
 }
 
 template <class T, int NP>
-void launch(const ShrinkArgs& base, int device, cudaStream_t stream) {
-  ShrinkArgs a = base;
+void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
+  ShrinkParams a = base;
   const int row_blocks = (a.m + kShrinkRows - 1) / kShrinkRows;
   const int ktiles = (a.k + kShrinkK - 1) / kShrinkK;
   // Clusters as large as two blocks per SM allow (at most 8, and no rank without a k tile).
@@ -179,7 +182,7 @@ void launch(const ShrinkArgs& base, int device, cudaStream_t stream) {
 }
 
 template <class T>
-void shrink(const ShrinkArgs& a, int device, cudaStream_t stream) {
+void shrink(const ShrinkParams& a, int device, cudaStream_t stream) {
   switch ((a.r + 15) / 16) {
     case 1: return launch<T, 1>(a, device, stream);
     case 2: return launch<T, 2>(a, device, stream);
@@ -190,17 +193,22 @@ void shrink(const ShrinkArgs& a, int device, cudaStream_t stream) {
 
 }  // namespace
 
-void lora_shrink_product(DType t, const SkinnyArgs& s, void* stream_ptr) {
+bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
+  if (t != DType::BFloat16 && t != DType::Float16) return false;
+  return r >= 1 && r <= kFoldShrinkMaxR && k % 8 == 0 && rows16(x, x_rs, 2) && rows16(a, a_rs, 2);
+}
+
+void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream_ptr) {
   if (s.m == 0 || s.r == 0) return;
   if (s.m > INT32_MAX - kShrinkRows || s.k > INT32_MAX - kShrinkK)
     throw Error(ErrorKind::Value, "lora", "shrink", "rows and k below 2^31", std::to_string(s.m) + "x" + std::to_string(s.k));
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   int device = 0;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  ShrinkArgs a{s.x, s.x_rs, s.a, s.a_rs, s.out, s.out_unscaled, s.scale, int(s.m), int(s.k), int(s.r), 0};
+  ShrinkParams a{s.x, s.x_rs, s.a, s.a_rs, s.out, s.out_unscaled, s.scale, int(s.m), int(s.k), int(s.r), 0};
   if (t == DType::BFloat16) shrink<__nv_bfloat16>(a, device, stream);
   else shrink<__half>(a, device, stream);
-  LORAOPS_CUDA_CHECK_LAUNCH("lora (shrink on tensor cores)");
+  LORAOPS_CUDA_CHECK_LAUNCH("lora (fold shrink)");
 }
 
 }  // namespace loraops::cuda

@@ -1,6 +1,6 @@
-// The fold's shrink kernels, called directly: out = scale * X @ A^T and X @ A^T (out_unscaled)
-// for X [m, k] and A [r, k] (kernels.hpp: lora_shrink_product on tensor cores, and
-// lora_skinny_product), against an fp64 reference of the same half inputs.
+// The fold's shrink kernel, called directly: out = scale * X @ A^T and X @ A^T (out_unscaled) for
+// X [m, k] and A [r, k] (kernels.hpp: fold_shrink_product), against an fp64 reference of the same
+// half inputs. (The LoRA tests reach it through the fold too, forward and backward.)
 //
 // Tolerance per element: u * |value| (the one rounding to the dtype) + 2^-24 * sqrt(k) * Σ|x·a|
 // (fp32 sums; the products of halves are exact in fp32). Inputs are uniform in [-1, 1], so a
@@ -24,12 +24,10 @@ struct ShrinkCase {
   float scale = 0.75f;
 };
 
-using Kernel = void (*)(DType, const cuda::SkinnyArgs&, void*);
-
-// Runs `kernel` twice on one case (poisoned outputs, the second time without out_unscaled) and
+// Runs the kernel twice on one case (poisoned outputs, the second time without out_unscaled) and
 // checks both outputs, the bits of the second run and the bytes past the outputs.
-void check_shrink(const char* name, Kernel kernel, DType t, const ShrinkCase& c) {
-  SCOPED_TRACE(std::string(name) + " " + dtype_name(t) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
+void check_shrink(DType t, const ShrinkCase& c) {
+  SCOPED_TRACE(std::string(dtype_name(t)) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
                " r=" + std::to_string(c.r));
   const int64_t x_rs = c.k + c.x_pad, a_rs = c.k + c.a_pad;
   HostTensor x = random_tensor(t, {std::max<int64_t>(c.m, 1), std::max<int64_t>(x_rs, 1)});
@@ -42,8 +40,8 @@ void check_shrink(const char* name, Kernel kernel, DType t, const ShrinkCase& c)
   CUDA_OK(cudaMemset(du.ptr, 0, du.bytes));
   CUDA_OK(cudaMemset(ds.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
   CUDA_OK(cudaMemset(du.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
-  cuda::SkinnyArgs s{dx.ptr, x_rs, c.m, c.k, da.ptr, a_rs, c.r, ds.ptr, c.scale, du.ptr};
-  kernel(t, s, nullptr);
+  cuda::FoldShrinkArgs s{dx.ptr, x_rs, c.m, c.k, da.ptr, a_rs, c.r, ds.ptr, c.scale, du.ptr};
+  cuda::fold_shrink_product(t, s, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   ds.to_host();
   du.to_host();
@@ -74,7 +72,7 @@ void check_shrink(const char* name, Kernel kernel, DType t, const ShrinkCase& c)
   HostTensor first = scaled;
   CUDA_OK(cudaMemset(ds.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
   s.out_unscaled = nullptr;
-  kernel(t, s, nullptr);
+  cuda::fold_shrink_product(t, s, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   ds.to_host();
   EXPECT_EQ(std::memcmp(first.bytes.data(), scaled.bytes.data(), first.bytes.size()), 0)
@@ -90,22 +88,16 @@ const ShrinkCase kShrinkCases[] = {
     {130, 4096, 16, 0, 0, -0.5f},
 };
 
-TEST(CudaLoraShrink, TensorCoreKernelMatchesReference) {
+TEST(CudaFoldShrink, MatchesReference) {
   LORAOPS_REQUIRE_GPU();
   for (DType t : {DType::BFloat16, DType::Float16})
-    for (const ShrinkCase& c : kShrinkCases) check_shrink("tensor-core", cuda::lora_shrink_product, t, c);
+    for (const ShrinkCase& c : kShrinkCases) check_shrink(t, c);
 }
 
-TEST(CudaLoraShrink, SkinnyKernelMatchesReference) {
+TEST(CudaFoldShrink, NoRowsIsANoOp) {
   LORAOPS_REQUIRE_GPU();
-  for (const ShrinkCase& c : kShrinkCases)
-    if (c.k > 0) check_shrink("skinny", cuda::lora_skinny_product, DType::BFloat16, c);
-}
-
-TEST(CudaLoraShrink, NoRowsIsANoOp) {
-  LORAOPS_REQUIRE_GPU();
-  cuda::SkinnyArgs s{nullptr, 64, 0, 64, nullptr, 64, 16, nullptr, 1.f, nullptr};
-  cuda::lora_shrink_product(DType::BFloat16, s, nullptr);
+  cuda::FoldShrinkArgs s{nullptr, 64, 0, 64, nullptr, 64, 16, nullptr, 1.f, nullptr};
+  cuda::fold_shrink_product(DType::BFloat16, s, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
 }
 
