@@ -414,10 +414,14 @@ int main(int argc, char** argv) {
     cases.push_back({"lora custom bf16 m1 scale0 rot", [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
-  for (int64_t m : {1, 8, 16, 32, 64}) {
-    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 4));
+  // (m, K = N, r): the issue's decode shapes, then r = 64, where the bench had custom at m = 16,
+  // K = N = 8192 slower than vendor (69.5 against 56.5 µs eager, 2026-11-30)
+  const int64_t decode_shapes[][3] = {{1, 4096, 16},  {8, 4096, 16},  {16, 4096, 16}, {32, 4096, 16},
+                                      {64, 4096, 16}, {16, 4096, 64}, {1, 8192, 64},  {16, 8192, 64}};
+  for (const auto& [m, h, r] : decode_shapes) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, h, h, r, 4));
     LoraSetup* L = setups.back().get();
-    const std::string shape = " bf16 m" + std::to_string(m) + " 4096 r16 rot";
+    const std::string shape = " bf16 m" + std::to_string(m) + " " + std::to_string(h) + " r" + std::to_string(r) + " rot";
     cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, L->weight_bytes()});
     cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, L->weight_bytes()});
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
@@ -437,13 +441,15 @@ int main(int argc, char** argv) {
     std::vector<Member> members;
   };
   std::vector<Group> groups;
-  for (int64_t m : {512, 2048, 8192}) {
-    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, 16, 1));
+  // r = 16 at the issue's three sizes; r = 64 where the lora bench had the fold 5-13% slower
+  const std::pair<int64_t, int64_t> lora_sizes[] = {{512, 16}, {2048, 16}, {8192, 16}, {512, 64}, {2048, 64}, {8192, 64}};
+  for (const auto& [m, r] : lora_sizes) {
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::BFloat16, m, 4096, 4096, r, 1));
     LoraSetup* L = setups.back().get();
-    const double flops = 2.0 * double(m) * 4096 * 4096, lr = 2.0 * double(m) * 16 * (4096 + 4096);
+    const double flops = 2.0 * double(m) * 4096 * 4096, lr = 2.0 * double(m) * double(r) * (4096 + 4096);
     // the folded GEMM alone (t and scale*B made once), as lora_forward_fold runs it
     auto t = std::make_shared<loraops::Tensor>(loraops::Tensor::contiguous(
-        filled(loraops::DType::BFloat16, size_t(m) * 16, 31), loraops::DType::BFloat16, {m, 16}, dev));
+        filled(loraops::DType::BFloat16, size_t(m * r), 31), loraops::DType::BFloat16, {m, r}, dev));
     auto fold_alone = [L, t, s](loraops::cuda::FoldTile tile) {
       return [L, t, s, tile] {
         loraops::cuda::FoldGemmArgs a;
@@ -465,13 +471,23 @@ int main(int argc, char** argv) {
         loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
       };
     };
+    auto shrink_by = [L, custom](loraops::cuda::FoldShrinkBy how) {
+      return [L, custom, how] {
+        loraops::cuda::set_fold_shrink(how);
+        L->lora(custom);
+        loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
+      };
+    };
+    using loraops::cuda::FoldShrinkBy;
     using loraops::cuda::FoldTile;
     auto shrink = std::make_shared<loraops::Tensor>(*t);
-    groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r16",
+    groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r" + std::to_string(r),
                       {{"base GEMM x@W.T", [L, vendor] { L->base(vendor); }, flops},
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
                        {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
+                       {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
+                       {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
                        {"shrink x@A.T alone (cuBLASLt)",
                         [L, shrink, vendor] {
@@ -480,9 +496,9 @@ int main(int argc, char** argv) {
                           loraops::matmul(L->x[0], L->a[0], o, *shrink, vendor);
                         },
                         lr / 2},
-                       {"shrink x@A.T alone (skinny kernel)",
+                       {"shrink x@A.T alone (ours)",
                         [L, t, s] {
-                          loraops::cuda::lora_skinny_product(loraops::DType::BFloat16,
+                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
                                                              {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
                         },
                         lr / 2},
@@ -496,6 +512,13 @@ int main(int argc, char** argv) {
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
+                       {"train lora custom, xa kept, cuBLASLt shrinks",
+                        [=] {
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::CublasLt);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
+                        },
+                        base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},

@@ -101,6 +101,10 @@ inline int resident_blocks(const void* kernel, int block, int device, size_t sme
 
 // Whether a pointer allows 16-byte vector loads (cp.async, uint4) from it.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// Rows starting at p, row_stride elements of es bytes apart, that all start 16-byte aligned.
+inline bool rows16(const void* p, int64_t row_stride, int64_t es) {
+  return aligned16(p) && (row_stride * es) % 16 == 0;
+}
 
 // Calls f(T{}) with T the CUDA element type of `t`: the one place a runtime dtype becomes a
 // compile-time one.

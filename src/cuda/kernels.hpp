@@ -32,15 +32,13 @@ void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);
-// out[m, r] (rows of r, the input dtype) = scale * x[m, k] @ a[r, k].T for small r, and the
-// same unscaled into out_unscaled when set (both rounded from one fp32 sum), by the decode
-// kernel with the roles swapped (x streamed once, a's rows as its tokens). About cuBLASLt's
-// speed for this shape (H200 graph replay, K = 4096 r = 16: 5.9 / 8.3 / 24.6 µs at m = 512 /
-// 2048 / 8192 against 6.8 / 8.5 / 20.4), it stores both products in one pass, which spares the
-// fold a scaled copy of its small factor. Halves, k % 8 == 0, 16-byte-aligned rows
-// (lora_skinny_supported; the caller checks that both have a unit column stride).
-constexpr int64_t kSkinnyMaxR = 64;
-struct SkinnyArgs {
+// kernels/fold_shrink.cu: out[m, r] (rows of r, the input dtype) = scale * x[m, k] @ a[r, k].T
+// for r <= 64 on tensor cores, and the same unscaled into out_unscaled when set (both rounded
+// from one fp32 sum): the fold's shrinks (x@A.T forward, g@B backward). Halves, k % 8 == 0,
+// 16-byte-aligned rows (fold_shrink_supported; the caller checks that both have a unit column
+// stride).
+constexpr int64_t kFoldShrinkMaxR = 64;
+struct FoldShrinkArgs {
   const void* x;
   int64_t x_rs, m, k;
   const void* a;
@@ -49,20 +47,26 @@ struct SkinnyArgs {
   float scale = 1.f;
   void* out_unscaled = nullptr;
 };
-bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
-void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream);
+bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
+void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream);
+// Which kernel computes the fold's shrinks: Auto is the rule in lora_fold.cu (ours or
+// cuBLASLt's); the others force one where it applies, for loraops_latency, which times both
+// (one process-wide switch, as set_fold_tile).
+enum class FoldShrinkBy { Auto, Ours, CublasLt };
+void set_fold_shrink(FoldShrinkBy s);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);
 // auto takes the fold (forward and backward) from kLoraFoldAutoMinM rows up to rank
-// kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, r = 16, interleaved graph replay (NOTES.md): the
-// fold against the composition 31.9 / 114.7 / 452.3 against 35.5 / 121.0 / 466.9 µs at m = 512 /
-// 2048 / 8192, fwd+bwd at m = 8192 938.5 against 987.6; at r = 64 the bench had it 5-13% slower.
-constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 16;
+// kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, interleaved graph replay (NOTES.md, 2026-11-30):
+// the fold against the composition at r = 16 30.4 / 112.7 / 457.1 against 35.5 / 120.8 / 478.3 µs
+// at m = 512 / 2048 / 8192, at r = 64 32.6 / 116.6 / 462.5 against 35.8 / 118.2 / 473.5;
+// fwd+bwd at m = 8192 r = 16 944.8 against 989.0.
+constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 64;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
 // (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):
-//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch) by the skinny kernel
+//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch) by fold_shrink_product
 //                              (false: not taken, gB is the caller's to compute)
 //   lora_backward_fold_grad_x  grad_x = [g | scale*gB] @ [W ; A] (scaled_gb: after
 //                              lora_backward_fold_gb) or [g | gB] @ [W ; scale*A], one GEMM

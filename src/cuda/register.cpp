@@ -77,10 +77,12 @@ void register_kernels(detail::Registry& reg) {
   // it measured faster (kernels.hpp); cuBLASLt beyond and for other layouts (the decode kernels'
   // element-load path is not measured). H200, bf16 4096x4096 r16, graph replay with weights
   // rotating past L2: custom 12.1 / 17.2 us at m = 1 / 16 against the composition's 20.8 / 21.1,
-  // but 22.5 / 41.8 against 22.0 / 20.2 at m = 32 / 64 (NOTES.md).
+  // but 22.5 / 41.8 against 22.0 / 20.2 at m = 32 / 64 (NOTES.md). Above rank 16 only up to 4
+  // rows (the kernel m = 1 runs): at r = 64 (2026-11-30) custom 38.1 against 42.6 us at m = 1,
+  // K = N = 8192, but 64.0 against 42.5 at m = 16 (30.7 against 21.6 at K = N = 4096).
   reg.set_chooser<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, [](const detail::LoraForwardParams& p) {
-        const int64_t max_m = p.dtype == DType::Float32 ? 4 : 16;
+        const int64_t max_m = p.dtype == DType::Float32 ? 4 : p.r <= 16 ? 16 : 4;
         if (p.m <= max_m) return lora_decode_vectorised(p) ? Impl::Custom : Impl::Vendor;
         return p.m >= kLoraFoldAutoMinM && p.r <= kLoraFoldAutoMaxR && lora_fold_supported(p) ? Impl::Custom
                                                                                               : Impl::Vendor;

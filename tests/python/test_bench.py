@@ -502,6 +502,69 @@ def test_cuda_timer_rotates_across_batches():
     assert calls == [0] * 5
 
 
+def _fake_cuda_torch():
+    class Event:
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 1.0  # ms
+
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event, synchronize=lambda: None))
+
+
+def test_interleaved_timer_takes_turns():
+    calls = []
+    a = [lambda i=i: calls.append(("a", i)) for i in range(2)]
+    b = [lambda: calls.append(("b", 0))]
+    ts = timing.time_cuda_interleaved([a, b], [3, 1], rounds=2, torch=_fake_cuda_torch())
+    # round by round, each implementation's batch in turn, a's copies cycling across its batches
+    assert calls == [("a", 0), ("a", 1), ("a", 0), ("b", 0), ("a", 1), ("a", 0), ("a", 1), ("b", 0)]
+    assert [t.repeats for t in ts] == [2, 2] and [t.batch for t in ts] == [3, 1]
+    assert [t.us_median for t in ts] == pytest.approx([1000.0 / 3, 1000.0])
+
+
+def test_gemm_bound_cuda_cases_are_timed_again_in_turns(monkeypatch):
+    r = run.Runner.__new__(run.Runner)
+    r.device, r.opts, r.torch = "cuda", Options(), None
+    case = next(c for c in suites.cases("lora", "cuda") if c.op == "lora_forward" and not c.is_decode)
+
+    def rows(us_list):
+        out = []
+        for impl, us in zip(("vendor", "custom"), us_list):
+            row = run._row(case, impl, "cuda")
+            run._fill_timing(row, case, timing.Timing(us, us, us, us, us, 20, 2))
+            out.append(row)
+        return out
+
+    seen = []
+
+    def fake(fn_lists, batches, rounds, torch):
+        seen.append((len(fn_lists), batches, rounds))
+        return [timing.Timing(us, us, us, us, us, rounds, b) for us, b in zip((410.0, 420.0), batches)]
+
+    monkeypatch.setattr(timing, "time_cuda_interleaved", fake)
+    slow = rows((400.0, 450.0))
+    r.interleave(case, slow, {"vendor": ([print], 2), "custom": ([print], 2)})
+    assert seen == [(2, [2, 2], run.INTERLEAVE_ROUNDS)]
+    assert [x["us_median"] for x in slow] == [410.0, 420.0]
+    assert [x["us_sequential"] for x in slow] == [400.0, 450.0]
+    assert slow[0]["value"] == pytest.approx(case.flops() / 410.0 * 1e-6)
+    assert all("interleaved" in x["note"] for x in slow)
+    fast = rows((20.0, 30.0))  # below INTERLEAVE_ABOVE_US: left as timed
+    r.interleave(case, fast, {"vendor": ([print], 2), "custom": ([print], 2)})
+    assert len(seen) == 1 and fast[0]["us_median"] == 20.0 and fast[0]["us_sequential"] is None
+    one = rows((400.0, 450.0))[:1]  # one implementation: nothing to take turns with
+    r.interleave(case, one, {"vendor": ([print], 2)})
+    assert len(seen) == 1
+
+
 def _timed(impl, us, label="softmax", shape="[4,16,1024]", op=None, args=None, suite="seed",
            frac=None):
     r = _row(impl, us, label=label, shape=shape)

@@ -23,6 +23,11 @@ SCHEMA = "loraops-bench/1"
 DEFAULT_REPEATS = 20
 # Cases faster than this (µs per call, eager) are latency-bound: also time them in graph replay.
 GRAPH_BELOW_US = 30.0
+# CUDA cases this slow (µs per call, the slowest implementation) are timed again with their
+# implementations in turns, INTERLEAVE_ROUNDS batches each (timing.time_cuda_interleaved); those
+# medians are the rows' us_median, the first ones us_sequential.
+INTERLEAVE_ABOVE_US = 50.0
+INTERLEAVE_ROUNDS = 9
 QUICK_REPEATS = 3
 # On CUDA, a case whose bytes (read + written) are under ROTATE_L2_FACTOR x the L2 size would run
 # from L2 after its first call; its back-to-back timing rotates among enough copies of its inputs
@@ -80,7 +85,8 @@ def _row(case, impl, device):
             "repeats": 0, "batch": 0, "unit": _unit(case, device), "value": None,
             "bytes": case.bytes(), "flops": case.flops(), "weight_gbps": None,
             "max_rel_err": None, "checked_against": None, "us_graph": None,
-            "frac_of_ceiling": None, "input_copies": 1, "rotated": False, "compile_s": None}
+            "frac_of_ceiling": None, "input_copies": 1, "rotated": False, "compile_s": None,
+            "us_sequential": None}
 
 
 def _fill_timing(row, case, t):
@@ -150,6 +156,7 @@ class Runner:
 
     def measure(self, case, impl, inputs):
         row = _row(case, impl, self.device)
+        self.timed = None  # (callables, batch) of the last timing, for interleave()
         try:
             if impl == TORCH:
                 fns = [frameworks.torch_call(self.torch, case, t) for t in inputs.torch_copies]
@@ -172,6 +179,7 @@ class Runner:
                 fns = [fn] + [frameworks.loraops_call(self.ops, case, impl, c)
                               for c in inputs.native_copies[1:]]
             t = self.time(fns)
+            self.timed = (fns, t.batch)
             _fill_timing(row, case, t)
             if self.device == "cuda":
                 row.update(input_copies=len(fns), rotated=len(fns) > 1)
@@ -249,7 +257,7 @@ class Runner:
         try:
             for n, case in enumerate(cases):
                 inputs = self._inputs(case)
-                case_rows = []
+                case_rows, timed = [], {}
                 for impl in self.impls_for(case):
                     i += 1
                     self.progress(i, total, case, impl)
@@ -257,6 +265,9 @@ class Runner:
                     self.progress(i, total, case, impl, row)
                     rows.append(row)
                     case_rows.append(row)
+                    if row["status"] == "ok" and self.timed:
+                        timed[impl] = self.timed
+                self.interleave(case, case_rows, timed)
                 del inputs
                 self.release()
                 first.setdefault(case.suite, (case, case_rows))
@@ -277,6 +288,30 @@ class Runner:
             interrupted = True
         return rows, interrupted
 
+    def interleave(self, case, case_rows, timed):
+        """A GEMM-bound CUDA case: its timed implementations again, in turns; those medians become
+        the rows' us_median (and rate), the sequential ones stay as us_sequential."""
+        if self.device != "cuda" or self.opts.quick or len(timed) < 2:
+            return
+        rows = [r for r in case_rows if r["status"] == "ok" and r["impl"] in timed]
+        if max(r["us_median"] for r in rows) < INTERLEAVE_ABOVE_US:
+            return
+        try:
+            ts = timing.time_cuda_interleaved([timed[r["impl"]][0] for r in rows],
+                                              [timed[r["impl"]][1] for r in rows],
+                                              INTERLEAVE_ROUNDS, self.torch)
+        except Exception as e:  # the sequential times stand
+            for r in rows:
+                _add_note(r, f"interleaved timing failed: {_error_text(e)}")
+            return
+        for r, t in zip(rows, ts):
+            sequential, note = r["us_median"], r["note"]
+            # the decode note's bandwidth is the sequential one: _fill_timing writes it afresh
+            r["note"] = "; ".join(p for p in note.split("; ") if p and not p.startswith("weights "))
+            _fill_timing(r, case, t)
+            r["us_sequential"] = sequential
+            _add_note(r, f"interleaved x{INTERLEAVE_ROUNDS}, sequential {report.fmt_us(sequential)} us")
+
     def release(self):
         if self.device == "cuda":
             environment.safe(self.torch.cuda.empty_cache)  # big cases follow small ones
@@ -285,6 +320,7 @@ class Runner:
         """A case of the suite again, after the rest of the suite, with fresh inputs: every
         implementation that was timed the first time. The two medians differ by the run's noise."""
         inputs = self._inputs(case)
+        rows, timed = [], {}
         for first in first_rows:
             if first["status"] != "ok":
                 continue
@@ -293,6 +329,10 @@ class Runner:
             row["repeat"] = True
             self.progress(0, 0, case, first["impl"], row)
             self.repeat_rows.append(row)
+            rows.append(row)
+            if row["status"] == "ok" and self.timed:
+                timed[row["impl"]] = self.timed
+        self.interleave(case, rows, timed)
         del inputs
         self.release()
 

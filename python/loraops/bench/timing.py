@@ -135,6 +135,31 @@ def time_cuda(fn, repeats, quick=False, torch=None):
     return _summary(samples, batch, output)
 
 
+def time_cuda_interleaved(fn_lists, batches, rounds, torch=None):
+    """Several implementations of one case timed in turns: `rounds` rounds, each timing one batch
+    of every implementation in order (batches[i] back-to-back calls cycling through fn_lists[i],
+    as time_cuda rotates). Sustained GEMMs hold the card at its power limit and its clocks drift
+    over a run; timed one after another, that drift lands on whichever implementation ran later
+    (the H200, 2026-11-29: one GEMM read 394 and 346 µs in two programs), timed in turns it weighs
+    on all alike. Returns one Timing per implementation (output None)."""
+    if torch is None:
+        import torch
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    cycles = [itertools.cycle(fns) for fns in fn_lists]
+    samples = [[] for _ in fn_lists]
+    with _NoGC():
+        for _ in range(rounds):
+            for cyc, batch, out in zip(cycles, batches, samples):
+                start.record()
+                for f in itertools.islice(cyc, batch):
+                    f()
+                end.record()
+                end.synchronize()
+                out.append(start.elapsed_time(end) * 1e3 / batch)
+    return [_summary(s, b, None) for s, b in zip(samples, batches)]
+
+
 def time_cuda_graph(fn, torch, calls=20, repeats=20):
     """Per-call µs of `calls` back-to-back calls captured in one CUDA graph and replayed: the
     latency with the host's launch cost taken out (what a serving loop under graphs sees).

@@ -18,10 +18,17 @@ std::atomic<FoldTile> forced_tile{FoldTile::Auto};
 FoldTile pick(const FoldGemmArgs& a) {
   const FoldTile forced = forced_tile.load(std::memory_order_relaxed);
   if (forced != FoldTile::Auto) return forced;
-  int device = 0;
-  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
   const int64_t wide_tiles = (a.m + 127) / 128 * ((a.n + 255) / 256);
-  return 2 * wide_tiles <= sm_count(device) ? FoldTile::Narrow : FoldTile::Wide;
+  return 2 * wide_tiles <= a.sm_count ? FoldTile::Narrow : FoldTile::Wide;
+}
+
+// The arguments with the current device and its SM count filled in (one runtime call, the count
+// cached per device), for the tile choice and for CUTLASS, which would query it every call.
+FoldGemmArgs on_device(const FoldGemmArgs& args) {
+  FoldGemmArgs a = args;
+  LORAOPS_CUDA_CHECK(cudaGetDevice(&a.device));
+  if (a.sm_count == 0) a.sm_count = sm_count(a.device);
+  return a;
 }
 
 }  // namespace
@@ -29,13 +36,16 @@ FoldTile pick(const FoldGemmArgs& a) {
 void set_fold_tile(FoldTile t) { forced_tile.store(t, std::memory_order_relaxed); }
 
 #if LORAOPS_WITH_CUTLASS
-size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a) {
+size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {
+  const FoldGemmArgs a = on_device(args);
   return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, pick(a)) : fold_gemm_workspace_fp16(a, pick(a));
 }
 
-void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream) {
-  if (t == DType::BFloat16) fold_gemm_bf16(a, pick(a), workspace, stream);
-  else fold_gemm_fp16(a, pick(a), workspace, stream);
+void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
+  const FoldGemmArgs a = on_device(args);
+  const FoldTile tile = pick(a);
+  if (t == DType::BFloat16) fold_gemm_bf16(a, tile, workspace, stream);
+  else fold_gemm_fp16(a, tile, workspace, stream);
 }
 #else
 size_t fold_gemm_workspace(DType, const FoldGemmArgs&) { return 0; }

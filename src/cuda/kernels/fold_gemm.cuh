@@ -51,6 +51,8 @@ struct FoldGemm {
     args.epilogue.thread.alpha = 1.f;
     args.epilogue.thread.beta = 0.f;
     args.epilogue.thread.bias_ptr = static_cast<const E*>(a.bias);
+    args.hw_info.device_id = a.device;
+    args.hw_info.sm_count = a.sm_count;
     return args;
   }
 

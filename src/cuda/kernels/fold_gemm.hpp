@@ -28,6 +28,10 @@ struct FoldGemmArgs {
   bool b_k_major = true;
   const void* bias = nullptr;  // [n], unit stride, 16-byte aligned; null: none
   void* d = nullptr;           // [m, n], contiguous, 16-byte rows
+  // fold_gemm fills these in (CUTLASS's hw_info: no SM-count query per call). The persistent
+  // scheduler keeps CUTLASS's defaults: swizzle 2/4/8 and raster along m or n measured within
+  // noise of them (H200, 2026-11-30, NOTES.md).
+  int device = 0, sm_count = 0;
 };
 
 // Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the

@@ -180,11 +180,6 @@ struct DecodeArgs {
   const float* t;  // [m, r], scale applied; null: no low-rank term
   void* y;         // [m, n]
   int64_t m, n, k, r;
-  // lora_skinny_product: y stored transposed, y[n * y_ld + m], scaled by y_scale, and unscaled
-  // into y2 (when set); y_ld 0: y[m * n_total + n] as above.
-  int64_t y_ld = 0;
-  float y_scale = 1.f;
-  void* y2 = nullptr;
 };
 
 // The value stored at y[m][n], given the dot product with W.
@@ -216,17 +211,14 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
   if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
   T* y = static_cast<T*>(a.y);
   for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
-    // consecutive threads: consecutive n of one token, or transposed consecutive tokens of one n
-    const int row = a.y_ld ? i / TOK : i % R, tok = a.y_ld ? i % TOK : i / R;
+    const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
     const int64_t n = n0 + row;
     if (n >= a.n || tok >= a.m) continue;
     float sum = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
     const float v = finish<T>(a, tok, n, sum);
-    const int64_t o = a.y_ld ? n * a.y_ld + tok : tok * a.n + n;
-    y[o] = from_float<T>(a.y_scale * v);
-    if (a.y2) static_cast<T*>(a.y2)[o] = from_float<T>(v);
+    y[tok * a.n + n] = from_float<T>(v);
   }
 }
 
@@ -503,7 +495,7 @@ bool rows_vectorisable(const RowsView& v, int64_t es) {
 
 bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) {
   if (v.cs != 1 && cols > 1) return false;
-  return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || (v.rs * es) % 16 == 0);
+  return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || rows16(v.p, v.rs, es));
 }
 
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
@@ -583,38 +575,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   launch_fma<T, 8>(a, vec, stream, low_rank);
 }
 
-// out = x @ a.T through lora_decode_mma with the roles swapped: x's rows are the "rows of W"
-// (16 a block, streamed once), a's r rows the "tokens", out stored transposed as [m, r].
-template <class T>
-void skinny(const SkinnyArgs& s, cudaStream_t stream) {
-  RowsView tokens;
-  tokens.p = const_cast<void*>(s.a);
-  tokens.rows = s.r, tokens.cols = s.k, tokens.col_stride = 1;
-  tokens.nlead = 1, tokens.lead_shape[0] = s.r, tokens.lead_stride[0] = s.a_rs;
-  DecodeArgs a{tokens, MatView{s.x, s.x_rs, 1}, MatView{}, nullptr, 1, nullptr, s.out, s.r, s.m, s.k, 0,
-               s.r, s.scale, s.out_unscaled};
-  // (Splitting K over clusters of up to 8 blocks at few rows, partial sums through distributed
-  // shared memory, ran slower in graph replay on the H200: m = 512 9.5 against 5.9 µs, m = 2048
-  // 15.8 against 8.3; NOTES.md.)
-  if (s.r <= 8) return launch_mma<T, 1, 16>(a, stream, false);
-  if (s.r <= 16) return launch_mma<T, 2, 8>(a, stream, false);
-  if (s.r <= 32) return launch_mma<T, 4, 8>(a, stream, false);
-  launch_mma<T, 8, 8>(a, stream, false);
-}
-
 }  // namespace
-
-bool lora_skinny_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
-  if (t != DType::BFloat16 && t != DType::Float16) return false;
-  return r >= 1 && r <= kSkinnyMaxR && k % 8 == 0 && aligned16(x) && aligned16(a) && (x_rs * 2) % 16 == 0 &&
-         (a_rs * 2) % 16 == 0;
-}
-
-void lora_skinny_product(DType t, const SkinnyArgs& s, void* stream) {
-  if (s.m == 0) return;
-  if (t == DType::BFloat16) skinny<__nv_bfloat16>(s, static_cast<cudaStream_t>(stream));
-  else skinny<__half>(s, static_cast<cudaStream_t>(stream));
-}
 
 bool lora_decode_vectorised(const detail::LoraForwardParams& p) {
   const int64_t es = dtype_size(p.dtype);

@@ -3,14 +3,16 @@
 //   forward (m > kLoraDecodeMaxM):  s*t = s * x @ A.T, then y = [x | s*t] @ [W | B]^T + bias
 //   backward, grad_x:               s*gB = s * g @ B (gB itself is kept for grad_a), then
 //                                   grad_x = [g | s*gB] @ [W ; A]
-// The shrinks run in our skinny kernel (lora_skinny_product: r <= 64, the factor's rows 16-byte
-// aligned with a unit column stride), which stores the scaled product and the unscaled one
-// (xa_out, gB) from one fp32 sum: y has the same bits whether or not the caller keeps xa. Where
-// the skinny kernel does not apply, cuBLASLt's unscaled product and a scaled copy of the small
+// The shrinks run in our kernel (fold_shrink_product: r <= 64, the factor's rows 16-byte aligned
+// with a unit column stride), which stores the scaled product and the unscaled one (xa_out, gB)
+// from one fp32 sum: y has the same bits whether or not the caller keeps xa. Where it does not
+// apply or loses (shrink_is_ours), cuBLASLt's unscaled product and a scaled copy of the small
 // factor (B: [n, r], A: [r, k]) instead.
 // Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
 // operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
 // headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.
+#include <atomic>
+
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
@@ -20,8 +22,6 @@
 namespace loraops::cuda {
 
 namespace {
-
-bool rows16(const void* p, int64_t row_stride, int64_t es) { return aligned16(p) && (row_stride * es) % 16 == 0; }
 
 // dst[i][j] = scale * src[i*rs + j*cs] for a rows x cols matrix, dst rows of `cols` (fp32 math,
 // one rounding to E).
@@ -64,7 +64,28 @@ bool fold_dtype(DType t) { return LORAOPS_WITH_CUTLASS && (t == DType::BFloat16 
 
 constexpr int64_t kI32 = INT32_MAX - 256;  // CUTLASS's problem shape is int
 
+std::atomic<FoldShrinkBy>& forced_shrink() {
+  static std::atomic<FoldShrinkBy> s{FoldShrinkBy::Auto};
+  return s;
+}
+
+// Who computes a shrink over `rows` rows (x or g) into r columns; `ours`: the operands suit
+// fold_shrink_product. Ours stores the scaled product beside the unscaled one, which spares the
+// fold a scaled copy of its small factor; cuBLASLt's was faster from 2048 rows at r = 64 (H200,
+// K = 4096, graph replay: 9.3 against 13.8 µs at m = 2048, 21.9 against 33.5 at 8192; ours from
+// 5.1 against 6.9 at m = 512 r = 16, 7.1 against 7.0 at m = 512 r = 64; NOTES.md, 2026-11-30).
+bool shrink_is_ours(bool ours, int64_t rows, int64_t r) {
+  switch (forced_shrink().load(std::memory_order_relaxed)) {
+    case FoldShrinkBy::Ours: return ours;
+    case FoldShrinkBy::CublasLt: return false;
+    case FoldShrinkBy::Auto: break;
+  }
+  return ours && (r <= 16 || rows <= 1024);
+}
+
 }  // namespace
+
+void set_fold_shrink(FoldShrinkBy s) { forced_shrink().store(s, std::memory_order_relaxed); }
 
 bool lora_fold_supported(const detail::LoraForwardParams& p) {
   if (!fold_dtype(p.dtype)) return false;
@@ -94,28 +115,24 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   g.b = p.weight.p, g.ldb = p.weight.rs;
   g.bias = p.bias, g.d = p.out;
   // Two ways to the second K part:
-  //   skinny: our kernel stores scale*t (for the GEMM) and t (xa_out) from one fp32 sum; B is
-  //           read in place (copied only when its rows do not suit TMA); y has the same bits
-  //           with or without xa_out;
-  //   else:   cuBLASLt's t = x@A.T (unscaled: into xa_out when kept), the scale on a copy of B.
-  //           cuBLASLt picks its algorithm by D's alignment too, so t written into an xa_out
-  //           aligned to 16 but not 256 bytes may round differently from t in scratch (not
-  //           run on a GPU yet: computing into scratch and copying, as the vendor path does,
-  //           would make it the same bits).
-  const bool skinny =
-      p.lora_a.cs == 1 && lora_skinny_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r);
-  const bool t_in_xa = !skinny && p.xa_out != nullptr && aligned16(p.xa_out);
+  //   ours:     our kernel (shrink_is_ours) stores scale*t (for the GEMM) and t (xa_out) from one
+  //             fp32 sum; B is read in place (copied only when its rows do not suit TMA); y has
+  //             the same bits with or without xa_out;
+  //   cuBLASLt: t = x@A.T (unscaled) into scratch, copied to xa_out when kept (into xa_out
+  //             itself, cuBLASLt could pick another algorithm by D's alignment and round t
+  //             differently), the scale on a copy of B.
+  const bool ours = shrink_is_ours(
+      p.lora_a.cs == 1 && fold_shrink_supported(p.dtype, p.x.p, x_rs, p.k, p.lora_a.p, p.lora_a.rs, p.r), p.m, p.r);
   // Scratch: [t][B copy][GEMM workspace], each 256-byte aligned; held until the GEMM is enqueued.
-  const int64_t t_bytes = t_in_xa ? 0 : round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
+  const int64_t t_bytes = round_up(p.m * p.r * es, 256), b_bytes = round_up(p.n * p.r * es, 256);
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
   const int64_t ws_bytes = round_up(int64_t(fold_gemm_workspace(p.dtype, g)), 256);
   const Scratch lease =
       stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
   char* scratch = lease.get();
-  void* t = t_in_xa ? p.xa_out : scratch;
-  if (skinny) {
-    lora_skinny_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out},
-                        stream);
+  void* t = scratch;
+  if (ours) {
+    fold_shrink_product(p.dtype, {p.x.p, x_rs, p.m, p.k, p.lora_a.p, p.lora_a.rs, p.r, t, p.scale, p.xa_out}, stream);
   } else {
     lt::GemmDesc shrink;
     shrink.op = "lora_forward";
@@ -125,11 +142,11 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
     shrink.b = p.lora_a.p, shrink.b_rs = p.lora_a.cs, shrink.b_cs = p.lora_a.rs;  // A.T
     shrink.d = t, shrink.ldd = p.r;
     lt::gemm(shrink, stream, p.device_index);
-    if (p.xa_out && !t_in_xa)
+    if (p.xa_out)
       LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   }
   g.a2 = t;
-  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, skinny ? 1.f : p.scale, scratch + t_bytes, &g.ldb2, stream);
+  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, ours ? 1.f : p.scale, scratch + t_bytes, &g.ldb2, stream);
   fold_gemm(p.dtype, g, scratch + t_bytes + b_bytes, stream);
 }
 
@@ -164,13 +181,13 @@ bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, i
                            void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   void* bt = static_cast<char*>(scratch) + scaled_a_bytes(p);
-  if (ld_gb != p.r || !lora_skinny_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r)) return false;
+  if (!shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r), p.m, p.r)) return false;
   DeviceGuard guard(p.device_index);
-  // B.T as the skinny kernel's rows: [r, n], contiguous (a small copy); it stores scale*gB for
-  // grad_x's GEMM beside gB
+  // B.T as our kernel's "A": [r, n], contiguous (a small copy); it stores scale*gB for grad_x's
+  // GEMM beside gB
   scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream);
   void* sgb = static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p);
-  lora_skinny_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
+  fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
   return true;
 }
 

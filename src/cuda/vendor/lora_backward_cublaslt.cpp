@@ -8,8 +8,8 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. The custom path (register.cpp) is this composition with gB from our skinny kernel
-// (beside scale*gB) and grad_x's two GEMMs replaced by one folded GEMM (kernels/lora_fold.cu)
+// of grad_x. The custom path (register.cpp) is this composition with gB from our shrink kernel
+// (kernels/fold_shrink.cu, beside scale*gB, where it wins) and grad_x's two GEMMs replaced by one folded GEMM (kernels/lora_fold.cu)
 // where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
@@ -82,7 +82,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   auto run = [&](lt::GemmDesc e) { lt::gemm(e, stream, p.device_index); };
 
   // where g's rows suit the fold's kernels (TMA, 16-byte vectors; a packed g always does)
-  const bool g_rows16 = g.cs == 1 && g.rs >= n && aligned16(g.p) && (g.rs * es) % 16 == 0;
+  const bool g_rows16 = g.cs == 1 && g.rs >= n && rows16(g.p, g.rs, es);
   char* fold_scratch = scratch + g_bytes + x_bytes + r_bytes + t_bytes;
   const bool scaled_gb = fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
   if (low_rank && !scaled_gb) {

@@ -18,8 +18,8 @@
 // and t rounded to the dtype, by the vendor path (like PyTorch) and by the custom path's folded
 // GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the
 // probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in
-// bf16). Where the fold cannot take scale*t from its skinny kernel (r > 64, lora_a not 16-byte
-// rows), it rounds t and scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and
+// bf16). Where the fold does not take scale*t from its shrink kernel (r > 64, lora_a not 16-byte
+// rows, or where cuBLASLt's shrink wins: r > 16 above 1024 rows), it rounds t and scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and
 // scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
 // (products of halves are exact in fp32; TF32 would not pass). The data is scaled so that
 // x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a missing bias, a
@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
 
@@ -326,7 +327,7 @@ const Case kGrid[] = {
     // tiles, no bias, r over one k tile of its own
     {"m=300 520x264 r=8 (folded GEMM)", {300}, 520, 264, 8, 2.0},
     {"m=130 136x40 r=72 no bias (folded GEMM)", {130}, 136, 40, 72, -0.5, Bias::None, kHalves},
-    // the fold at a long K (the skinny shrink's warps each take several chunks), scale not 2^k
+    // the fold at a long K (the shrink's K split over a cluster), scale not 2^k
     {"m=100 4096x264 r=16 (folded GEMM, long K)", {100}, 4096, 264, 16, 0.3},
     {"m=65 2049x513 r=16 scale 0", {65}, 2049, 513, 16, 0.0, Bias::Contig, kHalves},
     {"m=2 16x16 r=256 (r > K)", {2}, 16, 16, 256, 2.0, Bias::None, kF32 | kBF16},
@@ -369,6 +370,14 @@ const Case kViews[] = {
      L::Contig, L::Contig, L::Padded, L::RowPad},
     {"lora_a padded rows, lora_b negative row stride", {2}, 64, 48, 64, 2.0, Bias::Contig, kAll,
      L::Contig, L::Contig, L::RowPad, L::Flipped},
+    // above 64 rows (the fold in halves): lora_a transposed (cuBLASLt's shrink, a scaled copy of
+    // B), lora_b strided (copied for TMA), lora_b padded 16-byte rows at scale 1 (read in place)
+    {"fold, lora_a transposed", {100}, 64, 48, 16, 2.0, Bias::Contig, kHalves, L::Contig, L::Contig,
+     L::Transposed},
+    {"fold, lora_b transposed", {100}, 64, 48, 16, -0.5, Bias::Contig, kHalves, L::Contig, L::Contig,
+     L::Contig, L::Transposed},
+    {"fold, r=72 scale 1, lora_b padded rows", {100}, 64, 48, 72, 1.0, Bias::None, kHalves, L::Contig,
+     L::Contig, L::Contig, L::RowPad},
     {"bias stride 2", {7}, 64, 48, 8, 2.0, Bias::Stride2},
     {"3-D everything strided", {2, 3}, 64, 48, 16, -0.5, Bias::Stride2, kAll, L::Gappy,
      L::Transposed, L::Padded, L::Transposed},
@@ -451,6 +460,29 @@ TEST(CudaLora, RegisteredForEveryDtype) {
 TEST(CudaLora, MatchesReference) {
   LORAOPS_REQUIRE_GPU();
   check_all(kGrid, std::size(kGrid), nullptr);
+}
+
+// The fold's two forward tiles, each forced (auto picks the narrow one for every other test
+// shape here): K tails, N over several tiles, an odd count of 128-row blocks under the wide
+// tile's cluster of two, r over two k tiles.
+TEST(CudaLora, FoldTilesMatchReference) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case fold[] = {
+      {"m=300 520x264 r=8", {300}, 520, 264, 8, 2.0, Bias::Contig, kHalves},
+      {"m=257 136x520 r=72 no bias", {257}, 136, 520, 72, -0.5, Bias::None, kHalves},
+      {"m=130 4096x264 r=16", {130}, 4096, 264, 16, 0.3, Bias::Contig, kBF16},
+      {"m=1100 264x136 r=24 (cuBLASLt's shrink)", {1100}, 264, 136, 24, 0.7, Bias::Contig, kHalves},
+  };
+  // clang-format on
+  struct Reset {
+    ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
+  } reset;
+  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : "narrow tile");
+    cuda::set_fold_tile(tile);
+    check_all(fold, std::size(fold), nullptr);
+  }
 }
 
 TEST(CudaLora, StridedAndMisalignedViews) {

@@ -29,6 +29,7 @@ const XaCase kCases[] = {
     {"decode m=1", 1, 512, 256, 16, 2.0},
     {"decode m=16", 16, 512, 256, 16, -0.5},
     {"m=100 (custom: the fold)", 100, 512, 256, 16, 2.0},
+    {"m=100 r=72 (custom: the fold, cuBLASLt's shrink)", 100, 512, 256, 72, 0.3},
     {"scale 0 still fills xa", 4, 512, 256, 16, 0.0},
     {"odd K (unvectorised)", 3, 2049, 65, 8, 1.0},
     {"n=0", 5, 64, 0, 8, 1.0},
@@ -122,7 +123,7 @@ TEST(CudaLoraXa, ForwardKeepsXaBesideARightY) {
 TEST(CudaLoraXa, BackwardUsesTheGivenXa) {
   LORAOPS_REQUIRE_GPU();
   for (DType t : kAllDTypes)
-    for (Impl impl : {Impl::Vendor, Impl::Auto}) {
+    for (Impl impl : {Impl::Vendor, Impl::Custom, Impl::Auto}) {
       SCOPED_TRACE(std::string(dtype_name(t)) + " " + impl_name(impl));
       const XaCase c{"backward xa", 96, 512, 256, 16, 1.5};
       Data d = make_data(c, t);
