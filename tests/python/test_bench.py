@@ -477,31 +477,6 @@ def test_rotation_plan_and_cpu_rows(tmp_path):
     assert doc["options"]["rotate_below_bytes"] is None
 
 
-def test_cuda_timer_rotates_across_batches():
-    class Event:
-        def __init__(self, enable_timing=True):
-            pass
-
-        def record(self):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def elapsed_time(self, other):
-            return 1.0  # ms
-
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event, synchronize=lambda: None))
-    calls = []
-    fns = [lambda i=i: calls.append(i) or i for i in range(3)]
-    t = timing.time_cuda(fns, repeats=3, quick=True, torch=fake)
-    assert t.batch == 1 and t.repeats == 3 and t.output == 0
-    assert calls == [0, 0, 0, 1, 2]  # warm-up and probe on the first copy, then a full cycle
-    calls.clear()
-    timing.time_cuda(fns[0], repeats=3, quick=True, torch=fake)  # one callable: no rotation
-    assert calls == [0] * 5
-
-
 def _fake_cuda_torch():
     class Event:
         def __init__(self, enable_timing=False):
@@ -517,6 +492,18 @@ def _fake_cuda_torch():
             return 1.0  # ms
 
     return types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event, synchronize=lambda: None))
+
+
+def test_cuda_timer_rotates_across_batches():
+    fake = _fake_cuda_torch()
+    calls = []
+    fns = [lambda i=i: calls.append(i) or i for i in range(3)]
+    t = timing.time_cuda(fns, repeats=3, quick=True, torch=fake)
+    assert t.batch == 1 and t.repeats == 3 and t.output == 0
+    assert calls == [0, 0, 0, 1, 2]  # warm-up and probe on the first copy, then a full cycle
+    calls.clear()
+    timing.time_cuda(fns[0], repeats=3, quick=True, torch=fake)  # one callable: no rotation
+    assert calls == [0] * 5
 
 
 def test_interleaved_timer_takes_turns():
