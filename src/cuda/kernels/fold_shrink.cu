@@ -36,6 +36,10 @@ using attn::swz;
 constexpr int kShrinkThreads = 128;  // 4 warps, 16 rows of X each
 constexpr int kShrinkRows = 64;      // rows of X per block
 constexpr int kShrinkK = 64;         // k per tile
+// 4 stages: 8 (two blocks an SM still, 80 KB each at r <= 16) measured slower on the H200
+// (2026-11-30, graph, shrink alone: m = 2048 r = 16 12.5 against 8.0 µs, r = 64 21.8 against
+// 13.8; m = 8192 r = 16 21.7 against 22.1), though Nsight Compute had 4 stages short of bytes in
+// flight (34% of DRAM's bandwidth, 12.5% occupancy at m = 2048).
 constexpr int kShrinkStages = 4;
 constexpr int kShrinkMaxCluster = 8;  // the portable cluster size
 
