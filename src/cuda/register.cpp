@@ -68,7 +68,7 @@ void register_kernels(detail::Registry& reg) {
   // auto: the fold where it measured faster (kernels.hpp: kLoraFoldAutoMinM, kLoraFoldAutoMaxR).
   reg.set_chooser<detail::LoraBackwardParams>(
       OpId::LoraBackward, kCUDA, [](const detail::LoraBackwardParams& p) {
-        return p.m >= kLoraFoldAutoMinM && p.r <= kLoraFoldAutoMaxR && lora_backward_fold_supported(p)
+        return p.m >= kLoraFoldAutoMinM && p.r <= kLoraBackwardFoldAutoMaxR && lora_backward_fold_supported(p)
                    ? Impl::Custom
                    : Impl::Vendor;
       });

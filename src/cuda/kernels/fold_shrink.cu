@@ -2,19 +2,18 @@
 // fp32 sums) for X [m, k] and A [r, k] with r <= 64, the product the LoRA fold puts beside its
 // GEMM (lora_fold.cu: s*t = s * x @ A.T forward, s*gB = s * g @ B backward).
 //
-// It replaced the "skinny" kernel (the LoRA decode kernel with its roles swapped, x's rows as
-// the rows of W), which re-read A from L2 for every 16 rows of X. H200, K = 4096, graph replay,
-// this kernel / skinny / cuBLASLt (2026-11-30): r = 16: 5.1 / 6.6 / 6.9 µs at m = 512, 8.1 /
-// 8.4 / 8.5 at 2048, 22.5 / 25.5 / 21.0 at 8192; r = 64: 7.1 / 13.0 / 7.0 at 512, 13.8 / 18.2 /
-// 9.3 at 2048, 33.5 / 77.6 / 21.9 at 8192. Still far from X's bytes (16 MiB in 8.1 µs is 2 TB/s);
-// at r = 64 A's tile is as large as X's, re-read from L2 by every 64 rows. lora_fold.cu takes
-// cuBLASLt's product where that wins.
+// It replaced the "skinny" kernel (the LoRA decode kernel with its roles swapped), which re-read
+// A from L2 for every 16 rows of X: faster at every measured shape (NOTES.md, session 13), but
+// still far from X's bytes (16 MiB in 8.1 µs at m = 2048 r = 16 is 2 TB/s), and at r = 64 A's
+// tile is as large as X's. lora_fold.cu takes cuBLASLt's product where that wins.
 //
 // Here a block owns 64 rows of X (a warp 16 of them, mma.m16n8k16 with A's r rows as the
 // columns) and a share of K; A's tile sits in shared memory once per 64 rows. K is split over a
 // cluster of up to 8 blocks, enough blocks for two per SM, and the cluster adds its fp32
-// partials through distributed shared memory in rank order: deterministic, one launch, no
-// scratch. Tiles of 64 k stream through a 4-stage cp.async pipeline.
+// partials through distributed shared memory in rank order: one launch, no scratch, and the
+// same bits on every call of a shape on a device (the cluster size follows m and the SM count,
+// so a row's bits may differ between batch sizes or devices, as cuBLAS's do). Tiles of 64 k
+// stream through a 4-stage cp.async pipeline.
 //
 // Needs halves, k % 8 == 0 and 16-byte-aligned rows with unit column stride
 // (fold_shrink_supported); the outputs are [m, r] contiguous.
@@ -43,14 +42,14 @@ constexpr int kShrinkK = 64;         // k per tile
 constexpr int kShrinkStages = 4;
 constexpr int kShrinkMaxCluster = 8;  // the portable cluster size
 
-// Stage bytes: X's 64 x 64 tile, then A's (16 * NP) x 64 tile (rows past r zero-filled).
-template <class T, int NP>
+// Stage elements: X's 64 x 64 tile, then A's (16 * NP) x 64 tile (rows past r zero-filled).
+template <int NP>
 constexpr size_t shrink_stage_elems() {
   return size_t(kShrinkRows + 16 * NP) * kShrinkK;
 }
 template <class T, int NP>
 constexpr size_t shrink_smem_bytes() {
-  return kShrinkStages * shrink_stage_elems<T, NP>() * sizeof(T);
+  return kShrinkStages * shrink_stage_elems<NP>() * sizeof(T);
 }
 
 // Rows [0, ROWS) and columns [0, 64) of a matrix at g (row stride rs) into a swizzled [ROWS][64]
@@ -84,7 +83,7 @@ struct ShrinkParams {
 
 // Block x = row block * cluster size + rank (clusters along x).
 template <class T, int NP>
-__global__ void __launch_bounds__(kShrinkThreads) lora_shrink_mma(ShrinkParams a) {
+__global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const stages = reinterpret_cast<T*>(smem_raw);
   cg::cluster_group cluster = cg::this_cluster();
@@ -96,7 +95,7 @@ __global__ void __launch_bounds__(kShrinkThreads) lora_shrink_mma(ShrinkParams a
   const int t0 = rank * a.tiles_per_rank, nt = max(0, min(ktiles, t0 + a.tiles_per_rank) - t0);
   const T* const x = static_cast<const T*>(a.x) + int64_t(row0) * a.x_rs;
   const T* const af = static_cast<const T*>(a.a);
-  auto x_tile = [&](int s) { return stages + s * shrink_stage_elems<T, NP>(); };
+  auto x_tile = [&](int s) { return stages + s * shrink_stage_elems<NP>(); };
   auto a_tile = [&](int s) { return x_tile(s) + kShrinkRows * kShrinkK; };
   auto load = [&](int t) {  // tile t of this rank into stage t % kShrinkStages
     const int k0 = (t0 + t) * kShrinkK, s = t % kShrinkStages;
@@ -170,7 +169,7 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   while (ranks < kShrinkMaxCluster && int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles) ranks *= 2;
   a.tiles_per_rank = (ktiles + ranks - 1) / ranks;
   constexpr size_t smem = shrink_smem_bytes<T, NP>();
-  const void* kernel = reinterpret_cast<const void*>(&lora_shrink_mma<T, NP>);
+  const void* kernel = reinterpret_cast<const void*>(&fold_shrink_mma<T, NP>);
   attn::allow_dynamic_smem(kernel, smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(row_blocks * ranks));
@@ -182,7 +181,7 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   attr[0].val.clusterDim.x = unsigned(ranks), attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, &lora_shrink_mma<T, NP>, a));
+  LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, &fold_shrink_mma<T, NP>, a));
 }
 
 template <class T>
@@ -204,8 +203,11 @@ bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, cons
 
 void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream_ptr) {
   if (s.m == 0 || s.r == 0) return;
+  if (s.r < 0 || s.r > kFoldShrinkMaxR)
+    throw Error(ErrorKind::Value, "lora", "shrink", "r in [1, 64]", std::to_string(s.r));
   if (s.m > INT32_MAX - kShrinkRows || s.k > INT32_MAX - kShrinkK)
-    throw Error(ErrorKind::Value, "lora", "shrink", "rows and k below 2^31", std::to_string(s.m) + "x" + std::to_string(s.k));
+    throw Error(ErrorKind::Value, "lora", "shrink", "rows and k at most 2^31 - 65",
+                std::to_string(s.m) + "x" + std::to_string(s.k));
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   int device = 0;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&device));

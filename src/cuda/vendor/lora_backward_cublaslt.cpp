@@ -9,8 +9,8 @@
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
 // of grad_x. The custom path (register.cpp) is this composition with gB from our shrink kernel
-// (kernels/fold_shrink.cu, beside scale*gB, where it wins) and grad_x's two GEMMs replaced by one folded GEMM (kernels/lora_fold.cu)
-// where they apply.
+// (kernels/fold_shrink.cu, beside scale*gB, where it wins) and grad_x's two GEMMs replaced by
+// one folded GEMM (kernels/lora_fold.cu) where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"

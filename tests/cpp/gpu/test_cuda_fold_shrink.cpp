@@ -32,12 +32,15 @@ void check_shrink(DType t, const ShrinkCase& c) {
   const int64_t x_rs = c.k + c.x_pad, a_rs = c.k + c.a_pad;
   HostTensor x = random_tensor(t, {std::max<int64_t>(c.m, 1), std::max<int64_t>(x_rs, 1)});
   HostTensor a = random_tensor(t, {c.r, std::max<int64_t>(a_rs, 1)});
-  constexpr int64_t kTail = 64;  // elements past [m, r], left zero: a write past the end shows
+  // 64 elements past [m, r] hold 0x3F bytes (not 0: the kernel's rows past m and columns past r
+  // compute to 0, so a store past the end would leave zeros there and show)
+  constexpr int64_t kTail = 64;
+  constexpr unsigned char kTailByte = 0x3F;
   const int64_t n_out = c.m * c.r;
   HostTensor scaled(t, {n_out + kTail}), unscaled(t, {n_out + kTail});
   DeviceTensor dx(x), da(a), ds(scaled), du(unscaled);
-  CUDA_OK(cudaMemset(ds.ptr, 0, ds.bytes));
-  CUDA_OK(cudaMemset(du.ptr, 0, du.bytes));
+  CUDA_OK(cudaMemset(ds.ptr, kTailByte, ds.bytes));
+  CUDA_OK(cudaMemset(du.ptr, kTailByte, du.bytes));
   CUDA_OK(cudaMemset(ds.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
   CUDA_OK(cudaMemset(du.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
   cuda::FoldShrinkArgs s{dx.ptr, x_rs, c.m, c.k, da.ptr, a_rs, c.r, ds.ptr, c.scale, du.ptr};
@@ -64,11 +67,13 @@ void check_shrink(DType t, const ShrinkCase& c) {
                       << " / " << ref;
     }
   EXPECT_EQ(bad, 0);
-  for (int64_t i = n_out; i < n_out + kTail; ++i) {
-    ASSERT_EQ(scaled.get(i), 0.f) << "write past the end at " << i;
-    ASSERT_EQ(unscaled.get(i), 0.f) << "write past the end at " << i;
+  const size_t out_bytes = size_t(n_out) * dtype_size(t);
+  for (size_t i = out_bytes; i < scaled.bytes.size(); ++i) {
+    ASSERT_EQ(scaled.bytes[i], kTailByte) << "write past the end at byte " << i;
+    ASSERT_EQ(unscaled.bytes[i], kTailByte) << "write past the end at byte " << i;
   }
-  // Again without out_unscaled: the scaled product keeps its bits (one fp32 sum, a fixed order).
+  // Again without out_unscaled: the scaled product keeps its bits (the same fp32 sums, added in
+  // the same order for a given shape and device).
   HostTensor first = scaled;
   CUDA_OK(cudaMemset(ds.ptr, 0xFF, size_t(n_out) * dtype_size(t)));
   s.out_unscaled = nullptr;
@@ -79,13 +84,14 @@ void check_shrink(DType t, const ShrinkCase& c) {
       << "scale * X @ A^T changed bits between runs";
 }
 
-// m across the 64-row blocks and the cluster sizes (1..8 ranks: 2049 and 4099 rows split K less
-// than 33 rows), k with tails inside a 64-wide tile and k = 0, r across the 16-wide column
-// pairs (1, 8, 17, 33, 64), padded rows.
+// m across the 64-row blocks and the cluster sizes (on a 132-SM H200: 8 ranks up to 33 row
+// blocks, 4 at 4099 rows; fewer where k has fewer 64-wide tiles, and a rank without a tile at
+// k = 520), m a multiple of 64 (512, the fold's shape), k with tails inside a 64-wide tile and
+// k = 0, r across the 16-wide column pairs (1, 8, 17, 33, 64), padded rows.
 const ShrinkCase kShrinkCases[] = {
     {1, 64, 16},          {31, 40, 8},          {33, 72, 17, 8, 16}, {65, 1000, 64},     {257, 4104, 33, 0, 8},
     {1023, 8, 1},         {300, 520, 24, 8, 0}, {2049, 4096, 16},    {4099, 264, 64, 8}, {5, 0, 8},
-    {130, 4096, 16, 0, 0, -0.5f},
+    {130, 4096, 16, 0, 0, -0.5f}, {512, 4096, 16},
 };
 
 TEST(CudaFoldShrink, MatchesReference) {
@@ -99,6 +105,12 @@ TEST(CudaFoldShrink, NoRowsIsANoOp) {
   cuda::FoldShrinkArgs s{nullptr, 64, 0, 64, nullptr, 64, 16, nullptr, 1.f, nullptr};
   cuda::fold_shrink_product(DType::BFloat16, s, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
+}
+
+TEST(CudaFoldShrink, RefusesRanksPast64) {
+  LORAOPS_REQUIRE_GPU();
+  cuda::FoldShrinkArgs s{nullptr, 64, 8, 64, nullptr, 64, 72, nullptr, 1.f, nullptr};
+  EXPECT_THROW(cuda::fold_shrink_product(DType::BFloat16, s, nullptr), Error);
 }
 
 }  // namespace

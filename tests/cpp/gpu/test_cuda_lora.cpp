@@ -16,14 +16,14 @@
 // reference's and the kernel's final rounding of y, x@W.T rounded before it is added, y1
 // rounded, scale*t@B.T rounded before the bias (cuBLASLt's bias epilogue does that for halves),
 // and t rounded to the dtype, by the vendor path (like PyTorch) and by the custom path's folded
-// GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the
-// probabilistic 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in
-// bf16). Where the fold does not take scale*t from its shrink kernel (r > 64, lora_a not 16-byte
-// rows, or where cuBLASLt's shrink wins: r > 16 above 1024 rows), it rounds t and scale*B (r roundings more, bounded by T) but none of x@W.T, y1 and
-// scale*t@B.T: hence the max. The u32-terms are fp32 accumulation over K and r
-// (products of halves are exact in fp32; TF32 would not pass). The data is scaled so that
-// x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a missing bias, a
-// wrong scale, a dropped K or r tail, a wrong row all move y by much more than tol.
+// GEMM above 64 rows: r independent roundings, bounded by T (the worst case Σ, or the probabilistic
+// 3·sqrt(Σ²) where smaller: at r = 256 the worst case would hide a dropped rank in bf16). Where the
+// fold does not take scale*t from its shrink kernel (r > 64, lora_a not 16-byte rows, or where
+// cuBLASLt's shrink wins: r > 16 above 1024 rows), it rounds t and scale*B (r roundings more,
+// bounded by T) but none of x@W.T, y1 and scale*t@B.T: hence the max. The u32-terms are fp32
+// accumulation over K and r (products of halves are exact in fp32; TF32 would not pass). The data
+// is scaled so that x@W.T, scale*t@B.T and bias are all O(1) (W, A ~ 3/sqrt(K), B ~ sqrt(3/r)): a
+// missing bias, a wrong scale, a dropped K or r tail, a wrong row all move y by much more than tol.
 // CudaLora.ToleranceAdmitsDeclaredRoundingsAndCatchesBugs (no GPU needed) proves both sides:
 // software models of the custom decode path (fp32 sums, t in fp32, y rounded once) and of the vendor
 // path (fp32 sums, t rounded to the dtype, every epilogue rounding) pass, and references with
