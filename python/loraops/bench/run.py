@@ -154,9 +154,10 @@ class Runner:
             rotate = (ROTATE_L2_FACTOR * self.l2_bytes, MAX_INPUT_COPIES)
         return _Inputs(case, self.device, self.torch, rotate)
 
-    def measure(self, case, impl, inputs):
+    def measure(self, case, impl, inputs, timed=None):
+        """One row. timed: a dict that gets timed[impl] = (callables, batch) once they are timed,
+        for interleave()."""
         row = _row(case, impl, self.device)
-        self.timed = None  # (callables, batch) of the last timing, for interleave()
         try:
             if impl == TORCH:
                 fns = [frameworks.torch_call(self.torch, case, t) for t in inputs.torch_copies]
@@ -179,7 +180,8 @@ class Runner:
                 fns = [fn] + [frameworks.loraops_call(self.ops, case, impl, c)
                               for c in inputs.native_copies[1:]]
             t = self.time(fns)
-            self.timed = (fns, t.batch)
+            if timed is not None:
+                timed[impl] = (fns, t.batch)
             _fill_timing(row, case, t)
             if self.device == "cuda":
                 row.update(input_copies=len(fns), rotated=len(fns) > 1)
@@ -261,12 +263,10 @@ class Runner:
                 for impl in self.impls_for(case):
                     i += 1
                     self.progress(i, total, case, impl)
-                    row = self.measure(case, impl, inputs)
+                    row = self.measure(case, impl, inputs, timed)
                     self.progress(i, total, case, impl, row)
                     rows.append(row)
                     case_rows.append(row)
-                    if row["status"] == "ok" and self.timed:
-                        timed[impl] = self.timed
                 self.interleave(case, case_rows, timed)
                 del inputs
                 self.release()
@@ -290,7 +290,8 @@ class Runner:
 
     def interleave(self, case, case_rows, timed):
         """A GEMM-bound CUDA case: its timed implementations again, in turns; those medians become
-        the rows' us_median (and rate), the sequential ones stay as us_sequential."""
+        the rows' us_median (and rate), the sequential ones stay as us_sequential. Rows that
+        are not ok (a failed sanity check after timing, say) keep their sequential times."""
         if self.device != "cuda" or self.opts.quick or len(timed) < 2:
             return
         rows = [r for r in case_rows if r["status"] == "ok" and r["impl"] in timed]
@@ -325,13 +326,11 @@ class Runner:
             if first["status"] != "ok":
                 continue
             self.progress(0, 0, case, first["impl"])
-            row = self.measure(case, first["impl"], inputs)
+            row = self.measure(case, first["impl"], inputs, timed)
             row["repeat"] = True
             self.progress(0, 0, case, first["impl"], row)
             self.repeat_rows.append(row)
             rows.append(row)
-            if row["status"] == "ok" and self.timed:
-                timed[row["impl"]] = self.timed
         self.interleave(case, rows, timed)
         del inputs
         self.release()

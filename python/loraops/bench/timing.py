@@ -88,6 +88,15 @@ def time_cpu(fn, repeats, quick=False):
     return _summary(samples, batch, output)
 
 
+def _batch_us(start, end, run_batch, batch):
+    """µs per call of one batch (run_batch() making `batch` calls) between two CUDA events."""
+    start.record()
+    run_batch()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / batch
+
+
 def time_cuda(fn, repeats, quick=False, torch=None):
     """Times on PyTorch's current stream with events, so only device time between the events
     counts (plus any gaps when the host cannot launch fast enough: that is the latency too).
@@ -127,11 +136,7 @@ def time_cuda(fn, repeats, quick=False, torch=None):
         if not quick:
             run_batch()
         for _ in range(repeats):
-            start.record()
-            run_batch()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) * 1e3 / batch)
+            samples.append(_batch_us(start, end, run_batch, batch))
     return _summary(samples, batch, output)
 
 
@@ -151,12 +156,10 @@ def time_cuda_interleaved(fn_lists, batches, rounds, torch=None):
     with _NoGC():
         for _ in range(rounds):
             for cyc, batch, out in zip(cycles, batches, samples):
-                start.record()
-                for f in itertools.islice(cyc, batch):
-                    f()
-                end.record()
-                end.synchronize()
-                out.append(start.elapsed_time(end) * 1e3 / batch)
+                def run_batch():
+                    for f in itertools.islice(cyc, batch):
+                        f()
+                out.append(_batch_us(start, end, run_batch, batch))
     return [_summary(s, b, None) for s, b in zip(samples, batches)]
 
 

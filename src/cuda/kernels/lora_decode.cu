@@ -217,8 +217,7 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
     float sum = 0.f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
-    const float v = finish<T>(a, tok, n, sum);
-    y[tok * a.n + n] = from_float<T>(v);
+    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum));
   }
 }
 
