@@ -502,30 +502,6 @@ int main(int argc, char** argv) {
                                                              {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
                         },
                         lr / 2},
-                       {"shrink x@A.T alone (ours, clusters up to 16, 4 blocks/SM)",
-                        [L, t, s] {
-                          loraops::cuda::set_fold_shrink_grid(16, 4);
-                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
-                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
-                          loraops::cuda::set_fold_shrink_grid(8, 2);
-                        },
-                        lr / 2},
-                       {"shrink x@A.T alone (ours, clusters up to 16)",
-                        [L, t, s] {
-                          loraops::cuda::set_fold_shrink_grid(16, 2);
-                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
-                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
-                          loraops::cuda::set_fold_shrink_grid(8, 2);
-                        },
-                        lr / 2},
-                       {"shrink x@A.T alone (ours, 4 blocks/SM)",
-                        [L, t, s] {
-                          loraops::cuda::set_fold_shrink_grid(8, 4);
-                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
-                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
-                          loraops::cuda::set_fold_shrink_grid(8, 2);
-                        },
-                        lr / 2},
                        {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
                        {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2}}});
   }

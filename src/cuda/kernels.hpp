@@ -49,9 +49,6 @@ struct FoldShrinkArgs {
 };
 bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r);
 void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream);
-// WIP (session 14's A/B, loraops_latency only): the shrink's largest cluster (8 or 16) and the
-// blocks per SM its cluster size aims at (default 8 and 2).
-void set_fold_shrink_grid(int max_cluster_size, int target_blocks_per_sm);
 // Which kernel computes the fold's shrinks: Auto is the rule in lora_fold.cu (ours or
 // cuBLASLt's); the others force one where it applies, for loraops_latency, which times both
 // (one process-wide switch, as set_fold_tile).

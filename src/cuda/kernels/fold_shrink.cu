@@ -20,8 +20,6 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
-#include <atomic>
-#include <mutex>
 #include <cstdint>
 
 #include "cuda/kernels.hpp"
@@ -43,17 +41,6 @@ constexpr int kShrinkK = 64;         // k per tile
 // flight (34% of DRAM's bandwidth, 12.5% occupancy at m = 2048).
 constexpr int kShrinkStages = 4;
 constexpr int kShrinkMaxCluster = 8;  // the portable cluster size
-
-// loraops_latency's A/B (set_fold_shrink_grid): the largest cluster (8, or 16, which needs the
-// non-portable opt-in) and the blocks per SM the cluster size aims at (2 by default).
-std::atomic<int>& max_cluster() {
-  static std::atomic<int> v{kShrinkMaxCluster};
-  return v;
-}
-std::atomic<int>& blocks_per_sm() {
-  static std::atomic<int> v{2};
-  return v;
-}
 
 // Stage elements: X's 64 x 64 tile, then A's (16 * NP) x 64 tile (rows past r zero-filled).
 template <int NP>
@@ -177,20 +164,13 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   const int row_blocks = (a.m + kShrinkRows - 1) / kShrinkRows;
   const int ktiles = (a.k + kShrinkK - 1) / kShrinkK;
   // Clusters as large as two blocks per SM allow (at most 8, and no rank without a k tile).
-  const int cap = max_cluster().load(std::memory_order_relaxed);
-  const int target = blocks_per_sm().load(std::memory_order_relaxed) * sm_count(device);
+  const int target = 2 * sm_count(device);
   int ranks = 1;
-  while (ranks < cap && int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles) ranks *= 2;
+  while (ranks < kShrinkMaxCluster && int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles) ranks *= 2;
   a.tiles_per_rank = (ktiles + ranks - 1) / ranks;
   constexpr size_t smem = shrink_smem_bytes<T, NP>();
   const void* kernel = reinterpret_cast<const void*>(&fold_shrink_mma<T, NP>);
   attn::allow_dynamic_smem(kernel, smem);
-  if (ranks > kShrinkMaxCluster) {
-    static std::once_flag once[4];  // per instantiation is enough for the A/B (one device)
-    std::call_once(once[NP - 1], [&] {
-      LORAOPS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    });
-  }
   launch_kernel(fold_shrink_mma<T, NP>, dim3(unsigned(row_blocks * ranks)), kShrinkThreads, smem, stream,
                 LaunchAttrs{false, unsigned(ranks)}, a);
 }
@@ -206,11 +186,6 @@ void shrink(const ShrinkParams& a, int device, cudaStream_t stream) {
 }
 
 }  // namespace
-
-void set_fold_shrink_grid(int max_cluster_size, int target_blocks_per_sm) {
-  max_cluster().store(max_cluster_size == 16 ? 16 : kShrinkMaxCluster, std::memory_order_relaxed);
-  blocks_per_sm().store(target_blocks_per_sm > 0 ? target_blocks_per_sm : 2, std::memory_order_relaxed);
-}
 
 bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
   if (t != DType::BFloat16 && t != DType::Float16) return false;

@@ -100,16 +100,6 @@ TEST(CudaFoldShrink, MatchesReference) {
     for (const ShrinkCase& c : kShrinkCases) check_shrink(t, c);
 }
 
-// The WIP grid of session 14's A/B: clusters of up to 16 (non-portable), aiming at 4 blocks an SM.
-TEST(CudaFoldShrink, MatchesReferenceWithClustersOf16) {
-  LORAOPS_REQUIRE_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_fold_shrink_grid(8, 2); }
-  } reset;
-  cuda::set_fold_shrink_grid(16, 4);
-  for (const ShrinkCase& c : kShrinkCases) check_shrink(DType::BFloat16, c);
-}
-
 TEST(CudaFoldShrink, NoRowsIsANoOp) {
   LORAOPS_REQUIRE_GPU();
   cuda::FoldShrinkArgs s{nullptr, 64, 0, 64, nullptr, 64, 16, nullptr, 1.f, nullptr};
