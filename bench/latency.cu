@@ -574,35 +574,32 @@ int main(int argc, char** argv) {
   }
 
   // Decode (Sq = 1, 32/8 heads, D = 128): the SIMT kernel against the tensor-core one that custom
-  // picks for bf16, and the tensor-core kernel's split length (tiles of 128 keys at 8 warps; 0: its
+  // picks for bf16, and the tensor-core kernel's split length (tiles of 64 keys per block; 0: its
   // own choice), at 4K keys and at batch 8 / 32K keys.
-  auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps, int warps = 8) {
+  auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps, int variant = 3) {
     auto p = params_for(attn_tensors(b, 32, 8, 1, sk, 128, 51), false);
     void* const stream = custom.stream;
-    return [p, stream, kernel, tps, warps] {
-      loraops::cuda::set_attention_decode_warps(warps);
+    return [p, stream, kernel, tps, variant] {
+      loraops::cuda::set_attention_decode_variant(variant);
       loraops::cuda::attention_decode_with(*p, stream, kernel, tps);
-      loraops::cuda::set_attention_decode_warps(8);
+      loraops::cuda::set_attention_decode_variant(3);
     };
   };
   {
     using loraops::cuda::DecodeKernel;
     const double kv4k = 2.0 * 8 * 4096 * 128 * 2;
     cases.push_back({"attn decode simt Hq32 Hkv8 Sk4096 D128", decode(1, 4096, DecodeKernel::Simt, 0), kv4k, 0});
-    for (int tps : {1, 2, 4})
+    for (int tps : {1, 2, 4, 8})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
-    for (int tps : {0, 2, 4})  // WIP: the 4-warp kernel (tiles of 64 keys), as before session 14
-      cases.push_back({"attn decode 4 warps tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
-                       decode(1, 4096, DecodeKernel::TensorCore, tps, 4), kv4k, 0});
-    cases.push_back({"attn decode 4 warps tps0 B8 Hq32 Hkv8 Sk4096 D128",
-                     decode(8, 4096, DecodeKernel::TensorCore, 0, 4), 8 * kv4k, 0});
-    cases.push_back({"attn decode 4 warps tps0 Hq32 Hkv8 Sk32768 D128",
-                     decode(1, 32768, DecodeKernel::TensorCore, 0, 4), 8 * kv4k, 0});
-    for (int tps : {0, 2, 8})
+    // WIP: session 14's A/B (bit 0 full-tile loads, bit 1 dependent launch)
+    for (int variant : {0, 1, 2})
+      cases.push_back({"attn decode variant" + std::to_string(variant) + " Hq32 Hkv8 Sk4096 D128",
+                       decode(1, 4096, DecodeKernel::TensorCore, 0, variant), kv4k, 0});
+    for (int tps : {0, 4, 16})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " B8 Hq32 Hkv8 Sk4096 D128",
                        decode(8, 4096, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
-    for (int tps : {0, 8, 32})
+    for (int tps : {0, 4, 64})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk32768 D128",
                        decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
   }

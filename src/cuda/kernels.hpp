@@ -98,12 +98,12 @@ enum class DecodeKernel { Auto, TensorCore, Simt };
 bool attention_decode_eligible(const detail::AttentionParams& p);
 bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kernel);
 // The given decode kernel (Auto: what attention_custom picks), for the tests and loraops_latency;
-// tiles_per_split > 0 sets the tensor-core kernel's split length in its tiles (16 keys a warp) (0: its own
+// tiles_per_split > 0 sets the tensor-core kernel's split length in 64-key tiles (0: its own
 // choice). Throws UnsupportedError where attention_decode_takes is false.
 void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
                            int tiles_per_split = 0);
-// WIP (session 14's A/B, tests and loraops_latency): the tensor-core decode kernel's warps a block,
-// 4 (tiles of 64 keys) or 8 (tiles of 128; the default).
-void set_attention_decode_warps(int warps);
+// WIP (session 14's A/B, tests and loraops_latency): the tensor-core decode kernel's full-tile
+// loads (bit 0) and dependent launch (bit 1); default 3.
+void set_attention_decode_variant(int variant);
 
 }  // namespace loraops::cuda

@@ -31,6 +31,7 @@ namespace loraops::cuda {
 namespace {
 
 using attn::AttnArgs;
+using attn::kBN;
 using attn::swz;
 
 
@@ -241,31 +242,25 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 // ---- the tensor-core kernel ---------------------------------------------------------------------
 
-constexpr int kDecodeStages = 3;      // K/V tiles per block's ring, two in flight ahead of the one computed
-constexpr int kDecodeMinKeys = 256;   // keys per split at least (launch_mma)
+constexpr int kDecodeMmaThreads = 128;  // 4 warps, each 16 keys of a 64-key tile
+constexpr int kDecodeStages = 3;        // K/V tiles in flight per block
+constexpr int kDecodeMinTiles = 4;      // 256 keys per split at least (launch_mma)
 
-// WARPS warps a block, each 16 keys of every tile of 16 * WARPS keys.
-template <int WARPS>
-constexpr int decode_tile_keys() {
-  return 16 * WARPS;
-}
-
-// Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: at D = 128 halves 100 KB for 4 warps
-// (two blocks an SM), 196 KB for 8 (one).
-template <class T, int D, int WARPS>
+// Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: 100 KB for D = 128 halves, so two
+// blocks fit an SM (227 KB).
+template <class T, int D>
 constexpr size_t decode_mma_smem_bytes() {
-  return size_t(16 + kDecodeStages * 2 * decode_tile_keys<WARPS>()) * D * sizeof(T);
+  return size_t(16 + kDecodeStages * 2 * kBN) * D * sizeof(T);
 }
 
 // Block (split, hk * row_tiles + rt, b): query heads hk * group + rt * 16 + [0, 16) against keys
-// [split * tiles_per_split * kTile, ...) of key/value head hk.
-template <class T, int D, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32)
-    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles) {
-  constexpr int kThreads = WARPS * 32, kTile = decode_tile_keys<WARPS>();
+// [split * tiles_per_split * 64, ...) of key/value head hk.
+template <class T, int D>
+__global__ void __launch_bounds__(kDecodeMmaThreads)
+    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles, bool full_loads) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
-  T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kTile D, then its V tile
+  T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kBN D, then its V tile
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
   const int split = int(blockIdx.x), rt = int(blockIdx.y) % row_tiles;
@@ -273,24 +268,31 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int group = int(a.hq / a.hkv);
   const int r0 = rt * 16, rows = min(16, group - r0);  // this block's query heads: hk * group + r0 + [0, rows)
   const int sk = int(a.sk);                             // < 2^30 (attention_decode_mma_eligible)
-  const int kbeg = split * tiles_per_split * kTile;
-  const int kend = min(sk, kbeg + tiles_per_split * kTile);
-  const int ntiles = (kend - kbeg + kTile - 1) / kTile;  // >= 1: the launch makes no empty split
+  const int kbeg = split * tiles_per_split * kBN;
+  const int kend = min(sk, kbeg + tiles_per_split * kBN);
+  const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
   allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
+  // Launched as a programmatic dependent (launch_mma): the blocks are resident while the stream's
+  // previous kernel finishes, and wait here for it (it may have written q, k or v) before any read.
+  grid_dependency_wait();
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + r0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
-  auto k_tile = [&](int s) { return stages + s * 2 * kTile * D; };
-  auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kTile * D; };
+  auto k_tile = [&](int s) { return stages + s * 2 * kBN * D; };
+  auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
-    const int n0 = kbeg + t * kTile, s = t % kDecodeStages;
-    attn::load_tile<T, D, kTile, kThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
-    attn::load_tile<T, D, kTile, kThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
+    if (full_loads && n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
+      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
+      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
+    } else {
+      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    }
   };
 
   // Q (the rows past the group's zero-filled) joins the first tile's group.
-  // (by the first 128 threads: 16 rows are whole passes of 128 threads at D = 64 and 128)
-  if (threadIdx.x < 128) attn::load_tile<T, D, 16, 128>(sq_tile, q, a.qs[1], rows);
+  attn::load_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
 #pragma unroll
   for (int t = 0; t < kDecodeStages - 1; ++t) {
     if (t < ntiles) load(t);
@@ -322,8 +324,8 @@ __global__ void __launch_bounds__(WARPS * 32)
       mma16816<T>(s[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
     }
     // the online softmax (base 2); only the split's last tile can hold keys past its end
-    const int n0 = kbeg + t * kTile;
-    const bool masked = n0 + kTile > kend;
+    const int n0 = kbeg + t * kBN;
+    const bool masked = n0 + kBN > kend;
     float mx[2] = {mrow[0], mrow[1]};
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt)
@@ -365,13 +367,13 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
   }
 
-  // Merge the warps' (max, sum, output) per row through shared memory (the stages, now
+  // Merge the four warps' (max, sum, output) per row through shared memory (the stages, now
   // free), then write the split's partials for the block's rows.
   cp_async_wait<0>();
   __syncthreads();
   float* const red_m = reinterpret_cast<float*>(stages);  // [warp][16 rows]
-  float* const red_l = red_m + WARPS * 16;                  // [warp][16 rows]
-  float* const red_o = red_l + WARPS * 16;                  // [warp][16 rows][D]
+  float* const red_l = red_m + 4 * 16;                    // [warp][16 rows]
+  float* const red_o = red_l + 4 * 16;                    // [warp][16 rows][D]
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
@@ -384,7 +386,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int row = g + 8 * r;
     float m = red_m[row];
 #pragma unroll
-    for (int w = 1; w < WARPS; ++w) m = fmaxf(m, red_m[w * 16 + row]);
+    for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
     const float sc = fast_exp2(mrow[r] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
@@ -393,22 +395,22 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
   __syncthreads();
   const int64_t row0 = b * a.hq + hk * group + r0;  // partials row of this block's first head
-  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+  for (int i = threadIdx.x; i < rows * D; i += kDecodeMmaThreads) {
     const int row = i / D, d = i % D;
     float acc = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) acc += red_o[(w * 16 + row) * D + d];
+    for (int w = 0; w < 4; ++w) acc += red_o[(w * 16 + row) * D + d];
     part.o[((row0 + row) * part.nchunks + split) * D + d] = acc;
   }
   if (threadIdx.x < rows) {
     const int row = threadIdx.x;
     float m = red_m[row];
 #pragma unroll
-    for (int w = 1; w < WARPS; ++w) m = fmaxf(m, red_m[w * 16 + row]);
+    for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
     const float base = m == -INFINITY ? 0.f : m;
     float l = 0.f;
 #pragma unroll
-    for (int w = 0; w < WARPS; ++w) l += red_l[w * 16 + row] * fast_exp2(red_m[w * 16 + row] - base);
+    for (int w = 0; w < 4; ++w) l += red_l[w * 16 + row] * fast_exp2(red_m[w * 16 + row] - base);
     part.m[(row0 + row) * part.nchunks + split] = m;
     part.l[(row0 + row) * part.nchunks + split] = l;
   }
@@ -438,6 +440,7 @@ template <class T, int D>
 __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
   constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
   __shared__ float sm[kShares][D], sl[kShares][D], so[kShares][D];
+  allow_dependents();      // the next decode step's blocks may be scheduled (they wait for this grid's end)
   grid_dependency_wait();  // launched as a programmatic dependent: the partials are complete after this
   const int64_t row = blockIdx.x;  // b * hq + h
   const int d = threadIdx.x % D, share = threadIdx.x / D;
@@ -498,50 +501,46 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
-// Splits: as many as keep the whole grid in one wave (the blocks that fit at once), at least one
-// per head, each at least one tile; then as few as that tile count allows (the combine reads
-// every split's partials). A partial second wave costs a whole split's time: on the H200 at
-// batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles took 51.4 µs, 4 of 16 took 37.8.
-// A split has at least kDecodeMinKeys keys: at batch 1, Sk 4096 (8 heads), 4 warps, 16 splits of
-// 4 tiles took 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's
-// fill) and epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
+// Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
+// D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
+// that tile count allows (the combine reads every split's partials). A partial second wave
+// costs a whole split's time: on the H200 at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles
+// took 51.4 µs, 4 of 16 took 37.8.
+// A split has at least kDecodeMinTiles tiles: at batch 1, Sk 4096 (8 heads) 16 splits of 4 took
+// 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
+// epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
 // tiles_per_split > 0 overrides the choice (loraops_latency compares).
-template <class T, int D, int WARPS>
-void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
-  if (p.sk == 0) {  // no key: the combine of no split writes zeros
-    const PartialsLease pl = partials_for<D>(p, 0, stream);
-    return combine<T, D>(a, p, pl.part, stream);
-  }
-  constexpr int kTile = decode_tile_keys<WARPS>();
-  const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
-  const int64_t tiles = (p.sk + kTile - 1) / kTile;
-  const int64_t heads = p.batch * p.hkv * row_tiles;
-  constexpr size_t smem = decode_mma_smem_bytes<T, D, WARPS>();
-  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D, WARPS>);
-  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
-  const int64_t wave = resident_blocks(kernel, WARPS * 32, p.device_index, smem);
-  const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
-  const int64_t min_tiles = std::min<int64_t>(kDecodeMinKeys / kTile, tiles);
-  const int64_t per_split = tiles_per_split > 0 ? std::min<int64_t>(tiles_per_split, tiles)
-                                                : std::max((tiles + want - 1) / want, min_tiles);
-  const int64_t splits = (tiles + per_split - 1) / per_split;
-  const PartialsLease pl = partials_for<D>(p, splits, stream);
-  const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
-  attention_decode_mma<T, D, WARPS><<<grid, WARPS * 32, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
-  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
-  combine<T, D>(a, p, pl.part, stream);
-}
-
-// WIP (session 14's A/B): the tensor-core kernel's warps a block, 4 or 8 (set_attention_decode_warps).
-std::atomic<int>& decode_warps() {
-  static std::atomic<int> v{8};
+// WIP (session 14's A/B, loraops_latency): bit 0 full-tile loads, bit 1 the kernel as a
+// programmatic dependent (set_attention_decode_variant; default 3, both).
+std::atomic<int>& decode_variant() {
+  static std::atomic<int> v{3};
   return v;
 }
 
 template <class T, int D>
 void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
-  if (decode_warps().load(std::memory_order_relaxed) == 4) return launch_mma<T, D, 4>(a, p, tiles_per_split, stream);
-  launch_mma<T, D, 8>(a, p, tiles_per_split, stream);
+  if (p.sk == 0) {  // no key: the combine of no split writes zeros
+    const PartialsLease pl = partials_for<D>(p, 0, stream);
+    return combine<T, D>(a, p, pl.part, stream);
+  }
+  const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
+  const int64_t tiles = (p.sk + kBN - 1) / kBN;
+  const int64_t heads = p.batch * p.hkv * row_tiles;
+  constexpr size_t smem = decode_mma_smem_bytes<T, D>();
+  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
+  if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
+  const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
+  const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
+  const int64_t per_split = tiles_per_split > 0
+                                ? std::min<int64_t>(tiles_per_split, tiles)
+                                : std::max((tiles + want - 1) / want, std::min<int64_t>(kDecodeMinTiles, tiles));
+  const int64_t splits = (tiles + per_split - 1) / per_split;
+  const PartialsLease pl = partials_for<D>(p, splits, stream);
+  const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
+  const int variant = decode_variant().load(std::memory_order_relaxed);
+  launch_kernel(attention_decode_mma<T, D>, grid, kDecodeMmaThreads, smem, stream, (variant & 2) != 0, a, pl.part,
+                int(per_split), int(row_tiles), (variant & 1) != 0);
+  combine<T, D>(a, p, pl.part, stream);
 }
 
 bool common_eligible(const detail::AttentionParams& p) {
@@ -587,7 +586,7 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
   return mma_eligible(p) || simt_eligible(p);
 }
 
-void set_attention_decode_warps(int warps) { decode_warps().store(warps == 4 ? 4 : 8, std::memory_order_relaxed); }
+void set_attention_decode_variant(int variant) { decode_variant().store(variant & 3, std::memory_order_relaxed); }
 
 bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);
