@@ -576,14 +576,10 @@ int main(int argc, char** argv) {
   // Decode (Sq = 1, 32/8 heads, D = 128): the SIMT kernel against the tensor-core one that custom
   // picks for bf16, and the tensor-core kernel's split length (tiles of 64 keys per block; 0: its
   // own choice), at 4K keys and at batch 8 / 32K keys.
-  auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps, int variant = 3) {
+  auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps) {
     auto p = params_for(attn_tensors(b, 32, 8, 1, sk, 128, 51), false);
     void* const stream = custom.stream;
-    return [p, stream, kernel, tps, variant] {
-      loraops::cuda::set_attention_decode_variant(variant);
-      loraops::cuda::attention_decode_with(*p, stream, kernel, tps);
-      loraops::cuda::set_attention_decode_variant(3);
-    };
+    return [p, stream, kernel, tps] { loraops::cuda::attention_decode_with(*p, stream, kernel, tps); };
   };
   {
     using loraops::cuda::DecodeKernel;
@@ -592,10 +588,17 @@ int main(int argc, char** argv) {
     for (int tps : {1, 2, 4, 8})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
-    // WIP: session 14's A/B (bit 0 full-tile loads, bit 1 dependent launch)
-    for (int variant : {0, 1, 2})
-      cases.push_back({"attn decode variant" + std::to_string(variant) + " Hq32 Hkv8 Sk4096 D128",
-                       decode(1, 4096, DecodeKernel::TensorCore, 0, variant), kv4k, 0});
+    {  // WIP: session 14's A/B, S in one dependent-mma chain per column tile (as before)
+      auto p = params_for(attn_tensors(1, 32, 8, 1, 4096, 128, 51), false);
+      void* const stream = custom.stream;
+      cases.push_back({"attn decode one S chain Hq32 Hkv8 Sk4096 D128",
+                       [p, stream] {
+                         loraops::cuda::set_attention_decode_split_s(false);
+                         loraops::cuda::attention_decode_with(*p, stream, DecodeKernel::TensorCore, 0);
+                         loraops::cuda::set_attention_decode_split_s(true);
+                       },
+                       kv4k, 0});
+    }
     for (int tps : {0, 4, 16})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " B8 Hq32 Hkv8 Sk4096 D128",
                        decode(8, 4096, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});

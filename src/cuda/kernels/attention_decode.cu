@@ -255,9 +255,9 @@ constexpr size_t decode_mma_smem_bytes() {
 
 // Block (split, hk * row_tiles + rt, b): query heads hk * group + rt * 16 + [0, 16) against keys
 // [split * tiles_per_split * 64, ...) of key/value head hk.
-template <class T, int D>
+template <class T, int D, bool kSplitS>
 __global__ void __launch_bounds__(kDecodeMmaThreads)
-    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles, bool full_loads) {
+    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>(smem_raw);
   T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kBN D, then its V tile
@@ -272,9 +272,6 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   const int kend = min(sk, kbeg + tiles_per_split * kBN);
   const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
   allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
-  // Launched as a programmatic dependent (launch_mma): the blocks are resident while the stream's
-  // previous kernel finishes, and wait here for it (it may have written q, k or v) before any read.
-  grid_dependency_wait();
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + r0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
@@ -282,7 +279,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
     const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
-    if (full_loads && n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
+    if (n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
       attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
       attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
     } else {
@@ -315,13 +312,22 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     }
     const T* kt = k_tile(t % kDecodeStages);
     const T* vt = v_tile(t % kDecodeStages);
-    float s[2][4] = {};
+    // S over D / 16 k steps: with kSplitS, even and odd steps into separate accumulators (two
+    // dependent-mma chains of half the length, added at the end), else one chain per column tile
+    float s[2][4] = {}, s_odd[2][4] = {};
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t kb[4];  // B fragments of this warp's two 8-key column tiles
       ldmatrix_x4(kb, kt + swz<D>(kw + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-      mma16816<T>(s[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
-      mma16816<T>(s[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+      float(&acc)[2][4] = kSplitS && (kk & 1) ? s_odd : s;
+      mma16816<T>(acc[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
+      mma16816<T>(acc[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+    }
+    if constexpr (kSplitS) {
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] += s_odd[nt][e];
     }
     // the online softmax (base 2); only the split's last tile can hold keys past its end
     const int n0 = kbeg + t * kBN;
@@ -421,9 +427,9 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
 // out[b, h, 0, :] from the chunks' partials, a block per query head. Thread (share, d) merges
 // chunks share, share + kShares, ... of output dim d online (running max, sum and output), so
 // that every load of the kernel is independent of the others and all of them are in flight at
-// once: one L2 round trip, not one for the max, one for the sum and one for the outputs (three
-// chained trips were ~1 us of the 8.3 us decode step at Sk 4096). The shares meet in shared
-// memory in a fixed order.
+// once: one L2 round trip, not one for the max, one for the sum and one for the outputs (the
+// decode step at Sk 4096, 32/8 heads, D 128 went from 8.28 to 7.45 us in graph replay on the
+// H200). The shares meet in shared memory in a fixed order.
 constexpr int kCombineThreads = 256;
 
 // (m, l, o) merged with chunk (mc, lc, oc), base 2; a chunk with no key (mc = -inf) adds nothing.
@@ -440,7 +446,6 @@ template <class T, int D>
 __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
   constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
   __shared__ float sm[kShares][D], sl[kShares][D], so[kShares][D];
-  allow_dependents();      // the next decode step's blocks may be scheduled (they wait for this grid's end)
   grid_dependency_wait();  // launched as a programmatic dependent: the partials are complete after this
   const int64_t row = blockIdx.x;  // b * hq + h
   const int d = threadIdx.x % D, share = threadIdx.x / D;
@@ -501,6 +506,12 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
+// WIP (session 14's A/B; set_attention_decode_split_s): the tensor-core kernel's S in two chains.
+std::atomic<bool>& split_s_chains() {
+  static std::atomic<bool> v{true};
+  return v;
+}
+
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
 // that tile count allows (the combine reads every split's partials). A partial second wave
@@ -510,13 +521,6 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 // 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
 // epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
 // tiles_per_split > 0 overrides the choice (loraops_latency compares).
-// WIP (session 14's A/B, loraops_latency): bit 0 full-tile loads, bit 1 the kernel as a
-// programmatic dependent (set_attention_decode_variant; default 3, both).
-std::atomic<int>& decode_variant() {
-  static std::atomic<int> v{3};
-  return v;
-}
-
 template <class T, int D>
 void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
   if (p.sk == 0) {  // no key: the combine of no split writes zeros
@@ -527,7 +531,10 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
   const int64_t heads = p.batch * p.hkv * row_tiles;
   constexpr size_t smem = decode_mma_smem_bytes<T, D>();
-  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
+  // WIP (session 14's A/B): S in two chains (split_s_chains(), default on) or one
+  const bool split = split_s_chains().load(std::memory_order_relaxed);
+  const void* const kernel = split ? reinterpret_cast<const void*>(attention_decode_mma<T, D, true>)
+                                   : reinterpret_cast<const void*>(attention_decode_mma<T, D, false>);
   if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
   const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
   const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
@@ -537,9 +544,11 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
-  const int variant = decode_variant().load(std::memory_order_relaxed);
-  launch_kernel(attention_decode_mma<T, D>, grid, kDecodeMmaThreads, smem, stream, (variant & 2) != 0, a, pl.part,
-                int(per_split), int(row_tiles), (variant & 1) != 0);
+  if (split)
+    attention_decode_mma<T, D, true><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
+  else
+    attention_decode_mma<T, D, false><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
+  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
   combine<T, D>(a, p, pl.part, stream);
 }
 
@@ -586,7 +595,7 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
   return mma_eligible(p) || simt_eligible(p);
 }
 
-void set_attention_decode_variant(int variant) { decode_variant().store(variant & 3, std::memory_order_relaxed); }
+void set_attention_decode_split_s(bool split) { split_s_chains().store(split, std::memory_order_relaxed); }
 
 bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);

@@ -21,7 +21,6 @@
 
 #include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
-#include "late_copy.hpp"
 #include "linalg_test_util.hpp"
 
 namespace loraops::test {
@@ -233,16 +232,15 @@ void check_case(const AttnCase& c, DType t) {
       const bool tc = kernel == cuda::DecodeKernel::TensorCore;
       // the tensor-core kernel also at split lengths of its own choice, 2, 3 and 5 tiles: short
       // last splits and the 3-stage ring wrapping, whatever the GPU's SM count makes of auto
-      // (WIP: the tensor-core kernel at A/B variant 0, loads with bound tests and no dependent
-      // launch, too)
-      for (int variant : tc ? std::vector<int>{3, 0} : std::vector<int>{3})
+      // (WIP: the tensor-core kernel's S in one chain and in two)
+      for (bool split : tc ? std::vector<bool>{true, false} : std::vector<bool>{true})
         for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0}) {
-          SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, variant " +
-                       std::to_string(variant) + ", tiles per split " + std::to_string(tps));
-          cuda::set_attention_decode_variant(variant);
+          SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, S in " + (split ? "two" : "one") +
+                       " chains, tiles per split " + std::to_string(tps));
+          cuda::set_attention_decode_split_s(split);
           out.poison();
           cuda::attention_decode_with(params, nullptr, kernel, tps);
-          cuda::set_attention_decode_variant(3);
+          cuda::set_attention_decode_split_s(true);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
           EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
         }
@@ -273,76 +271,6 @@ TEST(CudaAttention, MatchesFp64WithinTheRoundingsOfItsDtype) {
 // No GPU needed: the tolerance admits the roundings the kernels are allowed (the same math in the
 // input dtype) and rejects each of these bugs: top-left instead of bottom-right causal alignment,
 // the wrong key/value head for a query head, no scale, one visible key dropped.
-// The tensor-core decode kernel is launched as a programmatic dependent of the kernel before it
-// on the stream (and the combine of the decode kernel). Before each call, a kernel that lets its
-// dependents start at once and only ~50 µs later writes q, k and v (one buffer, one copy) or
-// snapshots the output: a decode step that read q, k or v before its wait would attend over the
-// old values; one that wrote the output before its wait would show in the snapshot. In a captured
-// graph first (its instantiation loads the kernels), then eagerly behind a gate the host opens
-// once everything is enqueued.
-TEST(CudaAttention, DecodeWaitsForTheKernelBeforeIt) {
-  LORAOPS_REQUIRE_GPU();
-  cudaStream_t s;
-  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  const DType t = DType::BFloat16;
-  const Device gpu{DeviceType::CUDA, 0};
-  for (int64_t d : {64, 128})
-    for (bool graph : {true, false}) {
-      const AttnCase c{"decode after a late copy", 1, 8, 2, 1, 300, d, false, View::Contig, Path::Decode};
-      SCOPED_TRACE("D " + std::to_string(d) + (graph ? " graph" : " eager"));
-      Inputs4 in = make_inputs(c, t);
-      const Expected want = expected(c, in, t);
-      // [q | k | v] as the copy leaves them (fresh) and as they are before it (old)
-      const size_t qb = in.q.storage.bytes.size(), kb = in.k.storage.bytes.size();
-      HostTensor fresh(t, {int64_t((qb + 2 * kb) / 2)});
-      std::copy(in.q.storage.bytes.begin(), in.q.storage.bytes.end(), fresh.bytes.begin());
-      std::copy(in.k.storage.bytes.begin(), in.k.storage.bytes.end(), fresh.bytes.begin() + qb);
-      std::copy(in.v.storage.bytes.begin(), in.v.storage.bytes.end(), fresh.bytes.begin() + qb + kb);
-      HostTensor old = random_tensor(t, {fresh.numel()}, -1.f, 1.f);
-      HostTensor got(t, {c.b, c.hq, c.sq, d}), snap_h(t, {c.b, c.hq, c.sq, d});
-      HostTensor before = random_tensor(t, {c.b, c.hq, c.sq, d}, 5.f, 6.f);
-      DeviceTensor src(fresh), buf(old), y(got), y2(before), snap(snap_h);
-      y.poison();
-      CUDA_OK(cudaDeviceSynchronize());
-      auto part = [&](size_t at, int64_t h, int64_t sl) {
-        return Tensor::contiguous(static_cast<uint8_t*>(buf.ptr) + at, t, {c.b, h, sl, d}, gpu);
-      };
-      const Tensor qv = part(0, c.hq, c.sq), kv = part(qb, c.hkv, c.sk), vv = part(qb + kb, c.hkv, c.sk);
-      const Exec ex{.impl = Impl::Custom, .stream = s};
-      ASSERT_TRUE(cuda::attention_decode_takes(detail::attention_params(qv, kv, vv, false, std::nullopt, y.view()),
-                                               cuda::DecodeKernel::TensorCore));
-      auto sequence = [&] {
-        ASSERT_EQ(late_copy(buf.ptr, src.ptr, buf.bytes, 50, s), cudaSuccess);
-        attention(qv, kv, vv, false, std::nullopt, y.view(), ex);  // reads q, k, v
-        ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
-        attention(qv, kv, vv, false, std::nullopt, y2.view(), ex);  // writes y2
-      };
-      if (graph) {
-        cudaGraph_t g;
-        cudaGraphExec_t ge;
-        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        sequence();
-        CUDA_OK(cudaStreamEndCapture(s, &g));
-        CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
-        CUDA_OK(cudaGraphLaunch(ge, s));
-        CUDA_OK(cudaStreamSynchronize(s));
-        CUDA_OK(cudaGraphExecDestroy(ge));
-        CUDA_OK(cudaGraphDestroy(g));
-      } else {
-        StreamGate gate(s);  // holds the stream until open() (or its destructor, on a failure)
-        sequence();
-        gate.open();
-        CUDA_OK(cudaStreamSynchronize(s));
-        EXPECT_FALSE(gate.timed_out()) << "a launch behind the gate waited for the device";
-      }
-      y.to_host();
-      snap.to_host();
-      EXPECT_TRUE(within_tol(got, want.out, want.tol, d)) << "decode read q, k or v before the kernel before it wrote them";
-      EXPECT_TRUE(snap_h.bytes == before.bytes) << "decode wrote its output while the kernel before it read it";
-    }
-  CUDA_OK(cudaStreamDestroy(s));
-}
-
 TEST(CudaAttention, ToleranceAdmitsTheInputDtypeAndCatchesBugs) {
   const auto named = [](std::string_view name) {
     return *std::find_if(std::begin(kCases), std::end(kCases), [&](const AttnCase& c) { return c.name == name; });
