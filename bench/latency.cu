@@ -588,17 +588,6 @@ int main(int argc, char** argv) {
     for (int tps : {1, 2, 4, 8})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
-    {  // WIP: session 14's A/B, S in one dependent-mma chain per column tile (as before)
-      auto p = params_for(attn_tensors(1, 32, 8, 1, 4096, 128, 51), false);
-      void* const stream = custom.stream;
-      cases.push_back({"attn decode one S chain Hq32 Hkv8 Sk4096 D128",
-                       [p, stream] {
-                         loraops::cuda::set_attention_decode_split_s(false);
-                         loraops::cuda::attention_decode_with(*p, stream, DecodeKernel::TensorCore, 0);
-                         loraops::cuda::set_attention_decode_split_s(true);
-                       },
-                       kv4k, 0});
-    }
     for (int tps : {0, 4, 16})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " B8 Hq32 Hkv8 Sk4096 D128",
                        decode(8, 4096, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});

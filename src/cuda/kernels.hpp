@@ -102,8 +102,5 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
 // choice). Throws UnsupportedError where attention_decode_takes is false.
 void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
                            int tiles_per_split = 0);
-// WIP (session 14's A/B, tests and loraops_latency): the tensor-core decode kernel's S = Q K^T in
-// two dependent-mma chains (true, the default) or one.
-void set_attention_decode_split_s(bool split);
 
 }  // namespace loraops::cuda

@@ -18,7 +18,6 @@
 // Sq = 1, Sk = 4096, 32/8 heads, D = 128, bound by its instruction count (Nsight Compute: 52%
 // memory throughput, 12% of DRAM's), not by memory.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -255,7 +254,7 @@ constexpr size_t decode_mma_smem_bytes() {
 
 // Block (split, hk * row_tiles + rt, b): query heads hk * group + rt * 16 + [0, 16) against keys
 // [split * tiles_per_split * 64, ...) of key/value head hk.
-template <class T, int D, bool kSplitS>
+template <class T, int D>
 __global__ void __launch_bounds__(kDecodeMmaThreads)
     attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -312,22 +311,13 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     }
     const T* kt = k_tile(t % kDecodeStages);
     const T* vt = v_tile(t % kDecodeStages);
-    // S over D / 16 k steps: with kSplitS, even and odd steps into separate accumulators (two
-    // dependent-mma chains of half the length, added at the end), else one chain per column tile
-    float s[2][4] = {}, s_odd[2][4] = {};
+    float s[2][4] = {};
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t kb[4];  // B fragments of this warp's two 8-key column tiles
       ldmatrix_x4(kb, kt + swz<D>(kw + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-      float(&acc)[2][4] = kSplitS && (kk & 1) ? s_odd : s;
-      mma16816<T>(acc[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
-      mma16816<T>(acc[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
-    }
-    if constexpr (kSplitS) {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[nt][e] += s_odd[nt][e];
+      mma16816<T>(s[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
+      mma16816<T>(s[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
     }
     // the online softmax (base 2); only the split's last tile can hold keys past its end
     const int n0 = kbeg + t * kBN;
@@ -506,12 +496,6 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
-// WIP (session 14's A/B; set_attention_decode_split_s): the tensor-core kernel's S in two chains.
-std::atomic<bool>& split_s_chains() {
-  static std::atomic<bool> v{true};
-  return v;
-}
-
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
 // that tile count allows (the combine reads every split's partials). A partial second wave
@@ -531,10 +515,7 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
   const int64_t heads = p.batch * p.hkv * row_tiles;
   constexpr size_t smem = decode_mma_smem_bytes<T, D>();
-  // WIP (session 14's A/B): S in two chains (split_s_chains(), default on) or one
-  const bool split = split_s_chains().load(std::memory_order_relaxed);
-  const void* const kernel = split ? reinterpret_cast<const void*>(attention_decode_mma<T, D, true>)
-                                   : reinterpret_cast<const void*>(attention_decode_mma<T, D, false>);
+  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
   if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
   const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
   const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
@@ -544,10 +525,7 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
-  if (split)
-    attention_decode_mma<T, D, true><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
-  else
-    attention_decode_mma<T, D, false><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
+  attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
   combine<T, D>(a, p, pl.part, stream);
 }
@@ -594,8 +572,6 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
   }
   return mma_eligible(p) || simt_eligible(p);
 }
-
-void set_attention_decode_split_s(bool split) { split_s_chains().store(split, std::memory_order_relaxed); }
 
 bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);

@@ -232,18 +232,14 @@ void check_case(const AttnCase& c, DType t) {
       const bool tc = kernel == cuda::DecodeKernel::TensorCore;
       // the tensor-core kernel also at split lengths of its own choice, 2, 3 and 5 tiles: short
       // last splits and the 3-stage ring wrapping, whatever the GPU's SM count makes of auto
-      // (WIP: the tensor-core kernel's S in one chain and in two)
-      for (bool split : tc ? std::vector<bool>{true, false} : std::vector<bool>{true})
-        for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0}) {
-          SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, S in " + (split ? "two" : "one") +
-                       " chains, tiles per split " + std::to_string(tps));
-          cuda::set_attention_decode_split_s(split);
-          out.poison();
-          cuda::attention_decode_with(params, nullptr, kernel, tps);
-          cuda::set_attention_decode_split_s(true);
-          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-          EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
-        }
+      for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0}) {
+        SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, tiles per split " +
+                     std::to_string(tps));
+        out.poison();
+        cuda::attention_decode_with(params, nullptr, kernel, tps);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+      }
     }
   }
   // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks;
