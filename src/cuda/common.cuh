@@ -152,21 +152,41 @@ inline std::atomic<bool>& row_ops_pdl() {
   return on;
 }
 
-// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
+// Launch attributes: as a programmatic dependent of the work before it on the stream (pdl), in
+// clusters of cluster_x blocks along x (0: no cluster attribute).
+struct LaunchAttrs {
+  bool pdl = false;
+  unsigned cluster_x = 0;
+};
+
 template <class... Params, class... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
-                   bool pdl, Args... args) {
+                   LaunchAttrs at, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(unsigned(threads));
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (at.pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (at.cluster_x) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {at.cluster_x, 1, 1};
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+}
+
+// Launches `kernel`, as a programmatic dependent of the work before it on the stream when `pdl`.
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                   bool pdl, Args... args) {
+  launch_kernel(kernel, grid, threads, smem, stream, LaunchAttrs{pdl, 0}, args...);
 }
 
 }  // namespace loraops::cuda

@@ -278,8 +278,13 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
     const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
-    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
-    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    if (n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
+      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
+      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
+    } else {
+      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    }
   };
 
   // Q (the rows past the group's zero-filled) joins the first tile's group.
@@ -409,51 +414,42 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
 
 // ---- the combine ------------------------------------------------------------------------------
 
-// out[b, h, 0, :] from the chunks' partials, a block per query head. Every loop over the chunks
-// is spread over the block (a chunk per thread for the max and the sum; kShares threads per
-// output dim for the outputs) so that its loads are in flight together: one thread walking 64
-// chunks in sequence waits out an L2 latency per step.
+// out[b, h, 0, :] from the chunks' partials, a block per query head. Thread (share, d) merges
+// chunks share, share + kShares, ... of output dim d online (running max, sum and output), so
+// that every load of the kernel is independent of the others and all of them are in flight at
+// once: one L2 round trip, not one for the max, one for the sum and one for the outputs (the
+// decode step at Sk 4096, 32/8 heads, D 128 went from 8.28 to 7.45 us in graph replay on the
+// H200). The shares meet in shared memory in a fixed order.
 constexpr int kCombineThreads = 256;
 
-__device__ float block_reduce(float x, bool is_max, float* red) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float y = __shfl_xor_sync(0xffffffffu, x, off);
-    x = is_max ? fmaxf(x, y) : x + y;
-  }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  __syncthreads();  // red is free (a previous reduction has read it)
-  if (lane == 0) red[warp] = x;
-  __syncthreads();
-  x = red[0];
-  for (int w = 1; w < int(blockDim.x >> 5); ++w) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-  return x;
+// (m, l, o) merged with chunk (mc, lc, oc), base 2; a chunk with no key (mc = -inf) adds nothing.
+__device__ __forceinline__ void merge_partial(float& m, float& l, float& o, float mc, float lc, float oc) {
+  const float nm = fmaxf(m, mc);
+  if (nm == -INFINITY) return;  // nothing seen yet on either side
+  const float fo = exp2f(m - nm), fc = exp2f(mc - nm);
+  l = l * fo + lc * fc;
+  o = o * fo + oc * fc;
+  m = nm;
 }
 
 template <class T, int D>
 __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(AttnArgs a, DecodePartials part) {
   constexpr int kShares = kCombineThreads / D;  // threads per output dim: 2 for D = 128, 4 for 64
-  __shared__ float red[kCombineThreads / 32];
-  __shared__ float osum[kShares][D];
+  __shared__ float sm[kShares][D], sl[kShares][D], so[kShares][D];
   grid_dependency_wait();  // launched as a programmatic dependent: the partials are complete after this
   const int64_t row = blockIdx.x;  // b * hq + h
+  const int d = threadIdx.x % D, share = threadIdx.x / D;
   const float* m = part.m + row * part.nchunks;
   const float* l = part.l + row * part.nchunks;
-  float mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) mx = fmaxf(mx, m[c]);
-  mx = block_reduce(mx, true, red);
-  float sum = 0.f;
-  for (int64_t c = threadIdx.x; c < part.nchunks; c += kCombineThreads) sum += l[c] * exp2f(m[c] - mx);
-  sum = block_reduce(sum, false, red);
-  const int d = threadIdx.x % D, share = threadIdx.x / D;
   const float* o = part.o + row * part.nchunks * D + d;
-  float acc = 0.f;
+  float mx = -INFINITY, sum = 0.f, acc = 0.f;
 #pragma unroll 8
-  for (int64_t c = share; c < part.nchunks; c += kShares) acc = fmaf(o[c * D], exp2f(m[c] - mx), acc);
-  osum[share][d] = acc;
+  for (int64_t c = share; c < part.nchunks; c += kShares)
+    merge_partial(mx, sum, acc, __ldg(m + c), __ldg(l + c), __ldg(o + c * D));
+  sm[share][d] = mx, sl[share][d] = sum, so[share][d] = acc;
   __syncthreads();
   if (share == 0) {
-    for (int s2 = 1; s2 < kShares; ++s2) acc += osum[s2][d];
+    for (int s2 = 1; s2 < kShares; ++s2) merge_partial(mx, sum, acc, sm[s2][d], sl[s2][d], so[s2][d]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     static_cast<T*>(a.out)[row * D + d] = from_float<T>(acc * inv);
   }

@@ -81,6 +81,24 @@ __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64
   }
 }
 
+// load_tile for a tile whose ROWS rows are all in bounds: the same copies without the per-row
+// bound test and its select of a 64-bit address (in the decode kernel's SASS ~12 instructions a
+// chunk, a third of its loop; H200, Sk 4096: 17% fewer instructions issued, 5.5% fewer SM cycles,
+// graph replay within noise); the shared address is converted once, the rows' offsets constant.
+template <class T, int D, int ROWS, int kThreads>
+__device__ __forceinline__ void load_full_tile(T* tile, const T* g, int64_t rs) {
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0,
+                "whole passes of rows, each a multiple of the swizzle period");
+  const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(tile + swz<D>(r0, c)));
+  const T* src = g + r0 * rs + c * 8;
+  const int64_t step = kPass * rs;
+#pragma unroll
+  for (int j = 0; j < ROWS / kPass; ++j, src += step)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + uint32_t(j * kPass * D * sizeof(T))), "l"(src));
+}
+
 // Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
 // KB). The attribute is set only when a call needs more than it was last set to for that
 // (kernel, device), not on every launch.

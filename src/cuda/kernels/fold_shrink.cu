@@ -171,17 +171,8 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   constexpr size_t smem = shrink_smem_bytes<T, NP>();
   const void* kernel = reinterpret_cast<const void*>(&fold_shrink_mma<T, NP>);
   attn::allow_dynamic_smem(kernel, smem);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(row_blocks * ranks));
-  cfg.blockDim = dim3(kShrinkThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(ranks), attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  LORAOPS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, &fold_shrink_mma<T, NP>, a));
+  launch_kernel(fold_shrink_mma<T, NP>, dim3(unsigned(row_blocks * ranks)), kShrinkThreads, smem, stream,
+                LaunchAttrs{false, unsigned(ranks)}, a);
 }
 
 template <class T>

@@ -16,6 +16,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
+#include "cuda/kernels/strided_copy.hpp"
 #include "cuda/stream_scratch.hpp"
 #include "cuda/vendor/cublaslt.hpp"
 
@@ -35,7 +36,11 @@ __global__ void scale_copy_kernel(const E* __restrict__ src, int64_t rs, int64_t
   }
 }
 
-void scale_copy(DType t, const detail::MatView& src, int64_t rows, int64_t cols, float scale, void* dst, cudaStream_t stream) {
+// dst (rows of `cols`) = scale * src; a plain layout copy (scale 1) is strided_copy's.
+void scale_copy(DType t, const detail::MatView& src, int64_t rows, int64_t cols, float scale, void* dst,
+                cudaStream_t stream, int device) {
+  if (scale == 1.f)
+    return strided_copy(2, 1, rows, cols, StridedMat{src.p, 0, src.rs, src.cs}, dst, 0, cols, 1, stream, device);
   const int64_t total = rows * cols;
   const int grid = int(std::min<int64_t>((total + 255) / 256, 4096));
   if (t == DType::BFloat16)
@@ -50,12 +55,12 @@ void scale_copy(DType t, const detail::MatView& src, int64_t rows, int64_t cols,
 // The factor as the GEMM reads it: in place when the scale is 1 and its rows are whole 16-byte
 // vectors of at least `cols`, else scale * factor in `copy` (rows of `cols`).
 const void* scaled_factor(DType t, const detail::MatView& f, int64_t rows, int64_t cols, float scale, void* copy,
-                          int64_t* ld, cudaStream_t stream) {
+                          int64_t* ld, cudaStream_t stream, int device) {
   if (scale == 1.f && f.cs == 1 && f.rs >= cols && rows16(f.p, f.rs, 2)) {
     *ld = f.rs;
     return f.p;
   }
-  scale_copy(t, f, rows, cols, scale, copy, stream);
+  scale_copy(t, f, rows, cols, scale, copy, stream, device);
   *ld = cols;
   return copy;
 }
@@ -146,7 +151,7 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
       LORAOPS_CUDA_CHECK(cudaMemcpyAsync(p.xa_out, t, size_t(p.m * p.r * es), cudaMemcpyDeviceToDevice, stream));
   }
   g.a2 = t;
-  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, ours ? 1.f : p.scale, scratch + t_bytes, &g.ldb2, stream);
+  g.b2 = scaled_factor(p.dtype, p.lora_b, p.n, p.r, ours ? 1.f : p.scale, scratch + t_bytes, &g.ldb2, stream, p.device_index);
   fold_gemm(p.dtype, g, scratch + t_bytes + b_bytes, stream);
 }
 
@@ -185,7 +190,7 @@ bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, i
   DeviceGuard guard(p.device_index);
   // B.T as our kernel's "A": [r, n], contiguous (a small copy); it stores scale*gB for grad_x's
   // GEMM beside gB
-  scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream);
+  scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream, p.device_index);
   void* sgb = static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p);
   fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
   return true;
@@ -203,10 +208,10 @@ void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* 
   char* sc = static_cast<char*>(scratch);
   if (scaled_gb) {  // [g | scale*gB] @ [W ; A]
     a.a2 = sc + scaled_a_bytes(p) + bt_bytes(p), a.lda2 = p.r;
-    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, 1.f, sc, &a.ldb2, stream);
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, 1.f, sc, &a.ldb2, stream, p.device_index);
   } else {  // [g | gB] @ [W ; scale*A]
     a.a2 = gb, a.lda2 = ld_gb;
-    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, sc, &a.ldb2, stream);
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, sc, &a.ldb2, stream, p.device_index);
   }
   fold_gemm(p.dtype, a, sc + scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p), stream);
 }
