@@ -422,11 +422,12 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
 // H200). The shares meet in shared memory in a fixed order.
 constexpr int kCombineThreads = 256;
 
-// (m, l, o) merged with chunk (mc, lc, oc), base 2; a chunk with no key (mc = -inf) adds nothing.
+// (m, l, o) merged with chunk (mc, lc, oc), base 2. A chunk whose scores were all NaN has max
+// -inf (fmaxf skips NaN) and sum NaN: with base 0 where both maxima are -inf, its 0 * NaN keeps
+// the NaN (NaN in, NaN out), where a -inf max with a zero sum adds nothing.
 __device__ __forceinline__ void merge_partial(float& m, float& l, float& o, float mc, float lc, float oc) {
-  const float nm = fmaxf(m, mc);
-  if (nm == -INFINITY) return;  // nothing seen yet on either side
-  const float fo = exp2f(m - nm), fc = exp2f(mc - nm);
+  const float nm = fmaxf(m, mc), base = nm == -INFINITY ? 0.f : nm;
+  const float fo = exp2f(m - base), fc = exp2f(mc - base);
   l = l * fo + lc * fc;
   o = o * fo + oc * fc;
   m = nm;
@@ -445,7 +446,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
   float mx = -INFINITY, sum = 0.f, acc = 0.f;
 #pragma unroll 8
   for (int64_t c = share; c < part.nchunks; c += kShares)
-    merge_partial(mx, sum, acc, __ldg(m + c), __ldg(l + c), __ldg(o + c * D));
+    merge_partial(mx, sum, acc, m[c], l[c], o[c * D]);  // plain loads: the decode grid wrote them
   sm[share][d] = mx, sl[share][d] = sum, so[share][d] = acc;
   __syncthreads();
   if (share == 0) {

@@ -267,6 +267,43 @@ TEST(CudaAttention, MatchesFp64WithinTheRoundingsOfItsDtype) {
 // No GPU needed: the tolerance admits the roundings the kernels are allowed (the same math in the
 // input dtype) and rejects each of these bugs: top-left instead of bottom-right causal alignment,
 // the wrong key/value head for a query head, no scale, one visible key dropped.
+// NaN in, NaN out (softmax's rule in the contract). A NaN in one head's q makes every score of
+// that head NaN, so each split's partial has max -inf and sum NaN: both decode kernels, at several
+// split lengths, must give that head NaN everywhere and every other head finite values. The
+// output is filled with finite bytes first, so a head left unwritten fails too.
+TEST(CudaAttention, DecodeNaNQueryGivesANaNHead) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : {DType::BFloat16, DType::Float32})
+    for (int64_t d : {64, 128}) {
+      const AttnCase c{"decode NaN query", 1, 8, 2, 1, 1000, d, false, View::Contig, Path::Decode};
+      SCOPED_TRACE(std::string(dtype_name(t)) + " D " + std::to_string(d));
+      Inputs4 in = make_inputs(c, t);
+      const int64_t nan_head = 3;
+      in.q.storage.set(nan_head * d + 5, NAN);  // q is [1, 8, 1, d], contiguous
+      DeviceOperand dq(in.q), dk(in.k), dv(in.v);
+      DeviceOut out(t, {c.b, c.hq, c.sq, d});
+      const detail::AttentionParams params =
+          detail::attention_params(dq.view, dk.view, dv.view, false, std::nullopt, out.view());
+      for (auto kernel : {cuda::DecodeKernel::TensorCore, cuda::DecodeKernel::Simt}) {
+        if (!cuda::attention_decode_takes(params, kernel)) continue;
+        const bool tc = kernel == cuda::DecodeKernel::TensorCore;
+        for (int tps : tc ? std::vector<int>{0, 2, 5} : std::vector<int>{0}) {
+          SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " tiles per split " + std::to_string(tps));
+          ASSERT_EQ(cudaMemset(out.mem.ptr, 0x3F, size_t(out.host.numel() * dtype_size(t))), cudaSuccess);
+          cuda::attention_decode_with(params, nullptr, kernel, tps);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          const HostTensor& got = out.fetch();
+          int64_t wrong = 0;
+          for (int64_t e = 0; e < got.numel(); ++e) {
+            const bool in_nan_head = e / d == nan_head;
+            if (in_nan_head != std::isnan(got.get(e)) || (!in_nan_head && !std::isfinite(got.get(e)))) ++wrong;
+          }
+          EXPECT_EQ(wrong, 0) << "elements not NaN in head " << nan_head << " or not finite elsewhere";
+        }
+      }
+    }
+}
+
 TEST(CudaAttention, ToleranceAdmitsTheInputDtypeAndCatchesBugs) {
   const auto named = [](std::string_view name) {
     return *std::find_if(std::begin(kCases), std::end(kCases), [&](const AttnCase& c) { return c.name == name; });
