@@ -18,6 +18,7 @@
 // Sq = 1, Sk = 4096, 32/8 heads, D = 128, bound by its instruction count (Nsight Compute: 52%
 // memory throughput, 12% of DRAM's), not by memory.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -497,6 +498,13 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
+// WIP (session 15's timing, set_attention_decode_skip_combine): the tensor-core decode kernel
+// without its combine, so loraops_latency can split a step's time between the two launches.
+std::atomic<bool>& skip_combine() {
+  static std::atomic<bool> v{false};
+  return v;
+}
+
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
 // that tile count allows (the combine reads every split's partials). A partial second wave
@@ -528,6 +536,7 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
   attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
+  if (skip_combine().load(std::memory_order_relaxed)) return;  // WIP: timing only, out not written
   combine<T, D>(a, p, pl.part, stream);
 }
 
@@ -573,6 +582,8 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
   }
   return mma_eligible(p) || simt_eligible(p);
 }
+
+void set_attention_decode_skip_combine(bool skip) { skip_combine().store(skip, std::memory_order_relaxed); }
 
 bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);

@@ -13,6 +13,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cfloat>
 #include <cstdint>
 #include <mutex>
@@ -373,9 +374,14 @@ __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int&
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   if (lane == 0) buf[warp] = s;
   __syncthreads();
-  s = lane < (g.tpr >> 5) ? buf[lane] : S::identity();
+  // The group's warps' states, merged in as many steps as the warp count needs (1 for 2 warps,
+  // 5 for 17-32): the steps past it only merged identities (exactly: x + 0, max(x, -inf)), at
+  // ~30 cycles of shuffle latency each, on the critical path of every short row.
+  const int warps = g.tpr >> 5, top = warps > 1 ? 1 << (31 - __clz(warps - 1)) : 0;
+  s = lane < warps ? buf[lane] : S::identity();
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  for (int o = 16; o > 0; o >>= 1)
+    if (o <= top) s = S::merge(s, S::shfl_xor(s, o));
   return S::shfl(s, 0, 32);
 }
 
@@ -395,6 +401,13 @@ __device__ __forceinline__ bool needs_rescale(float sum_sq, float eps) {
 }
 
 // ---- launch configuration (host) ----------------------------------------------------------------
+
+// WIP (session 15's A/B, set_row_warp_per_row in kernels.hpp): rows of 129-256 vectors on one
+// warp at 8 vectors a thread instead of two warps at 4 (the seed shape, fp32 x 1024).
+inline std::atomic<bool>& row_warp_per_row() {
+  static std::atomic<bool> on{false};
+  return on;
+}
 
 struct RowPlan {
   int v = 1;          // elements per vector
@@ -442,6 +455,9 @@ RowPlan plan_rows(const RowParams& p) {
   if (nv <= 4) {  // a thread per row
     pl.nvec = int(pow2_ceil(nv));
     pl.tpr = 1;
+  } else if (row_warp_per_row().load(std::memory_order_relaxed) && nv > 4 * 32 && nv <= 8 * 32) {
+    pl.nvec = 8;  // WIP (session 15's A/B): one warp a row, shuffles only, no barrier
+    pl.tpr = 32;
   } else if (nv <= 4 * 256) {
     pl.nvec = 4;
     const int64_t t = (nv + 3) / 4;
