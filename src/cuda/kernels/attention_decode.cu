@@ -279,13 +279,8 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
     const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
-    if (n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
-      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
-      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
-    } else {
-      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
-      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
-    }
+    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
   };
 
   // Q (the rows past the group's zero-filled) joins the first tile's group.
