@@ -352,15 +352,6 @@ int main(int argc, char** argv) {
                          loraops::cuda::set_dependent_launch(true);
                        }});
     }
-    // WIP (session 15's A/B): the three row ops on one warp a row (8 vectors a thread)
-    for (size_t i = 1; i <= 3; ++i) {
-      auto fn = cases[i].fn;
-      cases.push_back({cases[i].name + ", a warp a row", [fn] {
-                         loraops::cuda::set_row_warp_per_row(true);
-                         fn();
-                         loraops::cuda::set_row_warp_per_row(false);
-                       }});
-    }
     cases.push_back({"empty kernel, dependent launch", [&] {
                        loraops::cuda::launch_kernel(empty_dependent_kernel, dim3(1), 32, 0, s, true);
                      }});
@@ -597,16 +588,6 @@ int main(int argc, char** argv) {
     for (int tps : {1, 2, 4, 8})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
-    {  // WIP (session 15): the decode kernel alone, without the combine (out not written)
-      auto alone = decode(1, 4096, DecodeKernel::TensorCore, 0);
-      cases.push_back({"attn decode kernel alone (no combine) Hq32 Hkv8 Sk4096 D128",
-                       [alone] {
-                         loraops::cuda::set_attention_decode_skip_combine(true);
-                         alone();
-                         loraops::cuda::set_attention_decode_skip_combine(false);
-                       },
-                       kv4k, 0});
-    }
     for (int tps : {0, 4, 16})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " B8 Hq32 Hkv8 Sk4096 D128",
                        decode(8, 4096, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});

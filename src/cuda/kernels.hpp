@@ -16,9 +16,6 @@ void layer_norm_custom(const detail::RowParams& p, void* stream);
 // Whether the row ops and activations launch as programmatic dependents of the previous kernel
 // (on by default; common.cuh). For loraops_latency, which times both.
 void set_dependent_launch(bool on);
-// WIP (session 15's A/B, tests and loraops_latency): rows of 129-256 vectors on one warp (8
-// vectors a thread) instead of two (4); off by default.
-void set_row_warp_per_row(bool on);
 
 // vendor/matmul_cublaslt.cpp
 void matmul_vendor(const detail::MatmulParams& p, void* stream);
@@ -105,8 +102,5 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
 // choice). Throws UnsupportedError where attention_decode_takes is false.
 void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
                            int tiles_per_split = 0);
-// WIP (session 15, loraops_latency only): the tensor-core decode kernel without its combine (the
-// output is not written), to time the two launches apart.
-void set_attention_decode_skip_combine(bool skip);
 
 }  // namespace loraops::cuda

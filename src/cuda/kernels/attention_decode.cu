@@ -18,7 +18,6 @@
 // Sq = 1, Sk = 4096, 32/8 heads, D = 128, bound by its instruction count (Nsight Compute: 52%
 // memory throughput, 12% of DRAM's), not by memory.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -279,12 +278,17 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   auto v_tile = [&](int s) { return stages + (s * 2 + 1) * kBN * D; };
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
     const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
-    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
-    attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    if (n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
+      attn::load_whole_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
+      attn::load_whole_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
+    } else {
+      attn::load_bounded_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+      attn::load_bounded_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+    }
   };
 
   // Q (the rows past the group's zero-filled) joins the first tile's group.
-  attn::load_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
+  attn::load_bounded_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
 #pragma unroll
   for (int t = 0; t < kDecodeStages - 1; ++t) {
     if (t < ntiles) load(t);
@@ -493,13 +497,6 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
   combine<T, D>(a, p, pl.part, stream);
 }
 
-// WIP (session 15's timing, set_attention_decode_skip_combine): the tensor-core decode kernel
-// without its combine, so loraops_latency can split a step's time between the two launches.
-std::atomic<bool>& skip_combine() {
-  static std::atomic<bool> v{false};
-  return v;
-}
-
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
 // that tile count allows (the combine reads every split's partials). A partial second wave
@@ -531,7 +528,6 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
   const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
   attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
-  if (skip_combine().load(std::memory_order_relaxed)) return;  // WIP: timing only, out not written
   combine<T, D>(a, p, pl.part, stream);
 }
 
@@ -577,8 +573,6 @@ bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kerne
   }
   return mma_eligible(p) || simt_eligible(p);
 }
-
-void set_attention_decode_skip_combine(bool skip) { skip_combine().store(skip, std::memory_order_relaxed); }
 
 bool attention_decode_eligible(const detail::AttentionParams& p) {
   return attention_decode_takes(p, DecodeKernel::Auto);

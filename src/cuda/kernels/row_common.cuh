@@ -13,7 +13,6 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cfloat>
 #include <cstdint>
 #include <mutex>
@@ -405,13 +404,6 @@ __device__ __forceinline__ bool needs_rescale(float sum_sq, float eps) {
 
 // ---- launch configuration (host) ----------------------------------------------------------------
 
-// WIP (session 15's A/B, set_row_warp_per_row in kernels.hpp): rows of 129-256 vectors on one
-// warp at 8 vectors a thread instead of two warps at 4 (the seed shape, fp32 x 1024).
-inline std::atomic<bool>& row_warp_per_row() {
-  static std::atomic<bool> on{false};
-  return on;
-}
-
 struct RowPlan {
   int v = 1;          // elements per vector
   int64_t nv = 0;     // vectors per row
@@ -458,9 +450,6 @@ RowPlan plan_rows(const RowParams& p) {
   if (nv <= 4) {  // a thread per row
     pl.nvec = int(pow2_ceil(nv));
     pl.tpr = 1;
-  } else if (row_warp_per_row().load(std::memory_order_relaxed) && nv > 4 * 32 && nv <= 8 * 32) {
-    pl.nvec = 8;  // WIP (session 15's A/B): one warp a row, shuffles only, no barrier
-    pl.tpr = 32;
   } else if (nv <= 4 * 256) {
     pl.nvec = 4;
     const int64_t t = (nv + 3) / 4;

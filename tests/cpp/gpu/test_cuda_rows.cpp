@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
 #include "late_copy.hpp"
 
@@ -163,22 +162,6 @@ TEST(CudaRows, RowLengthsAndCounts) {
       check_shape(op, t, {2, 131072}, false); // the looped kernel with 16-byte vectors
       check_shape(op, t, {4, 16, 1024}, false);  // the seed shape
     }
-}
-
-// WIP (session 15's A/B): rows of 129-256 vectors on one warp a row (8 vectors a thread), every
-// dtype, at the lengths that take it (float32 516-1024 columns, halves 1032-2048), a tail vector
-// and the element-by-element width too (odd lengths: 1 element a vector, past the plan's range).
-TEST(CudaRows, RowLengthsOnAWarpPerRow) {
-  LORAOPS_REQUIRE_GPU();
-  struct Reset {
-    ~Reset() { cuda::set_row_warp_per_row(false); }
-  } reset;
-  cuda::set_row_warp_per_row(true);
-  for (DType t : kAllDTypes)
-    for (Op op : kOps)
-      for (int64_t cols : {516, 1000, 1024, 1032, 2040, 2048, 255})
-        for (int64_t rows : {1, 5, 300}) check_shape(op, t, {rows, cols}, rows == 5);
-  for (Op op : kOps) check_shape(op, DType::Float32, {4, 16, 1024}, true);  // the seed shape
 }
 
 TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
