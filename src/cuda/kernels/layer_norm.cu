@@ -1,10 +1,10 @@
 // layer_norm over each row, (x - mean) * rsqrt(var + eps) * weight + bias, for float32/float16/
 // bfloat16 with fp32 sums and the population variance by a stable method (never E[x^2]-E[x]^2).
-// Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; each
-// thread's count, mean and sum of squared deviations (two passes over its registers) merge in one
-// group reduction (Chan et al.'s formula). Longer rows: one pass of Welford/Chan merges (per
-// vector, then across threads), then a pass that re-reads and writes. Both work on x - x[0] (see
-// stats below).
+// Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; the
+// mean is one group reduction, the sum of squared deviations from it a second one over the same
+// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic).
+// Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
+// that re-reads and writes. Both work on x - x[0] (see stats below).
 // A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
@@ -21,31 +21,9 @@ using namespace rows;
 // 8.9 cycles between a warp's instructions). The holding kernel (kWave) runs one wave: uncapped.
 constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !wave ? 4 : 1; }
 
-// 16-bit outputs round at 2^-9 (bf16) or 2^-12 (fp16) of their value: for them the write takes
-// the cheaper form below, whose extra fp32 rounding stays ~1000x under that.
+// 16-bit outputs round at 2^-9 (bf16) or 2^-12 (fp16) of their value: for them the statistics
+// and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
 template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
-
-// (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
-struct WelfordOp {
-  float n, mean, m2;
-  static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
-  static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
-    if (b.n == 0.f) return a;
-    if (a.n == 0.f) return b;
-    // (b's weight by the fast division: ~2 ulp, where an IEEE one is ~10 dependent instructions
-    // on the critical path of every merge step)
-    const float n = a.n + b.n, f = __fdividef(b.n, n), d = b.mean - a.mean;
-    return {n, fmaf(d, f, a.mean), a.m2 + b.m2 + d * d * a.n * f};
-  }
-  static __device__ WelfordOp shfl_xor(WelfordOp a, int o) {
-    return {__shfl_xor_sync(~0u, a.n, o), __shfl_xor_sync(~0u, a.mean, o),
-            __shfl_xor_sync(~0u, a.m2, o)};
-  }
-  static __device__ WelfordOp shfl(WelfordOp a, int src, int width) {
-    return {__shfl_sync(~0u, a.n, src, width), __shfl_sync(~0u, a.mean, src, width),
-            __shfl_sync(~0u, a.m2, src, width)};
-  }
-};
 
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
@@ -109,13 +87,15 @@ layer_norm_reg(RowParams p, int tpr) {
       if constexpr (kKeep) return u[k][j];
       else return fmaf(v[k][j], xs, -x0s);
     };
-    // The statistics in one group reduction: each thread takes the count, mean and sum of squared
-    // deviations of its own values of u (two passes over its registers, no barrier between), and
-    // the group merges those by Chan et al.'s pairwise formula (WelfordOp), never E[u^2] - E[u]^2.
+    // The statistics as the CPU custom kernel computes them: the corrected two-pass method on u.
     // The shift keeps data far from zero (1e4 + noise) small and exact, and the mean is x0 + m,
-    // never rounded to a float near x0. (Until session 15 a second group reduction took the
-    // corrected two-pass method's deviations from the group's mean: one reduction and its barrier
-    // more on every row's critical path.)
+    // never rounded to a float near x0; the second pass sums the deviations e = u - d and their
+    // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
+    // without cancelling. kLeanStats: a thread's sum of deviations is taken from its first-pass
+    // sum (s - count * d: one fma a thread, not an add an element), which recovers the rounding of
+    // the group's sum and of the division, not that of the thread's own 8-32 additions (an error
+    // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
+    // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
     auto stats = [&](float& m, float& var) {
       float s = 0.f, cnt = 0.f;
 #pragma unroll
@@ -125,21 +105,25 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
         for (int j = 0; j < V; ++j) s += at(k, j);
       }
-      const float lm = cnt > 0.f ? __fdividef(s, cnt) : 0.f;
-      float q = 0.f;
+      const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;
+      if constexpr (!kKeep) launder(v);
+      Sum2Op q{0.f, 0.f};
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
 #pragma unroll
         for (int j = 0; j < V; ++j) {
-          const float e = at(k, j) - lm;
-          q = fmaf(e, e, q);
+          const float e = at(k, j) - d;
+          if constexpr (!kLeanStats<T>) q.a += e;
+          q.b = fmaf(e, e, q.b);
         }
       }
-      const WelfordOp st = group_reduce(WelfordOp{cnt, lm, q}, g, red, parity);
+      if constexpr (kLeanStats<T>) q.a = fmaf(-cnt, d, s);
+      q = group_reduce(q, g, red, parity);
       if constexpr (!kKeep) launder(v);
-      m = st.mean;
-      var = nanmax(st.m2 * inv_n, 0.f);
+      const float c = q.a * inv_n;
+      m = d + c;
+      var = nanmax(fmaf(q.b, inv_n, -c * c), 0.f);
     };
     fill();
     float m, var, eps = p.eps;
@@ -180,6 +164,26 @@ layer_norm_reg(RowParams p, int tpr) {
     }
   }
 }
+
+// (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
+struct WelfordOp {
+  float n, mean, m2;
+  static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
+  static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
+    if (b.n == 0.f) return a;
+    if (a.n == 0.f) return b;
+    const float n = a.n + b.n, f = b.n / n, d = b.mean - a.mean;
+    return {n, fmaf(d, f, a.mean), a.m2 + b.m2 + d * d * a.n * f};
+  }
+  static __device__ WelfordOp shfl_xor(WelfordOp a, int o) {
+    return {__shfl_xor_sync(~0u, a.n, o), __shfl_xor_sync(~0u, a.mean, o),
+            __shfl_xor_sync(~0u, a.m2, o)};
+  }
+  static __device__ WelfordOp shfl(WelfordOp a, int src, int width) {
+    return {__shfl_sync(~0u, a.n, src, width), __shfl_sync(~0u, a.mean, src, width),
+            __shfl_sync(~0u, a.m2, src, width)};
+  }
+};
 
 // Rows too long for registers; a block per row.
 template <class T, int V>

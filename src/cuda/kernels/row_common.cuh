@@ -376,9 +376,9 @@ __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int&
   // The group's warps' states, merged in as many steps as the warp count needs (1 for 2 warps,
   // 5 for 17-32): the steps past it only merged identities, at ~30 cycles of shuffle latency
   // each, on the critical path of every short row. Exactly so for the sums (x + 0; no sum here
-  // starts at or cancels to -0), the max (max(x, -inf)) and layer_norm's Welford state (a merge
-  // with a count of 0 returns the other state); softmax's online state reduces only in the looped
-  // kernel's 32-warp blocks, where every step still runs.
+  // starts at or cancels to -0) and the max (max(x, -inf)); softmax's online state and
+  // layer_norm's Welford state reduce only in the looped kernels' 32-warp blocks, where every
+  // step still runs.
   const int warps = g.tpr >> 5, top = warps > 1 ? 1 << (31 - __clz(warps - 1)) : 0;
   s = lane < warps ? buf[lane] : S::identity();
 #pragma unroll
