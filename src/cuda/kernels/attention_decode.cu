@@ -279,16 +279,16 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   auto load = [&](int t) {  // tile t of the split into stage t % kDecodeStages; rows past kend zero
     const int n0 = kbeg + t * kBN, s = t % kDecodeStages;
     if (n0 + kBN <= kend) {  // every tile of a split but its last, or that one too when whole
-      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
-      attn::load_full_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
+      attn::load_whole_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2]);
+      attn::load_whole_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2]);
     } else {
-      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
-      attn::load_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
+      attn::load_bounded_tile<T, D, kBN, kDecodeMmaThreads>(k_tile(s), k + int64_t(n0) * a.ks[2], a.ks[2], kend - n0);
+      attn::load_bounded_tile<T, D, kBN, kDecodeMmaThreads>(v_tile(s), v + int64_t(n0) * a.vs[2], a.vs[2], kend - n0);
     }
   };
 
   // Q (the rows past the group's zero-filled) joins the first tile's group.
-  attn::load_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
+  attn::load_bounded_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
 #pragma unroll
   for (int t = 0; t < kDecodeStages - 1; ++t) {
     if (t < ntiles) load(t);

@@ -58,35 +58,16 @@ __device__ __forceinline__ int swz(int r, int c) {
   return r * D + ((c ^ (r & 7)) << 3);
 }
 
-// Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled tile by a
-// block of kThreads threads; rows at or past rows_left are zero-filled. A thread copies one
-// 16-byte chunk column c of rows r0, r0 + P, r0 + 2P, ... (P = kThreads / chunks per row, a
-// multiple of 8, so r & 7 and with it the swizzled column stay the same): its shared and global
-// addresses advance by constants, a compare and a copy per chunk. (A loop over i with i / chunks
-// and i % chunks cost ~15 instructions per chunk: ~700 per warp in the decode kernel, which
-// issues little else.)
+// Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements), all in bounds, into a
+// swizzled [ROWS][D] tile by a block of kThreads threads. A thread copies one 16-byte chunk column
+// c of rows r0, r0 + P, r0 + 2P, ... (P = kThreads / chunks per row, a multiple of 8, so r & 7 and
+// with it the swizzled column stay the same): its shared address is converted once and its global
+// one advances by a constant. (A loop over i with i / chunks and i % chunks cost ~15 instructions
+// per chunk: ~700 per warp in the decode kernel, which issues little else; a bound test and its
+// select of a 64-bit address ~12 more: H200, Sk 4096, 17% fewer instructions issued and 5.5% fewer
+// SM cycles without them.)
 template <class T, int D, int ROWS, int kThreads>
-__device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
-  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
-  static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0,
-                "whole passes of rows, each a multiple of the swizzle period");
-  const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
-  T* const dst = tile + swz<D>(r0, c);
-  const T* const src = g + r0 * rs + c * 8;
-  const int64_t step = kPass * rs;
-#pragma unroll
-  for (int j = 0; j < ROWS / kPass; ++j) {
-    const bool ok = r0 + j * kPass < rows_left;
-    cp_async16(dst + j * kPass * D, ok ? src + j * step : g, ok);
-  }
-}
-
-// load_tile for a tile whose ROWS rows are all in bounds: the same copies without the per-row
-// bound test and its select of a 64-bit address (in the decode kernel's SASS ~12 instructions a
-// chunk, a third of its loop; H200, Sk 4096: 17% fewer instructions issued, 5.5% fewer SM cycles,
-// graph replay within noise); the shared address is converted once, the rows' offsets constant.
-template <class T, int D, int ROWS, int kThreads>
-__device__ __forceinline__ void load_full_tile(T* tile, const T* g, int64_t rs) {
+__device__ __forceinline__ void load_whole_tile(T* tile, const T* g, int64_t rs) {
   constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0,
                 "whole passes of rows, each a multiple of the swizzle period");
@@ -97,6 +78,32 @@ __device__ __forceinline__ void load_full_tile(T* tile, const T* g, int64_t rs) 
 #pragma unroll
   for (int j = 0; j < ROWS / kPass; ++j, src += step)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst + uint32_t(j * kPass * D * sizeof(T))), "l"(src));
+}
+
+// load_whole_tile for a tile that may cross the matrix's end: rows at or past rows_left and 16-byte
+// chunks at or past cols_left are zero-filled, each chunk behind its own bound test.
+template <class T, int D, int ROWS, int kThreads>
+__device__ __forceinline__ void load_bounded_tile(T* tile, const T* g, int64_t rs, int64_t rows_left,
+                                                  int64_t cols_left = D) {
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
+  T* const dst = tile + swz<D>(r0, c);
+  const T* const src = g + r0 * rs + c * 8;
+  const int64_t step = kPass * rs;
+  const bool col_ok = c * 8 < cols_left;
+#pragma unroll
+  for (int j = 0; j < ROWS / kPass; ++j) {
+    const bool ok = col_ok && r0 + j * kPass < rows_left;
+    cp_async16(dst + j * kPass * D, ok ? src + j * step : g, ok);
+  }
+}
+
+// Either of the two, by a test the block agrees on. (A kernel that knows which it needs calls that
+// one: the decode kernel, whose every key tile of a split but a short last one is whole.)
+template <class T, int D, int ROWS, int kThreads>
+__device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64_t rows_left, int64_t cols_left = D) {
+  if (rows_left >= ROWS && cols_left >= D) load_whole_tile<T, D, ROWS, kThreads>(tile, g, rs);
+  else load_bounded_tile<T, D, ROWS, kThreads>(tile, g, rs, rows_left, cols_left);
 }
 
 // Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48

@@ -52,23 +52,6 @@ constexpr size_t shrink_smem_bytes() {
   return kShrinkStages * shrink_stage_elems<NP>() * sizeof(T);
 }
 
-// Rows [0, ROWS) and columns [0, 64) of a matrix at g (row stride rs) into a swizzled [ROWS][64]
-// tile; rows at or past rows_left and 16-byte chunks at or past cols_left are zero-filled (the
-// zeros add nothing to the products). A thread copies chunk column tid % 8 of every 16th row.
-template <class T, int ROWS>
-__device__ __forceinline__ void load_tile64(T* tile, const T* g, int64_t rs, int rows_left, int cols_left) {
-  constexpr int kPass = kShrinkThreads / 8;
-  static_assert(ROWS % kPass == 0, "whole passes");
-  const int c = int(threadIdx.x) % 8, r0 = int(threadIdx.x) / 8;
-  const bool col_ok = c * 8 < cols_left;
-#pragma unroll
-  for (int j = 0; j < ROWS / kPass; ++j) {
-    const int row = r0 + j * kPass;
-    const bool ok = col_ok && row < rows_left;
-    cp_async16(tile + swz<kShrinkK>(row, c), ok ? g + int64_t(row) * rs + c * 8 : g, ok);
-  }
-}
-
 struct ShrinkParams {
   const void* x;
   int64_t x_rs;
@@ -99,8 +82,9 @@ __global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a
   auto a_tile = [&](int s) { return x_tile(s) + kShrinkRows * kShrinkK; };
   auto load = [&](int t) {  // tile t of this rank into stage t % kShrinkStages
     const int k0 = (t0 + t) * kShrinkK, s = t % kShrinkStages;
-    load_tile64<T, kShrinkRows>(x_tile(s), x + k0, a.x_rs, a.m - row0, a.k - k0);
-    load_tile64<T, 16 * NP>(a_tile(s), af + k0, a.a_rs, a.r, a.k - k0);
+    // (rows past m or r and chunks past k zero-filled: the zeros add nothing to the products)
+    attn::load_tile<T, kShrinkK, kShrinkRows, kShrinkThreads>(x_tile(s), x + k0, a.x_rs, a.m - row0, a.k - k0);
+    attn::load_tile<T, kShrinkK, 16 * NP, kShrinkThreads>(a_tile(s), af + k0, a.a_rs, a.r, a.k - k0);
   };
 #pragma unroll
   for (int t = 0; t < kShrinkStages - 1; ++t) {

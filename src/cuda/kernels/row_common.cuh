@@ -373,9 +373,17 @@ __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int&
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   if (lane == 0) buf[warp] = s;
   __syncthreads();
-  s = lane < (g.tpr >> 5) ? buf[lane] : S::identity();
+  // The group's warps' states, merged in as many steps as the warp count needs (1 for 2 warps,
+  // 5 for 17-32): the steps past it only merged identities, at ~30 cycles of shuffle latency
+  // each, on the critical path of every short row. Exactly so for the sums (x + 0; no sum here
+  // starts at or cancels to -0) and the max (max(x, -inf)); softmax's online state and
+  // layer_norm's Welford state reduce only in the looped kernels' 32-warp blocks, where every
+  // step still runs.
+  const int warps = g.tpr >> 5, top = warps > 1 ? 1 << (31 - __clz(warps - 1)) : 0;
+  s = lane < warps ? buf[lane] : S::identity();
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  for (int o = 16; o > 0; o >>= 1)
+    if (o <= top) s = S::merge(s, S::shfl_xor(s, o));
   return S::shfl(s, 0, 32);
 }
 
