@@ -423,14 +423,6 @@ int main(int argc, char** argv) {
     LoraSetup* L = setups.back().get();
     const std::string shape = " bf16 m" + std::to_string(m) + " " + std::to_string(h) + " r" + std::to_string(r) + " rot";
     cases.push_back({"lora custom" + shape, [L, custom] { L->lora(custom); }, L->weight_bytes()});
-    if (m > 4 && m <= 16)  // WIP (session 15's A/B): 32 rows of W a block
-      cases.push_back({"lora custom, 32 rows" + shape,
-                       [L, custom] {
-                         loraops::cuda::set_lora_decode_rows32(true);
-                         L->lora(custom);
-                         loraops::cuda::set_lora_decode_rows32(false);
-                       },
-                       L->weight_bytes()});
     cases.push_back({"lora vendor" + shape, [L, vendor] { L->lora(vendor); }, L->weight_bytes()});
     cases.push_back({"base GEMM" + shape, [L, vendor] { L->base(vendor); }, L->weight_bytes()});
   }

@@ -29,9 +29,6 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
 // kernels/lora_decode.cu: one pass over W (m <= kLoraDecodeMaxM).
 constexpr int64_t kLoraDecodeMaxM = 64;
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream);
-// WIP (session 15's A/B, tests and loraops_latency): 32 rows of W a block (two 16-row tiles a
-// warp) for 5-16 tokens, halving the reads of x; off by default.
-void set_lora_decode_rows32(bool on);
 // Whether the decode kernels take their 16-byte-vector paths for these operands (else they fall
 // back to element loads: correct, slower).
 bool lora_decode_vectorised(const detail::LoraForwardParams& p);

@@ -27,7 +27,6 @@
 // lora_decode_fma (float32 — true fp32, no TF32 — and any layout of any dtype): a warp per row
 // of W, 16-byte loads when aligned, element loads with strides otherwise, up to 8 tokens per pass.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -203,11 +202,12 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// The block's epilogue: the WARPS partial sums of each of its R rows x TOK tokens, in
+// The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
 // red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
 // (deterministic), finished (bias, low-rank term) and stored.
-template <class T, int WARPS, int TOK, int R = 16>
+template <class T, int WARPS, int TOK>
 __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, int64_t n0) {
+  constexpr int R = 16;
   if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
   T* y = static_cast<T*>(a.y);
   for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
@@ -221,10 +221,10 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
   }
 }
 
-// Prefetch of the epilogue's bias entries and B rows for rows n0..n0+R-1 (see lora_decode_mma).
-template <class T, int R = 16>
+// Prefetch of the epilogue's bias entries and B rows for rows n0..n0+15 (see lora_decode_mma).
+template <class T>
 __device__ __forceinline__ void prefetch_epilogue(const DecodeArgs& a, int64_t n0) {
-  if (threadIdx.x < R && n0 + threadIdx.x < a.n) {
+  if (threadIdx.x < 16 && n0 + threadIdx.x < a.n) {
     const int64_t n = n0 + threadIdx.x;
     if (a.bias) prefetch_l2(static_cast<const T*>(a.bias) + n * a.bias_stride);
     if (a.t && a.b.cs == 1) {
@@ -234,15 +234,13 @@ __device__ __forceinline__ void prefetch_epilogue(const DecodeArgs& a, int64_t n
   }
 }
 
-// NT tiles of 8 tokens, RT tiles of 16 rows per block, WARPS warps splitting K; U chunks of 64 in
-// flight per warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m
-// variants run 16 warps per block (one tile: at <= 64 registers, two blocks per SM). Each block
-// reads its tokens' whole rows of x (from L1 or L2) beside its rows of W: at 16 rows and 16
-// tokens as many bytes of x as of W, so RT = 2 (32 rows) halves that traffic.
-template <class T, int NT, int WARPS, int RT = 1>
-__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && RT == 1 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
+// NT tiles of 8 tokens, 16 rows per block, WARPS warps splitting K; U chunks of 64 in flight per
+// warp. The W stream is bound by bytes in flight per SM (Little's law), so the small-m variants
+// run 16 warps per block (one tile: at <= 64 registers, two blocks per SM).
+template <class T, int NT, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_mma(DecodeArgs a) {
   constexpr int U = NT <= 2 ? 2 : 1;
-  constexpr int R = 16 * RT, TK = 8 * NT;
+  constexpr int R = 16, TK = 8 * NT;
   extern __shared__ float red[];  // [WARPS][R][TK]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * R;
@@ -251,14 +249,12 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && RT == 1 ? 2 : 1) lo
 
   // Rows past the end and tokens past m read row 0 (always there) and are never stored: the
   // loads stay unconditional, only the K tail is predicated.
-  const T* wrow[RT][2];
+  const T* wrow[2];
 #pragma unroll
-  for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t n = n0 + rt * 16 + h * 8 + g;
-      wrow[rt][h] = w + (n < a.n ? n : 0) * a.w.rs + c * 8;
-    }
+  for (int h = 0; h < 2; ++h) {
+    const int64_t n = n0 + h * 8 + g;
+    wrow[h] = w + (n < a.n ? n : 0) * a.w.rs + c * 8;
+  }
   const T* xrow[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -269,12 +265,12 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && RT == 1 ? 2 : 1) lo
   // The epilogue reads bias[n] and B's rows after the W stream, each a dependent DRAM round trip
   // at the block's end when they are cold (weights rotating past L2): L2 fetches them now, under
   // the stream. B's row of r elements in 32-byte pieces when its columns are contiguous.
-  prefetch_epilogue<T, R>(a, n0);
+  prefetch_epilogue<T>(a, n0);
 
-  float acc[RT][NT][4] = {};
+  float acc[NT][4] = {};
   const int64_t chunks = (a.k + 63) / 64;
   for (int64_t ch0 = warp; ch0 < chunks; ch0 += int64_t(WARPS) * U) {
-    uint4 wv[U][2][RT][2], xv[U][2][NT];
+    uint4 wv[U][2][2], xv[U][2][NT];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -282,10 +278,8 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && RT == 1 ? 2 : 1) lo
         const int64_t k = (ch0 + int64_t(u) * WARPS) * 64 + s * 32;  // + c*8 in the pointers
         const bool in = k + c * 8 < a.k;  // K % 8 == 0: a vector is all in or all out
 #pragma unroll
-        for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            wv[u][s][rt][h] = in ? load_stream(wrow[rt][h] + k) : make_uint4(0, 0, 0, 0);
+        for (int h = 0; h < 2; ++h)
+          wv[u][s][h] = in ? load_stream(wrow[h] + k) : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt)
           xv[u][s][nt] = in ? load_shared_ro(xrow[nt] + k) : make_uint4(0, 0, 0, 0);
@@ -297,28 +291,24 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 && RT == 1 ? 2 : 1) lo
 #pragma unroll
         for (int q = 0; q < 2; ++q)
 #pragma unroll
-          for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-              mma16816<T>(acc[rt][nt], word(wv[u][s][rt][0], 2 * q), word(wv[u][s][rt][1], 2 * q),
-                          word(wv[u][s][rt][0], 2 * q + 1), word(wv[u][s][rt][1], 2 * q + 1),
-                          word(xv[u][s][nt], 2 * q), word(xv[u][s][nt], 2 * q + 1));
+          for (int nt = 0; nt < NT; ++nt)
+            mma16816<T>(acc[nt], word(wv[u][s][0], 2 * q), word(wv[u][s][1], 2 * q),
+                        word(wv[u][s][0], 2 * q + 1), word(wv[u][s][1], 2 * q + 1),
+                        word(xv[u][s][nt], 2 * q), word(xv[u][s][nt], 2 * q + 1));
   }
 
-  // Accumulator (rt, nt): d0,d1 = rows 16 rt + g, tokens 2c,2c+1; d2,d3 = rows 16 rt + g+8.
+  // Accumulator nt: d0,d1 = rows g, tokens 2c,2c+1; d2,d3 = rows g+8, the same tokens.
   float* mine = red + warp * R * TK;
 #pragma unroll
-  for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const int tok = nt * 8 + 2 * c, row = rt * 16 + g;
-      mine[row * TK + tok] = acc[rt][nt][0];
-      mine[row * TK + tok + 1] = acc[rt][nt][1];
-      mine[(row + 8) * TK + tok] = acc[rt][nt][2];
-      mine[(row + 8) * TK + tok + 1] = acc[rt][nt][3];
-    }
+  for (int nt = 0; nt < NT; ++nt) {
+    const int tok = nt * 8 + 2 * c;
+    mine[g * TK + tok] = acc[nt][0];
+    mine[g * TK + tok + 1] = acc[nt][1];
+    mine[(g + 8) * TK + tok] = acc[nt][2];
+    mine[(g + 8) * TK + tok + 1] = acc[nt][3];
+  }
   __syncthreads();
-  store_rows<T, WARPS, TK, R>(a, red, n0);
+  store_rows<T, WARPS, TK>(a, red, n0);
 }
 
 // Paired layout, for few tokens: the same 16 rows a block, but each load instruction of a warp
@@ -507,23 +497,17 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || rows16(v.p, v.rs, es));
 }
 
-// A block per R rows of W, WARPS warps; shared memory for the partial sums red[WARPS][R][TOK].
-template <int WARPS, int TOK, int R = 16>
+// A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
+template <int WARPS, int TOK>
 void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  constexpr size_t smem = size_t(WARPS) * R * TOK * sizeof(float);
+  constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_kernel(kernel, dim3(unsigned((a.n + R - 1) / R)), WARPS * 32, smem, stream, pdl, a);
+  launch_kernel(kernel, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
 }
 
-template <class T, int NT, int WARPS, int RT = 1>
+template <class T, int NT, int WARPS>
 void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  launch_16_rows<WARPS, 8 * NT, 16 * RT>(lora_decode_mma<T, NT, WARPS, RT>, a, stream, pdl);
-}
-
-// WIP (session 15's A/B, set_lora_decode_rows32): 32 rows of W a block for 5-16 tokens.
-std::atomic<bool>& rows32() {
-  static std::atomic<bool> on{false};
-  return on;
+  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -578,9 +562,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       if (p.m <= kPairedTokens)
         return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, stream, low_rank);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
-      const bool r32 = rows32().load(std::memory_order_relaxed);
-      if (p.m <= 8) return r32 ? launch_mma<T, 1, 16, 2>(a, stream, low_rank) : launch_mma<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 16) return r32 ? launch_mma<T, 2, 8, 2>(a, stream, low_rank) : launch_mma<T, 2, 8>(a, stream, low_rank);
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
       if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
       return launch_mma<T, 8, 8>(a, stream, low_rank);
     }
@@ -598,8 +581,6 @@ bool lora_decode_vectorised(const detail::LoraForwardParams& p) {
   return rows_vectorisable(p.x, es) && mat_vectorisable(p.weight, p.n, p.k, es) &&
          (p.r == 0 || p.scale == 0.f || mat_vectorisable(p.lora_a, p.r, p.k, es));
 }
-
-void set_lora_decode_rows32(bool on) { rows32().store(on, std::memory_order_relaxed); }
 
 void lora_forward_decode(const detail::LoraForwardParams& p, void* stream) {
   DeviceGuard guard(p.device_index);

@@ -38,7 +38,6 @@
 #include <thread>
 #include <vector>
 
-#include "cuda/kernels.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
@@ -484,28 +483,6 @@ TEST(CudaLora, FoldTilesMatchReference) {
     cuda::set_fold_tile(tile);
     check_all(fold, std::size(fold), nullptr);
   }
-}
-
-// WIP (session 15's A/B): the 5-16-token mma kernels at 32 rows of W a block: N tails inside
-// either 16-row tile (33, 40, 513: the second tile partly or wholly past N), K tails, padded rows.
-TEST(CudaLora, DecodeAt32RowsABlockMatchesReference) {
-  LORAOPS_REQUIRE_GPU();
-  // clang-format off
-  const Case cases[] = {
-      {"m=5 520x33 r=8", {5}, 520, 33, 8, -0.5, Bias::Contig, kHalves},
-      {"m=8 136x40 r=4", {8}, 136, 40, 4, 2.0, Bias::Contig, kHalves},
-      {"m=12 520x33 r=16", {12}, 520, 33, 16, 2.0, Bias::Contig, kHalves},
-      {"m=16 64x48 r=64", {16}, 64, 48, 64, 2.0, Bias::Contig, kHalves},
-      {"m=16 2049x513 r=16 no bias", {16}, 2049, 513, 16, -0.5, Bias::None, kHalves},
-      {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5, Bias::Contig, kBF16},
-      {"decode x padded rows, 2 token tiles", {12}, 520, 33, 16, -0.5, Bias::None, kHalves, L::RowPad},
-  };
-  // clang-format on
-  struct Reset {
-    ~Reset() { cuda::set_lora_decode_rows32(false); }
-  } reset;
-  cuda::set_lora_decode_rows32(true);
-  check_all(cases, std::size(cases), nullptr);
 }
 
 TEST(CudaLora, StridedAndMisalignedViews) {
