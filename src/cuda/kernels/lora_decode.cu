@@ -187,23 +187,12 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
-    // t and B in batches of 16, every load of a batch issued before the first fma (the same fma
-    // order as one at a time, so the same bits): a thread's r terms are r / 16 L2 round trips,
-    // not one per few terms. At m = 1 (16 threads of a block storing) batching measured no
-    // faster at r = 16 (H200, 2026-11-29); at m = 16 every thread stores, after its W stream.
+    // (Loads batched 16 at a time measured no faster at r = 16, H200 2026-11-29: the low-rank
+    // term's ~0.9 µs over scale 0 at m=1 is not in this loop.)
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
-    constexpr int kBatch = 16;
     float lr = 0.f;
-    int64_t j = 0;
-    for (; j + kBatch <= a.r; j += kBatch) {
-      float tv[kBatch], bv[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) tv[u] = t[j + u], bv[u] = to_float(b[(j + u) * a.b.cs]);
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) lr = fmaf(tv[u], bv[u], lr);
-    }
-    for (; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
+    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
     acc += lr;
   }
   return acc;
