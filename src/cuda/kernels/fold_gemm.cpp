@@ -38,12 +38,15 @@ void set_fold_tile(FoldTile t) { forced_tile.store(t, std::memory_order_relaxed)
 #if LORAOPS_WITH_CUTLASS
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {
   const FoldGemmArgs a = on_device(args);
-  return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, pick(a)) : fold_gemm_workspace_fp16(a, pick(a));
+  const FoldTile tile = pick(a);
+  if (t == DType::BFloat16 && tile == FoldTile::Pingpong && a.b_k_major) return fold_gemm_workspace_bf16_pingpong(a);
+  return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, tile) : fold_gemm_workspace_fp16(a, tile);
 }
 
 void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
   const FoldGemmArgs a = on_device(args);
   const FoldTile tile = pick(a);
+  if (t == DType::BFloat16 && tile == FoldTile::Pingpong && a.b_k_major) return fold_gemm_bf16_pingpong(a, workspace, stream);
   if (t == DType::BFloat16) fold_gemm_bf16(a, tile, workspace, stream);
   else fold_gemm_fp16(a, tile, workspace, stream);
 }

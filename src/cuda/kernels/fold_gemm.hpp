@@ -36,7 +36,9 @@ struct FoldGemmArgs {
 
 // Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the
 // 128x128 tile when the 128x256 one leaves most multiprocessors without a tile (small m).
-enum class FoldTile { Auto, Wide, Narrow };
+// Pingpong (WIP, session 15's A/B; never Auto's choice): the bfloat16 forward on 128x128 tiles
+// and the pingpong schedule; other dtypes and the backward run Wide.
+enum class FoldTile { Auto, Wide, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
 
 // Bytes of device workspace fold_gemm needs for these arguments (often 0).
@@ -49,5 +51,7 @@ size_t fold_gemm_workspace_bf16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
 size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_bf16_pingpong(const FoldGemmArgs& a);
+void fold_gemm_bf16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
 }  // namespace loraops::cuda

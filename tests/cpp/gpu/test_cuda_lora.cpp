@@ -478,8 +478,8 @@ TEST(CudaLora, FoldTilesMatchReference) {
   struct Reset {
     ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
   } reset;
-  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow}) {
-    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : "narrow tile");
+  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow, cuda::FoldTile::Pingpong}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : tile == cuda::FoldTile::Narrow ? "narrow tile" : "pingpong");
     cuda::set_fold_tile(tile);
     check_all(fold, std::size(fold), nullptr);
   }
