@@ -1,7 +1,7 @@
 // The folded GEMM's CUTLASS kernels (fold_gemm.hpp says what it computes): CUTLASS 4.2's sm90 TMA
-// warp-specialized cooperative GEMM with ConcatKMainloop's producer, the bias as a per-column
-// epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu and fold_gemm_fp16.cu only:
-// each instantiation costs ~70-90 s of nvcc.
+// warp-specialized GEMM (cooperative, or pingpong for PingK) with ConcatKMainloop's producer, the
+// bias as a per-column epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu,
+// fold_gemm_bf16_pingpong.cu and fold_gemm_fp16.cu only: each instantiation costs ~70-90 s of nvcc.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -84,8 +84,8 @@ using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute
 template <class E>
 using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::RowMajor>;
-// WIP (session 15's A/B, FoldTile::Pingpong, bfloat16 forward only; fold_gemm_bf16_pingpong.cu):
-// 128x128 tiles a warpgroup, pingpong.
+// The bfloat16 forward above small m (FoldTile::Pingpong; fold_gemm_bf16_pingpong.cu): 128x128
+// tiles a warpgroup on the pingpong schedule, a cluster of 2 along m.
 template <class E>
 using PingK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::ColumnMajor, cutlass::gemm::KernelTmaWarpSpecializedPingpong,

@@ -34,10 +34,12 @@ struct FoldGemmArgs {
   int device = 0, sm_count = 0;
 };
 
-// Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the
-// 128x128 tile when the 128x256 one leaves most multiprocessors without a tile (small m).
-// Pingpong (WIP, session 15's A/B; never Auto's choice): the bfloat16 forward on 128x128 tiles
-// and the pingpong schedule; other dtypes and the backward run Wide.
+// Which kernel the forward's GEMM takes (loraops_latency and the tests force each): Narrow, the
+// 128x128 cooperative tile, where the 128x256 one would leave most multiprocessors without a
+// tile (small m); above that Pingpong for bfloat16 (128x128 tiles a warpgroup on the pingpong
+// schedule: one warpgroup's epilogue runs under the other's mainloop) and Wide (the 128x256
+// cooperative tile) for float16, whose pingpong kernel has not been built yet. Pingpong asked of
+// float16 or of the backward (N-major B) runs Wide.
 enum class FoldTile { Auto, Wide, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
 

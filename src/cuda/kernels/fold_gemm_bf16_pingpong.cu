@@ -1,5 +1,5 @@
-// WIP (session 15's A/B): the folded GEMM's bfloat16 forward on the pingpong schedule
-// (fold_gemm.cuh's PingK), in a translation unit of its own so that it compiles in parallel.
+// The folded GEMM's bfloat16 forward on the pingpong schedule (fold_gemm.cuh's PingK), in a
+// translation unit of its own so that it compiles in parallel with the other kernels.
 #include "cuda/kernels/fold_gemm.hpp"
 
 #if LORAOPS_WITH_CUTLASS
