@@ -486,6 +486,7 @@ int main(int argc, char** argv) {
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
                        {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
+                       {"lora custom, pingpong tile", forced(FoldTile::Pingpong), flops + lr},
                        {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
                        {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
@@ -503,7 +504,8 @@ int main(int argc, char** argv) {
                         },
                         lr / 2},
                        {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
-                       {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2}}});
+                       {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2},
+                       {"fold GEMM alone, pingpong", fold_alone(FoldTile::Pingpong), flops + lr / 2}}});
   }
   {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
     auto train = std::make_shared<TrainSetup>(8192, 4096, 16);

@@ -1,5 +1,5 @@
 // The folded GEMM's dtype dispatch and tile choice (fold_gemm.hpp); the kernels are in
-// fold_gemm_bf16.cu and fold_gemm_fp16.cu.
+// fold_gemm_bf16.cu, fold_gemm_bf16_pingpong.cu and fold_gemm_fp16.cu.
 #include "cuda/kernels/fold_gemm.hpp"
 
 #include <atomic>
@@ -14,12 +14,21 @@ std::atomic<FoldTile> forced_tile{FoldTile::Auto};
 
 // The 128x256 tile (a cluster of 2 along m) keeps W's tiles shared by two blocks and halves the
 // A-operand reloads; it loses where it leaves most multiprocessors idle: m = 512, n = 4096 makes
-// 64 tiles for 132 SMs, the 128x128 tile 128.
-FoldTile pick(const FoldGemmArgs& a) {
+// 64 tiles for 132 SMs, the 128x128 tile 128. Above that, bfloat16 takes the pingpong kernel:
+// H200, K = N = 4096 r = 16, the fold GEMM alone 0.978x cuBLAS's base GEMM at m = 8192 (the
+// 128x256 cooperative tile 1.046x) and 1.021x at m = 2048 (1.055x); at m = 512 it lost to the
+// 128x128 cooperative tile (1.091x against 1.061x; NOTES.md, session 15).
+FoldTile pick(DType t, const FoldGemmArgs& a) {
   const FoldTile forced = forced_tile.load(std::memory_order_relaxed);
   if (forced != FoldTile::Auto) return forced;
   const int64_t wide_tiles = (a.m + 127) / 128 * ((a.n + 255) / 256);
-  return 2 * wide_tiles <= a.sm_count ? FoldTile::Narrow : FoldTile::Wide;
+  if (2 * wide_tiles <= a.sm_count) return FoldTile::Narrow;
+  return t == DType::BFloat16 ? FoldTile::Pingpong : FoldTile::Wide;
+}
+
+// Whether the bfloat16 pingpong kernel runs (the forward's K-major B only).
+bool pingpong(DType t, FoldTile tile, const FoldGemmArgs& a) {
+  return t == DType::BFloat16 && tile == FoldTile::Pingpong && a.b_k_major;
 }
 
 // The arguments with the current device and its SM count filled in (one runtime call, the count
@@ -38,12 +47,15 @@ void set_fold_tile(FoldTile t) { forced_tile.store(t, std::memory_order_relaxed)
 #if LORAOPS_WITH_CUTLASS
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {
   const FoldGemmArgs a = on_device(args);
-  return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, pick(a)) : fold_gemm_workspace_fp16(a, pick(a));
+  const FoldTile tile = pick(t, a);
+  if (pingpong(t, tile, a)) return fold_gemm_workspace_bf16_pingpong(a);
+  return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, tile) : fold_gemm_workspace_fp16(a, tile);
 }
 
 void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
   const FoldGemmArgs a = on_device(args);
-  const FoldTile tile = pick(a);
+  const FoldTile tile = pick(t, a);
+  if (pingpong(t, tile, a)) return fold_gemm_bf16_pingpong(a, workspace, stream);
   if (t == DType::BFloat16) fold_gemm_bf16(a, tile, workspace, stream);
   else fold_gemm_fp16(a, tile, workspace, stream);
 }

@@ -1,7 +1,7 @@
 // The folded GEMM's CUTLASS kernels (fold_gemm.hpp says what it computes): CUTLASS 4.2's sm90 TMA
-// warp-specialized cooperative GEMM with ConcatKMainloop's producer, the bias as a per-column
-// epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu and fold_gemm_fp16.cu only:
-// each instantiation costs ~70-90 s of nvcc.
+// warp-specialized GEMM (cooperative, or pingpong for PingK) with ConcatKMainloop's producer, the
+// bias as a per-column epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu,
+// fold_gemm_bf16_pingpong.cu and fold_gemm_fp16.cu only: each instantiation costs ~70-90 s of nvcc.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -11,19 +11,23 @@
 namespace loraops::cuda::fold {
 
 // Tile (M x N x K), cluster, and B's layout: ColumnMajor is K-major (B as [n, k] rows), RowMajor
-// N-major (B as [k, n] rows).
-template <class E, class Tile, class Cluster, class LayoutB>
+// N-major (B as [k, n] rows); the kernel's and the epilogue's schedules (cooperative: both
+// consumer warpgroups on one tile; pingpong: each on a tile of its own, one's epilogue under the
+// other's mainloop).
+template <class E, class Tile, class Cluster, class LayoutB,
+          class KernelSchedule = cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+          class EpilogueSchedule = cutlass::epilogue::TmaWarpSpecializedCooperative>
 struct FoldGemm {
   // D = acc + bias[n] (alpha 1, beta 0: C is never read)
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBias<E, float, E, E, float>;
   using Epi = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster, cutlass::epilogue::collective::EpilogueTileAuto,
       float, float, E, cutlass::layout::RowMajor, 8, E, cutlass::layout::RowMajor, 8,
-      cutlass::epilogue::TmaWarpSpecializedCooperative, Fusion>::CollectiveOp;
+      EpilogueSchedule, Fusion>::CollectiveOp;
   using MainBase = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, E, cutlass::layout::RowMajor, 8, E, LayoutB, 8, float, Tile,
       Cluster, cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epi::SharedStorage))>,
-      cutlass::gemm::KernelTmaWarpSpecializedCooperative>::CollectiveOp;
+      KernelSchedule>::CollectiveOp;
   using Main = ConcatKMainloop<MainBase>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Main, Epi>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -80,8 +84,15 @@ using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute
 template <class E>
 using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::RowMajor>;
+// The bfloat16 forward above small m (FoldTile::Pingpong; fold_gemm_bf16_pingpong.cu): 128x128
+// tiles a warpgroup on the pingpong schedule, a cluster of 2 along m.
+template <class E>
+using PingK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
+                       cutlass::layout::ColumnMajor, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                       cutlass::epilogue::TmaWarpSpecialized>;
 
-// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto); N-major B always takes WideN.
+// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto and took Pingpong's bf16 forward to
+// its own unit; elsewhere Pingpong runs Wide); N-major B always takes WideN.
 template <class E>
 size_t workspace_typed(const FoldGemmArgs& a, FoldTile tile) {
   if (!a.b_k_major) return WideN<E>::workspace(a);

@@ -34,9 +34,13 @@ struct FoldGemmArgs {
   int device = 0, sm_count = 0;
 };
 
-// Which tile the forward's GEMM takes (for loraops_latency, which times both): Auto picks the
-// 128x128 tile when the 128x256 one leaves most multiprocessors without a tile (small m).
-enum class FoldTile { Auto, Wide, Narrow };
+// Which kernel the forward's GEMM takes (loraops_latency and the tests force each): Narrow, the
+// 128x128 cooperative tile, where the 128x256 one would leave most multiprocessors without a
+// tile (small m); above that Pingpong for bfloat16 (128x128 tiles a warpgroup on the pingpong
+// schedule: one warpgroup's epilogue runs under the other's mainloop) and Wide (the 128x256
+// cooperative tile) for float16, whose pingpong kernel has not been built yet. Pingpong asked of
+// float16 or of the backward (N-major B) runs Wide.
+enum class FoldTile { Auto, Wide, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
 
 // Bytes of device workspace fold_gemm needs for these arguments (often 0).
@@ -49,5 +53,7 @@ size_t fold_gemm_workspace_bf16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
 size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_bf16_pingpong(const FoldGemmArgs& a);
+void fold_gemm_bf16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
 }  // namespace loraops::cuda

@@ -462,9 +462,10 @@ TEST(CudaLora, MatchesReference) {
   check_all(kGrid, std::size(kGrid), nullptr);
 }
 
-// The fold's two forward tiles, each forced (auto picks the narrow one for every other test
-// shape here): K tails, N over several tiles, an odd count of 128-row blocks under the wide
-// tile's cluster of two, r over two k tiles.
+// The fold's three forward kernels, each forced (auto picks the narrow tile for every other test
+// shape here; pingpong is bfloat16's above small m, and float16 asked for it runs the wide tile):
+// K tails, N over several tiles, an odd count of 128-row blocks under a cluster of two along m,
+// r over two k tiles.
 TEST(CudaLora, FoldTilesMatchReference) {
   LORAOPS_REQUIRE_GPU();
   // clang-format off
@@ -478,8 +479,8 @@ TEST(CudaLora, FoldTilesMatchReference) {
   struct Reset {
     ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
   } reset;
-  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow}) {
-    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : "narrow tile");
+  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow, cuda::FoldTile::Pingpong}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : tile == cuda::FoldTile::Narrow ? "narrow tile" : "pingpong");
     cuda::set_fold_tile(tile);
     check_all(fold, std::size(fold), nullptr);
   }
