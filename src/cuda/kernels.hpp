@@ -61,8 +61,8 @@ bool lora_fold_supported(const detail::LoraForwardParams& p);
 // kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, interleaved graph replay (NOTES.md, 2026-11-30):
 // the fold against the composition at r = 16 30.4 / 112.7 / 457.1 against 35.5 / 120.8 / 478.3 µs
 // at m = 512 / 2048 / 8192, at r = 64 32.6 / 116.6 / 462.5 against 35.8 / 118.2 / 473.5;
-// fwd+bwd at m = 8192 r = 16 944.8 against 989.0; since session 15 the bf16 forward's pingpong
-// kernel (fold_gemm.hpp) at r = 16 109.7 / 440.1 against 121.3 / 476.1 at m = 2048 / 8192. The
+// fwd+bwd at m = 8192 r = 16 944.8 against 989.0 (session 15: the bf16 forward on the pingpong
+// kernel, forced, 109.7 / 440.1 against 121.3 / 476.1 at m = 2048 / 8192; fold_gemm.hpp). The
 // backward's fold stays at r <= 16, the rank it was measured at.
 constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 64, kLoraBackwardFoldAutoMaxR = 16;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);

@@ -86,6 +86,8 @@ template <class T, int D, int ROWS, int kThreads>
 __device__ __forceinline__ void load_bounded_tile(T* tile, const T* g, int64_t rs, int64_t rows_left,
                                                   int64_t cols_left = D) {
   constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0,
+                "whole passes of rows, each a multiple of the swizzle period");
   const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
   T* const dst = tile + swz<D>(r0, c);
   const T* const src = g + r0 * rs + c * 8;

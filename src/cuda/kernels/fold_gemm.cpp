@@ -14,16 +14,16 @@ std::atomic<FoldTile> forced_tile{FoldTile::Auto};
 
 // The 128x256 tile (a cluster of 2 along m) keeps W's tiles shared by two blocks and halves the
 // A-operand reloads; it loses where it leaves most multiprocessors idle: m = 512, n = 4096 makes
-// 64 tiles for 132 SMs, the 128x128 tile 128. Above that, bfloat16 takes the pingpong kernel:
-// H200, K = N = 4096 r = 16, the fold GEMM alone 0.978x cuBLAS's base GEMM at m = 8192 (the
-// 128x256 cooperative tile 1.046x) and 1.021x at m = 2048 (1.055x); at m = 512 it lost to the
-// 128x128 cooperative tile (1.091x against 1.061x; NOTES.md, session 15).
-FoldTile pick(DType t, const FoldGemmArgs& a) {
+// 64 tiles for 132 SMs, the 128x128 tile 128. The bfloat16 pingpong kernel measured faster than
+// the wide tile (H200, K = N = 4096 r = 16, the fold GEMM alone 0.978x cuBLAS's base GEMM at
+// m = 8192 against 1.046x, 1.021x at m = 2048 against 1.055x; NOTES.md, session 15), but auto
+// takes it only once a GPU run has checked it with several tiles a block (the tests of session
+// 15 gave each block one tile: CudaLora.FoldPingpongComputesSeveralTilesABlock, not yet run).
+FoldTile pick(DType, const FoldGemmArgs& a) {
   const FoldTile forced = forced_tile.load(std::memory_order_relaxed);
   if (forced != FoldTile::Auto) return forced;
   const int64_t wide_tiles = (a.m + 127) / 128 * ((a.n + 255) / 256);
-  if (2 * wide_tiles <= a.sm_count) return FoldTile::Narrow;
-  return t == DType::BFloat16 ? FoldTile::Pingpong : FoldTile::Wide;
+  return 2 * wide_tiles <= a.sm_count ? FoldTile::Narrow : FoldTile::Wide;
 }
 
 // Whether the bfloat16 pingpong kernel runs (the forward's K-major B only).

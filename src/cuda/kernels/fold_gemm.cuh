@@ -84,8 +84,8 @@ using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute
 template <class E>
 using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::RowMajor>;
-// The bfloat16 forward above small m (FoldTile::Pingpong; fold_gemm_bf16_pingpong.cu): 128x128
-// tiles a warpgroup on the pingpong schedule, a cluster of 2 along m.
+// The bfloat16 forward on FoldTile::Pingpong (fold_gemm_bf16_pingpong.cu): 128x128 tiles a
+// warpgroup on the pingpong schedule, a cluster of 2 along m.
 template <class E>
 using PingK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::ColumnMajor, cutlass::gemm::KernelTmaWarpSpecializedPingpong,

@@ -34,12 +34,12 @@ struct FoldGemmArgs {
   int device = 0, sm_count = 0;
 };
 
-// Which kernel the forward's GEMM takes (loraops_latency and the tests force each): Narrow, the
-// 128x128 cooperative tile, where the 128x256 one would leave most multiprocessors without a
-// tile (small m); above that Pingpong for bfloat16 (128x128 tiles a warpgroup on the pingpong
-// schedule: one warpgroup's epilogue runs under the other's mainloop) and Wide (the 128x256
-// cooperative tile) for float16, whose pingpong kernel has not been built yet. Pingpong asked of
-// float16 or of the backward (N-major B) runs Wide.
+// Which kernel the forward's GEMM takes (loraops_latency and the tests force each): Auto takes
+// Narrow, the 128x128 cooperative tile, where the 128x256 one (Wide) would leave most
+// multiprocessors without a tile (small m), else Wide. Pingpong (forced only, until a GPU run has
+// checked it with several tiles a block; fold_gemm.cpp): bfloat16's forward on 128x128 tiles a
+// warpgroup and the pingpong schedule (one warpgroup's epilogue runs under the other's
+// mainloop); asked of float16 or of the backward (N-major B) it runs Wide.
 enum class FoldTile { Auto, Wide, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
 

@@ -486,6 +486,29 @@ TEST(CudaLora, FoldTilesMatchReference) {
   }
 }
 
+// The pingpong kernel with more tiles than the persistent grid has blocks (2100 x 2056: 17 x 17
+// tiles of 128x128; 153 of 128x256, past auto's narrow-tile bound), so that each block and each
+// of its two math warpgroups computes several tiles in turn; forced, and auto's choice (the wide
+// tile until this test has passed on a GPU, then pingpong). K over two k tiles with a tail; bias
+// and none. (Short K and r keep the host reference cheap.)
+TEST(CudaLora, FoldPingpongComputesSeveralTilesABlock) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case cases[] = {
+      {"m=2100 72x2056 r=16", {2100}, 72, 2056, 16, 0.3, Bias::Contig, kBF16},
+      {"m=2100 72x2056 r=8 no bias", {2100}, 72, 2056, 8, -0.5, Bias::None, kBF16},
+  };
+  // clang-format on
+  struct Reset {
+    ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
+  } reset;
+  for (cuda::FoldTile tile : {cuda::FoldTile::Pingpong, cuda::FoldTile::Auto}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Pingpong ? "pingpong" : "auto");
+    cuda::set_fold_tile(tile);
+    check_all(cases, std::size(cases), nullptr);
+  }
+}
+
 TEST(CudaLora, StridedAndMisalignedViews) {
   LORAOPS_REQUIRE_GPU();
   check_all(kViews, std::size(kViews), nullptr);
