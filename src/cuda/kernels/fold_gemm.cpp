@@ -19,7 +19,7 @@ std::atomic<FoldTile> forced_tile{FoldTile::Auto};
 // m = 8192 against 1.046x, 1.021x at m = 2048 against 1.055x; NOTES.md, session 15), but auto
 // takes it only once a GPU run has checked it with several tiles a block (the tests of session
 // 15 gave each block one tile: CudaLora.FoldPingpongComputesSeveralTilesABlock, not yet run).
-FoldTile pick(DType, const FoldGemmArgs& a) {
+FoldTile pick(const FoldGemmArgs& a) {
   const FoldTile forced = forced_tile.load(std::memory_order_relaxed);
   if (forced != FoldTile::Auto) return forced;
   const int64_t wide_tiles = (a.m + 127) / 128 * ((a.n + 255) / 256);
@@ -47,14 +47,14 @@ void set_fold_tile(FoldTile t) { forced_tile.store(t, std::memory_order_relaxed)
 #if LORAOPS_WITH_CUTLASS
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {
   const FoldGemmArgs a = on_device(args);
-  const FoldTile tile = pick(t, a);
+  const FoldTile tile = pick(a);
   if (pingpong(t, tile, a)) return fold_gemm_workspace_bf16_pingpong(a);
   return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, tile) : fold_gemm_workspace_fp16(a, tile);
 }
 
 void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
   const FoldGemmArgs a = on_device(args);
-  const FoldTile tile = pick(t, a);
+  const FoldTile tile = pick(a);
   if (pingpong(t, tile, a)) return fold_gemm_bf16_pingpong(a, workspace, stream);
   if (t == DType::BFloat16) fold_gemm_bf16(a, tile, workspace, stream);
   else fold_gemm_fp16(a, tile, workspace, stream);
