@@ -487,6 +487,13 @@ int main(int argc, char** argv) {
                        {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
                        {"lora custom, pingpong tile", forced(FoldTile::Pingpong), flops + lr},
+                       {"lora custom, fold GEMM without PDL",
+                        [L, custom] {
+                          loraops::cuda::set_fold_pdl(false);
+                          L->lora(custom);
+                          loraops::cuda::set_fold_pdl(true);
+                        },
+                        flops + lr},
                        {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
                        {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
@@ -503,6 +510,15 @@ int main(int argc, char** argv) {
                                                              {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
                         },
                         lr / 2},
+                       // the two kernels of "lora custom" one after the other, outside lora_forward:
+                       // what "lora custom" costs beyond them is the library's
+                       {"shrink (ours) then fold GEMM alone",
+                        [L, t, s, fold = fold_alone(FoldTile::Auto)] {
+                          loraops::cuda::fold_shrink_product(loraops::DType::BFloat16,
+                                                             {L->x[0].data, L->k, L->m, L->k, L->a[0].data, L->k, L->r, t->data}, s);
+                          fold();
+                        },
+                        flops + lr},
                        {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
                        {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2},
                        {"fold GEMM alone, pingpong", fold_alone(FoldTile::Pingpong), flops + lr / 2}}});
@@ -519,6 +535,20 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::CublasLt);
                           train->lora(custom, true);
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
+                        },
+                        base},
+                       {"train lora custom, xa kept, cooperative fold GEMMs",
+                        [=] {
+                          loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Wide);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
+                        },
+                        base},
+                       {"train lora custom, xa kept, fold GEMMs without PDL",
+                        [=] {
+                          loraops::cuda::set_fold_pdl(false);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_pdl(true);
                         },
                         base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},

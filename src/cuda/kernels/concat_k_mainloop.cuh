@@ -2,6 +2,13 @@
 // low-rank term folded into the base GEMM's K loop (issue 4), and for grad_x = [g | s g B] @ [W ; A]
 // in the backward (issue 5). Headers from PyPI's nvidia-cutlass (build/deps/cutlass, never copied).
 #pragma once
+// The kernels wait for the grid before them (griddepcontrol.wait) in their load warps, before any
+// global read, and let the grid after them launch from their last tile: a launch with
+// programmatic stream serialization (FoldGemmArgs::pdl) then overlaps the GEMM's prologue with the
+// previous kernel's tail. Without that launch attribute the instructions are no-ops.
+#ifndef CUTLASS_ENABLE_GDC_FOR_SM90
+#define CUTLASS_ENABLE_GDC_FOR_SM90 1
+#endif
 #include "cutlass/cutlass.h"
 #include "cute/tensor.hpp"
 #include "cutlass/gemm/device/gemm_universal_adapter.h"

@@ -1,7 +1,7 @@
 // The folded GEMM's CUTLASS kernels (fold_gemm.hpp says what it computes): CUTLASS 4.2's sm90 TMA
-// warp-specialized GEMM (cooperative, or pingpong for PingK) with ConcatKMainloop's producer, the
-// bias as a per-column epilogue (a null bias adds nothing). Included by fold_gemm_bf16.cu,
-// fold_gemm_bf16_pingpong.cu and fold_gemm_fp16.cu only: each instantiation costs ~70-90 s of nvcc.
+// warp-specialized GEMM (cooperative, or pingpong) with ConcatKMainloop's producer, the bias as a
+// per-column epilogue (a null bias adds nothing). Included by fold_gemm_{bf16,fp16}.cu and
+// fold_gemm_{bf16,fp16}_pingpong.cu only: each instantiation costs ~70-90 s of nvcc here.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -66,14 +66,15 @@ struct FoldGemm {
     const auto args = arguments(a);
     Gemm gemm;
     if (gemm.can_implement(args) != cutlass::Status::kSuccess ||
-        gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess || gemm.run(stream) != cutlass::Status::kSuccess)
+        gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess ||
+        gemm.run(stream, nullptr, a.pdl) != cutlass::Status::kSuccess)
       throw Error(ErrorKind::Runtime, "lora", "x", "the folded GEMM (CUTLASS) to launch",
                   "can_implement, initialize or run failed");
     LORAOPS_CUDA_CHECK_LAUNCH("lora (folded GEMM)");
   }
 };
 
-// The three kernels: the forward's (K-major B) in a wide and a narrow tile, the backward's
+// The cooperative kernels: the forward's (K-major B) in a wide and a narrow tile, the backward's
 // (N-major B) in the wide one.
 template <class E>
 using WideK = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
@@ -84,15 +85,14 @@ using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute
 template <class E>
 using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::layout::RowMajor>;
-// The bfloat16 forward on FoldTile::Pingpong (fold_gemm_bf16_pingpong.cu): 128x128 tiles a
-// warpgroup on the pingpong schedule, a cluster of 2 along m.
-template <class E>
-using PingK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
-                       cutlass::layout::ColumnMajor, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
-                       cutlass::epilogue::TmaWarpSpecialized>;
+// The pingpong kernels (fold_gemm_bf16_pingpong.cu, fold_gemm_fp16_pingpong.cu): 128x128 tiles a
+// warpgroup, a cluster of 2 along m, B K-major (the forward) or N-major (the backward).
+template <class E, class LayoutB>
+using Ping = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
+                      LayoutB, cutlass::gemm::KernelTmaWarpSpecializedPingpong, cutlass::epilogue::TmaWarpSpecialized>;
 
-// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto and took Pingpong's bf16 forward to
-// its own unit; elsewhere Pingpong runs Wide); N-major B always takes WideN.
+// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto and took Pingpong to its own units);
+// N-major B always takes WideN.
 template <class E>
 size_t workspace_typed(const FoldGemmArgs& a, FoldTile tile) {
   if (!a.b_k_major) return WideN<E>::workspace(a);
@@ -104,6 +104,18 @@ void run_typed(const FoldGemmArgs& a, FoldTile tile, void* ws, cudaStream_t stre
   if (!a.b_k_major) WideN<E>::run(a, ws, stream);
   else if (tile == FoldTile::Narrow) NarrowK<E>::run(a, ws, stream);
   else WideK<E>::run(a, ws, stream);
+}
+
+template <class E>
+size_t workspace_pingpong(const FoldGemmArgs& a) {
+  return a.b_k_major ? Ping<E, cutlass::layout::ColumnMajor>::workspace(a)
+                     : Ping<E, cutlass::layout::RowMajor>::workspace(a);
+}
+
+template <class E>
+void run_pingpong(const FoldGemmArgs& a, void* ws, cudaStream_t stream) {
+  if (a.b_k_major) Ping<E, cutlass::layout::ColumnMajor>::run(a, ws, stream);
+  else Ping<E, cutlass::layout::RowMajor>::run(a, ws, stream);
 }
 
 }  // namespace loraops::cuda::fold

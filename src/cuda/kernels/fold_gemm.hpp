@@ -32,16 +32,20 @@ struct FoldGemmArgs {
   // scheduler keeps CUTLASS's defaults: swizzle 2/4/8 and raster along m or n measured within
   // noise of them (H200, 2026-11-30, NOTES.md).
   int device = 0, sm_count = 0;
+  // Launched as a programmatic dependent of the kernel before it (fold_gemm sets it from
+  // set_fold_pdl: on unless a measurement turns it off).
+  bool pdl = true;
 };
 
-// Which kernel the forward's GEMM takes (loraops_latency and the tests force each): Auto takes
+// Which kernel the folded GEMM takes (loraops_latency and the tests force each): Auto takes
 // Narrow, the 128x128 cooperative tile, where the 128x256 one (Wide) would leave most
-// multiprocessors without a tile (small m), else Wide. Pingpong (forced only, until a GPU run has
-// checked it with several tiles a block; fold_gemm.cpp): bfloat16's forward on 128x128 tiles a
-// warpgroup and the pingpong schedule (one warpgroup's epilogue runs under the other's
-// mainloop); asked of float16 or of the backward (N-major B) it runs Wide.
+// multiprocessors without a tile (small m), else Pingpong: 128x128 tiles a warpgroup on the
+// pingpong schedule (one warpgroup's epilogue runs under the other's mainloop). Wide is a forced
+// option, for measurement. The backward's N-major B has no narrow kernel: Narrow runs Wide there.
 enum class FoldTile { Auto, Wide, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
+// Whether fold_gemm launches as a programmatic dependent (default on; loraops_latency times both).
+void set_fold_pdl(bool on);
 
 // Bytes of device workspace fold_gemm needs for these arguments (often 0).
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a);
@@ -55,5 +59,7 @@ size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);
 void fold_gemm_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
 size_t fold_gemm_workspace_bf16_pingpong(const FoldGemmArgs& a);
 void fold_gemm_bf16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_fp16_pingpong(const FoldGemmArgs& a);
+void fold_gemm_fp16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
 }  // namespace loraops::cuda

@@ -1,5 +1,5 @@
-// The folded GEMM's bfloat16 forward on the pingpong schedule (fold_gemm.cuh's PingK), in a
-// translation unit of its own so that it compiles in parallel with the other kernels.
+// The folded GEMM's bfloat16 kernels on the pingpong schedule (fold_gemm.cuh's Ping, forward and
+// backward), in a translation unit of their own so that they compile in parallel with the others.
 #include "cuda/kernels/fold_gemm.hpp"
 
 #if LORAOPS_WITH_CUTLASS
@@ -8,11 +8,11 @@
 namespace loraops::cuda {
 
 size_t fold_gemm_workspace_bf16_pingpong(const FoldGemmArgs& a) {
-  return fold::PingK<cutlass::bfloat16_t>::workspace(a);
+  return fold::workspace_pingpong<cutlass::bfloat16_t>(a);
 }
 
 void fold_gemm_bf16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream) {
-  fold::PingK<cutlass::bfloat16_t>::run(a, workspace, stream);
+  fold::run_pingpong<cutlass::bfloat16_t>(a, workspace, stream);
 }
 
 }  // namespace loraops::cuda

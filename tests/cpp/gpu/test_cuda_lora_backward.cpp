@@ -51,6 +51,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
 
@@ -535,6 +536,30 @@ void check_all(const Case* cases, size_t count, cudaStream_t s) {
 }
 
 // ---- tests -------------------------------------------------------------------------------------
+
+// The folded grad_x GEMM's kernels, each forced (auto takes the cooperative wide tile at small m,
+// it being the only N-major cooperative kernel, and pingpong above): grad_x = [g | s*gB] @ [W ; A]
+// is [m, K] with depth N, so K is its output width. Two tiles of K with a tail, N over two depth
+// tiles with a tail, r over two; and 2100 x 2056 (17 x 17 tiles of 128x128, 153 of 128x256), so
+// that every persistent block, and each pingpong math warpgroup, computes several tiles in turn.
+TEST(CudaLoraBackward, FoldKernelsMatchReference) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case cases[] = {
+      {"m=300 520x264 r=16", {300}, 520, 264, 16, -0.5, kHalves},
+      {"m=130 136x40 r=72", {130}, 136, 40, 72, 2.0, kBF16},
+      {"m=2100 2056x72 r=16", {2100}, 2056, 72, 16, 0.3, kHalves},
+  };
+  // clang-format on
+  struct Reset {
+    ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
+  } reset;
+  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Pingpong, cuda::FoldTile::Auto}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : tile == cuda::FoldTile::Pingpong ? "pingpong" : "auto");
+    cuda::set_fold_tile(tile);
+    check_all(cases, std::size(cases), nullptr);
+  }
+}
 
 // Vendor, custom and auto exist for every dtype; reference is a registered absence: asking for
 // it throws Unsupported naming "impl" before anything runs (the outputs stay poisoned).
