@@ -484,7 +484,6 @@ int main(int argc, char** argv) {
     groups.push_back({"lora bf16 m" + std::to_string(m) + " 4096 r" + std::to_string(r),
                       {{"base GEMM x@W.T", [L, vendor] { L->base(vendor); }, flops},
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
-                       {"lora custom, wide tile", forced(FoldTile::Wide), flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
                        {"lora custom, pingpong tile", forced(FoldTile::Pingpong), flops + lr},
                        {"lora custom, fold GEMM without PDL",
@@ -519,14 +518,13 @@ int main(int argc, char** argv) {
                           fold();
                         },
                         flops + lr},
-                       {"fold GEMM alone, wide", fold_alone(FoldTile::Wide), flops + lr / 2},
                        {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2},
                        {"fold GEMM alone, pingpong", fold_alone(FoldTile::Pingpong), flops + lr / 2}}});
   }
-  {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
-    auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
-    const double base = 2 * 2.0 * 8192 * 4096 * 4096;
-    groups.push_back({"train bf16 m8192 4096 r16",
+  for (int64_t m : {8192, 2048, 512}) {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
+    auto train = std::make_shared<TrainSetup>(m, 4096, 16);
+    const double base = 2 * 2.0 * double(m) * 4096 * 4096;
+    groups.push_back({"train bf16 m" + std::to_string(m) + " 4096 r16",
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
@@ -535,13 +533,6 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::CublasLt);
                           train->lora(custom, true);
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
-                        },
-                        base},
-                       {"train lora custom, xa kept, cooperative fold GEMMs",
-                        [=] {
-                          loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Wide);
-                          train->lora(custom, true);
-                          loraops::cuda::set_fold_tile(loraops::cuda::FoldTile::Auto);
                         },
                         base},
                        {"train lora custom, xa kept, fold GEMMs without PDL",
@@ -555,6 +546,13 @@ int main(int argc, char** argv) {
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
                        {"train bwd custom, xa given", [=] { train->backward(custom); }, base / 2},
+                       {"train bwd custom, xa given, shrink and cuBLASLt grad_b",
+                        [=] {
+                          loraops::cuda::set_fold_g_pass(false);
+                          train->backward(custom);
+                          loraops::cuda::set_fold_g_pass(true);
+                        },
+                        base / 2},
                        {"train bwd vendor, xa given", [=] { train->backward(vendor); }, base / 2}}});
   }
 

@@ -1,5 +1,5 @@
-// The folded GEMM's dtype dispatch and tile choice (fold_gemm.hpp); the kernels are in
-// fold_gemm_{bf16,fp16}.cu (cooperative) and fold_gemm_{bf16,fp16}_pingpong.cu.
+// The folded GEMM's dispatch and tile choice (fold_gemm.hpp); the kernels are in
+// fold_gemm_{fwd,bwd}_{bf16,fp16}.cu.
 #include "cuda/kernels/fold_gemm.hpp"
 
 #include <atomic>
@@ -13,12 +13,12 @@ namespace {
 std::atomic<FoldTile> forced_tile{FoldTile::Auto};
 std::atomic<bool> dependent_launch{true};
 
-// The 128x256 tile (a cluster of 2 along m) keeps W's tiles shared by two blocks and halves the
-// A-operand reloads; it loses where it leaves most multiprocessors idle: m = 512, n = 4096 makes
-// 64 tiles for 132 SMs, the 128x128 tile 128. Above that, the pingpong kernel (128x128 tiles a
-// warpgroup) measured faster than the 128x256 cooperative tile (H200, bf16 K = N = 4096 r = 16,
-// the fold GEMM alone 0.978x cuBLAS's base GEMM at m = 8192 against 1.046x, 1.021x at m = 2048
-// against 1.055x; NOTES.md, session 15).
+// The forward's tile. Pingpong measured faster than CUTLASS's cooperative 128x256 tile (a
+// cluster of 2 along m; gone since) wherever that one kept the SMs busy (H200, bf16 K = N = 4096,
+// the fold GEMM alone against cuBLAS's base GEMM: 1.005x against 1.040x at m = 2048 r = 16,
+// 0.971x against 1.030x at m = 8192, 0.994x against 1.066x at m = 8192 r = 64; NOTES.md, session
+// 16); below that (m = 512 n = 4096: 64 tiles of 128x256 for 132 SMs), the narrow cooperative
+// tile (lora custom 30.9 µs against pingpong's 32.5).
 FoldTile pick(const FoldGemmArgs& a) {
   const FoldTile forced = forced_tile.load(std::memory_order_relaxed);
   if (forced != FoldTile::Auto) return forced;
@@ -44,20 +44,17 @@ void set_fold_pdl(bool on) { dependent_launch.store(on, std::memory_order_relaxe
 #if LORAOPS_WITH_CUTLASS
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {
   const FoldGemmArgs a = on_device(args);
-  const FoldTile tile = pick(a);
-  if (tile == FoldTile::Pingpong)
-    return t == DType::BFloat16 ? fold_gemm_workspace_bf16_pingpong(a) : fold_gemm_workspace_fp16_pingpong(a);
-  return t == DType::BFloat16 ? fold_gemm_workspace_bf16(a, tile) : fold_gemm_workspace_fp16(a, tile);
+  const bool bf16 = t == DType::BFloat16;
+  if (!a.b_k_major) return bf16 ? fold_gemm_workspace_bwd_bf16(a) : fold_gemm_workspace_bwd_fp16(a);
+  return bf16 ? fold_gemm_workspace_fwd_bf16(a, pick(a)) : fold_gemm_workspace_fwd_fp16(a, pick(a));
 }
 
 void fold_gemm(DType t, const FoldGemmArgs& args, void* workspace, cudaStream_t stream) {
   const FoldGemmArgs a = on_device(args);
-  const FoldTile tile = pick(a);
-  if (tile == FoldTile::Pingpong) {
-    if (t == DType::BFloat16) fold_gemm_bf16_pingpong(a, workspace, stream);
-    else fold_gemm_fp16_pingpong(a, workspace, stream);
-  } else if (t == DType::BFloat16) fold_gemm_bf16(a, tile, workspace, stream);
-  else fold_gemm_fp16(a, tile, workspace, stream);
+  const bool bf16 = t == DType::BFloat16;
+  if (!a.b_k_major) return bf16 ? fold_gemm_bwd_bf16(a, workspace, stream) : fold_gemm_bwd_fp16(a, workspace, stream);
+  if (bf16) fold_gemm_fwd_bf16(a, pick(a), workspace, stream);
+  else fold_gemm_fwd_fp16(a, pick(a), workspace, stream);
 }
 #else
 size_t fold_gemm_workspace(DType, const FoldGemmArgs&) { return 0; }

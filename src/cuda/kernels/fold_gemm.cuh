@@ -1,7 +1,7 @@
 // The folded GEMM's CUTLASS kernels (fold_gemm.hpp says what it computes): CUTLASS 4.2's sm90 TMA
 // warp-specialized GEMM (cooperative, or pingpong) with ConcatKMainloop's producer, the bias as a
-// per-column epilogue (a null bias adds nothing). Included by fold_gemm_{bf16,fp16}.cu and
-// fold_gemm_{bf16,fp16}_pingpong.cu only: each instantiation costs ~70-90 s of nvcc here.
+// per-column epilogue (a null bias adds nothing). Included by fold_gemm_{fwd,bwd}_{bf16,fp16}.cu
+// only: each instantiation costs ~70-90 s of nvcc here.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -74,48 +74,30 @@ struct FoldGemm {
   }
 };
 
-// The cooperative kernels: the forward's (K-major B) in a wide and a narrow tile, the backward's
-// (N-major B) in the wide one.
-template <class E>
-using WideK = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
-                       cutlass::layout::ColumnMajor>;
+// The forward's (K-major B) kernels: the 128x128 cooperative tile for small m, and the pingpong
+// kernel (128x128 tiles a warpgroup, a cluster of 2 along m); the backward's (N-major B): the
+// pingpong kernel.
 template <class E>
 using NarrowK = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_1, cute::_1, cute::_1>,
                          cutlass::layout::ColumnMajor>;
-template <class E>
-using WideN = FoldGemm<E, cute::Shape<cute::_128, cute::_256, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
-                       cutlass::layout::RowMajor>;
-// The pingpong kernels (fold_gemm_bf16_pingpong.cu, fold_gemm_fp16_pingpong.cu): 128x128 tiles a
-// warpgroup, a cluster of 2 along m, B K-major (the forward) or N-major (the backward).
 template <class E, class LayoutB>
 using Ping = FoldGemm<E, cute::Shape<cute::_128, cute::_128, cute::_64>, cute::Shape<cute::_2, cute::_1, cute::_1>,
                       LayoutB, cutlass::gemm::KernelTmaWarpSpecializedPingpong, cutlass::epilogue::TmaWarpSpecialized>;
-
-// tile is Wide or Narrow here (fold_gemm.cpp resolved Auto and took Pingpong to its own units);
-// N-major B always takes WideN.
 template <class E>
-size_t workspace_typed(const FoldGemmArgs& a, FoldTile tile) {
-  if (!a.b_k_major) return WideN<E>::workspace(a);
-  return tile == FoldTile::Narrow ? NarrowK<E>::workspace(a) : WideK<E>::workspace(a);
+using PingK = Ping<E, cutlass::layout::ColumnMajor>;
+template <class E>
+using PingN = Ping<E, cutlass::layout::RowMajor>;
+
+// tile: Narrow or Pingpong (fold_gemm.cpp resolved Auto).
+template <class E>
+size_t forward_workspace(const FoldGemmArgs& a, FoldTile tile) {
+  return tile == FoldTile::Narrow ? NarrowK<E>::workspace(a) : PingK<E>::workspace(a);
 }
 
 template <class E>
-void run_typed(const FoldGemmArgs& a, FoldTile tile, void* ws, cudaStream_t stream) {
-  if (!a.b_k_major) WideN<E>::run(a, ws, stream);
-  else if (tile == FoldTile::Narrow) NarrowK<E>::run(a, ws, stream);
-  else WideK<E>::run(a, ws, stream);
-}
-
-template <class E>
-size_t workspace_pingpong(const FoldGemmArgs& a) {
-  return a.b_k_major ? Ping<E, cutlass::layout::ColumnMajor>::workspace(a)
-                     : Ping<E, cutlass::layout::RowMajor>::workspace(a);
-}
-
-template <class E>
-void run_pingpong(const FoldGemmArgs& a, void* ws, cudaStream_t stream) {
-  if (a.b_k_major) Ping<E, cutlass::layout::ColumnMajor>::run(a, ws, stream);
-  else Ping<E, cutlass::layout::RowMajor>::run(a, ws, stream);
+void forward_run(const FoldGemmArgs& a, FoldTile tile, void* ws, cudaStream_t stream) {
+  if (tile == FoldTile::Narrow) NarrowK<E>::run(a, ws, stream);
+  else PingK<E>::run(a, ws, stream);
 }
 
 }  // namespace loraops::cuda::fold

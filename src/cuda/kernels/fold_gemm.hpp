@@ -1,7 +1,8 @@
 // The folded GEMM, d = [a | a2] @ [b | b2]^T (+ bias per column), written once: LoRA's low-rank
 // term as extra K columns of the base GEMM (issue 4's forward y = [x | s*t] @ [W | B]^T, issue 5's
 // grad_x = [g | s*gB] @ [W ; A]). CUTLASS sm90 kernels (fold_gemm.cuh), one translation unit per
-// dtype (fold_gemm_bf16.cu, fold_gemm_fp16.cu); this header keeps CUTLASS out of its callers.
+// direction and dtype (fold_gemm_{fwd,bwd}_{bf16,fp16}.cu); this header keeps CUTLASS out of its
+// callers.
 #pragma once
 
 #include <cstddef>
@@ -37,12 +38,12 @@ struct FoldGemmArgs {
   bool pdl = true;
 };
 
-// Which kernel the folded GEMM takes (loraops_latency and the tests force each): Auto takes
-// Narrow, the 128x128 cooperative tile, where the 128x256 one (Wide) would leave most
-// multiprocessors without a tile (small m), else Pingpong: 128x128 tiles a warpgroup on the
-// pingpong schedule (one warpgroup's epilogue runs under the other's mainloop). Wide is a forced
-// option, for measurement. The backward's N-major B has no narrow kernel: Narrow runs Wide there.
-enum class FoldTile { Auto, Wide, Narrow, Pingpong };
+// Which kernel the forward's GEMM (K-major B) takes (loraops_latency and the tests force each):
+// Auto takes Narrow, the 128x128 cooperative tile, where a 128x256 tile would leave most
+// multiprocessors without one (small m), else Pingpong: 128x128 tiles a warpgroup on the pingpong
+// schedule (one warpgroup's epilogue runs under the other's mainloop), a cluster of 2 along m.
+// The backward's GEMM (N-major B) is always the pingpong kernel.
+enum class FoldTile { Auto, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
 // Whether fold_gemm launches as a programmatic dependent (default on; loraops_latency times both).
 void set_fold_pdl(bool on);
@@ -52,14 +53,15 @@ size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a);
 // Enqueues the GEMM on `stream` (float16 or bfloat16); throws Error(Runtime) if CUTLASS refuses.
 void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
-// The per-dtype translation units (fold_gemm.cpp dispatches to them).
-size_t fold_gemm_workspace_bf16(const FoldGemmArgs& a, FoldTile tile);
-void fold_gemm_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
-size_t fold_gemm_workspace_fp16(const FoldGemmArgs& a, FoldTile tile);
-void fold_gemm_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
-size_t fold_gemm_workspace_bf16_pingpong(const FoldGemmArgs& a);
-void fold_gemm_bf16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
-size_t fold_gemm_workspace_fp16_pingpong(const FoldGemmArgs& a);
-void fold_gemm_fp16_pingpong(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
+// The translation units (fold_gemm.cpp dispatches to them): the forward's kernels per dtype
+// (tile Narrow or Pingpong), the backward's.
+size_t fold_gemm_workspace_fwd_bf16(const FoldGemmArgs& a, FoldTile tile);
+void fold_gemm_fwd_bf16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_fwd_fp16(const FoldGemmArgs& a, FoldTile tile);
+void fold_gemm_fwd_fp16(const FoldGemmArgs& a, FoldTile tile, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_bwd_bf16(const FoldGemmArgs& a);
+void fold_gemm_bwd_bf16(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
+size_t fold_gemm_workspace_bwd_fp16(const FoldGemmArgs& a);
+void fold_gemm_bwd_fp16(const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
 }  // namespace loraops::cuda

@@ -165,35 +165,58 @@ bool lora_backward_fold_supported(const detail::LoraBackwardParams& p) {
   return aligned16(p.grad_x);  // contiguous [m, k], stored by TMA
 }
 
-// The backward's scratch: [scale*A: r x k][B.T: r x n][scale*gB: m x r][GEMM workspace], each
-// 256-byte aligned.
+// The backward's scratch: [scale*A: r x k][B.T: r x n][scale*gB: m x r][GEMM workspace][the pass
+// over g's partials (r <= kFoldGPassMaxR)], each 256-byte aligned.
 namespace {
 int64_t scaled_a_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.k * 2, 256); }
 int64_t bt_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.n * 2, 256); }
 int64_t sgb_bytes(const detail::LoraBackwardParams& p) { return round_up(p.m * p.r * 2, 256); }
-}  // namespace
-
-int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
+int64_t gemm_ws_bytes(const detail::LoraBackwardParams& p) {
   FoldGemmArgs a;
   a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
   a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
   a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
   a.d = p.grad_x;
-  return scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+  return round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+}
+int64_t g_pass_bytes(const detail::LoraBackwardParams& p) {
+  return p.r <= kFoldGPassMaxR ? round_up(int64_t(fold_g_pass_scratch(p.m, p.n)), 256) : 0;
 }
 
-bool lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb, int64_t ld_gb,
-                           void* scratch, void* stream_ptr) {
+std::atomic<bool>& g_pass_on() {
+  static std::atomic<bool> on{true};
+  return on;
+}
+}  // namespace
+
+void set_fold_g_pass(bool on) { g_pass_on().store(on, std::memory_order_relaxed); }
+
+int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
+  return scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + gemm_ws_bytes(p) + g_pass_bytes(p);
+}
+
+FoldGb lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb,
+                             int64_t ld_gb, const void* t, int64_t t_rs, void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  void* bt = static_cast<char*>(scratch) + scaled_a_bytes(p);
-  if (!shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r), p.m, p.r)) return false;
+  char* const sc = static_cast<char*>(scratch);
+  void* const bt = sc + scaled_a_bytes(p);
+  void* const sgb = sc + scaled_a_bytes(p) + bt_bytes(p);
+  // one pass over g for gB and grad_b where it applies, else our shrink for gB alone
+  const bool pass = g_pass_on().load(std::memory_order_relaxed) && t != nullptr &&
+                    fold_g_pass_supported(p.dtype, g, g_rs, p.m, p.n, t, t_rs, p.r);
+  if (!pass &&
+      !shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r), p.m, p.r))
+    return FoldGb::None;
   DeviceGuard guard(p.device_index);
-  // B.T as our kernel's "A": [r, n], contiguous (a small copy); it stores scale*gB for grad_x's
-  // GEMM beside gB
+  // B.T: [r, n], contiguous (a small copy), the shrink's "A" and the pass's resident tile
   scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream, p.device_index);
-  void* sgb = static_cast<char*>(scratch) + scaled_a_bytes(p) + bt_bytes(p);
+  if (pass) {
+    void* const partials = sc + scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + gemm_ws_bytes(p);
+    fold_g_pass(p.dtype, {g, g_rs, p.m, p.n, bt, t, t_rs, p.r, p.scale, gb, ld_gb, sgb, p.grad_b, partials}, stream);
+    return FoldGb::GbAndGradB;
+  }
   fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
-  return true;
+  return FoldGb::Gb;
 }
 
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,

@@ -8,9 +8,10 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. The custom path (register.cpp) is this composition with gB from our shrink kernel
-// (kernels/fold_shrink.cu, beside scale*gB, where it wins) and grad_x's two GEMMs replaced by
-// one folded GEMM (kernels/lora_fold.cu) where they apply.
+// of grad_x. The custom path (register.cpp) is this composition with gB from our kernels: with
+// grad_b in one pass over g (kernels/fold_g_pass.cu, r <= 16), or our shrink (kernels/
+// fold_shrink.cu, where it wins), each beside scale*gB; and grad_x's two GEMMs replaced by one
+// folded GEMM (kernels/lora_fold.cu) where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"
@@ -42,17 +43,21 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   int64_t g_rs = 0, x_rs = 0;
   const bool pack_g = !p.grad_y.uniform(&g_rs) && n > 0;
   const bool pack_x = !p.x.uniform(&x_rs) && k > 0 && low_rank;  // x is read for grad_a, t only
-  // The caller's xa as t: used in place when its rows are evenly spaced, else packed.
+  fold = fold && low_rank && lora_backward_fold_supported(p);
+  // The caller's xa as t: used in place when its rows are evenly spaced, else packed; packed too
+  // where the fold's pass over g would read it and its rows are not 16-byte vectors, so that gB
+  // (and grad_x with it) has the same bits whichever xa the caller gives, or none.
   int64_t xa_rs = 0;
   const bool have_xa = p.xa.p != nullptr && low_rank;
-  const bool pack_xa = have_xa && !p.xa.uniform(&xa_rs);
+  const bool xa_uniform = have_xa && p.xa.uniform(&xa_rs);
+  const bool pack_xa = have_xa && (!xa_uniform || (fold && r <= kFoldGPassMaxR &&
+                                                   !(p.xa.col_stride == 1 && rows16(p.xa.p, xa_rs, es))));
   // gB and t: [m, ld_r], rows 16-byte aligned (cuBLASLt's preferred layout).
   const int64_t ld_r = round_up(r, 16 / es);
   const int64_t g_bytes = pack_g ? round_up(m * n * es, 256) : 0;
   const int64_t x_bytes = pack_x ? round_up(m * k * es, 256) : 0;
   const int64_t r_bytes = low_rank ? round_up(m * ld_r * es, 256) : 0;
   const int64_t t_bytes = have_xa && !pack_xa ? 0 : r_bytes;
-  fold = fold && low_rank && lora_backward_fold_supported(p);
   const int64_t fold_bytes = fold ? lora_backward_fold_scratch(p) : 0;
   const Scratch lease = stream_scratch(p.device_index, stream,
                                        size_t(g_bytes + x_bytes + r_bytes + t_bytes + fold_bytes),
@@ -81,10 +86,22 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   d.dtype = p.dtype;
   auto run = [&](lt::GemmDesc e) { lt::gemm(e, stream, p.device_index); };
 
+  if (low_rank && !have_xa) {  // first: the fold's pass over g takes t for grad_b
+    lt::GemmDesc e = d;  // t = x @ A.T
+    e.m = m, e.n = r, e.k = k;
+    e.a = x.p, e.a_rs = x.rs, e.a_cs = x.cs;
+    e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;
+    e.d = const_cast<void*>(t.p), e.ldd = ld_r;
+    run(e);
+  }
+
   // where g's rows suit the fold's kernels (TMA, 16-byte vectors; a packed g always does)
   const bool g_rows16 = g.cs == 1 && g.rs >= n && rows16(g.p, g.rs, es);
   char* fold_scratch = scratch + g_bytes + x_bytes + r_bytes + t_bytes;
-  const bool scaled_gb = fold && g_rows16 && lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, fold_scratch, stream);
+  const FoldGb by_fold = fold && g_rows16 ? lora_backward_fold_gb(p, g.p, g.rs, gb, ld_r, t.cs == 1 ? t.p : nullptr,
+                                                                  t.rs, fold_scratch, stream)
+                                          : FoldGb::None;
+  const bool scaled_gb = by_fold != FoldGb::None;
   if (low_rank && !scaled_gb) {
     lt::GemmDesc e = d;  // gB = g @ B
     e.m = m, e.n = r, e.k = n;
@@ -120,14 +137,6 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_b, 0, size_t(n * r * es), stream));
     return;
   }
-  if (!have_xa) {
-    lt::GemmDesc e = d;  // t = x @ A.T
-    e.m = m, e.n = r, e.k = k;
-    e.a = x.p, e.a_rs = x.rs, e.a_cs = x.cs;
-    e.b = p.lora_a.p, e.b_rs = p.lora_a.cs, e.b_cs = p.lora_a.rs;
-    e.d = const_cast<void*>(t.p), e.ldd = ld_r;
-    run(e);
-  }
   {
     lt::GemmDesc e = d;  // grad_a = scale * gB.T @ x
     e.m = r, e.n = k, e.k = m;
@@ -137,7 +146,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     e.alpha = p.scale;
     run(e);
   }
-  {
+  if (by_fold != FoldGb::GbAndGradB) {
     lt::GemmDesc e = d;  // grad_b = scale * g.T @ t
     e.m = n, e.n = r, e.k = m;
     e.a = g.p, e.a_rs = g.cs, e.a_cs = g.rs;

@@ -462,7 +462,7 @@ TEST(CudaLora, MatchesReference) {
   check_all(kGrid, std::size(kGrid), nullptr);
 }
 
-// The fold's three forward kernels, each forced (auto picks the narrow tile for every other test
+// The fold's two forward kernels, each forced (auto picks the narrow tile for every other test
 // shape here, pingpong above small m):
 // K tails, N over several tiles, an odd count of 128-row blocks under a cluster of two along m,
 // r over two k tiles.
@@ -479,15 +479,15 @@ TEST(CudaLora, FoldTilesMatchReference) {
   struct Reset {
     ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
   } reset;
-  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Narrow, cuda::FoldTile::Pingpong}) {
-    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : tile == cuda::FoldTile::Narrow ? "narrow tile" : "pingpong");
+  for (cuda::FoldTile tile : {cuda::FoldTile::Narrow, cuda::FoldTile::Pingpong}) {
+    SCOPED_TRACE(tile == cuda::FoldTile::Narrow ? "narrow tile" : "pingpong");
     cuda::set_fold_tile(tile);
     check_all(fold, std::size(fold), nullptr);
   }
 }
 
 // The pingpong kernel with more tiles than the persistent grid has blocks (2100 x 2056: 17 x 17
-// tiles of 128x128; 153 of 128x256, past auto's narrow-tile bound, so auto takes pingpong too),
+// tiles of 128x128; auto takes pingpong there too),
 // so that each block and each of its two math warpgroups computes several tiles in turn; forced,
 // and auto's choice. K over two k tiles with a tail; bias and none. (Short K and r keep the host
 // reference cheap.)

@@ -51,7 +51,7 @@
 #include <utility>
 #include <vector>
 
-#include "cuda/kernels/fold_gemm.hpp"
+#include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
 
@@ -537,12 +537,11 @@ void check_all(const Case* cases, size_t count, cudaStream_t s) {
 
 // ---- tests -------------------------------------------------------------------------------------
 
-// The folded grad_x GEMM's kernels, each forced (auto takes the cooperative wide tile at small m,
-// it being the only N-major cooperative kernel, and pingpong above): grad_x = [g | s*gB] @ [W ; A]
-// is [m, K] with depth N, so K is its output width. Two tiles of K with a tail, N over two depth
-// tiles with a tail, r over two; and 2100 x 2056 (17 x 17 tiles of 128x128, 153 of 128x256), so
-// that every persistent block, and each pingpong math warpgroup, computes several tiles in turn.
-TEST(CudaLoraBackward, FoldKernelsMatchReference) {
+// The folded grad_x GEMM (the pingpong kernel, N-major W): grad_x = [g | s*gB] @ [W ; A] is
+// [m, K] with depth N, so K is its output width. Two tiles of K with a tail, N over two depth
+// tiles with a tail, r over two; and 2100 x 2056 (17 x 17 tiles of 128x128), so that every
+// persistent block, and each of its two math warpgroups, computes several tiles in turn.
+TEST(CudaLoraBackward, FoldMatchesReferenceOverSeveralTilesABlock) {
   LORAOPS_REQUIRE_GPU();
   // clang-format off
   const Case cases[] = {
@@ -551,12 +550,28 @@ TEST(CudaLoraBackward, FoldKernelsMatchReference) {
       {"m=2100 2056x72 r=16", {2100}, 2056, 72, 16, 0.3, kHalves},
   };
   // clang-format on
+  check_all(cases, std::size(cases), nullptr);
+}
+
+// The pass over g (fold_g_pass: gB and grad_b from the same tiles, r <= 16) and, turned off, our
+// shrink with cuBLASLt's grad_b: slices of 512 columns (8 at n = 4000, the last with a tile
+// tail), chunks of several 64-row groups (2200 rows: 35 groups, 2 a chunk), a row tail, and
+// 3 slices at n = 1104 with 1000 rows (15 groups and 40 rows).
+TEST(CudaLoraBackward, PassOverGMatchesReference) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case cases[] = {
+      {"m=2200 72x4000 r=16", {2200}, 72, 4000, 16, 0.3, kHalves},
+      {"m=1000 72x1104 r=8", {1000}, 72, 1104, 8, -0.5, kHalves},
+      {"m=65 64x48 r=16", {65}, 64, 48, 16, 2.0, kBF16},
+  };
+  // clang-format on
   struct Reset {
-    ~Reset() { cuda::set_fold_tile(cuda::FoldTile::Auto); }
+    ~Reset() { cuda::set_fold_g_pass(true); }
   } reset;
-  for (cuda::FoldTile tile : {cuda::FoldTile::Wide, cuda::FoldTile::Pingpong, cuda::FoldTile::Auto}) {
-    SCOPED_TRACE(tile == cuda::FoldTile::Wide ? "wide tile" : tile == cuda::FoldTile::Pingpong ? "pingpong" : "auto");
-    cuda::set_fold_tile(tile);
+  for (bool pass : {true, false}) {
+    SCOPED_TRACE(pass ? "one pass over g" : "shrink, then cuBLASLt's grad_b");
+    cuda::set_fold_g_pass(pass);
     check_all(cases, std::size(cases), nullptr);
   }
 }
