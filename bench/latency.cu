@@ -25,6 +25,7 @@
 #include "core/validate.hpp"
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
+#include "cuda/kernels/strided_copy.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
 #include "loraops/loraops.hpp"
 
@@ -493,6 +494,13 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_pdl(true);
                         },
                         flops + lr},
+                       {"lora custom, shrink without PDL",
+                        [L, custom] {
+                          loraops::cuda::set_fold_shrink_pdl(false);
+                          L->lora(custom);
+                          loraops::cuda::set_fold_shrink_pdl(true);
+                        },
+                        flops + lr},
                        {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
                        {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
@@ -540,6 +548,29 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_pdl(false);
                           train->lora(custom, true);
                           loraops::cuda::set_fold_pdl(true);
+                        },
+                        base},
+                       {"train lora custom, xa kept, shrink without PDL",
+                        [=] {
+                          loraops::cuda::set_fold_shrink_pdl(false);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_shrink_pdl(true);
+                        },
+                        base},
+                       {"train lora custom, xa kept, copies without PDL",
+                        [=] {
+                          loraops::cuda::set_copy_pdl(false);
+                          train->lora(custom, true);
+                          loraops::cuda::set_copy_pdl(true);
+                        },
+                        base},
+                       {"train lora custom, xa kept, shrink and copies without PDL",
+                        [=] {
+                          loraops::cuda::set_fold_shrink_pdl(false);
+                          loraops::cuda::set_copy_pdl(false);
+                          train->lora(custom, true);
+                          loraops::cuda::set_fold_shrink_pdl(true);
+                          loraops::cuda::set_copy_pdl(true);
                         },
                         base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},

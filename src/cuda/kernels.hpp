@@ -77,6 +77,9 @@ void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
 // (one process-wide switch, as set_fold_tile).
 enum class FoldShrinkBy { Auto, Ours, CublasLt };
 void set_fold_shrink(FoldShrinkBy s);
+// Whether the shrink kernel launches as a programmatic dependent (default on; loraops_latency
+// times both).
+void set_fold_shrink_pdl(bool on);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);

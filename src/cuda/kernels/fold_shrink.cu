@@ -20,6 +20,7 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "cuda/kernels.hpp"
@@ -69,6 +70,7 @@ template <class T, int NP>
 __global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const stages = reinterpret_cast<T*>(smem_raw);
+  wait_then_allow_dependents();  // launched as a programmatic dependent (launch below)
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = int(cluster.block_rank()), ranks = int(cluster.num_blocks());
   const int row0 = int(blockIdx.x) / ranks * kShrinkRows;
@@ -142,6 +144,11 @@ __global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a
   cluster.sync();  // no block leaves while the others still read its partial
 }
 
+std::atomic<bool>& shrink_pdl() {
+  static std::atomic<bool> on{true};
+  return on;
+}
+
 template <class T, int NP>
 void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   ShrinkParams a = base;
@@ -156,7 +163,7 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   const void* kernel = reinterpret_cast<const void*>(&fold_shrink_mma<T, NP>);
   attn::allow_dynamic_smem(kernel, smem);
   launch_kernel(fold_shrink_mma<T, NP>, dim3(unsigned(row_blocks * ranks)), kShrinkThreads, smem, stream,
-                LaunchAttrs{false, unsigned(ranks)}, a);
+                LaunchAttrs{shrink_pdl().load(std::memory_order_relaxed), unsigned(ranks)}, a);
 }
 
 template <class T>
@@ -170,6 +177,8 @@ void shrink(const ShrinkParams& a, int device, cudaStream_t stream) {
 }
 
 }  // namespace
+
+void set_fold_shrink_pdl(bool on) { shrink_pdl().store(on, std::memory_order_relaxed); }
 
 bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, const void* a, int64_t a_rs, int64_t r) {
   if (t != DType::BFloat16 && t != DType::Float16) return false;

@@ -3,6 +3,8 @@
 // whenever the destination has a unit column stride, which is how the packing callers lay it out.
 #include "cuda/kernels/strided_copy.hpp"
 
+#include <atomic>
+
 #include "cuda/common.cuh"
 
 namespace loraops::cuda {
@@ -14,8 +16,11 @@ struct CopyArgs {
   int64_t s_bs, s_rs, s_cs, d_bs, d_rs, d_cs;
 };
 
+// Both kernels launch as programmatic dependents of the work before them (their setup overlaps
+// its tail) and wait for it before touching memory.
 template <class T>
 __global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, CopyArgs a) {
+  wait_then_allow_dependents();
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < a.total; e += step) {
     const int64_t r = e / a.cols, j = e - r * a.cols;
@@ -27,11 +32,17 @@ __global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ d
 template <class T>
 __global__ void pack_rows_kernel(const T* __restrict__ src, T* __restrict__ dst,
                                  detail::RowsView v, int64_t total) {
+  wait_then_allow_dependents();
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += step) {
     const int64_t i = e / v.cols, j = e - i * v.cols;
     dst[e] = src[v.row_offset(i) + j * v.col_stride];
   }
+}
+
+std::atomic<bool>& copy_pdl() {
+  static std::atomic<bool> on{true};
+  return on;
 }
 
 int copy_blocks(int64_t total, int device) {
@@ -42,17 +53,20 @@ int copy_blocks(int64_t total, int device) {
 
 }  // namespace
 
+void set_copy_pdl(bool on) { copy_pdl().store(on, std::memory_order_relaxed); }
+
 void pack_rows(const detail::RowsView& v, int64_t elem_bytes, void* dst, cudaStream_t stream,
                int device) {
   const int64_t total = v.rows * v.cols;
   if (total == 0) return;
   const int blocks = copy_blocks(total, device);
+  const bool pdl = copy_pdl().load(std::memory_order_relaxed);
   if (elem_bytes == 4)
-    pack_rows_kernel<uint32_t><<<blocks, 256, 0, stream>>>(
-        static_cast<const uint32_t*>(v.p), static_cast<uint32_t*>(dst), v, total);
+    launch_kernel(pack_rows_kernel<uint32_t>, dim3(unsigned(blocks)), 256, 0, stream, pdl,
+                  static_cast<const uint32_t*>(v.p), static_cast<uint32_t*>(dst), v, total);
   else
-    pack_rows_kernel<uint16_t><<<blocks, 256, 0, stream>>>(
-        static_cast<const uint16_t*>(v.p), static_cast<uint16_t*>(dst), v, total);
+    launch_kernel(pack_rows_kernel<uint16_t>, dim3(unsigned(blocks)), 256, 0, stream, pdl,
+                  static_cast<const uint16_t*>(v.p), static_cast<uint16_t*>(dst), v, total);
   LORAOPS_CUDA_CHECK_LAUNCH("pack_rows");
 }
 
@@ -64,12 +78,13 @@ void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols,
   const CopyArgs a{rows, cols, total, src.bs, src.rs, src.cs, d_bs, d_rs, d_cs};
   constexpr int kThreads = 256;
   const int blocks = copy_blocks(total, device);
+  const bool pdl = copy_pdl().load(std::memory_order_relaxed);
   if (elem_bytes == 4)
-    strided_copy_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const uint32_t*>(src.p), static_cast<uint32_t*>(dst), a);
+    launch_kernel(strided_copy_kernel<uint32_t>, dim3(unsigned(blocks)), kThreads, 0, stream, pdl,
+                  static_cast<const uint32_t*>(src.p), static_cast<uint32_t*>(dst), a);
   else
-    strided_copy_kernel<uint16_t><<<blocks, kThreads, 0, stream>>>(
-        static_cast<const uint16_t*>(src.p), static_cast<uint16_t*>(dst), a);
+    launch_kernel(strided_copy_kernel<uint16_t>, dim3(unsigned(blocks)), kThreads, 0, stream, pdl,
+                  static_cast<const uint16_t*>(src.p), static_cast<uint16_t*>(dst), a);
   LORAOPS_CUDA_CHECK_LAUNCH("strided_copy");
 }
 
