@@ -84,12 +84,11 @@ void set_fold_shrink_pdl(bool on);
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);
 // auto takes the fold (forward and backward) from kLoraFoldAutoMinM rows up to rank
-// kLoraFoldAutoMaxR. H200, bf16 K = N = 4096, interleaved graph replay (NOTES.md, 2026-11-30):
-// the fold against the composition at r = 16 30.4 / 112.7 / 457.1 against 35.5 / 120.8 / 478.3 µs
-// at m = 512 / 2048 / 8192, at r = 64 32.6 / 116.6 / 462.5 against 35.8 / 118.2 / 473.5;
-// fwd+bwd at m = 8192 r = 16 944.8 against 989.0 (session 15: the bf16 forward on the pingpong
-// kernel, forced, 109.7 / 440.1 against 121.3 / 476.1 at m = 2048 / 8192; fold_gemm.hpp). The
-// backward's fold stays at r <= 16, the rank it was measured at.
+// kLoraFoldAutoMaxR (the backward's up to kLoraBackwardFoldAutoMaxR, the rank it was measured
+// at). H200, bf16 K = N = 4096 r = 16, interleaved graph replay (NOTES.md, session 16): the fold
+// 30.0-31.4 / 111.6 / 451.2 µs at m = 512 / 2048 / 8192 against the composition's 34.9-35.2 /
+// 121.0 / 491.7; fwd+bwd at m = 512 / 2048 / 8192 71.8-73.0 / 233.5-242.9 / 900.7-917.2 against
+// 79.0-79.8 / 258.4-267.6 / 1030.0-1063.5 (ranges: machines of different calls).
 constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 64, kLoraBackwardFoldAutoMaxR = 16;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
