@@ -532,6 +532,15 @@ int main(int argc, char** argv) {
   for (int64_t m : {8192, 2048, 512}) {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
     auto train = std::make_shared<TrainSetup>(m, 4096, 16);
     const double base = 2 * 2.0 * double(m) * 4096 * 4096;
+    // the custom step with some of its programmatic dependent launches turned off
+    using loraops::cuda::set_copy_pdl, loraops::cuda::set_fold_pdl, loraops::cuda::set_fold_shrink_pdl;
+    auto without = [train, custom](std::vector<void (*)(bool)> knobs) {
+      return [train, custom, knobs] {
+        for (auto set : knobs) set(false);
+        train->lora(custom, true);
+        for (auto set : knobs) set(true);
+      };
+    };
     groups.push_back({"train bf16 m" + std::to_string(m) + " 4096 r16",
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
@@ -543,36 +552,11 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
                         },
                         base},
-                       {"train lora custom, xa kept, fold GEMMs without PDL",
-                        [=] {
-                          loraops::cuda::set_fold_pdl(false);
-                          train->lora(custom, true);
-                          loraops::cuda::set_fold_pdl(true);
-                        },
-                        base},
-                       {"train lora custom, xa kept, shrink without PDL",
-                        [=] {
-                          loraops::cuda::set_fold_shrink_pdl(false);
-                          train->lora(custom, true);
-                          loraops::cuda::set_fold_shrink_pdl(true);
-                        },
-                        base},
-                       {"train lora custom, xa kept, copies without PDL",
-                        [=] {
-                          loraops::cuda::set_copy_pdl(false);
-                          train->lora(custom, true);
-                          loraops::cuda::set_copy_pdl(true);
-                        },
-                        base},
+                       {"train lora custom, xa kept, fold GEMMs without PDL", without({set_fold_pdl}), base},
+                       {"train lora custom, xa kept, shrink without PDL", without({set_fold_shrink_pdl}), base},
+                       {"train lora custom, xa kept, copies without PDL", without({set_copy_pdl}), base},
                        {"train lora custom, xa kept, shrink and copies without PDL",
-                        [=] {
-                          loraops::cuda::set_fold_shrink_pdl(false);
-                          loraops::cuda::set_copy_pdl(false);
-                          train->lora(custom, true);
-                          loraops::cuda::set_fold_shrink_pdl(true);
-                          loraops::cuda::set_copy_pdl(true);
-                        },
-                        base},
+                        without({set_fold_shrink_pdl, set_copy_pdl}), base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
