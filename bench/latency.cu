@@ -545,7 +545,7 @@ int main(int argc, char** argv) {
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
-                       {"train lora custom, xa kept, cuBLASLt shrinks",
+                       {"train lora custom, xa kept, cuBLASLt forward shrink",
                         [=] {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::CublasLt);
                           train->lora(custom, true);

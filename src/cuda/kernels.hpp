@@ -74,7 +74,8 @@ size_t fold_g_pass_scratch(int64_t m, int64_t n);
 void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
 // Which kernel computes the fold's shrinks: Auto is the rule in lora_fold.cu (ours or
 // cuBLASLt's); the others force one where it applies, for loraops_latency, which times both
-// (one process-wide switch, as set_fold_tile).
+// (one process-wide switch, as set_fold_tile). The backward's g@B by the pass over g
+// (fold_g_pass, below) does not follow it: set_fold_g_pass(false) turns that off.
 enum class FoldShrinkBy { Auto, Ours, CublasLt };
 void set_fold_shrink(FoldShrinkBy s);
 // Whether the shrink kernel launches as a programmatic dependent (default on; loraops_latency

@@ -16,6 +16,7 @@
 // partitions and orders: the same bits on every call of a shape on a device.
 #include <algorithm>
 #include <cstdint>
+#include <string>
 
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/attention_tiles.cuh"
@@ -229,7 +230,7 @@ void run(const FoldGPassArgs& s, const Plan& pl, cudaStream_t stream) {
 bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int64_t n, const void* tp, int64_t t_rs,
                            int64_t r) {
   if (t != DType::BFloat16 && t != DType::Float16) return false;
-  return r >= 1 && r <= kFoldGPassMaxR && r % 8 == 0 && n % 8 == 0 && m < INT32_MAX - kRows &&
+  return m > 0 && n > 0 && r >= 1 && r <= kFoldGPassMaxR && r % 8 == 0 && n % 8 == 0 && m < INT32_MAX - kRows &&
          n < INT32_MAX - kSliceCols && rows16(g, g_rs, 2) && g_rs >= n && rows16(tp, t_rs, 2) && t_rs >= r;
 }
 
@@ -241,7 +242,9 @@ size_t fold_g_pass_scratch(int64_t m, int64_t n) {
 }
 
 void fold_g_pass(DType t, const FoldGPassArgs& s, void* stream_ptr) {
-  if (s.m == 0 || s.n == 0 || s.r == 0) return;
+  if (s.m <= 0 || s.n <= 0 || s.r <= 0 || s.r > kFoldGPassMaxR)
+    throw Error(ErrorKind::Value, "lora_backward", "grad_y", "m, n > 0 and r in [1, 16] for the pass over g",
+                std::to_string(s.m) + "x" + std::to_string(s.n) + " r=" + std::to_string(s.r));
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   int device = 0;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&device));

@@ -7,7 +7,8 @@
 // with a unit column stride), which stores the scaled product and the unscaled one (xa_out, gB)
 // from one fp32 sum: y has the same bits whether or not the caller keeps xa. Where it does not
 // apply or loses (shrink_is_ours), cuBLASLt's unscaled product and a scaled copy of the small
-// factor (B: [n, r], A: [r, k]) instead.
+// factor (B: [n, r], A: [r, k]) instead. The backward's g@B at r <= 16 comes with grad_b from
+// one pass over g (fold_g_pass.cu) where g and t have 16-byte rows.
 // Taken for float16/bfloat16 with K, N and r multiples of 8 and 16-byte-aligned rows of every
 // operand the GEMM reads or writes (TMA); else the vendor composition. Builds without CUTLASS's
 // headers (PyPI's nvidia-cutlass, scripts/setup.sh) never take it.

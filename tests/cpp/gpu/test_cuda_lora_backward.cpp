@@ -416,7 +416,7 @@ const Case kGrid[] = {
     {"m=300 520x264 r=16 (folded grad_x)", {300}, 520, 264, 16, -0.5, kHalves},
     {"m=130 136x40 r=72 (folded grad_x)", {130}, 136, 40, 72, 2.0, kHalves},
     {"m=65 64x48 r=8 scale 0.3 (folded grad_x)", {65}, 64, 48, 8, 0.3, kBF16},
-    // g@B by the fold's shrink kernel over a long N (its depth)
+    // g@B (and grad_b) by the fold's pass over g over a long N (its depth)
     {"m=100 264x4096 r=16 (folded grad_x, long N)", {100}, 264, 4096, 16, -0.5, kHalves},
     {"m=100 r=72 (folded grad_x, cuBLASLt's g@B, scaled copy of A)", {100}, 64, 48, 72, 0.3, kHalves},
     {"m=1100 r=24 (folded grad_x, cuBLASLt's g@B where it wins)", {1100}, 136, 72, 24, -0.5, kBF16},

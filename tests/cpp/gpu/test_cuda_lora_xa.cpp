@@ -129,21 +129,23 @@ TEST(CudaLoraXa, BackwardUsesTheGivenXa) {
       Data d = make_data(c, t);
       Operand g = make_operand(t, {c.m, c.n}, Layout::Contig, -1.f, 1.f);
       DeviceOperand dx(d.x), dw(d.w), da(d.a), db(d.b), dbias(d.bias), dg(g);
-      // xa from the forward, then a padded copy (rows of r + 5: not evenly usable, packed)
+      // xa from the forward, then copies with padded rows: r + 5 (not 16-byte rows: packed) and
+      // r + 8 (16-byte rows: read in place, also by the custom path's pass over g)
       DeviceOut y(t, {c.m, c.n}), xa(t, {c.m, c.r});
       Tensor xav = xa.view();
       lora_forward(dx.view, dw.view, da.view, db.view, c.scale, nullptr, y.view(), {.impl = impl},
                    &xav);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const HostTensor xa_host = xa.fetch();
-      Operand padded = make_operand(t, {c.m, c.r}, Layout::Padded);
-      for (int64_t i = 0; i < c.m; ++i)
-        for (int64_t s = 0; s < c.r; ++s) {
-          const int64_t off = (static_cast<const uint8_t*>(padded.view.data) -
-                               padded.storage.bytes.data()) / dtype_size(t);
-          padded.storage.set(off + i * padded.view.strides[0] + s, xa_host.get(i * c.r + s));
-        }
-      DeviceOperand dpadded(padded);
+      auto copy_of_xa = [&](Layout layout) {
+        Operand o = make_operand(t, {c.m, c.r}, layout);
+        const int64_t off = (static_cast<const uint8_t*>(o.view.data) - o.storage.bytes.data()) / dtype_size(t);
+        for (int64_t i = 0; i < c.m; ++i)
+          for (int64_t s = 0; s < c.r; ++s) o.storage.set(off + i * o.view.strides[0] + s, xa_host.get(i * c.r + s));
+        return o;
+      };
+      Operand padded = copy_of_xa(Layout::Padded), rowpad = copy_of_xa(Layout::RowPad);
+      DeviceOperand dpadded(padded), drowpad(rowpad);
       HostTensor zeros(t, {c.m, c.r});
       DeviceTensor dzeros(zeros);
       Tensor zv = dzeros.view();
@@ -156,9 +158,9 @@ TEST(CudaLoraXa, BackwardUsesTheGivenXa) {
         return std::vector<HostTensor>{gx.fetch(), ga.fetch(), gb.fetch()};
       };
       const auto want = backward(nullptr);
-      for (const Tensor* given : {&xav, &dpadded.view}) {
+      for (const Tensor* given : {&xav, &dpadded.view, &drowpad.view}) {
         const auto got = backward(given);
-        SCOPED_TRACE(given == &xav ? "contiguous xa" : "padded xa");
+        SCOPED_TRACE(given == &xav ? "contiguous xa" : given == &dpadded.view ? "padded xa" : "16-byte padded xa");
         // grad_x and grad_a do not read t: the same GEMMs, the same bits
         EXPECT_TRUE(matches(got[0], want[0], Tol{0, 0})) << "grad_x";
         EXPECT_TRUE(matches(got[1], want[1], Tol{0, 0})) << "grad_a";
