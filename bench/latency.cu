@@ -25,7 +25,6 @@
 #include "core/validate.hpp"
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
-#include "cuda/kernels/strided_copy.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
 #include "loraops/loraops.hpp"
 
@@ -487,20 +486,6 @@ int main(int argc, char** argv) {
                        {"lora custom", [L, custom] { L->lora(custom); }, flops + lr},
                        {"lora custom, narrow tile", forced(FoldTile::Narrow), flops + lr},
                        {"lora custom, pingpong tile", forced(FoldTile::Pingpong), flops + lr},
-                       {"lora custom, fold GEMM without PDL",
-                        [L, custom] {
-                          loraops::cuda::set_fold_pdl(false);
-                          L->lora(custom);
-                          loraops::cuda::set_fold_pdl(true);
-                        },
-                        flops + lr},
-                       {"lora custom, shrink without PDL",
-                        [L, custom] {
-                          loraops::cuda::set_fold_shrink_pdl(false);
-                          L->lora(custom);
-                          loraops::cuda::set_fold_shrink_pdl(true);
-                        },
-                        flops + lr},
                        {"lora custom, our shrink", shrink_by(FoldShrinkBy::Ours), flops + lr},
                        {"lora custom, cuBLASLt shrink", shrink_by(FoldShrinkBy::CublasLt), flops + lr},
                        {"lora vendor", [L, vendor] { L->lora(vendor); }, flops + lr},
@@ -532,15 +517,6 @@ int main(int argc, char** argv) {
   for (int64_t m : {8192, 2048, 512}) {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
     auto train = std::make_shared<TrainSetup>(m, 4096, 16);
     const double base = 2 * 2.0 * double(m) * 4096 * 4096;
-    // the custom step with some of its programmatic dependent launches turned off
-    using loraops::cuda::set_copy_pdl, loraops::cuda::set_fold_pdl, loraops::cuda::set_fold_shrink_pdl;
-    auto without = [train, custom](std::vector<void (*)(bool)> knobs) {
-      return [train, custom, knobs] {
-        for (auto set : knobs) set(false);
-        train->lora(custom, true);
-        for (auto set : knobs) set(true);
-      };
-    };
     groups.push_back({"train bf16 m" + std::to_string(m) + " 4096 r16",
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
@@ -552,11 +528,6 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
                         },
                         base},
-                       {"train lora custom, xa kept, fold GEMMs without PDL", without({set_fold_pdl}), base},
-                       {"train lora custom, xa kept, shrink without PDL", without({set_fold_shrink_pdl}), base},
-                       {"train lora custom, xa kept, copies without PDL", without({set_copy_pdl}), base},
-                       {"train lora custom, xa kept, shrink and copies without PDL",
-                        without({set_fold_shrink_pdl, set_copy_pdl}), base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},

@@ -70,6 +70,8 @@ struct FoldGPassArgs {
 };
 bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int64_t n, const void* tp, int64_t t_rs,
                            int64_t r);
+// Whether t (unit column stride, rows of t_rs) suits the pass as it is (else pack it).
+bool fold_g_pass_reads_t(const void* t, int64_t t_rs, int64_t r);
 size_t fold_g_pass_scratch(int64_t m, int64_t n);
 void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
 // Which kernel computes the fold's shrinks: Auto is the rule in lora_fold.cu (ours or
@@ -78,9 +80,6 @@ void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
 // (fold_g_pass, below) does not follow it: set_fold_g_pass(false) turns that off.
 enum class FoldShrinkBy { Auto, Ours, CublasLt };
 void set_fold_shrink(FoldShrinkBy s);
-// Whether the shrink kernel launches as a programmatic dependent (default on; loraops_latency
-// times both).
-void set_fold_shrink_pdl(bool on);
 // kernels/lora_fold.cu: above the decode sizes, the low-rank term folded into the GEMM's K loop
 // (CUTLASS; builds without its headers never take it: the *_supported answer false).
 bool lora_fold_supported(const detail::LoraForwardParams& p);

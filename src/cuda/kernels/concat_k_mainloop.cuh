@@ -4,7 +4,7 @@
 #pragma once
 // The kernels wait for the grid before them (griddepcontrol.wait) in their load warps, before any
 // global read, and let the grid after them launch from their last tile: a launch with
-// programmatic stream serialization (FoldGemmArgs::pdl) then overlaps the GEMM's prologue with the
+// programmatic stream serialization (FoldGemm::run) then overlaps the GEMM's prologue with the
 // previous kernel's tail. Without that launch attribute the instructions are no-ops.
 #ifndef CUTLASS_ENABLE_GDC_FOR_SM90
 #define CUTLASS_ENABLE_GDC_FOR_SM90 1

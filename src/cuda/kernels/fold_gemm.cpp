@@ -11,7 +11,6 @@ namespace loraops::cuda {
 namespace {
 
 std::atomic<FoldTile> forced_tile{FoldTile::Auto};
-std::atomic<bool> dependent_launch{true};
 
 // The forward's tile. Pingpong measured faster than CUTLASS's cooperative 128x256 tile (a
 // cluster of 2 along m; gone since) wherever that one kept the SMs busy (H200, bf16 K = N = 4096,
@@ -32,14 +31,12 @@ FoldGemmArgs on_device(const FoldGemmArgs& args) {
   FoldGemmArgs a = args;
   LORAOPS_CUDA_CHECK(cudaGetDevice(&a.device));
   if (a.sm_count == 0) a.sm_count = sm_count(a.device);
-  a.pdl = dependent_launch.load(std::memory_order_relaxed);
   return a;
 }
 
 }  // namespace
 
 void set_fold_tile(FoldTile t) { forced_tile.store(t, std::memory_order_relaxed); }
-void set_fold_pdl(bool on) { dependent_launch.store(on, std::memory_order_relaxed); }
 
 #if LORAOPS_WITH_CUTLASS
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& args) {

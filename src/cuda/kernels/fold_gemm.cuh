@@ -67,7 +67,7 @@ struct FoldGemm {
     Gemm gemm;
     if (gemm.can_implement(args) != cutlass::Status::kSuccess ||
         gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess ||
-        gemm.run(stream, nullptr, a.pdl) != cutlass::Status::kSuccess)
+        gemm.run(stream, nullptr, /*launch_with_pdl=*/true) != cutlass::Status::kSuccess)
       throw Error(ErrorKind::Runtime, "lora", "x", "the folded GEMM (CUTLASS) to launch",
                   "can_implement, initialize or run failed");
     LORAOPS_CUDA_CHECK_LAUNCH("lora (folded GEMM)");

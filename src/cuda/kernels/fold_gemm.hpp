@@ -33,9 +33,6 @@ struct FoldGemmArgs {
   // scheduler keeps CUTLASS's defaults: swizzle 2/4/8 and raster along m or n measured within
   // noise of them (H200, 2026-11-30, NOTES.md).
   int device = 0, sm_count = 0;
-  // Launched as a programmatic dependent of the kernel before it (fold_gemm sets it from
-  // set_fold_pdl: on unless a measurement turns it off).
-  bool pdl = true;
 };
 
 // Which kernel the forward's GEMM (K-major B) takes (loraops_latency and the tests force each):
@@ -45,12 +42,12 @@ struct FoldGemmArgs {
 // The backward's GEMM (N-major B) is always the pingpong kernel.
 enum class FoldTile { Auto, Narrow, Pingpong };
 void set_fold_tile(FoldTile t);
-// Whether fold_gemm launches as a programmatic dependent (default on; loraops_latency times both).
-void set_fold_pdl(bool on);
 
 // Bytes of device workspace fold_gemm needs for these arguments (often 0).
 size_t fold_gemm_workspace(DType t, const FoldGemmArgs& a);
-// Enqueues the GEMM on `stream` (float16 or bfloat16); throws Error(Runtime) if CUTLASS refuses.
+// Enqueues the GEMM on `stream` (float16 or bfloat16) as a programmatic dependent of the work
+// before it (NOTES.md, session 16: a training step at m = 8192 took 1.153x the base GEMMs without
+// that, 1.111x with it); throws Error(Runtime) if CUTLASS refuses.
 void fold_gemm(DType t, const FoldGemmArgs& a, void* workspace, cudaStream_t stream);
 
 // The translation units (fold_gemm.cpp dispatches to them): the forward's kernels per dtype

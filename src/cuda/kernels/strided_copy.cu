@@ -3,8 +3,6 @@
 // whenever the destination has a unit column stride, which is how the packing callers lay it out.
 #include "cuda/kernels/strided_copy.hpp"
 
-#include <atomic>
-
 #include "cuda/common.cuh"
 
 namespace loraops::cuda {
@@ -40,11 +38,6 @@ __global__ void pack_rows_kernel(const T* __restrict__ src, T* __restrict__ dst,
   }
 }
 
-std::atomic<bool>& copy_pdl() {
-  static std::atomic<bool> on{true};
-  return on;
-}
-
 int copy_blocks(int64_t total, int device) {
   const int64_t cap = int64_t(sm_count(device)) * 8;  // a full GPU; the kernels loop past it
   const int64_t want = (total + 255) / 256;
@@ -53,19 +46,16 @@ int copy_blocks(int64_t total, int device) {
 
 }  // namespace
 
-void set_copy_pdl(bool on) { copy_pdl().store(on, std::memory_order_relaxed); }
-
 void pack_rows(const detail::RowsView& v, int64_t elem_bytes, void* dst, cudaStream_t stream,
                int device) {
   const int64_t total = v.rows * v.cols;
   if (total == 0) return;
   const int blocks = copy_blocks(total, device);
-  const bool pdl = copy_pdl().load(std::memory_order_relaxed);
   if (elem_bytes == 4)
-    launch_kernel(pack_rows_kernel<uint32_t>, dim3(unsigned(blocks)), 256, 0, stream, pdl,
+    launch_kernel(pack_rows_kernel<uint32_t>, dim3(unsigned(blocks)), 256, 0, stream, true,
                   static_cast<const uint32_t*>(v.p), static_cast<uint32_t*>(dst), v, total);
   else
-    launch_kernel(pack_rows_kernel<uint16_t>, dim3(unsigned(blocks)), 256, 0, stream, pdl,
+    launch_kernel(pack_rows_kernel<uint16_t>, dim3(unsigned(blocks)), 256, 0, stream, true,
                   static_cast<const uint16_t*>(v.p), static_cast<uint16_t*>(dst), v, total);
   LORAOPS_CUDA_CHECK_LAUNCH("pack_rows");
 }
@@ -78,12 +68,11 @@ void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols,
   const CopyArgs a{rows, cols, total, src.bs, src.rs, src.cs, d_bs, d_rs, d_cs};
   constexpr int kThreads = 256;
   const int blocks = copy_blocks(total, device);
-  const bool pdl = copy_pdl().load(std::memory_order_relaxed);
   if (elem_bytes == 4)
-    launch_kernel(strided_copy_kernel<uint32_t>, dim3(unsigned(blocks)), kThreads, 0, stream, pdl,
+    launch_kernel(strided_copy_kernel<uint32_t>, dim3(unsigned(blocks)), kThreads, 0, stream, true,
                   static_cast<const uint32_t*>(src.p), static_cast<uint32_t*>(dst), a);
   else
-    launch_kernel(strided_copy_kernel<uint16_t>, dim3(unsigned(blocks)), kThreads, 0, stream, pdl,
+    launch_kernel(strided_copy_kernel<uint16_t>, dim3(unsigned(blocks)), kThreads, 0, stream, true,
                   static_cast<const uint16_t*>(src.p), static_cast<uint16_t*>(dst), a);
   LORAOPS_CUDA_CHECK_LAUNCH("strided_copy");
 }

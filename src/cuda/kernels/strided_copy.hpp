@@ -26,7 +26,4 @@ void strided_copy(int64_t elem_bytes, int64_t batch, int64_t rows, int64_t cols,
 void pack_rows(const detail::RowsView& v, int64_t elem_bytes, void* dst, cudaStream_t stream,
                int device);
 
-// Whether both launch as programmatic dependents (default on; loraops_latency times both).
-void set_copy_pdl(bool on);
-
 }  // namespace loraops::cuda
