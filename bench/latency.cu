@@ -26,6 +26,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/fold_gemm.hpp"
+#include "cuda/side_stream.hpp"
 #include "loraops/loraops.hpp"
 
 namespace {
@@ -528,6 +529,13 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
                         },
                         base},
+                       {"train lora custom, xa kept, no side stream",
+                        [=] {
+                          loraops::cuda::set_side_streams(false);
+                          train->lora(custom, true);
+                          loraops::cuda::set_side_streams(true);
+                        },
+                        base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
@@ -539,7 +547,26 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_g_pass(true);
                         },
                         base / 2},
+                       {"train bwd custom, xa given, no side stream",
+                        [=] {
+                          loraops::cuda::set_side_streams(false);
+                          train->backward(custom);
+                          loraops::cuda::set_side_streams(true);
+                        },
+                        base / 2},
                        {"train bwd vendor, xa given", [=] { train->backward(vendor); }, base / 2}}});
+  }
+
+  {  // one training step (m = 8192) alone, for NCU_CASE: each kernel's time in place
+    auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
+    cases.push_back({"train step custom bf16 m8192 (one step)", [=] { train->lora(custom, true); }, 0, 3});
+    cases.push_back({"train step custom bf16 m8192, no side stream (one step)",
+                     [=] {
+                       loraops::cuda::set_side_streams(false);
+                       train->lora(custom, true);
+                       loraops::cuda::set_side_streams(true);
+                     },
+                     0, 3});
   }
 
   // Attention (custom; bf16): the issue's shapes. FLOPs as FlashAttention counts them: 4 S^2 D

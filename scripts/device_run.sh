@@ -6,8 +6,8 @@
 #   usage: scripts/device_run.sh [bench suites...]   (default: seed; "none" for no bench)
 #   BENCH_TIMEOUT (default 450 s) bounds each bench step, the C++ run (--cpp) included.
 #   LATENCY_FILTER=text runs only the loraops_latency cases whose name contains it (a|b: either); NCU_CASE=text
-#   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_COUNT launches; a|b: a
-#   profile of each).
+#   profiles those cases' kernels with Nsight Compute (NCU_KERNEL=regex, NCU_SKIP then NCU_COUNT
+#   launches, NCU_ARGS instead of the default sections; a|b: a profile of each).
 #   EXAMPLE=1 also runs examples/finetune_llama_lora.py; PROFILE=1 scripts/profile_torch_example.py.
 #   ONLY_CPP=1 skips the Python install, pytest and the bench; PYTEST=0 skips only pytest; ONLY_PY=1 skips the C++ tests and
 #   loraops_latency (the build stays: the bench's --cpp rows); SANITIZERS=0 skips memcheck and
@@ -62,10 +62,11 @@ if [ -x build/dev/tests/cpp/loraops_gpu_tests ] && [ "${ONLY_PY:-0}" != 1 ]; the
     IFS='|' read -ra ncu_cases <<<"$NCU_CASE"
     for i in "${!ncu_cases[@]}"; do
       [ -n "${ncu_cases[$i]}" ] || continue  # a||b: an empty case would profile every case
-      step "ncu_$i" ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-count "${NCU_COUNT:-4}" \
-        --section SpeedOfLight --section Occupancy --section LaunchStats \
-        --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats \
-        build/dev/loraops_latency 20 "${ncu_cases[$i]}"
+      # NCU_ARGS replaces the sections (e.g. "--metrics gpu__time_duration.sum --clock-control none
+      # --cache-control none": each kernel's time in place, at the clocks graph replay runs at)
+      read -ra ncu_args <<<"${NCU_ARGS:---section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats --section InstructionStats}"
+      step "ncu_$i" ncu --kernel-name "regex:${NCU_KERNEL:-.}" --launch-skip "${NCU_SKIP:-0}" --launch-count "${NCU_COUNT:-4}" \
+        "${ncu_args[@]}" build/dev/loraops_latency 20 "${ncu_cases[$i]}"
     done
   fi
 fi

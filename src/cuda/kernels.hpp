@@ -51,14 +51,17 @@ bool fold_shrink_supported(DType t, const void* x, int64_t x_rs, int64_t k, cons
 void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream);
 // kernels/fold_g_pass.cu: the backward's one pass over g [m, n] (m, n > 0, r <= 16): gB = g @ B
 // unscaled (rows of ld_gb) and scaled (scale * gB, rows of r), and grad_b = scale * g.T @ t
-// ([n, r], rows of r), from bt = B.T ([r, n], rows of n) and t = x @ A.T ([m, r], rows of t_rs).
-// Halves, r and n multiples of 8, 16-byte-aligned rows (fold_g_pass_supported); scratch: at
-// least fold_g_pass_scratch(m, n) bytes, 256-byte aligned (fp32 partials).
+// ([n, r], rows of r), from B ([n, r], rows of b_rs) and t = x @ A.T ([m, r], rows of t_rs).
+// Halves, r and n multiples of 8, 16-byte-aligned rows (fold_g_pass_supported; B's and t's:
+// fold_g_pass_reads_t); scratch: at least fold_g_pass_scratch(m, n) bytes, 256-byte aligned (fp32
+// partials). fold_g_pass leaves gB and scale * gB, and grad_b's partials; fold_g_pass_grad_b,
+// enqueued after it (on any stream that waits for it) with the same arguments, adds those.
 constexpr int64_t kFoldGPassMaxR = 16;
 struct FoldGPassArgs {
   const void* g;
   int64_t g_rs, m, n;
-  const void* bt;
+  const void* b;
+  int64_t b_rs;
   const void* t;
   int64_t t_rs, r;
   float scale;
@@ -70,10 +73,11 @@ struct FoldGPassArgs {
 };
 bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int64_t n, const void* tp, int64_t t_rs,
                            int64_t r);
-// Whether t (unit column stride, rows of t_rs) suits the pass as it is (else pack it).
+// Whether t (unit column stride, rows of t_rs) suits the pass as it is (else pack it); B likewise.
 bool fold_g_pass_reads_t(const void* t, int64_t t_rs, int64_t r);
 size_t fold_g_pass_scratch(int64_t m, int64_t n);
 void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
+void fold_g_pass_grad_b(DType t, const FoldGPassArgs& a, void* stream);
 // Which kernel computes the fold's shrinks: Auto is the rule in lora_fold.cu (ours or
 // cuBLASLt's); the others force one where it applies, for loraops_latency, which times both
 // (one process-wide switch, as set_fold_tile). The backward's g@B by the pass over g
@@ -93,10 +97,12 @@ constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 64, kLoraBackward
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch
 // (g: m rows of n, unit column stride, 16-byte rows; gB: [m, r] unscaled, rows of ld_gb):
-//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch): with grad_b in the same
-//                              pass over g by fold_g_pass (given t = x @ A.T, rows of t_rs, or
-//                              null), else by fold_shrink_product (None: neither applies, gB is
-//                              the caller's to compute)
+//   lora_backward_fold_gb      gB = g @ B and scale*gB (in the scratch): with grad_b's partials
+//                              from the same pass over g by fold_g_pass (given t = x @ A.T, rows
+//                              of t_rs, or null: GbAndGradB), else by fold_shrink_product (Gb;
+//                              None: neither applies, gB is the caller's to compute)
+//   lora_backward_fold_grad_b  after GbAndGradB: adds grad_b's partials into grad_b (on any
+//                              stream that waits for lora_backward_fold_gb's work)
 //   lora_backward_fold_grad_x  grad_x = [g | scale*gB] @ [W ; A] (scaled_gb: after
 //                              lora_backward_fold_gb) or [g | gB] @ [W ; scale*A], one GEMM
 // _supported checks everything but g and t.
@@ -105,6 +111,7 @@ bool lora_backward_fold_supported(const detail::LoraBackwardParams& p);
 int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p);
 FoldGb lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb,
                              int64_t ld_gb, const void* t, int64_t t_rs, void* scratch, void* stream);
+void lora_backward_fold_grad_b(const detail::LoraBackwardParams& p, void* scratch, void* stream);
 // Whether lora_backward_fold_gb may take fold_g_pass (default on; loraops_latency times both).
 void set_fold_g_pass(bool on);
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,

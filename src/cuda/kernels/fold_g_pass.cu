@@ -5,15 +5,17 @@
 // g [m, n] is cut into slices of kSliceCols columns (S of them) and chunks of whole 64-row groups
 // (C of them); block (slice, chunk) streams its g tiles (64 rows x 64 columns) through a cp.async
 // pipeline and multiplies each twice on tensor cores (mma.m16n8k16, fp32 accumulation):
-//   - gB's partial over the slice: the tile (rows as M, columns as K) by B.T's tile, which stays
-//     in shared memory for the whole block (B.T [r, n] is small);
+//   - gB's partial over the slice: the tile (rows as M, columns as K) by B's rows of the slice,
+//     which stay in shared memory for the whole block (B [n, r] is small; read in place, no B.T);
 //   - grad_b's partial over the chunk: the tile transposed (columns as M, rows as K, ldmatrix
 //     .trans) by t's 64 rows (x @ A.T, staged once per row group), accumulated in registers for
 //     the whole chunk (each warp 16 of every 64 columns, 64 floats a thread at NT = 8).
 // The partials (fp32) go to scratch: gB's [S][m][16] after each row group, grad_b's [C][n][16]
-// at the end. A second kernel (a programmatic dependent) adds them in slice and chunk order and
-// rounds: gB (unscaled, for grad_a), scale * gB (for the folded grad_x GEMM), grad_b. Fixed
-// partitions and orders: the same bits on every call of a shape on a device.
+// at the end. A second kernel (a programmatic dependent) adds gB's in slice order and rounds: gB
+// (unscaled, for grad_a) and scale * gB (for the folded grad_x GEMM); the same kernel adds
+// grad_b's in chunk order when the caller asks (fold_g_pass_grad_b: later, on another stream if
+// it likes, since grad_x's GEMM does not need grad_b). Fixed partitions and orders: the same bits
+// on every call of a shape on a device.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -40,7 +42,8 @@ constexpr int kRP = 16;  // r padded: the partials' row length
 struct PassParams {
   const void* g;
   int64_t g_rs;
-  const void* bt;  // [r, n], rows of n
+  const void* b;  // [n, r], rows of b_rs
+  int64_t b_rs;
   const void* t;
   int64_t t_rs;
   float* part_gb;  // [slices][m][kRP]
@@ -49,22 +52,27 @@ struct PassParams {
   int groups;  // row groups per chunk
 };
 
-// Shared memory: the stages' g tiles, B.T's slice (kNT tiles of [16][64]), t's rows twice.
+// Shared memory: the stages' g tiles, B's rows of the slice ([kSliceCols][kRP]), t's rows twice.
 constexpr size_t kTileElems = size_t(kRows) * kCols;
-constexpr size_t kBtElems = size_t(kNT) * 16 * kCols;
+constexpr size_t kBElems = size_t(kSliceCols) * kRP;
 constexpr size_t kTElems = size_t(kRows) * kRP;
 template <class T>
 constexpr size_t smem_bytes() {
-  return (kStages * kTileElems + kBtElems + 2 * kTElems) * sizeof(T);
+  return (kStages * kTileElems + kBElems + 2 * kTElems) * sizeof(T);
 }
+
+// Element (row, column) of B's rows in shared memory: rows of kRP (two 16-byte chunks), the
+// chunk swapped on every other 4 rows, so that ldmatrix's 8 rows of a chunk hit 8 distinct
+// bank groups (unswizzled, rows 4 apart would share them).
+__device__ __forceinline__ int b_at(int row, int chunk) { return row * kRP + ((chunk ^ ((row >> 2) & 1)) << 3); }
 
 // Block x = chunk * slices + slice.
 template <class T>
 __global__ void __launch_bounds__(kThreads) fold_g_pass_kernel(PassParams a) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* const tiles = reinterpret_cast<T*>(smem_raw);
-  T* const bts = tiles + kStages * kTileElems;
-  T* const ts = bts + kBtElems;
+  T* const bs = tiles + kStages * kTileElems;
+  T* const ts = bs + kBElems;
   const int slices = (a.n + kSliceCols - 1) / kSliceCols;
   const int slice = int(blockIdx.x) % slices, chunk = int(blockIdx.x) / slices;
   const int col0 = slice * kSliceCols;
@@ -76,14 +84,16 @@ __global__ void __launch_bounds__(kThreads) fold_g_pass_kernel(PassParams a) {
   const T* const g = static_cast<const T*>(a.g);
   const T* const t = static_cast<const T*>(a.t);
 
-  grid_dependency_wait();  // B.T is written by the kernel before this one
+  grid_dependency_wait();  // B (or its packed copy) may come from the kernel before this one
   allow_dependents();
 
-  // B.T's slice, in the first commit group (zero past r and n)
-  const T* const bt = static_cast<const T*>(a.bt) + col0;
-#pragma unroll
-  for (int kt = 0; kt < kNT; ++kt)
-    attn::load_tile<T, kCols, 16, kThreads>(bts + kt * 16 * kCols, bt + kt * kCols, a.n, a.r, a.n - col0 - kt * kCols);
+  // B's rows of the slice, in the first commit group (zero past r and n)
+  const T* const b = static_cast<const T*>(a.b);
+  for (int i = threadIdx.x; i < kSliceCols * 2; i += kThreads) {
+    const int row = i >> 1, c = i & 1;
+    const bool ok = col0 + row < a.n && c * 8 < a.r;
+    cp_async16(bs + b_at(row, c), ok ? b + int64_t(col0 + row) * a.b_rs + c * 8 : b, ok);
+  }
   // Tile u: row group u / kNT, tile u % kNT of the slice; with its row group's t at u % kNT == 0.
   auto load = [&](int u) {
     const int row0 = (rg0 + u / kNT) * kRows, c0 = col0 + (u % kNT) * kCols;
@@ -121,12 +131,11 @@ __global__ void __launch_bounds__(kThreads) fold_g_pass_kernel(PassParams a) {
         for (int kk = 0; kk < 4; ++kk)
           ldmatrix_x4_trans(tf[kk], tsg + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kRP + (lane >> 4) * 8);
       }
-      const T* const bs = bts + kt * 16 * kCols;
 #pragma unroll
-      for (int kk = 0; kk < kCols / 16; ++kk) {  // gB: k is the tile's columns
+      for (int kk = 0; kk < kCols / 16; ++kk) {  // gB: k is the tile's columns, B's rows
         uint32_t xf[4], bf[4];
         ldmatrix_x4(xf, gs + swz<kCols>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
-        ldmatrix_x4(bf, bs + swz<kCols>((lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
+        ldmatrix_x4_trans(bf, bs + b_at(kt * kCols + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, lane >> 4));
         mma16816<T>(acc_g[0], xf[0], xf[1], xf[2], xf[3], bf[0], bf[1]);
         mma16816<T>(acc_g[1], xf[0], xf[1], xf[2], xf[3], bf[2], bf[3]);
       }
@@ -168,6 +177,7 @@ __global__ void __launch_bounds__(kThreads) fold_g_pass_kernel(PassParams a) {
 struct SumParams {
   const float* part_gb;
   const float* part_b;
+  int64_t first, count;  // the outputs this launch adds (gB's: [0, m*r), grad_b's: [m*r, (m+n)*r))
   int m, n, r, slices, chunks;
   float scale;
   void* gb;
@@ -180,7 +190,9 @@ struct SumParams {
 template <class T>
 __global__ void fold_g_pass_sum(SumParams a) {
   wait_then_allow_dependents();
-  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= a.count) return;
+  const int64_t e = a.first + i;
   const int64_t gb_count = int64_t(a.m) * a.r;
   if (e < gb_count) {
     const int64_t i = e / a.r, j = e - i * a.r;
@@ -211,18 +223,40 @@ Plan plan(int64_t m, int64_t n, int device) {
   return p;
 }
 
+struct Partials {
+  float *gb, *b;
+};
+Partials partials(const FoldGPassArgs& s, const Plan& pl) {
+  float* const gb = static_cast<float*>(s.scratch);
+  return {gb, gb + round_up(int64_t(pl.slices) * s.m * kRP, 64)};
+}
+
+// The sum kernel over outputs [first, first + count).
+template <class T>
+void sum(const FoldGPassArgs& s, const Plan& pl, int64_t first, int64_t count, cudaStream_t stream) {
+  const Partials part = partials(s, pl);
+  SumParams b{part.gb, part.b, first, count, int(s.m), int(s.n), int(s.r), pl.slices, pl.chunks, s.scale, s.gb, s.ld_gb,
+              s.sgb, s.grad_b};
+  launch_kernel(fold_g_pass_sum<T>, dim3(unsigned((count + 255) / 256)), 256, 0, stream, true, b);
+}
+
 template <class T>
 void run(const FoldGPassArgs& s, const Plan& pl, cudaStream_t stream) {
-  float* const part_gb = static_cast<float*>(s.scratch);
-  float* const part_b = part_gb + round_up(int64_t(pl.slices) * s.m * kRP, 64);
-  PassParams a{s.g, s.g_rs, s.bt, s.t, s.t_rs, part_gb, part_b, int(s.m), int(s.n), int(s.r), pl.groups};
+  const Partials part = partials(s, pl);
+  PassParams a{s.g, s.g_rs, s.b, s.b_rs, s.t, s.t_rs, part.gb, part.b, int(s.m), int(s.n), int(s.r), pl.groups};
   constexpr size_t smem = smem_bytes<T>();
   attn::allow_dynamic_smem(reinterpret_cast<const void*>(&fold_g_pass_kernel<T>), smem);
   launch_kernel(fold_g_pass_kernel<T>, dim3(unsigned(pl.slices * pl.chunks)), kThreads, smem, stream, true, a);
-  SumParams b{part_gb, part_b, int(s.m), int(s.n), int(s.r), pl.slices, pl.chunks, s.scale, s.gb, s.ld_gb, s.sgb,
-              s.grad_b};
-  const int64_t outputs = (s.m + s.n) * s.r;
-  launch_kernel(fold_g_pass_sum<T>, dim3(unsigned((outputs + 255) / 256)), 256, 0, stream, true, b);
+  sum<T>(s, pl, 0, s.m * s.r, stream);
+}
+
+Plan checked_plan(const FoldGPassArgs& s) {
+  if (s.m <= 0 || s.n <= 0 || s.r <= 0 || s.r > kFoldGPassMaxR)
+    throw Error(ErrorKind::Value, "lora_backward", "grad_y", "m, n > 0 and r in [1, 16] for the pass over g",
+                std::to_string(s.m) + "x" + std::to_string(s.n) + " r=" + std::to_string(s.r));
+  int device = 0;
+  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
+  return plan(s.m, s.n, device);
 }
 
 }  // namespace
@@ -234,6 +268,7 @@ bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int6
          n < INT32_MAX - kSliceCols && rows16(g, g_rs, 2) && g_rs >= n && fold_g_pass_reads_t(tp, t_rs, r);
 }
 
+// t, and B, as the pass reads them: 16-byte-aligned rows of at least r
 bool fold_g_pass_reads_t(const void* t, int64_t t_rs, int64_t r) { return rows16(t, t_rs, 2) && t_rs >= r; }
 
 size_t fold_g_pass_scratch(int64_t m, int64_t n) {
@@ -244,16 +279,22 @@ size_t fold_g_pass_scratch(int64_t m, int64_t n) {
 }
 
 void fold_g_pass(DType t, const FoldGPassArgs& s, void* stream_ptr) {
-  if (s.m <= 0 || s.n <= 0 || s.r <= 0 || s.r > kFoldGPassMaxR)
-    throw Error(ErrorKind::Value, "lora_backward", "grad_y", "m, n > 0 and r in [1, 16] for the pass over g",
-                std::to_string(s.m) + "x" + std::to_string(s.n) + " r=" + std::to_string(s.r));
+  if (!fold_g_pass_reads_t(s.b, s.b_rs, s.r))
+    throw Error(ErrorKind::Value, "lora_backward", "lora_b", "16-byte-aligned rows of at least r for the pass over g",
+                "rows of " + std::to_string(s.b_rs));
+  const Plan pl = checked_plan(s);
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  int device = 0;
-  LORAOPS_CUDA_CHECK(cudaGetDevice(&device));
-  const Plan pl = plan(s.m, s.n, device);
   if (t == DType::BFloat16) run<__nv_bfloat16>(s, pl, stream);
   else run<__half>(s, pl, stream);
   LORAOPS_CUDA_CHECK_LAUNCH("lora_backward (pass over g)");
+}
+
+void fold_g_pass_grad_b(DType t, const FoldGPassArgs& s, void* stream_ptr) {
+  const Plan pl = checked_plan(s);
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  if (t == DType::BFloat16) sum<__nv_bfloat16>(s, pl, s.m * s.r, s.n * s.r, stream);
+  else sum<__half>(s, pl, s.m * s.r, s.n * s.r, stream);
+  LORAOPS_CUDA_CHECK_LAUNCH("lora_backward (grad_b of the pass over g)");
 }
 
 }  // namespace loraops::cuda

@@ -166,22 +166,35 @@ bool lora_backward_fold_supported(const detail::LoraBackwardParams& p) {
   return aligned16(p.grad_x);  // contiguous [m, k], stored by TMA
 }
 
-// The backward's scratch: [scale*A: r x k][B.T: r x n][scale*gB: m x r][GEMM workspace][the pass
-// over g's partials (r <= kFoldGPassMaxR)], each 256-byte aligned.
+// The backward's scratch: [scale*A: r x k][B.T (the shrink's) or B packed (the pass's): r x n]
+// [scale*gB: m x r][GEMM workspace][the pass over g's partials (r <= kFoldGPassMaxR)], each
+// 256-byte aligned.
 namespace {
-int64_t scaled_a_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.k * 2, 256); }
-int64_t bt_bytes(const detail::LoraBackwardParams& p) { return round_up(p.r * p.n * 2, 256); }
-int64_t sgb_bytes(const detail::LoraBackwardParams& p) { return round_up(p.m * p.r * 2, 256); }
-int64_t gemm_ws_bytes(const detail::LoraBackwardParams& p) {
+struct BackwardScratch {  // byte offsets
+  int64_t scaled_a, b_copy, sgb, gemm_ws, partials, end;
+};
+BackwardScratch backward_scratch(const detail::LoraBackwardParams& p) {
   FoldGemmArgs a;
   a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
   a.a = a.a2 = a.b = a.b2 = p.weight.p;  // placeholders: the workspace depends on the shape only
   a.lda = p.n, a.lda2 = p.r, a.ldb = p.weight.rs, a.ldb2 = p.k, a.b_k_major = false;
   a.d = p.grad_x;
-  return round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+  BackwardScratch s;
+  s.scaled_a = 0;
+  s.b_copy = s.scaled_a + round_up(p.r * p.k * 2, 256);
+  s.sgb = s.b_copy + round_up(p.r * p.n * 2, 256);
+  s.gemm_ws = s.sgb + round_up(p.m * p.r * 2, 256);
+  s.partials = s.gemm_ws + round_up(int64_t(fold_gemm_workspace(p.dtype, a)), 256);
+  s.end = s.partials + (p.r <= kFoldGPassMaxR ? round_up(int64_t(fold_g_pass_scratch(p.m, p.n)), 256) : 0);
+  return s;
 }
-int64_t g_pass_bytes(const detail::LoraBackwardParams& p) {
-  return p.r <= kFoldGPassMaxR ? round_up(int64_t(fold_g_pass_scratch(p.m, p.n)), 256) : 0;
+
+// The pass over g's arguments (its sum kernels need only p and the scratch).
+FoldGPassArgs g_pass_args(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* b,
+                          int64_t b_rs, const void* t, int64_t t_rs, void* gb, int64_t ld_gb, void* scratch) {
+  const BackwardScratch at = backward_scratch(p);
+  char* const sc = static_cast<char*>(scratch);
+  return {g, g_rs, p.m, p.n, b, b_rs, t, t_rs, p.r, p.scale, gb, ld_gb, sc + at.sgb, p.grad_b, sc + at.partials};
 }
 
 std::atomic<bool>& g_pass_on() {
@@ -193,51 +206,59 @@ std::atomic<bool>& g_pass_on() {
 void set_fold_g_pass(bool on) { g_pass_on().store(on, std::memory_order_relaxed); }
 
 int64_t lora_backward_fold_scratch(const detail::LoraBackwardParams& p) {
-  return scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + gemm_ws_bytes(p) + g_pass_bytes(p);
+  return backward_scratch(p).end;
 }
 
 FoldGb lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, void* gb,
                              int64_t ld_gb, const void* t, int64_t t_rs, void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
+  const BackwardScratch at = backward_scratch(p);
   char* const sc = static_cast<char*>(scratch);
-  void* const bt = sc + scaled_a_bytes(p);
-  void* const sgb = sc + scaled_a_bytes(p) + bt_bytes(p);
   // one pass over g for gB and grad_b where it applies, else our shrink for gB alone
   const bool pass = g_pass_on().load(std::memory_order_relaxed) && t != nullptr &&
                     fold_g_pass_supported(p.dtype, g, g_rs, p.m, p.n, t, t_rs, p.r);
   if (!pass &&
-      !shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, bt, p.n, p.r), p.m, p.r))
+      !shrink_is_ours(ld_gb == p.r && fold_shrink_supported(p.dtype, g, g_rs, p.n, sc + at.b_copy, p.n, p.r), p.m, p.r))
     return FoldGb::None;
   DeviceGuard guard(p.device_index);
-  // B.T: [r, n], contiguous (a small copy), the shrink's "A" and the pass's resident tile
-  scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, bt, stream, p.device_index);
-  if (pass) {
-    void* const partials = sc + scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p) + gemm_ws_bytes(p);
-    fold_g_pass(p.dtype, {g, g_rs, p.m, p.n, bt, t, t_rs, p.r, p.scale, gb, ld_gb, sgb, p.grad_b, partials}, stream);
+  if (pass) {  // B read in place where its rows suit the pass (else packed)
+    int64_t b_rs = 0;
+    const void* b = scaled_factor(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.rs, p.lora_b.cs}, p.n, p.r, 1.f,
+                                  sc + at.b_copy, &b_rs, stream, p.device_index);
+    fold_g_pass(p.dtype, g_pass_args(p, g, g_rs, b, b_rs, t, t_rs, gb, ld_gb, scratch), stream);
     return FoldGb::GbAndGradB;
   }
-  fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, bt, p.n, p.r, sgb, p.scale, gb}, stream);
+  // B.T: [r, n], contiguous (a small copy), the shrink's "A"
+  scale_copy(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.cs, p.lora_b.rs}, p.r, p.n, 1.f, sc + at.b_copy, stream,
+             p.device_index);
+  fold_shrink_product(p.dtype, {g, g_rs, p.m, p.n, sc + at.b_copy, p.n, p.r, sc + at.sgb, p.scale, gb}, stream);
   return FoldGb::Gb;
+}
+
+void lora_backward_fold_grad_b(const detail::LoraBackwardParams& p, void* scratch, void* stream) {
+  DeviceGuard guard(p.device_index);
+  fold_g_pass_grad_b(p.dtype, g_pass_args(p, nullptr, 0, nullptr, 0, nullptr, 0, nullptr, 0, scratch), stream);
 }
 
 void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* g, int64_t g_rs, const void* gb,
                                int64_t ld_gb, bool scaled_gb, void* scratch, void* stream_ptr) {
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   DeviceGuard guard(p.device_index);
+  const BackwardScratch at = backward_scratch(p);
+  char* const sc = static_cast<char*>(scratch);
   FoldGemmArgs a;
   a.m = p.m, a.n = p.k, a.k1 = p.n, a.k2 = p.r;
   a.a = g, a.lda = g_rs;
   a.b = p.weight.p, a.ldb = p.weight.rs, a.b_k_major = false;
   a.d = p.grad_x;
-  char* sc = static_cast<char*>(scratch);
   if (scaled_gb) {  // [g | scale*gB] @ [W ; A]
-    a.a2 = sc + scaled_a_bytes(p) + bt_bytes(p), a.lda2 = p.r;
-    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, 1.f, sc, &a.ldb2, stream, p.device_index);
+    a.a2 = sc + at.sgb, a.lda2 = p.r;
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, 1.f, sc + at.scaled_a, &a.ldb2, stream, p.device_index);
   } else {  // [g | gB] @ [W ; scale*A]
     a.a2 = gb, a.lda2 = ld_gb;
-    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, sc, &a.ldb2, stream, p.device_index);
+    a.b2 = scaled_factor(p.dtype, p.lora_a, p.r, p.k, p.scale, sc + at.scaled_a, &a.ldb2, stream, p.device_index);
   }
-  fold_gemm(p.dtype, a, sc + scaled_a_bytes(p) + bt_bytes(p) + sgb_bytes(p), stream);
+  fold_gemm(p.dtype, a, sc + at.gemm_ws, stream);
 }
 
 }  // namespace loraops::cuda

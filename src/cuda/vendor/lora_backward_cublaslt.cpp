@@ -10,11 +10,13 @@
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
 // of grad_x. The custom path (register.cpp) is this composition with gB from our kernels: with
 // grad_b in one pass over g (kernels/fold_g_pass.cu, r <= 16), or our shrink (kernels/
-// fold_shrink.cu, where it wins), each beside scale*gB; and grad_x's two GEMMs replaced by one
-// folded GEMM (kernels/lora_fold.cu) where they apply.
+// fold_shrink.cu, where it wins), each beside scale*gB; grad_x's two GEMMs replaced by one
+// folded GEMM (kernels/lora_fold.cu) where they apply; and grad_a, grad_b on a side stream
+// beside that GEMM (side_stream.hpp).
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"
+#include "cuda/side_stream.hpp"
 #include "cuda/stream_scratch.hpp"
 #include "cuda/vendor/cublaslt.hpp"
 
@@ -111,6 +113,11 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     run(e);
   }
 
+  // grad_a and grad_b need gB and t (or the pass's partials) only, all ready now: on the side
+  // stream they run beside grad_x's GEMM, in the SMs its last wave leaves idle (side_stream.hpp),
+  // not after it. The GEMM is enqueued first, so that its blocks are dispatched first.
+  const SideStream side = fold && side_streams_on() ? side_stream(p.device_index, stream) : SideStream{};
+  if (side.side) fork_side(side, stream);
   if (fold && g_rows16) {  // grad_x = [g | scale * gB] @ [W ; A] (or [g | gB] @ [W ; scale * A])
     lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
   } else {
@@ -137,6 +144,8 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_b, 0, size_t(n * r * es), stream));
     return;
   }
+  const cudaStream_t aux = side.side ? side.side : stream;
+  if (by_fold == FoldGb::GbAndGradB) lora_backward_fold_grad_b(p, fold_scratch, aux);  // adds the pass's partials
   {
     lt::GemmDesc e = d;  // grad_a = scale * gB.T @ x
     e.m = r, e.n = k, e.k = m;
@@ -144,7 +153,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     e.b = x.p, e.b_rs = x.rs, e.b_cs = x.cs;
     e.d = p.grad_a, e.ldd = k;
     e.alpha = p.scale;
-    run(e);
+    lt::gemm(e, aux, p.device_index);
   }
   if (by_fold != FoldGb::GbAndGradB) {
     lt::GemmDesc e = d;  // grad_b = scale * g.T @ t
@@ -153,8 +162,9 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     e.b = t.p, e.b_rs = t.rs, e.b_cs = t.cs;
     e.d = p.grad_b, e.ldd = r;
     e.alpha = p.scale;
-    run(e);
+    lt::gemm(e, aux, p.device_index);
   }
+  if (side.side) join_side(side, stream);
 }
 
 }  // namespace loraops::cuda

@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "cuda/kernels.hpp"
+#include "cuda/side_stream.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
 
@@ -574,6 +575,48 @@ TEST(CudaLoraBackward, PassOverGMatchesReference) {
     cuda::set_fold_g_pass(pass);
     check_all(cases, std::size(cases), nullptr);
   }
+}
+
+// grad_a and grad_b on the side stream (beside grad_x's GEMM) or after it on the caller's: the
+// same kernels on the same data, so the same bits, and the caller's stream holds all three
+// gradients when it is synchronised (poisoned before each call). The pass over g (r = 16), our
+// shrink with cuBLASLt's grad_b (r = 72), the legacy and a created stream.
+TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
+  LORAOPS_REQUIRE_GPU();
+  // clang-format off
+  const Case cases[] = {
+      {"m=2100 2056x1040 r=16", {2100}, 2056, 1040, 16, 0.3, kHalves},
+      {"m=130 136x40 r=72", {130}, 136, 40, 72, 2.0, kBF16},
+  };
+  // clang-format on
+  struct Reset {
+    ~Reset() { cuda::set_side_streams(true); }
+  } reset;
+  Stream created;
+  for (cudaStream_t s : {cudaStream_t(nullptr), created.s})
+    for (const Case& c : cases)
+      for (DType t : kAllDTypes) {
+        if (!(c.dtypes & bit(t))) continue;
+        SCOPED_TRACE(label(c, t) + (s ? ", created stream" : ", legacy stream"));
+        Inputs in = make_inputs(c, t);
+        const Grads ref = reference(in, t);
+        const Analysis an = analyze(in);
+        const Tols tol = tolerance(an, t);
+        DeviceInputs d(in);
+        DeviceGrads out(in, t);
+        Grads got[2];
+        for (int side : {1, 0}) {
+          cuda::set_side_streams(side == 1);
+          out.poison();
+          ASSERT_TRUE(run(in, d, out, Impl::Custom, s));
+          ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+          got[side] = out.fetch();
+          EXPECT_TRUE(grads_within(got[side], ref, tol, an)) << (side ? "side stream" : "one stream");
+        }
+        for (auto [h0, h1] : {std::pair{&got[0].gx, &got[1].gx}, std::pair{&got[0].ga, &got[1].ga},
+                              std::pair{&got[0].gb, &got[1].gb}})
+          EXPECT_EQ(h0->bytes, h1->bytes) << "the side stream changed the bits";
+      }
 }
 
 // Vendor, custom and auto exist for every dtype; reference is a registered absence: asking for
