@@ -537,6 +537,13 @@ int main(int argc, char** argv) {
                         },
                         base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
+                       {"train lora vendor, xa kept, no side stream",
+                        [=] {
+                          loraops::cuda::set_side_streams(false);
+                          train->lora(vendor, true);
+                          loraops::cuda::set_side_streams(true);
+                        },
+                        base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
                        {"train bwd custom, xa given", [=] { train->backward(custom); }, base / 2},

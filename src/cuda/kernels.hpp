@@ -92,7 +92,8 @@ bool lora_fold_supported(const detail::LoraForwardParams& p);
 // at). H200, bf16 K = N = 4096 r = 16, interleaved graph replay (NOTES.md, session 16): the fold
 // 30.0-31.4 / 111.6 / 451.2 µs at m = 512 / 2048 / 8192 against the composition's 34.9-35.2 /
 // 121.0 / 491.7; fwd+bwd at m = 512 / 2048 / 8192 71.8-73.0 / 233.5-242.9 / 900.7-917.2 against
-// 79.0-79.8 / 258.4-267.6 / 1030.0-1063.5 (ranges: machines of different calls).
+// 79.0-79.8 / 258.4-267.6 / 1030.0-1063.5 (ranges: machines of different calls); session 17, with
+// grad_a on the side stream: 66.2 / 235.1 / 901.3 against vendor's 84.3 / 272.6 / 1081.4.
 constexpr int64_t kLoraFoldAutoMinM = 512, kLoraFoldAutoMaxR = 64, kLoraBackwardFoldAutoMaxR = 16;
 void lora_forward_fold(const detail::LoraForwardParams& p, void* stream);
 // The backward's custom steps, in lora_backward_fold_scratch(p) bytes of 256-byte-aligned scratch

@@ -8,11 +8,11 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. The custom path (register.cpp) is this composition with gB from our kernels: with
+// of grad_x. grad_a and grad_b run on a side stream beside grad_x's GEMMs (side_stream.hpp).
+// The custom path (register.cpp) is this composition with gB from our kernels: with
 // grad_b in one pass over g (kernels/fold_g_pass.cu, r <= 16), or our shrink (kernels/
 // fold_shrink.cu, where it wins), each beside scale*gB; grad_x's two GEMMs replaced by one
-// folded GEMM (kernels/lora_fold.cu) where they apply; and grad_a, grad_b on a side stream
-// beside that GEMM (side_stream.hpp).
+// folded GEMM (kernels/lora_fold.cu) where they apply.
 #include "cuda/common.cuh"
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/strided_copy.hpp"
@@ -114,9 +114,12 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   }
 
   // grad_a and grad_b need gB and t (or the pass's partials) only, all ready now: on the side
-  // stream they run beside grad_x's GEMM, in the SMs its last wave leaves idle (side_stream.hpp),
-  // not after it. The GEMM is enqueued first, so that its blocks are dispatched first.
-  const SideStream side = fold && side_streams_on() ? side_stream(p.device_index, stream) : SideStream{};
+  // stream they run beside grad_x's GEMM(s), in the SMs its last wave leaves idle
+  // (side_stream.hpp), not after it. The GEMM is enqueued first, so that its blocks are
+  // dispatched first. The fold at any size; the vendor composition from the fold's sizes up
+  // (where it was measured).
+  const bool beside = low_rank && (fold || m >= kLoraFoldAutoMinM) && side_streams_on();
+  const SideStream side = beside ? side_stream(p.device_index, stream) : SideStream{};
   if (side.side) fork_side(side, stream);
   if (fold && g_rows16) {  // grad_x = [g | scale * gB] @ [W ; A] (or [g | gB] @ [W ; scale * A])
     lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
