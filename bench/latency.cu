@@ -515,12 +515,25 @@ int main(int argc, char** argv) {
                        {"fold GEMM alone, narrow", fold_alone(FoldTile::Narrow), flops + lr / 2},
                        {"fold GEMM alone, pingpong", fold_alone(FoldTile::Pingpong), flops + lr / 2}}});
   }
+  // fn with lora_backward's side stream off: grad_a and grad_b after grad_x's GEMM, on one stream
+  auto one_stream = [](std::function<void()> fn) -> std::function<void()> {
+    return [fn] {
+      struct Off {  // on again also when fn throws
+        Off() { loraops::cuda::set_side_streams(false); }
+        ~Off() { loraops::cuda::set_side_streams(true); }
+      } off;
+      fn();
+    };
+  };
   for (int64_t m : {8192, 2048, 512}) {  // Training: fwd+bwd of one layer against its base GEMMs (x@W.T and g@W).
     auto train = std::make_shared<TrainSetup>(m, 4096, 16);
     const double base = 2 * 2.0 * double(m) * 4096 * 4096;
     groups.push_back({"train bf16 m" + std::to_string(m) + " 4096 r16",
                       {{"train base x@W.T + g@W", [=] { train->base(vendor); }, base},
                        {"train lora custom, xa kept", [=] { train->lora(custom, true); }, base},
+                       {"train lora custom, xa kept, no side stream",
+                        one_stream([=] { train->lora(custom, true); }),
+                        base},
                        {"train lora custom, recomputing xa", [=] { train->lora(custom, false); }, base},
                        {"train lora custom, xa kept, cuBLASLt forward shrink",
                         [=] {
@@ -529,20 +542,9 @@ int main(int argc, char** argv) {
                           loraops::cuda::set_fold_shrink(loraops::cuda::FoldShrinkBy::Auto);
                         },
                         base},
-                       {"train lora custom, xa kept, no side stream",
-                        [=] {
-                          loraops::cuda::set_side_streams(false);
-                          train->lora(custom, true);
-                          loraops::cuda::set_side_streams(true);
-                        },
-                        base},
                        {"train lora vendor, xa kept", [=] { train->lora(vendor, true); }, base},
                        {"train lora vendor, xa kept, no side stream",
-                        [=] {
-                          loraops::cuda::set_side_streams(false);
-                          train->lora(vendor, true);
-                          loraops::cuda::set_side_streams(true);
-                        },
+                        one_stream([=] { train->lora(vendor, true); }),
                         base},
                        {"train lora vendor, recomputing xa", [=] { train->lora(vendor, false); }, base},
                        {"train fwd custom, xa kept", [=] { train->forward(custom); }, base / 2},
@@ -555,11 +557,7 @@ int main(int argc, char** argv) {
                         },
                         base / 2},
                        {"train bwd custom, xa given, no side stream",
-                        [=] {
-                          loraops::cuda::set_side_streams(false);
-                          train->backward(custom);
-                          loraops::cuda::set_side_streams(true);
-                        },
+                        one_stream([=] { train->backward(custom); }),
                         base / 2},
                        {"train bwd vendor, xa given", [=] { train->backward(vendor); }, base / 2}}});
   }
@@ -568,11 +566,7 @@ int main(int argc, char** argv) {
     auto train = std::make_shared<TrainSetup>(8192, 4096, 16);
     cases.push_back({"train step custom bf16 m8192 (one step)", [=] { train->lora(custom, true); }, 0, 3});
     cases.push_back({"train step custom bf16 m8192, no side stream (one step)",
-                     [=] {
-                       loraops::cuda::set_side_streams(false);
-                       train->lora(custom, true);
-                       loraops::cuda::set_side_streams(true);
-                     },
+                     one_stream([=] { train->lora(custom, true); }),
                      0, 3});
   }
 

@@ -55,7 +55,8 @@ void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream);
 // Halves, r and n multiples of 8, 16-byte-aligned rows (fold_g_pass_supported; B's and t's:
 // fold_g_pass_reads_t); scratch: at least fold_g_pass_scratch(m, n) bytes, 256-byte aligned (fp32
 // partials). fold_g_pass leaves gB and scale * gB, and grad_b's partials; fold_g_pass_grad_b,
-// enqueued after it (on any stream that waits for it) with the same arguments, adds those.
+// enqueued after it (on any stream that waits for it, on the same device), adds those into
+// grad_b: it reads m, n, r, scale, grad_b and the scratch of the same arguments.
 constexpr int64_t kFoldGPassMaxR = 16;
 struct FoldGPassArgs {
   const void* g;

@@ -8,7 +8,6 @@
 #include <utility>
 
 #include "cuda/common.cuh"
-#include "cuda/stream_scratch.hpp"
 
 namespace loraops::cuda {
 
@@ -22,7 +21,7 @@ struct Entry {
 
 struct SideStreams {
   std::mutex mu;
-  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<Entry>> by_stream;
+  std::map<std::pair<int, unsigned long long>, std::unique_ptr<Entry>> by_stream;  // (device, stream id)
 };
 
 SideStreams& side_streams() {
@@ -35,46 +34,81 @@ std::atomic<bool>& side_on() {
   return on;
 }
 
+// The capture `s` is part of: 0 none, kUnknown where the runtime cannot tell (the legacy stream
+// during another thread's global capture).
+constexpr unsigned long long kUnknown = ~0ull;
+unsigned long long capture_of(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  unsigned long long id = 0;
+  if (cudaStreamGetCaptureInfo(s, &status, &id) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return kUnknown;
+  }
+  return status == cudaStreamCaptureStatusNone ? 0 : id;
+}
+
+std::unique_ptr<Entry> make_entry() {
+  int least = 0, greatest = 0;  // CUDA's priorities: the greatest number is the lowest priority
+  LORAOPS_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  auto e = std::make_unique<Entry>();
+  LORAOPS_CUDA_CHECK(cudaStreamCreateWithPriority(&e->side, cudaStreamNonBlocking, least));
+  if (cudaEventCreateWithFlags(&e->fork, cudaEventDisableTiming) != cudaSuccess ||
+      cudaEventCreateWithFlags(&e->join, cudaEventDisableTiming) != cudaSuccess) {
+    if (e->fork) cudaEventDestroy(e->fork);
+    cudaStreamDestroy(e->side);
+    LORAOPS_CUDA_CHECK(cudaGetLastError());
+    throw Error(ErrorKind::Runtime, "lora_backward", "stream", "a side stream's events", "cudaEventCreate failed");
+  }
+  return e;
+}
+
 }  // namespace
 
 void set_side_streams(bool on) { side_on().store(on, std::memory_order_relaxed); }
 bool side_streams_on() { return side_on().load(std::memory_order_relaxed); }
 
 SideStream side_stream(int device, cudaStream_t stream) {
+  const unsigned long long mine = capture_of(stream);
+  if (mine == kUnknown) return {};
+  unsigned long long id = 0;
+  LORAOPS_CUDA_CHECK(cudaStreamGetId(stream, &id));
   Entry* e = nullptr;
   {
     SideStreams& all = side_streams();
     std::lock_guard<std::mutex> lock(all.mu);
-    std::unique_ptr<Entry>& slot = all.by_stream[{device, stream}];
-    if (!slot) {
-      if (stream_capturing(stream)) {
-        all.by_stream.erase({device, stream});
-        return {};
-      }
-      int least = 0, greatest = 0;  // CUDA's priorities: the greatest number is the lowest priority
-      LORAOPS_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-      auto fresh = std::make_unique<Entry>();
-      LORAOPS_CUDA_CHECK(cudaStreamCreateWithPriority(&fresh->side, cudaStreamNonBlocking, least));
-      LORAOPS_CUDA_CHECK(cudaEventCreateWithFlags(&fresh->fork, cudaEventDisableTiming));
-      LORAOPS_CUDA_CHECK(cudaEventCreateWithFlags(&fresh->join, cudaEventDisableTiming));
-      slot = std::move(fresh);
+    auto it = all.by_stream.find({device, id});
+    if (it == all.by_stream.end()) {
+      if (mine != 0) return {};  // nothing is created during a capture
+      it = all.by_stream.emplace(std::pair{device, id}, make_entry()).first;
     }
-    e = slot.get();  // entries are never erased once made
+    e = it->second.get();  // entries are never erased
   }
   SideStream s;
-  s.lease = std::unique_lock<std::mutex>(e->mu);
-  s.side = e->side, s.fork = e->fork, s.join = e->join;
+  s.lease_ = std::unique_lock<std::mutex>(e->mu);
+  const unsigned long long side_capture = capture_of(e->side);
+  if (side_capture != 0 && side_capture != mine) return {};  // still part of another capture
+  s.side_ = e->side, s.fork_ = e->fork, s.join_ = e->join;
   return s;
 }
 
-void fork_side(const SideStream& s, cudaStream_t stream) {
-  LORAOPS_CUDA_CHECK(cudaEventRecord(s.fork, stream));
-  LORAOPS_CUDA_CHECK(cudaStreamWaitEvent(s.side, s.fork, 0));
+void SideStream::fork(cudaStream_t stream) {
+  LORAOPS_CUDA_CHECK(cudaEventRecord(fork_, stream));
+  caller_ = stream, forked_ = true;
+  LORAOPS_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0));
 }
 
-void join_side(const SideStream& s, cudaStream_t stream) {
-  LORAOPS_CUDA_CHECK(cudaEventRecord(s.join, s.side));
-  LORAOPS_CUDA_CHECK(cudaStreamWaitEvent(stream, s.join, 0));
+void SideStream::join() {
+  if (!forked_) return;
+  forked_ = false;
+  LORAOPS_CUDA_CHECK(cudaEventRecord(join_, side_));
+  LORAOPS_CUDA_CHECK(cudaStreamWaitEvent(caller_, join_, 0));
+}
+
+SideStream::~SideStream() {
+  if (!forked_) return;
+  // unwinding: join anyway, so that nothing the side stream still reads is reused before it is
+  // done (an error here surfaces at the next CUDA call; a destructor cannot throw)
+  if (cudaEventRecord(join_, side_) == cudaSuccess) (void)cudaStreamWaitEvent(caller_, join_, 0);
 }
 
 }  // namespace loraops::cuda

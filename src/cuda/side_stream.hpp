@@ -1,38 +1,52 @@
 // A second stream for the part of an op that may run beside its main work, forked from the
 // caller's stream and joined back before the op returns (the caller sees one stream's order).
 //
-// The backward's grad_a (a memory-bound product over x) runs there beside the folded grad_x GEMM:
-// the GEMM's persistent blocks fill every SM, and grad_a's blocks take the SMs the GEMM's last
-// wave leaves idle, where run after it they would add their whole time.
+// lora_backward's grad_a and grad_b (memory-bound products, once gB is known) run there beside
+// grad_x's GEMM: the GEMM's persistent blocks fill every SM, and the side stream's blocks take
+// the SMs its last round of tiles leaves idle, where run after it they would add their whole time.
 //
-// One side stream and two events per (device, stream), created on first use outside capture
-// (during a capture nothing is created: the op then runs in one stream) and kept until the
-// process ends. The side stream has the lowest priority, so that its blocks never go before the
-// caller's stream's where both have blocks waiting. The lease (held from fork to join) keeps two
-// host threads on one stream handle (e.g. cudaStreamPerThread) from interleaving their event
-// records.
+// One side stream and two events per (device, stream), keyed by the stream's id (so that each
+// thread's cudaStreamPerThread has its own), created on first use outside capture and kept until
+// the process ends. A call gets none (and runs on one stream) where that would need creating
+// during a capture, or where the side stream is still part of a capture other than the caller's
+// (a stream that joined a capture stays in it until the capture ends). The side stream has
+// CUDA's lowest priority, the default one: its blocks do not outrank the caller's.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <mutex>
+#include <utility>
 
 namespace loraops::cuda {
 
-struct SideStream {
-  cudaStream_t side = nullptr;  // null: none (run everything on the caller's stream)
-  cudaEvent_t fork = nullptr, join = nullptr;
-  std::unique_lock<std::mutex> lease;
+// Leased from side_stream() until destroyed: fork() makes work enqueued on side() afterwards wait
+// for the caller's stream's work before it; join() (or the destructor, also when unwinding)
+// makes the caller's stream wait for everything enqueued on side(). Declare it after any
+// scratch lease whose memory the side stream reads, so that it joins before that ends.
+class SideStream {
+ public:
+  SideStream() = default;
+  SideStream(SideStream&& o) noexcept
+      : side_(o.side_), caller_(o.caller_), fork_(o.fork_), join_(o.join_), forked_(std::exchange(o.forked_, false)),
+        lease_(std::move(o.lease_)) {}
+  SideStream& operator=(SideStream&&) = delete;
+  ~SideStream();
+
+  cudaStream_t side() const { return side_; }  // null: none (run everything on the caller's stream)
+  void fork(cudaStream_t stream);
+  void join();
+
+ private:
+  friend SideStream side_stream(int device, cudaStream_t stream);
+  cudaStream_t side_ = nullptr, caller_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  bool forked_ = false;
+  std::unique_lock<std::mutex> lease_;
 };
 
-// The side stream of `stream` on `device` (the current device), leased until the returned value
-// is destroyed; or an empty one during capture before its first use outside it.
+// The side stream of `stream` on `device` (the current device), or an empty one (see above).
 SideStream side_stream(int device, cudaStream_t stream);
-
-// Work on s.side enqueued after fork_side waits for the work on `stream` before it; work on
-// `stream` after join_side waits for the work enqueued on s.side before it.
-void fork_side(const SideStream& s, cudaStream_t stream);
-void join_side(const SideStream& s, cudaStream_t stream);
 
 // Whether ops may use side streams (default on; loraops_latency times both, a test compares them).
 void set_side_streams(bool on);

@@ -190,9 +190,9 @@ struct SumParams {
 template <class T>
 __global__ void fold_g_pass_sum(SumParams a) {
   wait_then_allow_dependents();
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.count) return;
-  const int64_t e = a.first + i;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= a.count) return;
+  const int64_t e = a.first + idx;
   const int64_t gb_count = int64_t(a.m) * a.r;
   if (e < gb_count) {
     const int64_t i = e / a.r, j = e - i * a.r;
@@ -231,13 +231,15 @@ Partials partials(const FoldGPassArgs& s, const Plan& pl) {
   return {gb, gb + round_up(int64_t(pl.slices) * s.m * kRP, 64)};
 }
 
-// The sum kernel over outputs [first, first + count).
+// The sum kernel over outputs [first, first + count); pdl: as a programmatic dependent of the
+// kernel before it on `stream` (gB's, after the pass; not grad_b's, which may come after an event
+// wait on another stream, where a programmatic edge would gain nothing).
 template <class T>
-void sum(const FoldGPassArgs& s, const Plan& pl, int64_t first, int64_t count, cudaStream_t stream) {
+void sum(const FoldGPassArgs& s, const Plan& pl, int64_t first, int64_t count, bool pdl, cudaStream_t stream) {
   const Partials part = partials(s, pl);
   SumParams b{part.gb, part.b, first, count, int(s.m), int(s.n), int(s.r), pl.slices, pl.chunks, s.scale, s.gb, s.ld_gb,
               s.sgb, s.grad_b};
-  launch_kernel(fold_g_pass_sum<T>, dim3(unsigned((count + 255) / 256)), 256, 0, stream, true, b);
+  launch_kernel(fold_g_pass_sum<T>, dim3(unsigned((count + 255) / 256)), 256, 0, stream, pdl, b);
 }
 
 template <class T>
@@ -247,7 +249,7 @@ void run(const FoldGPassArgs& s, const Plan& pl, cudaStream_t stream) {
   constexpr size_t smem = smem_bytes<T>();
   attn::allow_dynamic_smem(reinterpret_cast<const void*>(&fold_g_pass_kernel<T>), smem);
   launch_kernel(fold_g_pass_kernel<T>, dim3(unsigned(pl.slices * pl.chunks)), kThreads, smem, stream, true, a);
-  sum<T>(s, pl, 0, s.m * s.r, stream);
+  sum<T>(s, pl, 0, s.m * s.r, true, stream);
 }
 
 Plan checked_plan(const FoldGPassArgs& s) {
@@ -292,8 +294,8 @@ void fold_g_pass(DType t, const FoldGPassArgs& s, void* stream_ptr) {
 void fold_g_pass_grad_b(DType t, const FoldGPassArgs& s, void* stream_ptr) {
   const Plan pl = checked_plan(s);
   auto stream = static_cast<cudaStream_t>(stream_ptr);
-  if (t == DType::BFloat16) sum<__nv_bfloat16>(s, pl, s.m * s.r, s.n * s.r, stream);
-  else sum<__half>(s, pl, s.m * s.r, s.n * s.r, stream);
+  if (t == DType::BFloat16) sum<__nv_bfloat16>(s, pl, s.m * s.r, s.n * s.r, false, stream);
+  else sum<__half>(s, pl, s.m * s.r, s.n * s.r, false, stream);
   LORAOPS_CUDA_CHECK_LAUNCH("lora_backward (grad_b of the pass over g)");
 }
 

@@ -223,8 +223,7 @@ FoldGb lora_backward_fold_gb(const detail::LoraBackwardParams& p, const void* g,
   DeviceGuard guard(p.device_index);
   if (pass) {  // B read in place where its rows suit the pass (else packed)
     int64_t b_rs = 0;
-    const void* b = scaled_factor(p.dtype, detail::MatView{p.lora_b.p, p.lora_b.rs, p.lora_b.cs}, p.n, p.r, 1.f,
-                                  sc + at.b_copy, &b_rs, stream, p.device_index);
+    const void* b = scaled_factor(p.dtype, p.lora_b, p.n, p.r, 1.f, sc + at.b_copy, &b_rs, stream, p.device_index);
     fold_g_pass(p.dtype, g_pass_args(p, g, g_rs, b, b_rs, t, t_rs, gb, ld_gb, scratch), stream);
     return FoldGb::GbAndGradB;
   }

@@ -8,7 +8,8 @@
 //   grad_b = scale * g.T @ t       [n, r]
 // Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
 // packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. grad_a and grad_b run on a side stream beside grad_x's GEMMs (side_stream.hpp).
+// of grad_x. grad_a and grad_b run on a side stream beside grad_x's GEMMs from 512 rows (the
+// custom path: wherever it folds; side_stream.hpp).
 // The custom path (register.cpp) is this composition with gB from our kernels: with
 // grad_b in one pass over g (kernels/fold_g_pass.cu, r <= 16), or our shrink (kernels/
 // fold_shrink.cu, where it wins), each beside scale*gB; grad_x's two GEMMs replaced by one
@@ -119,8 +120,8 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   // dispatched first. The fold at any size; the vendor composition from the fold's sizes up
   // (where it was measured).
   const bool beside = low_rank && (fold || m >= kLoraFoldAutoMinM) && side_streams_on();
-  const SideStream side = beside ? side_stream(p.device_index, stream) : SideStream{};
-  if (side.side) fork_side(side, stream);
+  SideStream side = beside ? side_stream(p.device_index, stream) : SideStream{};  // after lease: joins first
+  if (side.side()) side.fork(stream);
   if (fold && g_rows16) {  // grad_x = [g | scale * gB] @ [W ; A] (or [g | gB] @ [W ; scale * A])
     lora_backward_fold_grad_x(p, g.p, g.rs, gb, ld_r, scaled_gb, fold_scratch, stream);
   } else {
@@ -147,7 +148,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     LORAOPS_CUDA_CHECK(cudaMemsetAsync(p.grad_b, 0, size_t(n * r * es), stream));
     return;
   }
-  const cudaStream_t aux = side.side ? side.side : stream;
+  const cudaStream_t aux = side.side() ? side.side() : stream;
   if (by_fold == FoldGb::GbAndGradB) lora_backward_fold_grad_b(p, fold_scratch, aux);  // adds the pass's partials
   {
     lt::GemmDesc e = d;  // grad_a = scale * gB.T @ x
@@ -167,7 +168,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
     e.alpha = p.scale;
     lt::gemm(e, aux, p.device_index);
   }
-  if (side.side) join_side(side, stream);
+  side.join();
 }
 
 }  // namespace loraops::cuda

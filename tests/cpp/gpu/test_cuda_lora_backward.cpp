@@ -54,6 +54,7 @@
 #include "cuda/kernels.hpp"
 #include "cuda/side_stream.hpp"
 #include "gpu_util.hpp"
+#include "late_copy.hpp"
 #include "linalg_test_util.hpp"
 
 namespace loraops::test {
@@ -565,6 +566,11 @@ TEST(CudaLoraBackward, PassOverGMatchesReference) {
       {"m=2200 72x4000 r=16", {2200}, 72, 4000, 16, 0.3, kHalves},
       {"m=1000 72x1104 r=8", {1000}, 72, 1104, 8, -0.5, kHalves},
       {"m=65 64x48 r=16", {65}, 64, 48, 16, 2.0, kBF16},
+      // B read in place with rows longer than r (16-byte aligned): r = 16 and r = 8
+      {"m=600 520x264 r=16, lora_b rows padded", {600}, 520, 264, 16, 0.3, kHalves, L::Contig, L::Contig, L::Contig,
+       L::Contig, L::RowPad},
+      {"m=200 72x1104 r=8, lora_b rows padded", {200}, 72, 1104, 8, -0.5, kBF16, L::Contig, L::Contig, L::Contig,
+       L::Contig, L::RowPad},
   };
   // clang-format on
   struct Reset {
@@ -578,10 +584,11 @@ TEST(CudaLoraBackward, PassOverGMatchesReference) {
 }
 
 // grad_a and grad_b on the side stream (beside grad_x's GEMM) or after it on the caller's: the
-// same kernels on the same data, so the same bits, and the caller's stream holds all three
-// gradients when it is synchronised (poisoned before each call). Custom: the pass over g (r =
-// 16), our shrink with cuBLASLt's grad_b (r = 72); vendor from 512 rows; the legacy and a
-// created stream.
+// same kernels on the same data, so the same bits. The side stream is held up first (a kernel
+// spinning 20 ms on it), so that the caller's stream holds the gradients when synchronised only
+// if the call joined the side stream back (outputs poisoned before each call). Custom: the pass
+// over g (r = 16), and with it off our shrink or cuBLASLt for gB; cuBLASLt's gB at r = 72
+// (above our shrink's ranks); vendor from 512 rows; the legacy and a created stream.
 TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
   LORAOPS_REQUIRE_GPU();
   // clang-format off
@@ -591,8 +598,13 @@ TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
   };
   // clang-format on
   struct Reset {
-    ~Reset() { cuda::set_side_streams(true); }
+    ~Reset() {
+      cuda::set_side_streams(true);
+      cuda::set_fold_g_pass(true);
+    }
   } reset;
+  int device = 0;
+  CUDA_OK(cudaGetDevice(&device));
   Stream created;
   for (cudaStream_t s : {cudaStream_t(nullptr), created.s})
     for (const Case& c : cases)
@@ -605,12 +617,18 @@ TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
         const Tols tol = tolerance(an, t);
         DeviceInputs d(in);
         DeviceGrads out(in, t);
-        for (Impl impl : {Impl::Custom, Impl::Vendor}) {
-          SCOPED_TRACE(impl_name(impl));
+        for (auto [impl, pass] : {std::pair{Impl::Custom, true}, std::pair{Impl::Custom, false},
+                                  std::pair{Impl::Vendor, true}}) {
+          SCOPED_TRACE(std::string(impl_name(impl)) + (pass ? "" : ", no pass over g"));
+          cuda::set_fold_g_pass(pass);
           Grads got[2];
           for (int side : {1, 0}) {
             cuda::set_side_streams(side == 1);
             out.poison();
+            if (side == 1) {  // hold the side stream up (side_stream makes it where needed)
+              const cuda::SideStream held = cuda::side_stream(device, s);
+              if (held.side()) CUDA_OK(late_copy(nullptr, nullptr, 0, 20000, held.side()));
+            }
             ASSERT_TRUE(run(in, d, out, impl, s));
             ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
             got[side] = out.fetch();
