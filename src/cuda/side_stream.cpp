@@ -21,7 +21,7 @@ struct Entry {
 
 struct SideStreams {
   std::mutex mu;
-  std::map<std::pair<int, unsigned long long>, std::unique_ptr<Entry>> by_stream;  // (device, stream id)
+  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<Entry>> by_stream;
 };
 
 SideStreams& side_streams() {
@@ -70,16 +70,14 @@ bool side_streams_on() { return side_on().load(std::memory_order_relaxed); }
 SideStream side_stream(int device, cudaStream_t stream) {
   const unsigned long long mine = capture_of(stream);
   if (mine == kUnknown) return {};
-  unsigned long long id = 0;
-  LORAOPS_CUDA_CHECK(cudaStreamGetId(stream, &id));
   Entry* e = nullptr;
   {
     SideStreams& all = side_streams();
     std::lock_guard<std::mutex> lock(all.mu);
-    auto it = all.by_stream.find({device, id});
+    auto it = all.by_stream.find({device, stream});
     if (it == all.by_stream.end()) {
       if (mine != 0) return {};  // nothing is created during a capture
-      it = all.by_stream.emplace(std::pair{device, id}, make_entry()).first;
+      it = all.by_stream.emplace(std::pair{device, stream}, make_entry()).first;
     }
     e = it->second.get();  // entries are never erased
   }

@@ -5,12 +5,13 @@
 // grad_x's GEMM: the GEMM's persistent blocks fill every SM, and the side stream's blocks take
 // the SMs its last round of tiles leaves idle, where run after it they would add their whole time.
 //
-// One side stream and two events per (device, stream), keyed by the stream's id (so that each
-// thread's cudaStreamPerThread has its own), created on first use outside capture and kept until
-// the process ends. A call gets none (and runs on one stream) where that would need creating
-// during a capture, or where the side stream is still part of a capture other than the caller's
-// (a stream that joined a capture stays in it until the capture ends). The side stream has
-// CUDA's lowest priority, the default one: its blocks do not outrank the caller's.
+// One side stream and two events per (device, stream handle), created on first use outside
+// capture and kept until the process ends (keyed by handle: cudaStreamGetId is refused during
+// capture; threads sharing a handle, as cudaStreamPerThread, share the side stream, the lease
+// ordering their forks and joins). A call gets none (and runs on one stream) where that would
+// need creating during a capture, or where the side stream is still part of a capture other than
+// the caller's (a stream that joined a capture stays in it until the capture ends). The side
+// stream has CUDA's lowest priority, the default one: its blocks do not outrank the caller's.
 #pragma once
 
 #include <cuda_runtime.h>
