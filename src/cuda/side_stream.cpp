@@ -35,7 +35,7 @@ std::atomic<bool>& side_on() {
 }
 
 // The capture `s` is part of: 0 none, kUnknown where the runtime cannot tell (the legacy stream
-// during another thread's global capture).
+// during another thread's global capture) or the capture is invalidated (its id is not valid).
 constexpr unsigned long long kUnknown = ~0ull;
 unsigned long long capture_of(cudaStream_t s) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
@@ -44,7 +44,8 @@ unsigned long long capture_of(cudaStream_t s) {
     (void)cudaGetLastError();
     return kUnknown;
   }
-  return status == cudaStreamCaptureStatusNone ? 0 : id;
+  if (status == cudaStreamCaptureStatusInvalidated) return kUnknown;
+  return status == cudaStreamCaptureStatusActive ? id : 0;
 }
 
 std::unique_ptr<Entry> make_entry() {
@@ -91,8 +92,8 @@ SideStream side_stream(int device, cudaStream_t stream) {
 
 void SideStream::fork(cudaStream_t stream) {
   LORAOPS_CUDA_CHECK(cudaEventRecord(fork_, stream));
-  caller_ = stream, forked_ = true;
   LORAOPS_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0));
+  caller_ = stream, forked_ = true;  // only now is there something to join
 }
 
 void SideStream::join() {

@@ -6,10 +6,11 @@
 //                                          the caller passes it: then this GEMM is skipped)
 //   grad_a = scale * gB.T @ x      [r, k]  (the m rows are the depth)
 //   grad_b = scale * g.T @ t       [n, r]
-// Nothing larger than m x r is materialised. g or x with rows that are not evenly spaced are
-// packed into scratch first. A scale of 0 gives grad_a = grad_b = 0 and skips the low-rank term
-// of grad_x. grad_a and grad_b run on a side stream beside grad_x's GEMMs from 512 rows (the
-// custom path: wherever it folds; side_stream.hpp).
+// Nothing of m x k or m x n is materialised but packed copies: g or x with rows that are not
+// evenly spaced are packed into scratch first (our pass over g keeps fp32 partials of about
+// (n/512) x m x 16: fold_g_pass.cu). A scale of 0 gives grad_a = grad_b = 0 and skips the
+// low-rank term of grad_x. grad_a and grad_b run on a side stream beside grad_x's GEMMs from 512
+// rows (the custom path: wherever it folds; side_stream.hpp).
 // The custom path (register.cpp) is this composition with gB from our kernels: with
 // grad_b in one pass over g (kernels/fold_g_pass.cu, r <= 16), or our shrink (kernels/
 // fold_shrink.cu, where it wins), each beside scale*gB; grad_x's two GEMMs replaced by one
