@@ -53,7 +53,7 @@ void fold_shrink_product(DType t, const FoldShrinkArgs& s, void* stream);
 // unscaled (rows of ld_gb) and scaled (scale * gB, rows of r), and grad_b = scale * g.T @ t
 // ([n, r], rows of r), from B ([n, r], rows of b_rs) and t = x @ A.T ([m, r], rows of t_rs).
 // Halves, r and n multiples of 8, 16-byte-aligned rows (fold_g_pass_supported; B's and t's:
-// fold_g_pass_reads_t); scratch: at least fold_g_pass_scratch(m, n) bytes, 256-byte aligned (fp32
+// fold_g_pass_reads); scratch: at least fold_g_pass_scratch(m, n) bytes, 256-byte aligned (fp32
 // partials). fold_g_pass leaves gB and scale * gB, and grad_b's partials; fold_g_pass_grad_b,
 // enqueued after it (on any stream that waits for it, on the same device), adds those into
 // grad_b: it reads m, n, r, scale, grad_b and the scratch of the same arguments.
@@ -74,8 +74,9 @@ struct FoldGPassArgs {
 };
 bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int64_t n, const void* tp, int64_t t_rs,
                            int64_t r);
-// Whether t (unit column stride, rows of t_rs) suits the pass as it is (else pack it); B likewise.
-bool fold_g_pass_reads_t(const void* t, int64_t t_rs, int64_t r);
+// Whether rows of r elements at p, rs apart (unit column stride: t, or B) suit the pass as they
+// are (else pack them).
+bool fold_g_pass_reads(const void* p, int64_t rs, int64_t r);
 size_t fold_g_pass_scratch(int64_t m, int64_t n);
 void fold_g_pass(DType t, const FoldGPassArgs& a, void* stream);
 void fold_g_pass_grad_b(DType t, const FoldGPassArgs& a, void* stream);

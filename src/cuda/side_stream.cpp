@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "cuda/common.cuh"
+#include "cuda/stream_scratch.hpp"
 
 namespace loraops::cuda {
 
@@ -34,20 +35,6 @@ std::atomic<bool>& side_on() {
   return on;
 }
 
-// The capture `s` is part of: 0 none, kUnknown where the runtime cannot tell (the legacy stream
-// during another thread's global capture) or the capture is invalidated (its id is not valid).
-constexpr unsigned long long kUnknown = ~0ull;
-unsigned long long capture_of(cudaStream_t s) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  unsigned long long id = 0;
-  if (cudaStreamGetCaptureInfo(s, &status, &id) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return kUnknown;
-  }
-  if (status == cudaStreamCaptureStatusInvalidated) return kUnknown;
-  return status == cudaStreamCaptureStatusActive ? id : 0;
-}
-
 std::unique_ptr<Entry> make_entry() {
   int least = 0, greatest = 0;  // CUDA's priorities: the greatest number is the lowest priority
   LORAOPS_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
@@ -69,8 +56,8 @@ void set_side_streams(bool on) { side_on().store(on, std::memory_order_relaxed);
 bool side_streams_on() { return side_on().load(std::memory_order_relaxed); }
 
 SideStream side_stream(int device, cudaStream_t stream) {
-  const unsigned long long mine = capture_of(stream);
-  if (mine == kUnknown) return {};
+  const unsigned long long mine = stream_capture_id(stream);
+  if (mine == kCaptureUnknown) return {};
   Entry* e = nullptr;
   {
     SideStreams& all = side_streams();
@@ -84,7 +71,7 @@ SideStream side_stream(int device, cudaStream_t stream) {
   }
   SideStream s;
   s.lease_ = std::unique_lock<std::mutex>(e->mu);
-  const unsigned long long side_capture = capture_of(e->side);
+  const unsigned long long side_capture = stream_capture_id(e->side);
   if (side_capture != 0 && side_capture != mine) return {};  // still part of another capture
   s.side_ = e->side, s.fork_ = e->fork, s.join_ = e->join;
   return s;

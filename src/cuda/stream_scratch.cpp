@@ -35,13 +35,15 @@ Buffers& buffers() {
 
 }  // namespace
 
-bool stream_capturing(cudaStream_t s) {
+unsigned long long stream_capture_id(cudaStream_t s) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(s, &status) != cudaSuccess) {
+  unsigned long long id = 0;
+  if (cudaStreamGetCaptureInfo(s, &status, &id) != cudaSuccess) {
     (void)cudaGetLastError();  // cannot tell (legacy stream during a global capture): assume so
-    return true;
+    return kCaptureUnknown;
   }
-  return status != cudaStreamCaptureStatusNone;
+  if (status == cudaStreamCaptureStatusInvalidated) return kCaptureUnknown;  // its id is not valid
+  return status == cudaStreamCaptureStatusActive ? id : 0;
 }
 
 namespace {

@@ -48,10 +48,14 @@ class Scratch {
 Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
                        const char* what);
 
+// The capture `stream` is part of: 0 none, its id while active, kCaptureUnknown where the runtime
+// cannot tell (e.g. the legacy stream while another thread captures globally; the error is
+// cleared so that it does not surface at the next launch check) or the capture is invalidated.
+constexpr unsigned long long kCaptureUnknown = ~0ull;
+unsigned long long stream_capture_id(cudaStream_t stream);
+
 // Whether work enqueued on `stream` now would be captured into a graph (then nothing may be
-// allocated with cudaMalloc). When the runtime cannot tell (e.g. the legacy stream while another
-// thread captures globally), assume it would, and clear the error so that it does not surface at
-// the next launch check.
-bool stream_capturing(cudaStream_t stream);
+// allocated with cudaMalloc); where the runtime cannot tell, assume it would.
+inline bool stream_capturing(cudaStream_t stream) { return stream_capture_id(stream) != 0; }
 
 }  // namespace loraops::cuda

@@ -267,11 +267,11 @@ bool fold_g_pass_supported(DType t, const void* g, int64_t g_rs, int64_t m, int6
                            int64_t r) {
   if (t != DType::BFloat16 && t != DType::Float16) return false;
   return m > 0 && n > 0 && r >= 1 && r <= kFoldGPassMaxR && r % 8 == 0 && n % 8 == 0 && m < INT32_MAX - kRows &&
-         n < INT32_MAX - kSliceCols && rows16(g, g_rs, 2) && g_rs >= n && fold_g_pass_reads_t(tp, t_rs, r);
+         n < INT32_MAX - kSliceCols && rows16(g, g_rs, 2) && g_rs >= n && fold_g_pass_reads(tp, t_rs, r);
 }
 
 // t, and B, as the pass reads them: 16-byte-aligned rows of at least r
-bool fold_g_pass_reads_t(const void* t, int64_t t_rs, int64_t r) { return rows16(t, t_rs, 2) && t_rs >= r; }
+bool fold_g_pass_reads(const void* p, int64_t rs, int64_t r) { return rows16(p, rs, 2) && rs >= r; }
 
 size_t fold_g_pass_scratch(int64_t m, int64_t n) {
   int device = 0;
@@ -281,7 +281,7 @@ size_t fold_g_pass_scratch(int64_t m, int64_t n) {
 }
 
 void fold_g_pass(DType t, const FoldGPassArgs& s, void* stream_ptr) {
-  if (!fold_g_pass_reads_t(s.b, s.b_rs, s.r))
+  if (!fold_g_pass_reads(s.b, s.b_rs, s.r))
     throw Error(ErrorKind::Value, "lora_backward", "lora_b", "16-byte-aligned rows of at least r for the pass over g",
                 "rows of " + std::to_string(s.b_rs));
   const Plan pl = checked_plan(s);

@@ -55,7 +55,7 @@ void lora_backward_composition(const detail::LoraBackwardParams& p, void* stream
   const bool have_xa = p.xa.p != nullptr && low_rank;
   const bool xa_uniform = have_xa && p.xa.uniform(&xa_rs);
   const bool pack_xa = have_xa && (!xa_uniform || (fold && r <= kFoldGPassMaxR &&
-                                                   !(p.xa.col_stride == 1 && fold_g_pass_reads_t(p.xa.p, xa_rs, r))));
+                                                   !(p.xa.col_stride == 1 && fold_g_pass_reads(p.xa.p, xa_rs, r))));
   // gB and t: [m, ld_r], rows 16-byte aligned (cuBLASLt's preferred layout).
   const int64_t ld_r = round_up(r, 16 / es);
   const int64_t g_bytes = pack_g ? round_up(m * n * es, 256) : 0;
