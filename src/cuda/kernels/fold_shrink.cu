@@ -9,7 +9,8 @@
 //
 // Here a block owns 64 rows of X (a warp 16 of them, mma.m16n8k16 with A's r rows as the
 // columns) and a share of K; A's tile sits in shared memory once per 64 rows. K is split over a
-// cluster of up to 8 blocks, enough blocks for two per SM, and the cluster adds its fp32
+// cluster of up to 16 blocks (8 where the device does not run 16), enough blocks for two per SM,
+// and the cluster adds its fp32
 // partials through distributed shared memory in rank order: one launch, no scratch, and the
 // same bits on every call of a shape on a device (the cluster size follows m and the SM count,
 // so a row's bits may differ between batch sizes or devices, as cuBLAS's do). Tiles of 64 k
@@ -21,6 +22,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/attention_tiles.cuh"
@@ -40,7 +43,12 @@ constexpr int kShrinkK = 64;         // k per tile
 // 13.8; m = 8192 r = 16 21.7 against 22.1), though Nsight Compute had 4 stages short of bytes in
 // flight (34% of DRAM's bandwidth, 12.5% occupancy at m = 2048).
 constexpr int kShrinkStages = 4;
-constexpr int kShrinkMaxCluster = 8;  // the portable cluster size
+// Clusters up to 16 blocks where the device runs them, past the portable 8: at m = 512, 8 row
+// blocks in clusters of 8 were 64 blocks for 132 SMs. H200, K = 4096, graph replay, the shrink
+// alone at m = 512: 4.30 µs at r = 16 and 7.06 at r = 64 against 4.73-5.20 and 8.15-8.26 with
+// clusters of 8 on four other machines (NOTES.md, session 18; the fold's total did not move
+// measurably).
+constexpr int kShrinkMaxCluster = 16;
 
 // Stage elements: X's 64 x 64 tile, then A's (16 * NP) x 64 tile (rows past r zero-filled).
 template <int NP>
@@ -143,19 +151,52 @@ __global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a
   cluster.sync();  // no block leaves while the others still read its partial
 }
 
+// Whether `kernel` (with smem bytes of dynamic shared memory, set allowed before) runs in clusters
+// of 16 blocks on `device`: the non-portable size allowed, and at least one such cluster resident
+// (asked once per kernel and device).
+bool clusters_of_16(const void* kernel, size_t smem, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find({kernel, device});
+  if (it != known.end()) return it->second;
+  bool ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+  if (ok) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(16);
+    cfg.blockDim = dim3(kShrinkThreads);
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim = {16, 1, 1};
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
+  }
+  if (!ok) (void)cudaGetLastError();  // a refusal here only means clusters of 8
+  known[{kernel, device}] = ok;
+  return ok;
+}
+
 template <class T, int NP>
 void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   ShrinkParams a = base;
   const int row_blocks = (a.m + kShrinkRows - 1) / kShrinkRows;
   const int ktiles = (a.k + kShrinkK - 1) / kShrinkK;
-  // Clusters as large as two blocks per SM allow (at most 8, and no rank without a k tile).
-  const int target = 2 * sm_count(device);
-  int ranks = 1;
-  while (ranks < kShrinkMaxCluster && int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles) ranks *= 2;
-  a.tiles_per_rank = (ktiles + ranks - 1) / ranks;
   constexpr size_t smem = shrink_smem_bytes<T, NP>();
   const void* kernel = reinterpret_cast<const void*>(&fold_shrink_mma<T, NP>);
   attn::allow_dynamic_smem(kernel, smem);
+  // Clusters as large as two blocks per SM allow (at most 16 where the device runs 16, else 8,
+  // and no rank without a k tile).
+  const int target = 2 * sm_count(device);
+  auto grows = [&](int ranks) {
+    return int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles &&
+           (ranks * 2 <= 8 || (ranks * 2 <= kShrinkMaxCluster && clusters_of_16(kernel, smem, device)));
+  };
+  int ranks = 1;
+  while (grows(ranks)) ranks *= 2;
+  a.tiles_per_rank = (ktiles + ranks - 1) / ranks;
   // a programmatic dependent, as the copies and the fold GEMM around it (NOTES.md, session 16: a
   // training step at m = 8192 took 1.142x the base GEMMs with this launch plain, 1.092x so)
   launch_kernel(fold_shrink_mma<T, NP>, dim3(unsigned(row_blocks * ranks)), kShrinkThreads, smem, stream,

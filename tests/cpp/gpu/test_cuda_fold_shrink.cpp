@@ -84,10 +84,11 @@ void check_shrink(DType t, const ShrinkCase& c) {
       << "scale * X @ A^T changed bits between runs";
 }
 
-// m across the 64-row blocks and the cluster sizes (on a 132-SM H200: 8 ranks up to 33 row
-// blocks, 4 at 4099 rows; fewer where k has fewer 64-wide tiles, and a rank without a tile at
-// k = 520), m a multiple of 64 (512, the fold's shape), k with tails inside a 64-wide tile and
-// k = 0, r across the 16-wide column pairs (1, 8, 17, 33, 64), padded rows.
+// m across the 64-row blocks and the cluster sizes (on a 132-SM H200: 16 ranks up to 8 row
+// blocks (m = 512), 8 up to 16, 4 up to 33 (2049 rows), 2 at 4099 rows; fewer where k has fewer
+// 64-wide tiles, and a rank without a tile at k = 520), m a multiple of 64 (512, the fold's
+// shape), k with tails inside a 64-wide tile and k = 0, r across the 16-wide column pairs (1, 8,
+// 17, 33, 64), padded rows.
 const ShrinkCase kShrinkCases[] = {
     {1, 64, 16},          {31, 40, 8},          {33, 72, 17, 8, 16}, {65, 1000, 64},     {257, 4104, 33, 0, 8},
     {1023, 8, 1},         {300, 520, 24, 8, 0}, {2049, 4096, 16},    {4099, 264, 64, 8}, {5, 0, 8},
