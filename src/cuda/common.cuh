@@ -73,30 +73,64 @@ inline int sm_count(int device) {
   return n > 0 ? n : 132;
 }
 
-// Blocks that fit on the device at once (occupancy x SMs) for `block` threads and `smem` bytes
-// of dynamic shared memory (the kernel's attribute allowing it set first), cached per
-// configuration and device: the first call asks the runtime, later ones take a lock and a
-// lookup. Neither query enqueues work, so both are safe under stream capture.
-inline int resident_blocks(const void* kernel, int block, int device, size_t smem = 0) {
+// Occupancy answers cached per (kernel, block, cluster, device, smem): the first call asks the
+// runtime (query()), later ones take a lock and a lookup. The queries enqueue no work, so they
+// are safe under stream capture.
+template <class Query>
+int cached_occupancy(const void* kernel, int block, int cluster, int device, size_t smem, Query query) {
   struct Entry {
     const void* kernel;
-    int block, device;
+    int block, cluster, device;
     size_t smem;
-    int blocks;
+    int n;
   };
   static std::mutex mu;
   static std::vector<Entry> cache;
   {
     std::lock_guard<std::mutex> lock(mu);
     for (const Entry& e : cache)
-      if (e.kernel == kernel && e.block == block && e.device == device && e.smem == smem) return e.blocks;
+      if (e.kernel == kernel && e.block == block && e.cluster == cluster && e.device == device && e.smem == smem)
+        return e.n;
   }
-  int per_sm = 0;
-  LORAOPS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
-  const int blocks = (per_sm > 0 ? per_sm : 1) * sm_count(device);
+  const int n = query();
   std::lock_guard<std::mutex> lock(mu);
-  cache.push_back({kernel, block, device, smem, blocks});
-  return blocks;
+  cache.push_back({kernel, block, cluster, device, smem, n});
+  return n;
+}
+
+// Blocks that fit on the device at once (occupancy x SMs) for `block` threads and `smem` bytes
+// of dynamic shared memory (the kernel's attribute allowing it set first).
+inline int resident_blocks(const void* kernel, int block, int device, size_t smem = 0) {
+  return cached_occupancy(kernel, block, 0, device, smem, [&] {
+    int per_sm = 0;
+    LORAOPS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem));
+    return (per_sm > 0 ? per_sm : 1) * sm_count(device);
+  });
+}
+
+// Clusters of `cluster` blocks (of `block` threads, `smem` bytes of dynamic shared memory, the
+// kernel's attribute allowing it set first) the device holds at once; 0 where it runs none of
+// that size. Past the portable 8, the kernel is first allowed non-portable sizes.
+inline int resident_clusters(const void* kernel, int block, int cluster, int device, size_t smem) {
+  return cached_occupancy(kernel, block, cluster, device, smem, [&] {
+    int n = 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(cluster));
+    cfg.blockDim = dim3(unsigned(block));
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim = {unsigned(cluster), 1, 1};
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    if ((cluster > 8 &&
+         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) ||
+        cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+      (void)cudaGetLastError();  // a refusal only means none of that size
+      n = 0;
+    }
+    return n;
+  });
 }
 
 // Whether a pointer allows 16-byte vector loads (cp.async, uint4) from it.

@@ -22,8 +22,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/attention_tiles.cuh"
@@ -151,34 +149,6 @@ __global__ void __launch_bounds__(kShrinkThreads) fold_shrink_mma(ShrinkParams a
   cluster.sync();  // no block leaves while the others still read its partial
 }
 
-// Whether `kernel` (with smem bytes of dynamic shared memory, set allowed before) runs in clusters
-// of 16 blocks on `device`: the non-portable size allowed, and at least one such cluster resident
-// (asked once per kernel and device).
-bool clusters_of_16(const void* kernel, size_t smem, int device) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, bool> known;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = known.find({kernel, device});
-  if (it != known.end()) return it->second;
-  bool ok = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
-  if (ok) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(16);
-    cfg.blockDim = dim3(kShrinkThreads);
-    cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute attr = {};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim = {16, 1, 1};
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
-  }
-  if (!ok) (void)cudaGetLastError();  // a refusal here only means clusters of 8
-  known[{kernel, device}] = ok;
-  return ok;
-}
-
 template <class T, int NP>
 void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   ShrinkParams a = base;
@@ -192,7 +162,8 @@ void launch(const ShrinkParams& base, int device, cudaStream_t stream) {
   const int target = 2 * sm_count(device);
   auto grows = [&](int ranks) {
     return int64_t(row_blocks) * ranks * 2 <= target && ranks * 2 <= ktiles &&
-           (ranks * 2 <= 8 || (ranks * 2 <= kShrinkMaxCluster && clusters_of_16(kernel, smem, device)));
+           (ranks * 2 <= 8 ||
+            (ranks * 2 <= kShrinkMaxCluster && resident_clusters(kernel, kShrinkThreads, ranks * 2, device, smem) > 0));
   };
   int ranks = 1;
   while (grows(ranks)) ranks *= 2;
