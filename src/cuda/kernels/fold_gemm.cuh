@@ -8,6 +8,13 @@
 #include "cuda/kernels/concat_k_mainloop.cuh"
 #include "cuda/kernels/fold_gemm.hpp"
 
+// FoldGemm::run launches every kernel as a programmatic dependent: safe only with CUTLASS's
+// grid-dependency waits compiled in (concat_k_mainloop.cuh defines CUTLASS_ENABLE_GDC_FOR_SM90,
+// which takes effect only before the first CUTLASS header of the translation unit).
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL) && !defined(CUTLASS_GDC_ENABLED)
+#error "the folded GEMM's kernels would launch early without waiting for the grid before them"
+#endif
+
 namespace loraops::cuda::fold {
 
 // Tile (M x N x K), cluster, and B's layout: ColumnMajor is K-major (B as [n, k] rows), RowMajor
