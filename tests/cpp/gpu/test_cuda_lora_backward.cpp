@@ -512,22 +512,34 @@ struct Stream {
   Stream& operator=(const Stream&) = delete;
 };
 
+// One case's host inputs, their reference gradients and the tolerance for them.
+struct Prepared {
+  Inputs in;
+  Grads ref;
+  Analysis an;
+  Tols tol;
+};
+Prepared prepare(const Case& c, DType t) {
+  Inputs in = make_inputs(c, t);
+  Grads ref = reference(in, t);
+  const Analysis an = analyze(in);
+  const Tols tol = tolerance(an, t);
+  return {std::move(in), std::move(ref), an, tol};
+}
+
 // One case: the reference on the host, then each implementation on the device (every output
 // poisoned before the call) against it.
 void check_case(const Case& c, DType t, cudaStream_t s) {
   SCOPED_TRACE(label(c, t));
-  Inputs in = make_inputs(c, t);
-  const Grads ref = reference(in, t);
-  const Analysis an = analyze(in);
-  const Tols tol = tolerance(an, t);
-  DeviceInputs d(in);
-  DeviceGrads out(in, t);
+  Prepared p = prepare(c, t);
+  DeviceInputs d(p.in);
+  DeviceGrads out(p.in, t);
   for (Impl impl : kImpls) {
     SCOPED_TRACE(impl_name(impl));
     out.poison();
-    if (!run(in, d, out, impl, s)) continue;
+    if (!run(p.in, d, out, impl, s)) continue;
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    EXPECT_TRUE(grads_within(out.fetch(), ref, tol, an));
+    EXPECT_TRUE(grads_within(out.fetch(), p.ref, p.tol, p.an));
   }
 }
 
@@ -540,15 +552,14 @@ void check_all(const Case* cases, size_t count, cudaStream_t s) {
 // ---- tests -------------------------------------------------------------------------------------
 
 // The folded grad_x GEMM (the pingpong kernel, N-major W): grad_x = [g | s*gB] @ [W ; A] is
-// [m, K] with depth N, so K is its output width. Two tiles of K with a tail, N over two depth
-// tiles with a tail, r over two; and 2100 x 2056 (17 x 17 tiles of 128x128), so that every
-// persistent block, and each of its two math warpgroups, computes several tiles in turn.
+// [m, K] with depth N, so K is its output width. 2100 x 2056 (17 x 17 tiles of 128x128), so that
+// every persistent block, and each of its two math warpgroups, computes several tiles in turn
+// (kGrid's "folded grad_x" rows, run by MatchesReference, cover K and N tails and r over two
+// depth tiles).
 TEST(CudaLoraBackward, FoldMatchesReferenceOverSeveralTilesABlock) {
   LORAOPS_REQUIRE_GPU();
   // clang-format off
   const Case cases[] = {
-      {"m=300 520x264 r=16", {300}, 520, 264, 16, -0.5, kHalves},
-      {"m=130 136x40 r=72", {130}, 136, 40, 72, 2.0, kBF16},
       {"m=2100 2056x72 r=16", {2100}, 2056, 72, 16, 0.3, kHalves},
   };
   // clang-format on
@@ -611,12 +622,9 @@ TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
       for (DType t : kAllDTypes) {
         if (!(c.dtypes & bit(t))) continue;
         SCOPED_TRACE(label(c, t) + (s ? ", created stream" : ", legacy stream"));
-        Inputs in = make_inputs(c, t);
-        const Grads ref = reference(in, t);
-        const Analysis an = analyze(in);
-        const Tols tol = tolerance(an, t);
-        DeviceInputs d(in);
-        DeviceGrads out(in, t);
+        Prepared p = prepare(c, t);
+        DeviceInputs d(p.in);
+        DeviceGrads out(p.in, t);
         for (auto [impl, pass] : {std::pair{Impl::Custom, true}, std::pair{Impl::Custom, false},
                                   std::pair{Impl::Vendor, true}}) {
           SCOPED_TRACE(std::string(impl_name(impl)) + (pass ? "" : ", no pass over g"));
@@ -629,10 +637,10 @@ TEST(CudaLoraBackward, SideStreamGivesTheSameBits) {
               const cuda::SideStream held = cuda::side_stream(device, s);
               if (held.side()) CUDA_OK(late_copy(nullptr, nullptr, 0, 20000, held.side()));
             }
-            ASSERT_TRUE(run(in, d, out, impl, s));
+            ASSERT_TRUE(run(p.in, d, out, impl, s));
             ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
             got[side] = out.fetch();
-            EXPECT_TRUE(grads_within(got[side], ref, tol, an)) << (side ? "side stream" : "one stream");
+            EXPECT_TRUE(grads_within(got[side], p.ref, p.tol, p.an)) << (side ? "side stream" : "one stream");
           }
           for (auto [h0, h1] : {std::pair{&got[0].gx, &got[1].gx}, std::pair{&got[0].ga, &got[1].ga},
                                 std::pair{&got[0].gb, &got[1].gb}})
