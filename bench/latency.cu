@@ -676,6 +676,18 @@ int main(int argc, char** argv) {
       cases.push_back({"affine rms_norm bf16 " + shape, [=] { loraops::rms_norm(x, &w, 1e-6, y, custom); }, moved, 200});
       cases.push_back({"affine layer_norm bf16 " + shape, [=] { loraops::layer_norm(x, &w, &b, 1e-5, y, custom); }, moved, 200});
     }
+    // float32 16384x4096 (the rowwise suite's fp32 shape): layer_norm's fp32 rows are kept
+    // unshifted and normalised against a two-float mean
+    void* fx = filled(loraops::DType::Float32, size_t(elems), 14);
+    void* fy = filled(loraops::DType::Float32, size_t(elems), 15);
+    void* fwb = filled(loraops::DType::Float32, 2 * 4096, 16);
+    const int64_t nf[1] = {4096};
+    auto tfx = loraops::Tensor::contiguous(fx, loraops::DType::Float32, 2, shp, dev);
+    auto tfy = loraops::Tensor::contiguous(fy, loraops::DType::Float32, 2, shp, dev);
+    auto fw = loraops::Tensor::contiguous(fwb, loraops::DType::Float32, 1, nf, dev);
+    auto fb = loraops::Tensor::contiguous(static_cast<char*>(fwb) + 4096 * 4, loraops::DType::Float32, 1, nf, dev);
+    cases.push_back({"affine layer_norm fp32 16384x4096", [=] { loraops::layer_norm(tfx, &fw, &fb, 1e-5, tfy, custom); }, 2 * moved, 200});
+    cases.push_back({"affine rms_norm fp32 16384x4096", [=] { loraops::rms_norm(tfx, &fw, 1e-6, tfy, custom); }, 2 * moved, 200});
   }
 
   // The same shapes through cuDNN's SDPA (vendor), where the build has it; a refusal prints its reason.

@@ -1,8 +1,12 @@
 // layer_norm over each row, (x - mean) * rsqrt(var + eps) * weight + bias, for float32/float16/
-// bfloat16 with fp32 sums and the population variance by a stable method (never E[x^2]-E[x]^2).
+// bfloat16 with fp32 sums and the population variance by a stable method (never E[x^2]-E[x]^2 of
+// the raw row; see below for the guarded shifted form).
 // Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; the
 // mean is one group reduction, the sum of squared deviations from it a second one over the same
-// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic).
+// registers (the two-pass formula, at the cost of one extra reduction and no extra traffic). For
+// 16-bit rows kept packed (8192-65536 elements), rows whose shift point x[0] is within 4 standard
+// deviations of the mean take E[u^2] - E[u]^2 of the shifted row u = x - x[0] instead, from one
+// reduction (see stats below).
 // Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
 // that re-reads and writes. Both work on x - x[0] (see stats below).
 // A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
@@ -25,6 +29,19 @@ constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !
 // and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
 template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
 
+// A row's mean x0 + m + mc (scaled by xs: m the mean of u = x - x0 as one float, mc the mean of
+// the deviations from it) as hi + lo (Knuth's two-sum of x0 and m, then mc), and the
+// normalisation (x * xs - mean) * r from it: x * xs - hi rounds at 2^-24 of |x - mean| (exactly,
+// where x and hi are within a factor 2), not of |x - x0| or |mean|.
+struct Mean2 {
+  float hi, lo_r, r;  // lo_r = -lo * r
+  __device__ float normalize(float x, float xs) const { return fmaf(fmaf(x, xs, -hi), r, lo_r); }
+};
+__device__ __forceinline__ Mean2 mean_of(float x0s, float m, float mc, float r) {
+  const float hi = x0s + m, bp = hi - x0s, lo = (x0s - (hi - bp)) + (m - bp) + mc;
+  return {hi, -lo * r, r};
+}
+
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
@@ -33,14 +50,17 @@ layer_norm_reg(RowParams p, int tpr) {
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
   // element; the scheduler issued 76% of cycles), against 15 for softmax, which keeps fp32 values.
-  // 8 vectors per thread keeps the row packed (keep_fp32_row).
-  constexpr bool kKeep = keep_fp32_row(NVEC);
+  // 8 vectors per thread keeps the row packed (keep_fp32_row). A float32 row is its own fp32 copy,
+  // kept unshifted: the write subtracts the mean from x itself (see there), and the two statistics
+  // passes shift each element again (one fma each): the seed shape [4,16,1024] 2.06 -> 2.11 us in
+  // graph replay, 16384x4096 with weight and bias 135.1 -> 135.7 us (H200, 2026-11-30).
+  constexpr bool kKeep = keep_fp32_row(NVEC) && !std::is_same_v<T, float>;
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
   // cost no occupancy) loaded with the first row and held in registers (128 of them at bf16 4
   // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
   // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
   // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
-  constexpr bool kHold = kKeep && kWave;
+  constexpr bool kHold = keep_fp32_row(NVEC) && kWave;
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
   const int nv = int(p.x.cols / V);  // <= 8192 here
@@ -96,14 +116,40 @@ layer_norm_reg(RowParams p, int tpr) {
     // the group's sum and of the division, not that of the thread's own 8-32 additions (an error
     // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
     // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
-    auto stats = [&](float& m, float& var) {
-      float s = 0.f, cnt = 0.f;
+    // kOneReduction: 16-bit rows kept packed (8 vectors a thread) first try the statistics from
+    // one reduction. bf16 4096x32768 with weight and bias: 145.1 -> 142.2 us; at 4 vectors a
+    // thread (the row in fp32 registers) it lost instead: 16384x4096 70.3 -> 71.6 us (H200,
+    // 2026-11-30, loraops_latency, old and new kernels twice each in one call).
+    constexpr bool kOneReduction = kLeanStats<T> && !kKeep;
+    // The mean of u comes as m + mc: d and the mean of the deviations from it (float32 keeps them
+    // apart, see the write).
+    auto stats = [&](float& m, float& mc, float& var) {
+      float s = 0.f, cnt = 0.f, s2 = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
         if (k * tpr + g.t >= nv) continue;
         cnt += float(V);
 #pragma unroll
-        for (int j = 0; j < V; ++j) s += at(k, j);
+        for (int j = 0; j < V; ++j) {
+          s += at(k, j);
+          if constexpr (kOneReduction) s2 = fmaf(at(k, j), at(k, j), s2);
+        }
+      }
+      if constexpr (kOneReduction) {
+        // First the shifted sums of u and u^2 in one reduction, var = E[u^2] - E[u]^2 on the
+        // shifted row. Its relative error grows with rho = (mean - x0)^2 / var (about (1 + 3 rho)
+        // roundings of the sums), so it is kept only where x0 lies within 4 standard deviations of
+        // the mean (rho <= 16: ~50 fp32 roundings, far under the output's 2^-9 or 2^-12);
+        // otherwise (x0 an outlier of its row; a NaN or an overflow) the warp computes the exact
+        // two-pass statistics below. One reduction and one pass over the packed row fewer for
+        // ordinary rows.
+        const Sum2Op q1 = group_reduce(Sum2Op{s, s2}, g, red, parity);
+        if constexpr (!kKeep) launder(v);
+        const float d1 = q1.a * inv_n, v1 = fmaf(q1.b, inv_n, -d1 * d1);
+        if (!__any_sync(~0u, !(d1 * d1 <= 16.f * v1))) {  // the whole warp, as the reductions
+          m = d1, mc = 0.f, var = v1;
+          return;
+        }
       }
       const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;
       if constexpr (!kKeep) launder(v);
@@ -122,12 +168,12 @@ layer_norm_reg(RowParams p, int tpr) {
       q = group_reduce(q, g, red, parity);
       if constexpr (!kKeep) launder(v);
       const float c = q.a * inv_n;
-      m = d + c;
+      m = d, mc = c;
       var = nanmax(fmaf(q.b, inv_n, -c * c), 0.f);
     };
     fill();
-    float m, var, eps = p.eps;
-    stats(m, var);
+    float m, mc, var, eps = p.eps;
+    stats(m, mc, var);
     const bool need = active && needs_rescale(var, p.eps);
     if (__any_sync(~0u, need)) {  // the whole warp: the reductions shuffle over all of it
       // Never on ordinary data. The fp32 copy has dropped the row: it is read again (plain loads:
@@ -145,12 +191,17 @@ layer_norm_reg(RowParams p, int tpr) {
       xs = need && ok ? pow2_scale(a) : 1.f;
       x0s = x0 * xs;
       fill();
-      stats(m, var);
+      stats(m, mc, var);
       eps = p.eps * xs * xs;
     }
     // kLeanStats: (u - m) * r as fma(u, r, -m * r), one instruction less an element; -m * r
     // rounds at ~1e-7 of |m| * r, which the shift by x0 keeps of the order of the row's spread.
-    const float r = rsqrtf(var + eps), mr = -m * r;
+    // float32: u = x - x0 rounds at 2^-24 of |x - x0|, and m + mc at 2^-24 of |mean - x0|, neither
+    // of the order of the spread where x0 is far from the rest of its row (x0 = 60 in a row of
+    // [1, 3]: errors of 3e-6 in y); so x minus the mean x0 + m + mc held as two floats (hi + lo),
+    // in as many instructions an element.
+    const float r = rsqrtf(var + eps), mr = -(m + mc) * r;
+    const Mean2 mean2 = mean_of(x0s, m, mc, r);
 #pragma unroll
     for (int k = 0; k < NVEC; ++k) {
       const int c = k * tpr + g.t;
@@ -159,7 +210,7 @@ layer_norm_reg(RowParams p, int tpr) {
       float y[V];
 #pragma unroll
       for (int j = 0; j < V; ++j)
-        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j]) : fmaf((at(k, j) - m) * r, wk[j], bk[j]);
+        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j]) : fmaf(mean2.normalize(v[k][j], xs), wk[j], bk[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     }
   }
@@ -232,19 +283,34 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
       }
     }
     const float m = st.mean, r = rsqrtf(st.m2 / st.n + eps), x0s = x0 * xs;
+    // float32 rows whose x0 lies far from the mean (more than 4 standard deviations): the mean of u
+    // is a float of the order of |mean - x0|, rounded at 2^-24 of that, not of the spread; one more
+    // pass sums the deviations from it (as the register kernel's second pass does for every row).
+    float mc = 0.f;
+    if constexpr (std::is_same_v<T, float>) {
+      if (m * m > 16.f * (st.m2 / st.n)) {  // the same in the whole block
+        float c = 0.f;
+        for_row_vectors<T, V, false>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t, const Vec<T, V>& v) {
+#pragma unroll
+          for (int j = 0; j < V; ++j) c += fmaf(v[j], xs, -x0s) - m;
+        });
+        mc = group_reduce(SumOp{c}, g, red, parity).v / st.n;
+      }
+    }
+    const Mean2 mean2 = mean_of(x0s, m, mc, r);  // as in the register kernel's write
     T* yr = row_ptr<T>(p.out, row);
     for_row_vectors<T, V, true>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t c, const Vec<T, V>& v) {
       const Vec<T, V> wc = w.load(c, 1.f), bc = b.load(c, 0.f);
       float y[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j) y[j] = fmaf((fmaf(v[j], xs, -x0s) - m) * r, wc[j], bc[j]);
+      for (int j = 0; j < V; ++j) y[j] = fmaf(mean2.normalize(v[j], xs), wc[j], bc[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     });
   }
 }
 
 struct Kernels {
-  // Only a kernel that keeps its row in fp32 holds weight and bias (kHold): the others are the
+  // Only a kernel of up to 4 vectors a thread holds weight and bias (kHold): the others are the
   // same kernel either way, which launch_reg then sees.
   template <class T, int V, int NVEC, bool kWave>
   static constexpr auto reg = layer_norm_reg<T, V, NVEC, kWave && keep_fp32_row(NVEC)>;

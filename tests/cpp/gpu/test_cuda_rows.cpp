@@ -336,6 +336,30 @@ TEST(CudaRows, NormTinyRowsWithEpsZero) {
       }
 }
 
+// layer_norm shifts each row by its first element x0 (the sums stay small where the mean is far
+// from zero), and its rows kept packed (16-bit, 8193-65536 elements) take E[u^2] - E[u]^2 of the
+// shifted row only while x0 is within 4 standard deviations of the mean; farther, the exact
+// two-pass statistics. Rows on both sides of that line (uniform [1, 3]: mean 2, sd 0.577; x0 at
+// 3.9 and 4.2 sd), and x0 an outlier that dominates the row's variance (60, -1e4), at every
+// kernel's lengths: float32 used to lose digits there (x - x0 rounded at 2^-24 of |x - x0|: errors
+// of 3e-6 against 2.2e-6 allowed at x0 = 60, H200 2026-11-30).
+TEST(CudaRows, LayerNormShiftPointFarFromTheMean) {
+  LORAOPS_REQUIRE_GPU();
+  for (DType t : kAllDTypes)
+    for (int64_t cols : {1000, 16384, 65528, 100000}) {
+      HostTensor h = random_tensor(t, {5, cols}, 1.f, 3.f);
+      const float sd = 0.57735f;
+      for (auto [row, x0] : {std::pair{0, 2.f + 3.9f * sd}, std::pair{1, 2.f - 3.9f * sd}, std::pair{2, 2.f + 4.2f * sd},
+                             std::pair{3, 60.f}, std::pair{4, -1e4f}})
+        h.set(int64_t(row) * cols, x0);
+      Mirror x(std::move(h));
+      const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
+      const AffineArg b = make_affine(t, cols, -0.5f, 0.5f, Affine::Contiguous);
+      check(Op::LayerNorm, x, x.host.view(), &w, &b);
+      check(Op::LayerNorm, x, x.host.view());
+    }
+}
+
 TEST(CudaRows, FarFromZeroKeepsItsDigits) {
   LORAOPS_REQUIRE_GPU();
   // 1e4 + noise of unit size: a mean rounded to a float near 1e4 would be off by 5e-4.
