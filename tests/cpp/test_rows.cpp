@@ -525,6 +525,21 @@ TEST(RowsCustom, LayerNormFarFromZeroKeepsItsDigits) {
   EXPECT_TRUE(close(run(op_named("layer_norm"), x.view(), {}, Impl::Custom), ref));
 }
 
+TEST(RowsCustom, LayerNormShiftPointFarFromTheMean) {
+  // The shift point x[0] far from the rest of its row (rows of [1, 3]): x - x0 and the mean of
+  // x - x0 round at 2^-24 of |x - x0| and |mean - x0|, not of the row's spread, so the write must
+  // subtract the mean from x itself (carried as two floats). The float32 kernel lost ~2-9e-6
+  // here against 2.2e-6 allowed (2026-11-30).
+  for (int64_t cols : {1000, 16384}) {
+    SCOPED_TRACE(cols);
+    HostTensor x = random_tensor(DType::Float32, {3, cols}, 1.f, 3.f);
+    const float x0[] = {60.f, -1e4f, 2.f + 4.2f * 0.57735f};
+    for (int64_t row = 0; row < 3; ++row) x.set(row * cols, x0[row]);
+    const HostTensor ref = run(op_named("layer_norm"), x.view(), {}, Impl::Reference);
+    EXPECT_TRUE(close(run(op_named("layer_norm"), x.view(), {}, Impl::Custom), ref));
+  }
+}
+
 TEST(RowsCustom, HalfLoadsAndStoresAreExact) {
   // relu of every float16/bfloat16 bit pattern returns it unchanged (or 0): the custom kernels'
   // own half<->float conversions, contiguous and strided, lose nothing and keep inf and NaN.
