@@ -640,11 +640,14 @@ int main(int argc, char** argv) {
                        decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
   }
 
-  {  // row ops at the rowwise suite's shape (bf16 16384x4096; 256 MiB moved per call), beside a copy
+  {  // row ops at the rowwise suite's shapes (bf16 16384x4096: 256 MiB moved per call; bf16
+     // 65536x1024 and 4096x32768; fp32 16384x4096), beside a copy
     const int64_t elems = int64_t(16384) * 4096;
     const int64_t shp[2] = {16384, 4096};
-    void* ax = filled(loraops::DType::BFloat16, size_t(elems), 11);
-    void* ay = filled(loraops::DType::BFloat16, size_t(elems), 12);
+    // Twice the elements: 4096x32768 below views them all (until 2026-11-30 it ran over the end
+    // of these buffers, x's second half being y's first and y's running past its allocation).
+    void* ax = filled(loraops::DType::BFloat16, 2 * size_t(elems), 11);
+    void* ay = filled(loraops::DType::BFloat16, 2 * size_t(elems), 12);
     auto tx = loraops::Tensor::contiguous(ax, loraops::DType::BFloat16, 2, shp, dev);
     auto ty = loraops::Tensor::contiguous(ay, loraops::DType::BFloat16, 2, shp, dev);
     const double moved = 2.0 * double(elems) * 2;
@@ -673,8 +676,9 @@ int main(int argc, char** argv) {
                                             std::tuple{std::string("65536x1024"), tx2, ty2, int64_t(1024)},
                                             std::tuple{std::string("4096x32768"), tx3, ty3, int64_t(32768)}}) {
       const loraops::Tensor w = affine(cols, 0), b = affine(cols, 1);
-      cases.push_back({"affine rms_norm bf16 " + shape, [=] { loraops::rms_norm(x, &w, 1e-6, y, custom); }, moved, 200});
-      cases.push_back({"affine layer_norm bf16 " + shape, [=] { loraops::layer_norm(x, &w, &b, 1e-5, y, custom); }, moved, 200});
+      const double bytes = 2.0 * double(x.numel()) * 2;
+      cases.push_back({"affine rms_norm bf16 " + shape, [=] { loraops::rms_norm(x, &w, 1e-6, y, custom); }, bytes, 200});
+      cases.push_back({"affine layer_norm bf16 " + shape, [=] { loraops::layer_norm(x, &w, &b, 1e-5, y, custom); }, bytes, 200});
     }
     // float32 16384x4096 (the rowwise suite's fp32 shape): layer_norm's fp32 rows are kept
     // unshifted and normalised against a two-float mean

@@ -4,11 +4,12 @@
 // Register-resident kernel (rows up to 8192 vectors): the row is read once into registers; the
 // mean is one group reduction, the sum of squared deviations from it a second one over the same
 // registers (the two-pass formula, at the cost of one extra reduction and no extra traffic). For
-// 16-bit rows kept packed (8192-65536 elements), rows whose shift point x[0] is within 4 standard
-// deviations of the mean take E[u^2] - E[u]^2 of the shifted row u = x - x[0] instead, from one
-// reduction (see stats below).
+// 16-bit rows kept packed (8 vectors a thread: past 8192 elements in 16-byte vectors), rows whose
+// shift point x[0] is within 4 standard deviations of the mean take E[u^2] - E[u]^2 of the
+// shifted row u = x - x[0] instead, from one reduction (see stats below).
 // Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
-// that re-reads and writes. Both work on x - x[0] (see stats below).
+// that re-reads and writes. Both sum x - x[0] (see stats below); float32 rows and the looped
+// kernel subtract the mean from x itself at the write (Mean2).
 // A row whose fp32 sums overflow (|x| from ~1e19) is redone scaled by a power of two.
 #include "cuda/kernels.hpp"
 #include "cuda/kernels/row_common.cuh"
@@ -28,6 +29,11 @@ constexpr int layer_norm_min_blocks(int nvec, bool wave) { return nvec <= 4 && !
 // 16-bit outputs round at 2^-9 (bf16) or 2^-12 (fp16) of their value: for them the statistics
 // and the write take the cheaper forms below, whose extra fp32 roundings stay ~1000x under that.
 template <class T> constexpr bool kLeanStats = sizeof(T) == 2;
+
+// (mean - x0)^2 / var up to which the shift point counts as close to the mean: E[u^2] - E[u]^2
+// is taken there (16-bit packed rows), and past it the looped kernel's float32 rows sum their
+// deviations once more.
+constexpr float kShiftGuard = 16.f;
 
 // A row's mean x0 + m + mc (scaled by xs: m the mean of u = x - x0 as one float, mc the mean of
 // the deviations from it) as hi + lo (Knuth's two-sum of x0 and m, then mc), and the
@@ -107,9 +113,9 @@ layer_norm_reg(RowParams p, int tpr) {
       if constexpr (kKeep) return u[k][j];
       else return fmaf(v[k][j], xs, -x0s);
     };
-    // The statistics as the CPU custom kernel computes them: the corrected two-pass method on u.
-    // The shift keeps data far from zero (1e4 + noise) small and exact, and the mean is x0 + m,
-    // never rounded to a float near x0; the second pass sums the deviations e = u - d and their
+    // The statistics as the CPU custom kernel computes them (but for kOneReduction's rows): the
+    // corrected two-pass method on u. The shift keeps data far from zero (1e4 + noise) small and
+    // exact, and the mean is x0 + d + c, never rounded to a float near x0; the second pass sums the deviations e = u - d and their
     // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
     // without cancelling. kLeanStats: a thread's sum of deviations is taken from its first-pass
     // sum (s - count * d: one fma a thread, not an add an element), which recovers the rounding of
@@ -137,16 +143,19 @@ layer_norm_reg(RowParams p, int tpr) {
       }
       if constexpr (kOneReduction) {
         // First the shifted sums of u and u^2 in one reduction, var = E[u^2] - E[u]^2 on the
-        // shifted row. Its relative error grows with rho = (mean - x0)^2 / var (about (1 + 3 rho)
-        // roundings of the sums), so it is kept only where x0 lies within 4 standard deviations of
-        // the mean (rho <= 16: ~50 fp32 roundings, far under the output's 2^-9 or 2^-12);
-        // otherwise (x0 an outlier of its row; a NaN or an overflow) the warp computes the exact
-        // two-pass statistics below. One reduction and one pass over the packed row fewer for
-        // ordinary rows.
+        // shifted row. Its relative error grows with rho = (mean - x0)^2 / var (about 1 + 3 rho
+        // times the sums' own rounding error), so it is kept only where x0 lies within 4 standard
+        // deviations of the mean (rho <= kShiftGuard: at worst ~2^-12 of the variance from sums
+        // of ~74 roundings each, typically far less; under the output's 2^-9 or 2^-12);
+        // otherwise (x0 an outlier of its row, a NaN) the exact two-pass statistics below. A row
+        // whose sum of squares alone overflows passes with var = inf and is rescued as before.
+        // One reduction and one pass over the packed row fewer for ordinary rows.
         const Sum2Op q1 = group_reduce(Sum2Op{s, s2}, g, red, parity);
         if constexpr (!kKeep) launder(v);
         const float d1 = q1.a * inv_n, v1 = fmaf(q1.b, inv_n, -d1 * d1);
-        if (!__any_sync(~0u, !(d1 * d1 <= 16.f * v1))) {  // the whole warp, as the reductions
+        // q1 is the same in every thread of the group, here the whole block (8 vectors a thread:
+        // tpr > 32), so the whole block takes the same branch, as its reductions need.
+        if (!__any_sync(~0u, !(d1 * d1 <= kShiftGuard * v1))) {
           m = d1, mc = 0.f, var = v1;
           return;
         }
@@ -195,7 +204,8 @@ layer_norm_reg(RowParams p, int tpr) {
       eps = p.eps * xs * xs;
     }
     // kLeanStats: (u - m) * r as fma(u, r, -m * r), one instruction less an element; -m * r
-    // rounds at ~1e-7 of |m| * r, which the shift by x0 keeps of the order of the row's spread.
+    // rounds at ~1e-7 of |m| * r, which is at most sqrt(n) (x0 is in the row): harmless at the
+    // 16-bit outputs' 2^-9 / 2^-12.
     // float32: u = x - x0 rounds at 2^-24 of |x - x0|, and m + mc at 2^-24 of |mean - x0|, neither
     // of the order of the spread where x0 is far from the rest of its row (x0 = 60 in a row of
     // [1, 3]: errors of 3e-6 in y); so x minus the mean x0 + m + mc held as two floats (hi + lo),
@@ -288,7 +298,7 @@ __global__ void __launch_bounds__(kLoopThreads) layer_norm_loop(RowParams p) {
     // pass sums the deviations from it (as the register kernel's second pass does for every row).
     float mc = 0.f;
     if constexpr (std::is_same_v<T, float>) {
-      if (m * m > 16.f * (st.m2 / st.n)) {  // the same in the whole block
+      if (m * m > kShiftGuard * (st.m2 / st.n)) {  // the same in the whole block
         float c = 0.f;
         for_row_vectors<T, V, false>(xr, p.x.col_stride, nv, g.t, g.tpr, [&](int64_t, const Vec<T, V>& v) {
 #pragma unroll
