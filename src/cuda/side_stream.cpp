@@ -2,12 +2,12 @@
 #include "cuda/side_stream.hpp"
 
 #include <atomic>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
 
 #include "cuda/common.cuh"
+#include "cuda/per_stream.hpp"
 #include "cuda/stream_scratch.hpp"
 
 namespace loraops::cuda {
@@ -20,13 +20,8 @@ struct Entry {
   cudaEvent_t fork = nullptr, join = nullptr;
 };
 
-struct SideStreams {
-  std::mutex mu;
-  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<Entry>> by_stream;
-};
-
-SideStreams& side_streams() {
-  static SideStreams* s = new SideStreams;  // never destroyed: it would outlive the CUDA context
+PerStream<Entry>& side_streams() {
+  static auto* s = new PerStream<Entry>;  // never destroyed: it would outlive the CUDA context
   return *s;
 }
 
@@ -58,17 +53,10 @@ bool side_streams_on() { return side_on().load(std::memory_order_relaxed); }
 SideStream side_stream(int device, cudaStream_t stream) {
   const unsigned long long mine = stream_capture_id(stream);
   if (mine == kCaptureUnknown) return {};
-  Entry* e = nullptr;
-  {
-    SideStreams& all = side_streams();
-    std::lock_guard<std::mutex> lock(all.mu);
-    auto it = all.by_stream.find({device, stream});
-    if (it == all.by_stream.end()) {
-      if (mine != 0) return {};  // nothing is created during a capture
-      it = all.by_stream.emplace(std::pair{device, stream}, make_entry()).first;
-    }
-    e = it->second.get();  // entries are never erased
-  }
+  Entry* const e = side_streams().get(device, stream, [&]() -> std::unique_ptr<Entry> {
+    return mine != 0 ? nullptr : make_entry();  // nothing is created during a capture
+  });
+  if (!e) return {};
   SideStream s;
   s.lease_ = std::unique_lock<std::mutex>(e->mu);
   const unsigned long long side_capture = stream_capture_id(e->side);

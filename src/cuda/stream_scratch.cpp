@@ -2,13 +2,13 @@
 #include "cuda/stream_scratch.hpp"
 
 #include <algorithm>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
 
 #include "cuda/common.cuh"
+#include "cuda/per_stream.hpp"
 #include "loraops/error.hpp"
 
 namespace loraops::cuda {
@@ -22,16 +22,6 @@ struct Buffer {
   void* p = nullptr;
   size_t bytes = 0;
 };
-
-struct Buffers {
-  std::mutex mu;
-  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<Buffer>> by_stream;
-};
-
-Buffers& buffers() {
-  static Buffers* b = new Buffers;  // never destroyed: it would outlive the CUDA context
-  return *b;
-}
 
 }  // namespace
 
@@ -49,11 +39,8 @@ unsigned long long stream_capture_id(cudaStream_t s) {
 namespace {
 
 Buffer* buffer_of(int device, cudaStream_t stream) {
-  Buffers& all = buffers();
-  std::lock_guard<std::mutex> lock(all.mu);
-  std::unique_ptr<Buffer>& slot = all.by_stream[{device, stream}];
-  if (!slot) slot = std::make_unique<Buffer>();
-  return slot.get();
+  static auto* buffers = new PerStream<Buffer>;  // never destroyed: it would outlive the CUDA context
+  return buffers->get(device, stream, [] { return std::make_unique<Buffer>(); });
 }
 
 }  // namespace

@@ -30,7 +30,6 @@
 #include <array>
 #include <atomic>
 #include <climits>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +40,7 @@
 #include "cuda/common.cuh"
 #include "cuda/kernels/gemm_k0.hpp"
 #include "cuda/kernels/strided_copy.hpp"
+#include "cuda/per_stream.hpp"
 #include "cuda/stream_scratch.hpp"
 #include "loraops/error.hpp"
 
@@ -358,7 +358,6 @@ struct StreamState {
 struct Caches {
   std::mutex mu;
   std::vector<cublasLtHandle_t> handles;  // by device index
-  std::map<std::pair<int, cudaStream_t>, std::unique_ptr<StreamState>> streams;
   std::unordered_map<PlanKey, std::shared_ptr<Plan>, PlanKeyHash> plans;
 };
 
@@ -374,9 +373,8 @@ std::pair<cublasLtHandle_t, StreamState*> resources(int device, cudaStream_t str
   if (size_t(device) >= cc.handles.size()) cc.handles.resize(size_t(device) + 1, nullptr);
   cublasLtHandle_t& h = cc.handles[size_t(device)];
   if (!h) check(cublasLtCreate(&h), op, "cublasLtCreate");  // the current device is `device`
-  std::unique_ptr<StreamState>& s = cc.streams[{device, stream}];
-  if (!s) s = std::make_unique<StreamState>();
-  return {h, s.get()};
+  static auto* streams = new PerStream<StreamState>;  // never destroyed, as caches()
+  return {h, streams->get(device, stream, [] { return std::make_unique<StreamState>(); })};
 }
 
 std::shared_ptr<Plan> find_plan(const PlanKey& key, cublasLtHandle_t h, const GemmDesc& g,
