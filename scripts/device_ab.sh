@@ -7,9 +7,9 @@
 #   here:      scripts/device_ab.sh --prepare REV path...   (copies REV's versions to .device/ab_old/)
 #   on device: LATENCY_FILTER='a|b' TESTS='Suite.*' scripts/device_ab.sh   (run with carry .device)
 #
-# TESTS (a --gtest_filter) runs loraops_gpu_tests once on the new build first, MEMCHECK (a filter)
-# the same under compute-sanitizer memcheck. Logs and the summary go to $OUT; the working tree is
-# left as it was.
+# TESTS (a --gtest_filter) runs loraops_gpu_tests once on the new build first, MEMCHECK and
+# RACECHECK (filters) the same under compute-sanitizer memcheck and racecheck. Logs and the
+# summary go to $OUT; the working tree is left as it was.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OLD=.device/ab_old
@@ -54,6 +54,11 @@ for v in new old new2 old2; do
       timeout "${STEP_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 1 \
         build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="$MEMCHECK" >"$OUT/memcheck.log" 2>&1 || status=1
       grep -E 'ERROR SUMMARY|^\[  (PASSED|FAILED)' "$OUT/memcheck.log"
+    fi
+    if [ -n "${RACECHECK:-}" ]; then
+      timeout "${STEP_TIMEOUT:-300}" compute-sanitizer --tool racecheck --error-exitcode 1 \
+        build/dev/tests/cpp/loraops_gpu_tests --gtest_filter="$RACECHECK" >"$OUT/racecheck.log" 2>&1 || status=1
+      grep -E 'RACECHECK SUMMARY|ERROR SUMMARY|^\[  (PASSED|FAILED)' "$OUT/racecheck.log"
     fi
   fi
   timeout "${STEP_TIMEOUT:-300}" build/dev/loraops_latency "${ITERS:-2000}" "${LATENCY_FILTER:-}" >"$OUT/latency_$v.log" 2>&1 || status=1

@@ -185,6 +185,11 @@ inline std::atomic<bool>& row_ops_pdl() {
   static std::atomic<bool> on{true};
   return on;
 }
+// The row ops' grid limit (set_row_grid_limit in kernels.hpp; 0: none).
+inline std::atomic<unsigned>& row_grid_limit() {
+  static std::atomic<unsigned> blocks{0};
+  return blocks;
+}
 
 // Launch attributes: as a programmatic dependent of the work before it on the stream (pdl), in
 // clusters of cluster_x blocks along x (0: no cluster attribute).

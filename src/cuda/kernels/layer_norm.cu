@@ -51,7 +51,6 @@ __device__ __forceinline__ Mean2 mean_of(float x0s, float m, float mc, float r) 
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
-  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   // Up to 4 vectors per thread the row is converted once into fp32 registers, shifted (u = x -
   // x[0]), and the three passes (sum, deviations, write) read those: ncu on bf16 65536x1024 counted
   // 23 instructions per element with the row kept packed (three conversions and three shifts per
@@ -67,19 +66,21 @@ layer_norm_reg(RowParams p, int tpr) {
   // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
   // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
   constexpr bool kHold = keep_fp32_row(NVEC) && kWave;
-  __shared__ float red[kReduceFloats];
   const Group g(tpr);
-  const int nv = int(p.x.cols / V);  // <= 8192 here
-  RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f, g.t, tpr, nv);
-  RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f, g.t, tpr, nv);
+  int nv = int(p.x.cols / V);  // <= 8192 here
+  RowWalk<T> rw(p, g);
+  if constexpr (kWave) settle(nv), rw.settle();
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
+  RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f);
+  RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f);
+  w.hold(g.t, tpr, nv), b.hold(g.t, tpr, nv);
+  __shared__ float red[kReduceFloats];
   const float inv_n = 1.f / float(p.x.cols);
   int parity = 0;
-  for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
-    const int64_t row = r0 + g.slot;
-    const bool active = row < p.x.rows;
-    // Both row addresses up front: for views that need divisions, nothing else is live yet.
-    const T* xr = row_ptr<const T>(p.x, active ? row : 0);
-    T* yr = row_ptr<T>(p.out, active ? row : 0);
+  for (; rw.more(p); rw.next(p, g)) {
+    const bool active = rw.active;
+    const T* xr = rw.xr;
+    T* yr = rw.yr;
     Vec<T, V> v[NVEC];
     auto load_row = [&](bool last) {
 #pragma unroll
@@ -229,6 +230,7 @@ layer_norm_reg(RowParams p, int tpr) {
 // (count, mean, sum of squared deviations) of part of a row; Chan et al.'s pairwise merge.
 struct WelfordOp {
   float n, mean, m2;
+  static constexpr bool kSymmetric = false;  // the merged mean leans toward a
   static __device__ WelfordOp identity() { return {0.f, 0.f, 0.f}; }
   static __device__ WelfordOp merge(WelfordOp a, WelfordOp b) {
     if (b.n == 0.f) return a;

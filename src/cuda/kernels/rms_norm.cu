@@ -18,19 +18,20 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 rms_norm_reg(RowParams p, int tpr) {
-  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
-  const int nv = int(p.x.cols / V);  // <= 8192 here
-  RowAffine<T, V, NVEC, (NVEC <= 4)> w(p.weight, p.weight_stride, 1.f, g.t, tpr, nv);
+  int nv = int(p.x.cols / V);  // <= 8192 here
+  RowWalk<T> rw(p, g);
+  RowAffine<T, V, NVEC, (NVEC <= 4)> w(p.weight, p.weight_stride, 1.f);
+  settle(nv), rw.settle();
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
+  w.hold(g.t, tpr, nv);
   const float inv_n = 1.f / float(p.x.cols);
   int parity = 0;
-  for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
-    const int64_t row = r0 + g.slot;
-    const bool active = row < p.x.rows;
-    // Both row addresses up front: for views that need divisions, nothing else is live yet.
-    const T* xr = row_ptr<const T>(p.x, active ? row : 0);
-    T* yr = row_ptr<T>(p.out, active ? row : 0);
+  for (; rw.more(p); rw.next(p, g)) {
+    const bool active = rw.active;
+    const T* xr = rw.xr;
+    T* yr = rw.yr;
     Vec<T, V> v[NVEC];  // slots past the row hold 0: they add nothing
 #pragma unroll
     for (int k = 0; k < NVEC; ++k) {

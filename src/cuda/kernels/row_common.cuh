@@ -13,6 +13,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 #include <mutex>
@@ -176,6 +177,22 @@ __device__ __forceinline__ Vec<T, V> pack(const float (&y)[V]) {
   return o;
 }
 
+// ---- values ready before the dependency wait ------------------------------------------------
+
+// A value computed from the kernel's parameters, made to exist in a register at this point: a
+// volatile asm that reads and writes it keeps its order with the volatile asm of
+// grid_dependency_wait, so the value (and the parameter loads under it) comes before the wait.
+__device__ __forceinline__ void settle(int64_t& v) { asm volatile("mov.b64 %0, %0;" : "+l"(v)); }
+__device__ __forceinline__ void settle(int& v) { asm volatile("mov.b32 %0, %0;" : "+r"(v)); }
+__device__ __forceinline__ void settle(unsigned& v) { asm volatile("mov.b32 %0, %0;" : "+r"(v)); }
+__device__ __forceinline__ void settle(float& v) { asm volatile("mov.b32 %0, %0;" : "+f"(v)); }
+template <class T>
+__device__ __forceinline__ void settle(T*& p) {
+  auto u = reinterpret_cast<uintptr_t>(p);
+  asm volatile("mov.b64 %0, %0;" : "+l"(u));
+  p = reinterpret_cast<T*>(u);
+}
+
 // ---- row addressing -----------------------------------------------------------------------------
 
 // RowsView::row_offset, one 64-bit division per dim (quotient and remainder together).
@@ -228,8 +245,13 @@ struct RowAffine {
   Affine<T, V> a;
   float none;
   Vec<T, V> held[kHold ? NVEC : 1];
-  __device__ RowAffine(const void* p, int64_t stride, float none_value, int t, int tpr, int nv)
-      : a(p, stride), none(none_value) {
+  // From the parameters, before the dependency wait (kHold: settled there, see RowWalk; loaded at
+  // each use, the pointer stays a constant-bank operand instead of 5 registers).
+  __device__ RowAffine(const void* p, int64_t stride, float none_value) : a(p, stride), none(none_value) {
+    if constexpr (kHold) rows::settle(a.p), rows::settle(a.stride), rows::settle(a.has);
+  }
+  // After the wait, before the first row's loads (kHold: issued here, waited for at refresh).
+  __device__ __forceinline__ void hold(int t, int tpr, int nv) {
     if constexpr (kHold) {
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {
@@ -304,18 +326,23 @@ __device__ __forceinline__ float exp_diff_again(float x, float m) {
   return r;
 }
 
+// kSymmetric: merge(a, b) and merge(b, a) are the same bits (IEEE add and max; the adds are
+// __fadd_rn, never contracted into an fma with a product before them), so after a butterfly of
+// xor shuffles every lane holds the same result and group_reduce needs no broadcast.
 struct SumOp {
   float v;
+  static constexpr bool kSymmetric = true;
   static __device__ SumOp identity() { return {0.f}; }
-  static __device__ SumOp merge(SumOp a, SumOp b) { return {a.v + b.v}; }
+  static __device__ SumOp merge(SumOp a, SumOp b) { return {__fadd_rn(a.v, b.v)}; }
   static __device__ SumOp shfl_xor(SumOp a, int o) { return {__shfl_xor_sync(~0u, a.v, o)}; }
   static __device__ SumOp shfl(SumOp a, int src, int width) { return {__shfl_sync(~0u, a.v, src, width)}; }
 };
 
 struct Sum2Op {
   float a, b;
+  static constexpr bool kSymmetric = true;
   static __device__ Sum2Op identity() { return {0.f, 0.f}; }
-  static __device__ Sum2Op merge(Sum2Op x, Sum2Op y) { return {x.a + y.a, x.b + y.b}; }
+  static __device__ Sum2Op merge(Sum2Op x, Sum2Op y) { return {__fadd_rn(x.a, y.a), __fadd_rn(x.b, y.b)}; }
   static __device__ Sum2Op shfl_xor(Sum2Op x, int o) {
     return {__shfl_xor_sync(~0u, x.a, o), __shfl_xor_sync(~0u, x.b, o)};
   }
@@ -326,6 +353,7 @@ struct Sum2Op {
 
 struct MaxOp {
   float v;
+  static constexpr bool kSymmetric = true;
   static __device__ MaxOp identity() { return {-INFINITY}; }
   static __device__ MaxOp merge(MaxOp a, MaxOp b) { return {nanmax(a.v, b.v)}; }
   static __device__ MaxOp shfl_xor(MaxOp a, int o) { return {__shfl_xor_sync(~0u, a.v, o)}; }
@@ -354,17 +382,65 @@ struct Group {
   }
 };
 
-// The merge of `s` over the group; every thread of the group gets the same value (the group's
-// first thread's, as the merges need not be commutative to the last bit). Every thread of the
-// warp must call it (of the block when tpr > 32). `parity` alternates the smem buffer, so a
-// reduction never overwrites one that other warps may still be reading: between two uses of a
-// buffer there is always the other reduction's barrier.
+// Which row of its block's row groups a thread of a register-resident kernel is on, whether that
+// row exists, and the row's x and out addresses. The walk steps by the grid (the grid has a block
+// per row group; it loops only past 2^31 - 1 groups).
+// The first row's are computed from the kernel's parameters before the dependency wait, and
+// settled there (see settle): parameters are never written by the work before, so their
+// constant-bank misses and the address arithmetic overlap the wait instead of following it. A
+// copy of softmax's kernel on the seed shape (64 rows of 1024 fp32, graph replay, H200,
+// 2026-11-30): from the wait to the row's max, 1154 -> 587 cycles.
+template <class T>
+struct RowWalk {
+  int64_t r0;
+  bool active;
+  const T* xr;
+  T* yr;
+  __device__ RowWalk(const RowParams& p, const Group& g) : r0(int64_t(blockIdx.x) * g.rpb) { at(p, g); }
+  __device__ __forceinline__ void at(const RowParams& p, const Group& g) {
+    const int64_t row = r0 + g.slot;
+    active = row < p.x.rows;
+    // Both row addresses up front: for views that need divisions, nothing else is live yet.
+    xr = row_ptr<const T>(p.x, active ? row : 0);
+    yr = row_ptr<T>(p.out, active ? row : 0);
+  }
+  // The row count and the step are read from the parameters at each use (constant-bank operands,
+  // not registers: the 64-register kernels spill otherwise).
+  __device__ __forceinline__ bool more(const RowParams& p) const { return r0 < p.x.rows; }
+  // Unconditional (at clamps a row past the end to row 0): a conditional update would keep the
+  // current row's addresses live through the whole loop body, and the 64-register kernels spill.
+  __device__ __forceinline__ void next(const RowParams& p, const Group& g) {
+    r0 += int64_t(gridDim.x) * g.rpb;
+    at(p, g);
+  }
+  // Before the dependency wait: the first row's values are in registers.
+  __device__ __forceinline__ void settle() {
+    rows::settle(r0), rows::settle(xr), rows::settle(yr);
+  }
+};
+
+// The merge of `s` over the group; every thread of the group gets the same value (for ops that
+// are not kSymmetric, the group's first thread's: their merges need not be commutative to the last
+// bit). Every thread of the warp must call it (of the block when tpr > 32). `parity` alternates
+// the smem buffer, so a reduction never overwrites one that other warps may still be reading:
+// between two uses of a buffer there is always the other reduction's barrier.
+// The shuffle steps are unrolled with the group's width as a uniform test (tpr is a kernel
+// argument: a loop over it cost a compare and a branch a step), and a kSymmetric op skips the
+// final broadcast: the seed shape's reductions (2 warps a row) are on the critical path of a
+// ~1.5 us kernel.
 template <class S>
 __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int& parity) {
   static_assert(sizeof(S) <= 4 * sizeof(float));
-  const int width = g.tpr < 32 ? g.tpr : 32;
-  for (int o = width / 2; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
-  if (g.tpr <= 32) return S::shfl(s, 0, width);
+  if (g.tpr >= 32) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  } else {
+    for (int o = g.tpr / 2; o > 0; o >>= 1) s = S::merge(s, S::shfl_xor(s, o));
+  }
+  if (g.tpr <= 32) {
+    if constexpr (S::kSymmetric) return s;
+    else return S::shfl(s, 0, g.tpr);
+  }
   // Each parity owns a fixed 32 x 16-byte slot, whatever S's size: consecutive reductions of
   // different state sizes must not overlap (a 12-byte state at parity 0 would otherwise reach
   // into a 4-byte state's parity-1 slot while slow warps still read it).
@@ -374,17 +450,20 @@ __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int&
   if (lane == 0) buf[warp] = s;
   __syncthreads();
   // The group's warps' states, merged in as many steps as the warp count needs (1 for 2 warps,
-  // 5 for 17-32): the steps past it only merged identities, at ~30 cycles of shuffle latency
-  // each, on the critical path of every short row. Exactly so for the sums (x + 0; no sum here
-  // starts at or cancels to -0) and the max (max(x, -inf)); softmax's online state and
-  // layer_norm's Welford state reduce only in the looped kernels' 32-warp blocks, where every
-  // step still runs.
-  const int warps = g.tpr >> 5, top = warps > 1 ? 1 << (31 - __clz(warps - 1)) : 0;
-  s = lane < warps ? buf[lane] : S::identity();
+  // 5 for 17-32): the steps past it would only merge identities, at ~30 cycles of shuffle
+  // latency each. Lanes read the states in spans of a power of two >= the warp count (identities
+  // past it), so every span ends with the whole merge, lane 0's in the same order as before.
+  // Exactly so for the sums (x + 0; no sum here starts at or cancels to -0) and the max
+  // (max(x, -inf)); softmax's online state and layer_norm's Welford state reduce only in the
+  // looped kernels' 32-warp blocks, where every step still runs.
+  const int warps = g.tpr >> 5, span = 2 << (31 - __clz(warps - 1));  // warps >= 2 here
+  const int i = lane & (span - 1);
+  s = i < warps ? buf[i] : S::identity();
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1)
-    if (o <= top) s = S::merge(s, S::shfl_xor(s, o));
-  return S::shfl(s, 0, 32);
+    if (o < span) s = S::merge(s, S::shfl_xor(s, o));
+  if constexpr (S::kSymmetric) return s;
+  else return S::shfl(s, 0, 32);
 }
 
 // A power of two 2^k that brings amax (finite, > 0) to [0.5, 2): multiplying by it is exact, and
@@ -476,8 +555,9 @@ inline int64_t row_groups(const RowPlan& pl, const RowParams& p) {
 template <class... Params, class... Args>
 void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, cudaStream_t stream,
                  Args... args) {
-  const int64_t groups = row_groups(pl, p);
-  launch_kernel(kernel, dim3(unsigned(groups < INT32_MAX ? groups : INT32_MAX)), pl.block, 0, stream,
+  const unsigned limit = row_grid_limit().load(std::memory_order_relaxed);
+  const int64_t groups = std::min<int64_t>(row_groups(pl, p), limit ? limit : INT32_MAX);
+  launch_kernel(kernel, dim3(unsigned(groups)), pl.block, 0, stream,
                 row_ops_pdl().load(std::memory_order_relaxed), p, args...);
 }
 

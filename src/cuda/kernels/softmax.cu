@@ -17,17 +17,17 @@ using namespace rows;
 template <class T, int V, int NVEC>
 __global__ void __launch_bounds__(reg_max_threads(NVEC))
 softmax_reg(RowParams p, int tpr) {
-  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   __shared__ float red[kReduceFloats];
   const Group g(tpr);
-  const int nv = int(p.x.cols / V);  // <= 8192 here
+  int nv = int(p.x.cols / V);  // <= 8192 here
+  RowWalk<T> rw(p, g);
+  if constexpr (NVEC <= 4) settle(nv), rw.settle();
+  wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   int parity = 0;
-  for (int64_t r0 = int64_t(blockIdx.x) * g.rpb; r0 < p.x.rows; r0 += int64_t(gridDim.x) * g.rpb) {
-    const int64_t row = r0 + g.slot;
-    const bool active = row < p.x.rows;
-    // Both row addresses up front: for views that need divisions, nothing else is live yet.
-    const T* xr = row_ptr<const T>(p.x, active ? row : 0);
-    T* yr = row_ptr<T>(p.out, active ? row : 0);
+  for (; rw.more(p); rw.next(p, g)) {
+    const bool active = rw.active;
+    const T* xr = rw.xr;
+    T* yr = rw.yr;
     // Every load of the row in flight before the first use; slots past the row hold -inf, which
     // adds nothing to the max or the sum.
     Vec<T, V> v[NVEC];
@@ -84,6 +84,7 @@ softmax_reg(RowParams p, int tpr) {
 // Running (max, sum of exp(x - max)) of part of a row; merges rescale the smaller max's sum.
 struct OnlineOp {
   float m, s;
+  static constexpr bool kSymmetric = false;  // a.s * e + b.s * e may contract either product
   static __device__ OnlineOp identity() { return {-INFINITY, 0.f}; }
   static __device__ OnlineOp merge(OnlineOp a, OnlineOp b) {
     const float m = nanmax(a.m, b.m);

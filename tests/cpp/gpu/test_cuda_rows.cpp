@@ -1,16 +1,18 @@
 // The CUDA row kernels (softmax, rms_norm, layer_norm; impl=custom) against the CPU reference:
 // every dtype; row lengths from 1 to 262144+5 (every launch configuration: a thread, a few
 // threads, a warp, several warps, a block per row in registers, and the looped kernel); row counts
-// from 1 to 300000 (blocks looping over the grid); strided, misaligned, transposed and permuted
-// views; softmax over every dim; weight and bias present, absent, strided and misaligned; special
-// rows (-inf, NaN, +inf, huge, tiny with eps 0, constant, far from zero); in place; the caller's
-// stream and CUDA-graph capture (one launch per op). Outputs are poisoned (NaN) before each call.
+// from 1 to 300000 (more row groups than resident blocks; blocks walking several row groups under
+// a capped grid); strided, misaligned, transposed and permuted views; softmax over every dim;
+// weight and bias present, absent, strided and misaligned; special rows (-inf, NaN, +inf, huge,
+// tiny with eps 0, constant, far from zero); in place; the caller's stream and CUDA-graph capture
+// (one launch per op). Outputs are poisoned (NaN) before each call.
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
 #include "late_copy.hpp"
 
@@ -175,6 +177,28 @@ TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
   // weight and bias at the write instead of holding them (fewer rows take the holding kernel).
   for (DType t : kAllDTypes)
     for (Op op : kOps) check_shape(op, t, {20000, 1024}, false);
+}
+
+// Every kernel's walk over several row groups per block (RowWalk::next in row_common.cuh; the
+// looped kernels' grid stride): the grid capped at 1 and 7 blocks, where it otherwise has a block
+// per row group up to 2^31 - 1. Short rows (several per warp), a warp or more per row, 8 vectors
+// a thread and the looped kernel; few rows (layer_norm holding weight and bias across rows) and
+// more row groups than fit on the device (loaded at each row).
+TEST(CudaRows, BlocksWalkSeveralRowGroups) {
+  LORAOPS_REQUIRE_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_row_grid_limit(0); }
+  } reset;
+  for (unsigned blocks : {1u, 7u}) {
+    cuda::set_row_grid_limit(blocks);
+    for (DType t : kAllDTypes)
+      for (Op op : kOps) {
+        for (std::vector<int64_t> shape : std::vector<std::vector<int64_t>>{
+                 {5, 1}, {300, 33}, {1000, 1024}, {40, 4096}, {3, 32768}, {2, 131072}})
+          check_shape(op, t, shape, shape[0] == 300);
+        if (blocks == 7) check_shape(op, t, {20000, 1024}, false);
+      }
+  }
 }
 
 // Strided views of x: each is read through the general row addressing, with 16-byte vectors where
