@@ -1,0 +1,35 @@
+"""Writes DIR/layer_norm_stamped.cu: src/cuda/kernels/layer_norm.cu with clock64 stamps in the
+register kernel's block 0, thread 0 (entry, after the dependency wait, after the mean's reduction,
+after the deviations' reduction, after rsqrt, after the write), summed into g_ph / g_cnt, which
+layer_norm_phases.cu defines. Anchored on source lines: it fails loudly when they change."""
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+lines = (ROOT / "src/cuda/kernels/layer_norm.cu").read_text().split("\n")
+
+
+def after(pattern, text, start=0):
+    for i in range(start, len(lines)):
+        if pattern in lines[i]:
+            lines.insert(i + 1, text)
+            return i + 1
+    sys.exit(f"stamp_layer_norm.py: no line with {pattern!r} after line {start}")
+
+
+i = after("layer_norm_reg(RowParams p, int tpr) {",
+          "  const bool st_ = blockIdx.x == 0 && threadIdx.x == 0; unsigned long long c_[6] = {};"
+          " if (st_) c_[0] = clk();")
+i = after("wait_then_allow_dependents();", "  if (st_) c_[1] = clk();", i)
+i = after("const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;", "      if (st_) c_[2] = clk();", i)
+i = after("q = group_reduce(q, g, red, parity);", "      if (st_) c_[3] = clk();", i)
+i = after("const float r = rsqrtf(var + eps)", "    if (st_) c_[4] = clk();", i)
+i = after("store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));", "", i)
+while lines[i] != "}":  # the kernel's closing brace
+    i += 1
+lines.insert(i, "  if (st_) { c_[5] = clk(); for (int q_ = 0; q_ < 5; ++q_) atomicAdd(&g_ph[q_], c_[q_ + 1] - c_[q_]);"
+                " atomicAdd(&g_cnt, 1ull); }")
+out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+out.mkdir(parents=True, exist_ok=True)
+(out / "layer_norm_stamped.cu").write_text("\n".join(lines))
+print(f"wrote {out / 'layer_norm_stamped.cu'}")
