@@ -16,9 +16,9 @@ void layer_norm_custom(const detail::RowParams& p, void* stream);
 // Whether the row ops and activations launch as programmatic dependents of the previous kernel
 // (on by default; common.cuh). For loraops_latency, which times both.
 void set_dependent_launch(bool on);
-// At most `blocks` blocks for the row ops' register-resident kernels (0: a block per row group,
-// the default), so that each block walks several row groups: the grid-stride path that only
-// rows past 2^31 - 1 groups take otherwise. For the tests.
+// At most `blocks` blocks for the row ops' kernels, register-resident and looped (0: a block per
+// row group, the default), so that each block walks several row groups or rows: the grid-stride
+// path that only rows past 2^31 - 1 groups take otherwise. For the tests.
 void set_row_grid_limit(unsigned blocks);
 
 // vendor/matmul_cublaslt.cpp

@@ -7,8 +7,8 @@
 // 32 and the group is the whole block (one smem exchange per reduction). Thread t of a group owns
 // vectors t, t+tpr, t+2*tpr, ... of its row (consecutive threads read consecutive 16 bytes).
 // The grid has a block per row group; the kernels still loop over rows with a stride of the grid
-// (past 2^31 - 1 groups), the loop bound being the same for every thread of a block, so every
-// thread of a warp takes part in every shuffle and barrier.
+// (past 2^31 - 1 groups, or under the tests' set_row_grid_limit), the loop bound being the same
+// for every thread of a block, so every thread of a warp takes part in every shuffle and barrier.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -245,8 +245,10 @@ struct RowAffine {
   Affine<T, V> a;
   float none;
   Vec<T, V> held[kHold ? NVEC : 1];
-  // From the parameters, before the dependency wait (kHold: settled there, see RowWalk; loaded at
-  // each use, the pointer stays a constant-bank operand instead of 5 registers).
+  // From the parameters. kHold: the pointer settled (see RowWalk), which puts it before the
+  // dependency wait where the kernel constructs this before the wait (rms_norm; layer_norm
+  // constructs it after: no gain on its seed shape, H200 2026-11-30). Loaded at each use: the
+  // pointer stays a constant-bank operand instead of 5 registers.
   __device__ RowAffine(const void* p, int64_t stride, float none_value) : a(p, stride), none(none_value) {
     if constexpr (kHold) rows::settle(a.p), rows::settle(a.stride), rows::settle(a.has);
   }
@@ -384,7 +386,7 @@ struct Group {
 
 // Which row of its block's row groups a thread of a register-resident kernel is on, whether that
 // row exists, and the row's x and out addresses. The walk steps by the grid (the grid has a block
-// per row group; it loops only past 2^31 - 1 groups).
+// per row group; it loops only past 2^31 - 1 groups, or under the tests' set_row_grid_limit).
 // The first row's are computed from the kernel's parameters before the dependency wait, and
 // settled there (see settle): parameters are never written by the work before, so their
 // constant-bank misses and the address arithmetic overlap the wait instead of following it. A
@@ -547,7 +549,7 @@ inline int64_t row_groups(const RowPlan& pl, const RowParams& p) {
   return (p.x.rows + rpb - 1) / rpb;
 }
 
-// A block per row group (the kernels still loop, past 2^31 - 1 blocks). The grid used to be one
+// A block per row group (the kernels still loop, past 2^31 - 1 blocks or set_row_grid_limit's cap). The grid used to be one
 // wave that looped over the rows, so each thread loaded weight and bias once: 16384 rows over
 // 1320 resident blocks made 12.4 rounds, the last one 41% full; as the activations' many short
 // blocks (5% ahead of a capped grid that loops), the block scheduler now keeps every SM fed to
@@ -556,7 +558,7 @@ template <class... Params, class... Args>
 void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, cudaStream_t stream,
                  Args... args) {
   const unsigned limit = row_grid_limit().load(std::memory_order_relaxed);
-  const int64_t groups = std::min<int64_t>(row_groups(pl, p), limit ? limit : INT32_MAX);
+  const int64_t groups = std::min<int64_t>(row_groups(pl, p), limit ? std::min<unsigned>(limit, INT32_MAX) : INT32_MAX);
   launch_kernel(kernel, dim3(unsigned(groups)), pl.block, 0, stream,
                 row_ops_pdl().load(std::memory_order_relaxed), p, args...);
 }

@@ -181,9 +181,11 @@ TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
 
 // Every kernel's walk over several row groups per block (RowWalk::next in row_common.cuh; the
 // looped kernels' grid stride): the grid capped at 1 and 7 blocks, where it otherwise has a block
-// per row group up to 2^31 - 1. Short rows (several per warp), a warp or more per row, 8 vectors
-// a thread and the looped kernel; few rows (layer_norm holding weight and bias across rows) and
-// more row groups than fit on the device (loaded at each row).
+// per row group up to 2^31 - 1. A thread a row (1000 x 1), 2-16 threads a row (32, 128 and 33
+// columns), a warp or more, 8 vectors a thread and the looped kernel; few rows (layer_norm holding
+// weight and bias across rows) and more row groups than fit on the device (loaded at each row).
+// A skipped row stays NaN (poisoned); a step too short would rewrite rows with the same values and
+// pass.
 TEST(CudaRows, BlocksWalkSeveralRowGroups) {
   LORAOPS_REQUIRE_GPU();
   struct Reset {
@@ -194,7 +196,8 @@ TEST(CudaRows, BlocksWalkSeveralRowGroups) {
     for (DType t : kAllDTypes)
       for (Op op : kOps) {
         for (std::vector<int64_t> shape : std::vector<std::vector<int64_t>>{
-                 {5, 1}, {300, 33}, {1000, 1024}, {40, 4096}, {3, 32768}, {2, 131072}})
+                 {1000, 1}, {1000, 32}, {1000, 128}, {300, 33}, {1000, 1024}, {40, 4096}, {3, 32768},
+                 {2, 131072}})
           check_shape(op, t, shape, shape[0] == 300);
         if (blocks == 7) check_shape(op, t, {20000, 1024}, false);
       }
