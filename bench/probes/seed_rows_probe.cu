@@ -126,6 +126,8 @@ __device__ __forceinline__ S reduce(S s, float* sm, int& par) {
 }
 
 // MODE 0 empty, 1 copy, 2 one sum reduction, 3 softmax two reductions, 4 softmax online, 5 = 3 with stamps
+// (MODE 3 is the library's softmax math written again on purpose, with TPR known at compile time:
+// the baseline the library kernel is measured against.)
 template <int TPR, int MODE, bool CS>
 __global__ void k(const float4* __restrict__ x, float4* __restrict__ y) {
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -201,44 +203,29 @@ __global__ void k(const float4* __restrict__ x, float4* __restrict__ y) {
   }
 }
 
-template <int TPR, int MODE, bool CS>
-float time_graph(cudaStream_t s, const float4* x, float4* y, int block, const char* name) {
-  constexpr int kNodes = 100, kReps = 50;
-  const int rpb = TPR >= 32 ? 1 : block / TPR;
-  const int threads = TPR >= 32 ? TPR : block;
+// Launches kernel<<<grid, block>>>(args...) on s as a programmatic dependent, as the library does.
+template <class... P, class... A>
+void launch_pdl(void (*kernel)(P...), int grid, int block, cudaStream_t s, A... args) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(kRows / rpb); cfg.blockDim = dim3(threads); cfg.stream = s;
+  cfg.gridDim = dim3(grid); cfg.blockDim = dim3(block); cfg.stream = s;
   cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at; cfg.numAttrs = 1;
-  cudaGraph_t g; cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < kNodes; ++i) CK(cudaLaunchKernelEx(&cfg, k<TPR, MODE, CS>, x, y));
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  for (int i = 0; i < 5; ++i) CK(cudaGraphLaunch(ge, s));
-  unsigned long long z[8] = {}, zc = 0;
-  CK(cudaMemcpyToSymbol(g_ph, z, sizeof z)); CK(cudaMemcpyToSymbol(g_cnt, &zc, sizeof zc));
-  cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  float best = 1e9;
-  for (int trial = 0; trial < 5; ++trial) {
-    CK(cudaEventRecord(a, s));
-    for (int i = 0; i < kReps; ++i) CK(cudaGraphLaunch(ge, s));
-    CK(cudaEventRecord(b, s)); CK(cudaEventSynchronize(b));
-    float ms; cudaEventElapsedTime(&ms, a, b);
-    const float us = ms * 1000.f / (kNodes * kReps);
-    if (us < best) best = us;
-  }
-  printf("%-44s tpr %3d block %3d: %.3f us/op", name, TPR, threads, best);
-  if (MODE == 5) {
-    unsigned long long ph[8], c; CK(cudaMemcpyFromSymbol(ph, g_ph, sizeof ph)); CK(cudaMemcpyFromSymbol(&c, g_cnt, sizeof c));
-    printf("   cycles: loads %.0f, max-reduce %.0f, exp+sum-reduce %.0f, write %.0f", double(ph[0]) / c, double(ph[1]) / c, double(ph[2]) / c, double(ph[3]) / c);
-  }
-  printf("\n");
-  cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
-  return best;
+  CK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
-float time_fn(cudaStream_t s, const std::function<void()>& fn, const char* name) {
+void reset_stamps() {
+  unsigned long long z[8] = {}, zc = 0;
+  CK(cudaMemcpyToSymbol(g_ph, z, sizeof z)); CK(cudaMemcpyToSymbol(g_cnt, &zc, sizeof zc));
+}
+// The stamps summed since reset_stamps, per stamped call: n phases into ph.
+void read_stamps(double* ph, int n) {
+  unsigned long long sum[8], c; CK(cudaMemcpyFromSymbol(sum, g_ph, sizeof sum)); CK(cudaMemcpyFromSymbol(&c, g_cnt, sizeof c));
+  for (int i = 0; i < n; ++i) ph[i] = double(sum[i]) / c;
+}
+
+// µs per call of fn: 100 calls captured in a graph, 5 warm-up replays (then the stamps are reset),
+// the best of 5 timings of 50 replays.
+float graph_us(cudaStream_t s, const std::function<void()>& fn) {
   constexpr int kNodes = 100, kReps = 50;
   cudaGraph_t g; cudaGraphExec_t ge;
   CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
@@ -246,6 +233,7 @@ float time_fn(cudaStream_t s, const std::function<void()>& fn, const char* name)
   CK(cudaStreamEndCapture(s, &g));
   CK(cudaGraphInstantiate(&ge, g, 0));
   for (int i = 0; i < 5; ++i) CK(cudaGraphLaunch(ge, s));
+  reset_stamps();
   cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
   float best = 1e9;
   for (int trial = 0; trial < 5; ++trial) {
@@ -256,9 +244,27 @@ float time_fn(cudaStream_t s, const std::function<void()>& fn, const char* name)
     const float us = ms * 1000.f / (kNodes * kReps);
     if (us < best) best = us;
   }
-  printf("%-60s: %.3f us/op\n", name, best);
+  cudaEventDestroy(a); cudaEventDestroy(b);
   cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
   return best;
+}
+
+template <int TPR, int MODE, bool CS>
+void time_graph(cudaStream_t s, const float4* x, float4* y, int block, const char* name) {
+  const int rpb = TPR >= 32 ? 1 : block / TPR;
+  const int threads = TPR >= 32 ? TPR : block;
+  const float us = graph_us(s, [&] { launch_pdl(k<TPR, MODE, CS>, kRows / rpb, threads, s, x, y); });
+  printf("%-44s tpr %3d block %3d: %.3f us/op", name, TPR, threads, us);
+  if (MODE == 5) {
+    double ph[4];
+    read_stamps(ph, 4);
+    printf("   cycles: loads %.0f, max-reduce %.0f, exp+sum-reduce %.0f, write %.0f", ph[0], ph[1], ph[2], ph[3]);
+  }
+  printf("\n");
+}
+
+void time_fn(cudaStream_t s, const std::function<void()>& fn, const char* name) {
+  printf("%-60s: %.3f us/op\n", name, graph_us(s, fn));
 }
 
 int main() {
@@ -275,26 +281,13 @@ int main() {
   p.x.p = x; p.x.rows = kRows; p.x.cols = kCols; p.x.nlead = 1; p.x.lead_shape[0] = kRows; p.x.lead_stride[0] = kCols;
   p.out = p.x; p.out.p = y;
   auto lib = [&] { loraops::cuda::softmax_custom(p, s); };
-  auto direct = [&] {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(kRows); cfg.blockDim = dim3(64); cfg.stream = s;
-    cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at; cfg.numAttrs = 1;
-    CK(cudaLaunchKernelEx(&cfg, loraops::cuda::softmax_reg<float, 4, 4>, p, 64));
-  };
+  auto direct = [&] { launch_pdl(loraops::cuda::softmax_reg<float, 4, 4>, kRows, 64, s, p, 64); };
   auto stamped = [&](auto kern, const char* name) {
-    unsigned long long z[8] = {}, zc = 0;
-    CK(cudaMemcpyToSymbol(g_ph, z, sizeof z)); CK(cudaMemcpyToSymbol(g_cnt, &zc, sizeof zc));
-    time_fn(s, [&] {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(kRows); cfg.blockDim = dim3(64); cfg.stream = s;
-      cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = at; cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, kern, p, 64));
-    }, name);
-    unsigned long long ph[8], c; CK(cudaMemcpyFromSymbol(ph, g_ph, sizeof ph)); CK(cudaMemcpyFromSymbol(&c, g_cnt, sizeof c));
+    time_fn(s, [&] { launch_pdl(kern, kRows, 64, s, p, 64); }, name);
+    double ph[5];
+    read_stamps(ph, 5);
     printf("   cycles: before-wait..after %.0f, loads+max %.0f, max-reduce %.0f, exp+sum-reduce %.0f, write %.0f\n",
-           double(ph[0]) / c, double(ph[1]) / c, double(ph[2]) / c, double(ph[3]) / c, double(ph[4]) / c);
+           ph[0], ph[1], ph[2], ph[3], ph[4]);
   };
   for (int rep = 0; rep < 2; ++rep) {
     stamped(loraops::cuda::lib_stamped<0>, "library copy, stamped");

@@ -13,6 +13,7 @@ void activation_custom(const detail::RowParams& p, void* stream);
 void softmax_custom(const detail::RowParams& p, void* stream);
 void rms_norm_custom(const detail::RowParams& p, void* stream);
 void layer_norm_custom(const detail::RowParams& p, void* stream);
+// row_launch_switches.cu
 // Whether the row ops and activations launch as programmatic dependents of the previous kernel
 // (on by default; common.cuh). For loraops_latency, which times both.
 void set_dependent_launch(bool on);

@@ -185,7 +185,6 @@ __device__ __forceinline__ Vec<T, V> pack(const float (&y)[V]) {
 __device__ __forceinline__ void settle(int64_t& v) { asm volatile("mov.b64 %0, %0;" : "+l"(v)); }
 __device__ __forceinline__ void settle(int& v) { asm volatile("mov.b32 %0, %0;" : "+r"(v)); }
 __device__ __forceinline__ void settle(unsigned& v) { asm volatile("mov.b32 %0, %0;" : "+r"(v)); }
-__device__ __forceinline__ void settle(float& v) { asm volatile("mov.b32 %0, %0;" : "+f"(v)); }
 template <class T>
 __device__ __forceinline__ void settle(T*& p) {
   auto u = reinterpret_cast<uintptr_t>(p);
@@ -415,7 +414,10 @@ struct RowWalk {
     r0 += int64_t(gridDim.x) * g.rpb;
     at(p, g);
   }
-  // Before the dependency wait: the first row's values are in registers.
+  // Before the dependency wait: the first row's values are in registers. Each kernel settles
+  // (with its row length) where its latency matters more than the registers held through the row
+  // loop: softmax up to 4 vectors a thread, rms_norm always, layer_norm on one wave (on a full
+  // grid its 64-register kernels spilled; NOTES, session 20).
   __device__ __forceinline__ void settle() {
     rows::settle(r0), rows::settle(xr), rows::settle(yr);
   }
