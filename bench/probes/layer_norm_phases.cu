@@ -43,7 +43,7 @@ int main() {
       float ms; cudaEventElapsedTime(&ms, a, ev); best = fminf(best, ms * 1000.f / (kNodes * kReps));
     }
     unsigned long long ph[8], c; CK(cudaMemcpyFromSymbol(ph, g_ph, sizeof ph)); CK(cudaMemcpyFromSymbol(&c, g_cnt, sizeof c));
-    printf("layer_norm seed, stamped: %.3f us/op; cycles: wait %.0f, loads+mean reduce %.0f, deviations reduce %.0f, rescue check+rsqrt %.0f, write %.0f\n",
+    printf("layer_norm seed, stamped: %.3f us/op; cycles: wait %.0f, loads+sum %.0f, statistics %.0f, rescue check+rsqrt %.0f, write %.0f\n",
            best, double(ph[0]) / c, double(ph[1]) / c, double(ph[2]) / c, double(ph[3]) / c, double(ph[4]) / c);
   }
 }

@@ -1,12 +1,15 @@
 """Writes DIR/layer_norm_stamped.cu: src/cuda/kernels/layer_norm.cu with clock64 stamps in the
-register kernel's block 0, thread 0 (entry, after the dependency wait, after the mean's reduction,
-after the deviations' reduction, after rsqrt, after the write), summed into g_ph / g_cnt, which
-layer_norm_phases.cu defines. Anchored on source lines: it fails loudly when they change."""
+register kernel's block 0, thread 0 (entry, after the dependency wait, once the thread's sum of
+its part of the row is done (its loads arrived), after the statistics (their reductions), after
+rsqrt, after the write), summed into g_ph / g_cnt, which layer_norm_phases.cu defines. Anchored
+on source lines: it fails loudly when they change.
+Usage: stamp_layer_norm.py OUT_DIR [SOURCE] (SOURCE: a variant of layer_norm.cu to stamp instead)."""
 import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-lines = (ROOT / "src/cuda/kernels/layer_norm.cu").read_text().split("\n")
+src = pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "src/cuda/kernels/layer_norm.cu"
+lines = src.read_text().split("\n")
 
 
 def after(pattern, text, start=0):
@@ -21,8 +24,11 @@ i = after("layer_norm_reg(RowParams p, int tpr) {",
           "  const bool st_ = blockIdx.x == 0 && threadIdx.x == 0; unsigned long long c_[6] = {};"
           " if (st_) c_[0] = clk();")
 i = after("wait_then_allow_dependents();", "  if (st_) c_[1] = clk();", i)
-i = after("const float d = group_reduce(SumOp{s}, g, red, parity).v * inv_n;", "      if (st_) c_[2] = clk();", i)
-i = after("q = group_reduce(q, g, red, parity);", "      if (st_) c_[3] = clk();", i)
+i = after("if constexpr (kOneReduction) s2 = fmaf", "", i)  # in the first pass's inner loop
+while lines[i] != "      }":  # the first pass's outer loop closes
+    i += 1
+lines.insert(i + 1, "      if (st_) { asm volatile(\"\" :: \"f\"(s)); c_[2] = clk(); }")
+i = after("    stats(m, mc, var);", "    if (st_) c_[3] = clk();", i)  # the first call: the statistics
 i = after("const float r = rsqrtf(var + eps)", "    if (st_) c_[4] = clk();", i)
 i = after("store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));", "", i)
 while lines[i] != "}":  # the kernel's closing brace

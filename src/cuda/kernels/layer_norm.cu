@@ -61,7 +61,7 @@ layer_norm_reg(RowParams p, int tpr) {
   // graph replay, 16384x4096 with weight and bias 135.1 -> 135.7 us (H200, 2026-11-30).
   constexpr bool kKeep = keep_fp32_row(NVEC) && !std::is_same_v<T, float>;
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
-  // cost no occupancy) loaded with the first row and held in registers (128 of them at bf16 4
+  // cost no occupancy) loaded with each row and held in registers (128 of them at bf16 4
   // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
   // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
   // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
@@ -73,7 +73,6 @@ layer_norm_reg(RowParams p, int tpr) {
   wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f);
   RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f);
-  w.hold(g.t, tpr, nv), b.hold(g.t, tpr, nv);
   __shared__ float red[kReduceFloats];
   const float inv_n = 1.f / float(p.x.cols);
   int parity = 0;
@@ -94,8 +93,12 @@ layer_norm_reg(RowParams p, int tpr) {
     // The shift: every thread reads the row's first element itself (one broadcast load, in flight
     // with the row's) rather than wait for a shuffle or a barrier.
     const float x0 = active ? load<T, 1>(xr)[0] : 0.f;
-    // After the row's loads are issued: holding weight and bias waits for them (an L2 round trip
-    // before the first row's loads left, when the refresh came first).
+    // Held weight and bias are loaded with each row (a block of a wave has one row group but where
+    // the grid is capped), behind its loads: issued ahead of them, their 2 * NVEC loads delayed
+    // the row's (the seed shape's first pass took 1,056 cycles, 758 after them; loaded behind the
+    // first row only, under a flag, 1,060; H200, 2026-11-30, bench/probes/layer_norm_phases.cu;
+    // in graph replay 1.83 -> 1.67 us). The refresh waits for them.
+    w.hold(g.t, tpr, nv), b.hold(g.t, tpr, nv);
     w.refresh();
     b.refresh();
     // u = x * xs - x0 * xs: the row scaled by xs (1, or a power of two for a rescued row) and
