@@ -62,9 +62,10 @@ layer_norm_reg(RowParams p, int tpr) {
   constexpr bool kKeep = keep_fp32_row(NVEC) && !std::is_same_v<T, float>;
   // Weight and bias: loaded at the write, or (kWave: every block resident at once, so registers
   // cost no occupancy) loaded with each row and held in registers (128 of them at bf16 4
-  // vectors a thread). Loads at the write on a full grid: bf16 16384x4096 76.9 us; holding, on
-  // one wave looping over rows: 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in
-  // graph replay: 2.5 us held, 3.2 us loaded at the write (H200, 2026-11-29).
+  // vectors a thread). Measured when they were loaded once, before the first row (H200,
+  // 2026-11-29): loads at the write on a full grid, bf16 16384x4096 76.9 us; holding, on one wave
+  // looping over rows, 95.0 us; the seed shape [4,16,1024] fp32 (one wave either way) in graph
+  // replay, 2.5 us held, 3.2 us loaded at the write.
   constexpr bool kHold = keep_fp32_row(NVEC) && kWave;
   const Group g(tpr);
   int nv = int(p.x.cols / V);  // <= 8192 here
@@ -97,7 +98,7 @@ layer_norm_reg(RowParams p, int tpr) {
     // the grid is capped), behind its loads: issued ahead of them, their 2 * NVEC loads delayed
     // the row's (the seed shape's first pass took 1,056 cycles, 758 after them; loaded behind the
     // first row only, under a flag, 1,060; H200, 2026-11-30, bench/probes/layer_norm_phases.cu;
-    // in graph replay 1.83 -> 1.67 us). The refresh waits for them.
+    // in graph replay 1.83 -> 1.67 us). They are waited for at the write.
     w.hold(g.t, tpr, nv), b.hold(g.t, tpr, nv);
     w.refresh();
     b.refresh();

@@ -1,7 +1,8 @@
 // rms_norm over each row, x * rsqrt(mean(x^2) + eps) * weight, for float32/float16/bfloat16 with
 // fp32 sums. Register-resident kernel (rows up to 8192 vectors): the row is read once into
 // registers, the sum of squares is one group reduction, and the row is written from registers;
-// weight is loaded with the row and held (across the rows a thread does, when a block loops).
+// weight is loaded before the first row's loads and held (across the rows a thread does, when a
+// block loops).
 // Longer rows: a pass for the sum of squares, then a pass that re-reads (mostly from L2) and
 // writes.
 // A row whose fp32 sum of squares overflows (|x| from ~1e19) is redone scaled by a power of two,

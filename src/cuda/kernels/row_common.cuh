@@ -250,9 +250,10 @@ struct RowAffine {
   __device__ RowAffine(const void* p, int64_t stride, float none_value) : a(p, stride), none(none_value) {
     if constexpr (kHold) rows::settle(a.p), rows::settle(a.stride), rows::settle(a.has);
   }
-  // kHold: issued here, waited for at refresh. rms_norm holds its weight from before the first
-  // row; layer_norm loads weight and bias with each row, behind the row's loads (see there: the
-  // same for rms_norm's seed shape 1.30 -> 1.27 us cost its bf16 16384x4096 0.7%).
+  // kHold: the loads are issued here and waited for at the values' first use (the write).
+  // rms_norm calls this once, before its first row; layer_norm with each row, behind the row's
+  // loads (see there). The same order in rms_norm (seed 1.30 -> 1.27 us) cost its bf16
+  // 16384x4096 0.7%, so rms_norm keeps the weight ahead of the first row.
   __device__ __forceinline__ void hold(int t, int tpr, int nv) {
     if constexpr (kHold) {
 #pragma unroll
@@ -262,8 +263,8 @@ struct RowAffine {
       }
     }
   }
-  // Once per row, after the row's loads are issued (held: it waits for the values). Held: keeps
-  // the values packed (see launder). Loaded: hides that `has` is the same for every row, or the
+  // Once per row, after the row's loads are issued. Held: keeps the values packed (see launder;
+  // an empty asm, no wait). Loaded: hides that `has` is the same for every row, or the
   // compiler copies the whole row loop for each case.
   __device__ __forceinline__ void refresh() {
     if constexpr (kHold) launder(held);
@@ -569,7 +570,7 @@ void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& 
 // One op's kernels, named for launch_plan: Op::reg<T, V, NVEC, kWave> (row in registers) and
 // Op::loop<T, V> (rows too long for registers). kWave: every block of the grid is resident at
 // once (fewer row groups than fit), so occupancy is no concern and the kernel may spend registers
-// on loading weight and bias early and holding them.
+// on loading weight and bias into registers and holding them.
 template <class Op, class T, int V, int NVEC>
 void launch_reg(const RowParams& p, const RowPlan& pl, cudaStream_t s) {
   const auto wave = Op::template reg<T, V, NVEC, true>, many = Op::template reg<T, V, NVEC, false>;

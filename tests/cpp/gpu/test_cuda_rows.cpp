@@ -183,7 +183,8 @@ TEST(CudaRows, MoreRowsThanBlocksFitOnTheDevice) {
 // looped kernels' grid stride): the grid capped at 1 and 7 blocks, where it otherwise has a block
 // per row group up to 2^31 - 1. A thread a row (1000 x 1), 2-16 threads a row (32, 128 and 33
 // columns), a warp or more, 8 vectors a thread and the looped kernel; few rows (layer_norm holding
-// weight and bias across rows) and more row groups than fit on the device (loaded at each row).
+// weight and bias in registers, loaded with each row) and more row groups than fit on the device
+// (loaded at the write).
 // A skipped row stays NaN (poisoned); a step too short would rewrite rows with the same values and
 // pass.
 TEST(CudaRows, BlocksWalkSeveralRowGroups) {
