@@ -120,13 +120,14 @@ layer_norm_reg(RowParams p, int tpr) {
     };
     // The statistics as the CPU custom kernel computes them (but for kOneReduction's rows): the
     // corrected two-pass method on u. The shift keeps data far from zero (1e4 + noise) small and
-    // exact, and the mean is x0 + d + c, never rounded to a float near x0; the second pass sums the deviations e = u - d and their
-    // squares, whose mean c is the rounding error of d: it corrects the mean and the variance
-    // without cancelling. kLeanStats: a thread's sum of deviations is taken from its first-pass
-    // sum (s - count * d: one fma a thread, not an add an element), which recovers the rounding of
-    // the group's sum and of the division, not that of the thread's own 8-32 additions (an error
-    // ~1e-7 of the row's mean deviation). bf16 16384x4096 in loraops_latency, with the write below
-    // and the register cap: 74.9 -> 71.2 us (H200, 2026-11-29).
+    // exact, and the mean is x0 + d + c, never rounded to a float near x0; the second pass sums
+    // the deviations e = u - d and their squares, whose mean c is the rounding error of d: it
+    // corrects the mean and the variance without cancelling. kLeanStats: a thread's sum of
+    // deviations is taken from its first-pass sum (s - count * d: one fma a thread, not an add an
+    // element), which recovers the rounding of the group's sum and of the division, not that of
+    // the thread's own 8-32 additions (an error ~1e-7 of the row's mean deviation). bf16
+    // 16384x4096 in loraops_latency, with the write below and the register cap: 74.9 -> 71.2 us
+    // (H200, 2026-11-29).
     // kOneReduction: 16-bit rows kept packed (8 vectors a thread) first try the statistics from
     // one reduction. bf16 4096x32768 with weight and bias: 145.1 -> 142.2 us; at 4 vectors a
     // thread (the row in fp32 registers) it lost instead: 16384x4096 70.3 -> 71.6 us (H200,
@@ -225,7 +226,8 @@ layer_norm_reg(RowParams p, int tpr) {
       float y[V];
 #pragma unroll
       for (int j = 0; j < V; ++j)
-        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j]) : fmaf(mean2.normalize(v[k][j], xs), wk[j], bk[j]);
+        y[j] = kLeanStats<T> ? fmaf(fmaf(at(k, j), r, mr), wk[j], bk[j])
+                             : fmaf(mean2.normalize(v[k][j], xs), wk[j], bk[j]);
       store<T, V>(vec_ptr<V>(yr, c, p.out.col_stride), pack<T, V>(y));
     }
   }

@@ -553,17 +553,18 @@ inline int64_t row_groups(const RowPlan& pl, const RowParams& p) {
   return (p.x.rows + rpb - 1) / rpb;
 }
 
-// A block per row group (the kernels still loop, past 2^31 - 1 blocks or set_row_grid_limit's cap). The grid used to be one
-// wave that looped over the rows, so each thread loaded weight and bias once: 16384 rows over
-// 1320 resident blocks made 12.4 rounds, the last one 41% full; as the activations' many short
-// blocks (5% ahead of a capped grid that loops), the block scheduler now keeps every SM fed to
-// the end (softmax bf16 16384x4096 3534 -> 3797 GB/s, rms_norm 3589 -> 3773, H200 2026-11-29).
+// A block per row group (the kernels still loop, past 2^31 - 1 blocks or under
+// set_row_grid_limit's cap). The grid used to be one wave that looped over the rows, so each
+// thread loaded weight and bias once: 16384 rows over 1320 resident blocks made 12.4 rounds, the
+// last one 41% full; as the activations' many short blocks (5% ahead of a capped grid that
+// loops), the block scheduler now keeps every SM fed to the end (softmax bf16 16384x4096 3534 ->
+// 3797 GB/s, rms_norm 3589 -> 3773, H200 2026-11-29).
 template <class... Params, class... Args>
 void launch_rows(void (*kernel)(Params...), const RowPlan& pl, const RowParams& p, cudaStream_t stream,
                  Args... args) {
   const unsigned limit = row_grid_limit().load(std::memory_order_relaxed);
-  const int64_t groups = std::min<int64_t>(row_groups(pl, p), limit ? std::min<unsigned>(limit, INT32_MAX) : INT32_MAX);
-  launch_kernel(kernel, dim3(unsigned(groups)), pl.block, 0, stream,
+  const int64_t cap = limit ? std::min<int64_t>(limit, INT32_MAX) : INT32_MAX;
+  launch_kernel(kernel, dim3(unsigned(std::min(row_groups(pl, p), cap))), pl.block, 0, stream,
                 row_ops_pdl().load(std::memory_order_relaxed), p, args...);
 }
 
