@@ -6,11 +6,17 @@
 //                 x @ A.T unscaled into the caller's xa_out when asked;
 //   lora_decode_* y = x @ W.T + bias + t @ B.T, W streamed once; t is only needed at the store.
 //
-// The second is launched with programmatic dependent launch (Hopper): it starts while the shrink
-// still runs, streams W, and waits for the shrink's grid (griddepcontrol.wait) only before its
-// epilogue reads t. The shrink is kept to few blocks (one per 4 rows of A): its blocks take SM
-// slots the W stream would use, and more of them (split over tokens or K) measured slower, as did
-// one fused kernel whose first blocks computed t for the others (NOTES.md).
+// Both are launched as programmatic dependents (Hopper), each while the kernel before it still
+// runs. The shrink waits for the work before it (griddepcontrol.wait) before anything else and
+// only then lets the decode kernel start, so the decode kernel may stream W at once (all work
+// before the shrink is complete); it waits for the shrink's grid only before its epilogue, which
+// reads t. Without a shrink the decode kernel waits first. A decode grid of one wave lets the next
+// kernel start at once. Against plain launches (graph replay, H200, 2026-11-30): m = 1 at scale 0,
+// bf16 4096^2 10.30 -> 9.81 us, fp32 1024^2 2.83 -> 2.25; with the shrink no change (11.1 us at
+// bf16 4096^2 r16: the decode kernel still launches after the shrink's wait); eager 0.7-0.9 us
+// less. The shrink is kept to few blocks (one per 4 rows of A): its blocks take SM slots the W
+// stream would use, and more of them (split over tokens or K) measured slower, as did one fused
+// kernel whose first blocks computed t for the others (NOTES.md).
 //
 // lora_decode_mma (float16/bfloat16, 16-byte aligned rows, K % 8 == 0): a block owns 16 rows of
 // W; its warps split K in 64-element chunks. Each lane loads 16 bytes of two W rows and of up to
@@ -102,7 +108,9 @@ struct ShrinkArgs {
 
 template <class T, bool kVector>
 __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
-  allow_dependents();  // the decode kernel may start streaming W now
+  // After the work before: the decode kernel, which streams W without a wait of its own, starts
+  // only once that work is complete.
+  wait_then_allow_dependents();
   __shared__ float red[kWarps][kShrinkTokens * kShrinkRows];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const T* x = static_cast<const T*>(s.x.p);
@@ -180,7 +188,15 @@ struct DecodeArgs {
   const float* t;  // [m, r], scale applied; null: no low-rank term
   void* y;         // [m, n]
   int64_t m, n, k, r;
+  bool wait_first;     // no shrink before: the work before may still write x, W, B or bias
+  bool trigger_early;  // one wave: the next kernel may start at once (it waits for this one)
 };
+
+// The start of every decode kernel, before any memory access.
+__device__ __forceinline__ void decode_prologue(const DecodeArgs& a) {
+  if (a.wait_first) grid_dependency_wait();
+  if (a.trigger_early) allow_dependents();
+}
 
 // The value stored at y[m][n], given the dot product with W.
 template <class T>
@@ -208,7 +224,10 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 template <class T, int WARPS, int TOK>
 __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, int64_t n0) {
   constexpr int R = 16;
-  if (a.t) grid_dependency_wait();  // the shrink's t is complete and visible after this
+  // The shrink's t (and its x@A.T, when kept) is complete and visible after this; a kernel that
+  // waited first returns at once. Every decode kernel waits before it ends, so that its end
+  // implies the shrink's.
+  grid_dependency_wait();
   T* y = static_cast<T*>(a.y);
   for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
     const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
@@ -246,6 +265,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
   const int64_t n0 = int64_t(blockIdx.x) * R;
   const T* w = static_cast<const T*>(a.w.p);
   const T* x = static_cast<const T*>(a.x.p);
+  decode_prologue(a);
 
   // Rows past the end and tokens past m read row 0 (always there) and are never stored: the
   // loads stay unconditional, only the K tail is predicated.
@@ -332,6 +352,7 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
   const int64_t n0 = int64_t(blockIdx.x) * R;
   const T* w = static_cast<const T*>(a.w.p);
   const T* x = static_cast<const T*>(a.x.p);
+  decode_prologue(a);
 
   // wrow[p][h]: tile p (rows 8p..8p+7), instruction h (rows +4h): row 8p + 4h + lane / 8.
   // Rows past the end and tokens past m read row 0 and are never stored.
@@ -404,6 +425,7 @@ template <class T, int MT, bool kVector, bool kStageX>
 __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
   static_assert(kVector || !kStageX, "staging copies 16-byte vectors");
   extern __shared__ uint4 xs[];  // kStageX: [MT][k / V] vectors of x
+  decode_prologue(a);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t n = int64_t(blockIdx.x) * kWarps + warp;
   // Staging needs every warp at its barriers: a warp past N reads row N-1 and stores nothing.
@@ -412,7 +434,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
   const T* wrow = static_cast<const T*>(a.w.p) + (live ? n : a.n - 1) * a.w.rs;
   const T* x = static_cast<const T*>(a.x.p);
   T* y = static_cast<T*>(a.y);
-  bool waited = !a.t;
+  bool waited = false;  // before the first store (see store_rows)
   for (int64_t m0 = 0; m0 < a.m; m0 += MT) {
     const T* xrow[MT];
 #pragma unroll
@@ -475,7 +497,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       const float v = warp_sum(acc[i]);
       if (lane == i) mine = v;
     }
-    if (!waited) grid_dependency_wait(), waited = true;  // t is complete after this
+    if (!waited) grid_dependency_wait(), waited = true;  // the shrink is complete after this
     const int64_t m = m0 + lane;
     if (live && lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
   }
@@ -497,17 +519,26 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || rows16(v.p, v.rs, es));
 }
 
+// A decode kernel's launch, as a programmatic dependent; the next kernel may start at once where
+// the grid is one wave (where it is not, the next kernel's blocks would take the slots the later
+// waves need).
+void launch_decode(void (*kernel)(DecodeArgs), DecodeArgs a, unsigned blocks, int threads, size_t smem,
+                   int device, cudaStream_t stream) {
+  a.trigger_early = blocks <= unsigned(resident_blocks(reinterpret_cast<const void*>(kernel), threads, device, smem));
+  launch_kernel(kernel, dim3(blocks), threads, smem, stream, true, a);
+}
+
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
 template <int WARPS, int TOK>
-void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, cudaStream_t stream, bool pdl) {
+void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, int device, cudaStream_t stream) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_kernel(kernel, dim3(unsigned((a.n + 15) / 16)), WARPS * 32, smem, stream, pdl, a);
+  launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem, device, stream);
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
-  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream, pdl);
+void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
+  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, device, stream);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -516,20 +547,20 @@ void launch_mma(const DecodeArgs& a, cudaStream_t stream, bool pdl) {
 constexpr int64_t kStageXBytes = 4 * 1024;
 
 template <class T, int MT>
-void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream, bool pdl) {
-  const dim3 blocks(unsigned((a.n + kWarps - 1) / kWarps));
+void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t stream) {
+  const unsigned blocks = unsigned((a.n + kWarps - 1) / kWarps);
   const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
   // Staged for float at up to 2 tokens a pass: 16-bit types reach this kernel vectorised only past
   // the mma kernels' reach, and at 4 and 8 tokens ptxas spilled the staged kernel (36-68 bytes).
   constexpr bool kMayStage = std::is_same_v<T, float> && MT <= 2;
   if constexpr (kMayStage) {
     if (vector && stage <= kStageXBytes)
-      return launch_kernel(lora_decode_fma<T, MT, true, true>, blocks, kThreads, size_t(stage), stream, pdl, a);
+      return launch_decode(lora_decode_fma<T, MT, true, true>, a, blocks, kThreads, size_t(stage), device, stream);
   }
   if (vector)
-    launch_kernel(lora_decode_fma<T, MT, true, false>, blocks, kThreads, 0, stream, pdl, a);
+    launch_decode(lora_decode_fma<T, MT, true, false>, a, blocks, kThreads, 0, device, stream);
   else
-    launch_kernel(lora_decode_fma<T, MT, false, false>, blocks, kThreads, 0, stream, pdl, a);
+    launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
 }
 
 template <class T>
@@ -544,34 +575,34 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   float* t = reinterpret_cast<float*>(lease.get());
   if (low_rank || keep_xa) {
     ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out};
-    const int blocks = int((p.r + kShrinkRows - 1) / kShrinkRows);
+    const dim3 blocks(unsigned((p.r + kShrinkRows - 1) / kShrinkRows));
     if (x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es))
-      lora_shrink<T, true><<<blocks, kThreads, 0, stream>>>(s);
+      launch_kernel(lora_shrink<T, true>, blocks, kThreads, 0, stream, true, s);
     else
-      lora_shrink<T, false><<<blocks, kThreads, 0, stream>>>(s);
-    LORAOPS_CUDA_CHECK_LAUNCH("lora_shrink");
+      launch_kernel(lora_shrink<T, false>, blocks, kThreads, 0, stream, true, s);
   }
   if (p.n == 0) return;  // only xa was wanted (y is empty)
   const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
-                     p.out, p.m, p.n, p.k, p.r};
+                     p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false};
+  const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
       // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
-        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, stream, low_rank);
+        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, dev, stream);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
-      if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream, low_rank);
-      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream, low_rank);
-      if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream, low_rank);
-      return launch_mma<T, 8, 8>(a, stream, low_rank);
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, dev, stream);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, dev, stream);
+      if (p.m <= 32) return launch_mma<T, 4, 8>(a, dev, stream);
+      return launch_mma<T, 8, 8>(a, dev, stream);
     }
   }
-  if (p.m == 1) return launch_fma<T, 1>(a, vec, stream, low_rank);
-  if (p.m == 2) return launch_fma<T, 2>(a, vec, stream, low_rank);
-  if (p.m <= 4) return launch_fma<T, 4>(a, vec, stream, low_rank);
-  launch_fma<T, 8>(a, vec, stream, low_rank);
+  if (p.m == 1) return launch_fma<T, 1>(a, vec, dev, stream);
+  if (p.m == 2) return launch_fma<T, 2>(a, vec, dev, stream);
+  if (p.m <= 4) return launch_fma<T, 4>(a, vec, dev, stream);
+  launch_fma<T, 8>(a, vec, dev, stream);
 }
 
 }  // namespace

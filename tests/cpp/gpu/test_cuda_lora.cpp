@@ -29,6 +29,7 @@
 // path (fp32 sums, t rounded to the dtype, every epilogue rounding) pass, and references with
 // each of those bugs fail.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -40,6 +41,7 @@
 
 #include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
+#include "late_copy.hpp"
 #include "linalg_test_util.hpp"
 
 namespace loraops::test {
@@ -714,6 +716,94 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
         EXPECT_TRUE(within_tol(out2.fetch(), ref, tol, c.n)) << "second graph, round " << round;
       }
     }
+}
+
+// The decode path's kernels are programmatic dependents: the shrink waits for the work before it
+// and only then lets the decode kernel start, which streams W at once; without a shrink the decode
+// kernel waits first. As CudaRows.DependentLaunchWaitsBeforeReadingAndWriting: before each call a
+// kernel that lets its dependents start at once and only ~50 µs later writes x, W, A, B and bias
+// (one buffer, one copy) or snapshots y. A call that read any of them early computes from the
+// old values (far from the fresh ones); one that wrote y early shows in the snapshot; xa_out,
+// when asked, must be the fresh x@A.T. Eagerly (behind a gate) and in a captured graph, on each
+// decode kernel: the paired mma kernel (m 1), the mma kernel (m 16), the fp32 kernel with x staged
+// (m 1) and not (m 3), and without a shrink (scale 0) or with one for xa only.
+TEST(CudaLora, DependentLaunchWaitsBeforeReadingAndWriting) {
+  LORAOPS_REQUIRE_GPU();
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  struct Shape {
+    DType t;
+    int64_t m, k, n, r;
+    double scale;
+    bool keep_xa;
+  };
+  const Device gpu{DeviceType::CUDA, 0};
+  for (const Shape c : {Shape{DType::BFloat16, 1, 512, 80, 8, 2.0, false}, Shape{DType::BFloat16, 16, 512, 80, 8, 2.0, true},
+                        Shape{DType::Float32, 1, 512, 80, 8, -0.5, false}, Shape{DType::Float32, 3, 512, 80, 8, 2.0, true},
+                        Shape{DType::BFloat16, 1, 512, 80, 8, 0.0, false}, Shape{DType::Float16, 2, 512, 80, 8, 0.0, true}})
+    for (bool graph : {true, false}) {  // the graph first: its instantiation loads the kernels
+      SCOPED_TRACE(std::string(dtype_name(c.t)) + " m " + std::to_string(c.m) + " scale " + std::to_string(c.scale) +
+                   (c.keep_xa ? " xa" : "") + (graph ? " graph" : " eager"));
+      const DType t = c.t;
+      const int64_t nx = c.m * c.k, nw = c.n * c.k, na = c.r * c.k, nb = c.n * c.r, total = nx + nw + na + nb + c.n;
+      // [x | W | A | B | bias] as the copy leaves them (fresh) and as they are before it (old).
+      HostTensor fresh = random_tensor(t, {total}, -1.f, 1.f), old = random_tensor(t, {total}, 2.f, 3.f);
+      auto parts = [&](void* base, Device d) {
+        const size_t es = size_t(dtype_size(t));
+        auto at = [&](int64_t off, std::initializer_list<int64_t> dims) {
+          return Tensor::contiguous(static_cast<uint8_t*>(base) + size_t(off) * es, t, dims, d);
+        };
+        return std::array<Tensor, 5>{at(0, {c.m, c.k}), at(nx, {c.n, c.k}), at(nx + nw, {c.r, c.k}),
+                                     at(nx + nw + na, {c.n, c.r}), at(nx + nw + na + nb, {c.n})};
+      };
+      HostTensor ref(t, {c.m, c.n}), got(t, {c.m, c.n}), before = random_tensor(t, {c.m, c.n}, 5.f, 6.f),
+          snap_h(t, {c.m, c.n}), xa_ref(t, {c.m, c.r}), xa_got(t, {c.m, c.r});
+      {
+        const auto h = parts(fresh.bytes.data(), {});
+        const Tensor xa_view = xa_ref.view();
+        lora_forward(h[0], h[1], h[2], h[3], c.scale, &h[4], ref.view(), {.impl = Impl::Reference},
+                     c.keep_xa ? &xa_view : nullptr);
+      }
+      DeviceTensor src(fresh), buf(old), y(got), y2(before), snap(snap_h), xa(xa_got);
+      y.poison();
+      xa.poison();
+      CUDA_OK(cudaDeviceSynchronize());
+      const Exec ex{.impl = Impl::Custom, .stream = s};
+      const auto d = parts(buf.ptr, gpu);
+      const Tensor xa_view = xa.view();
+      auto sequence = [&] {
+        ASSERT_EQ(late_copy(buf.ptr, src.ptr, buf.bytes, 50, s), cudaSuccess);
+        lora_forward(d[0], d[1], d[2], d[3], c.scale, &d[4], y.view(), ex, c.keep_xa ? &xa_view : nullptr);  // reads
+        ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
+        lora_forward(d[0], d[1], d[2], d[3], c.scale, &d[4], y2.view(), ex);  // writes y2
+      };
+      if (graph) {
+        GraphRun g;
+        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        sequence();
+        CUDA_OK(cudaStreamEndCapture(s, &g.graph));
+        CUDA_OK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+        CUDA_OK(cudaGraphLaunch(g.exec, s));
+        CUDA_OK(cudaStreamSynchronize(s));
+      } else {
+        StreamGate gate(s);  // holds the stream until open() (or its destructor, on a failure)
+        sequence();
+        gate.open();
+        CUDA_OK(cudaStreamSynchronize(s));
+        EXPECT_FALSE(gate.timed_out()) << "a launch behind the gate waited for the device";
+      }
+      y.to_host();
+      snap.to_host();
+      // Old inputs (2-3 against -1-1) move y by ~K: any early read is far outside this.
+      const double tol = t == DType::Float32 ? 1e-3 : 0.25;
+      EXPECT_TRUE(all_close(got, ref, tol, 2 * eps_of(t))) << "a read of x, W, A, B or bias before the copy";
+      EXPECT_TRUE(snap_h.bytes == before.bytes) << "y2 written while the kernel before it read it";
+      if (c.keep_xa) {
+        xa.to_host();
+        EXPECT_TRUE(all_close(xa_got, xa_ref, tol, 2 * eps_of(t))) << "xa from x and A before the copy";
+      }
+    }
+  CUDA_OK(cudaStreamDestroy(s));
 }
 
 // No GPU needed. The tolerance is neither too tight nor vacuous: (1) the fp64 analysis reads the
