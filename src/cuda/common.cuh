@@ -172,7 +172,9 @@ __device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontro
 // At the start of a kernel launched as a dependent that touches memory only after the wait: the
 // next kernel may start as soon as every block is past the wait. Allowing it only after the wait
 // keeps one guarantee for a dependent that reads early (as lora_decode reads x and W before its
-// own wait): every kernel before this one has completed.
+// own wait behind lora_shrink): every kernel before this one has completed. A LoRA decode kernel
+// itself allows its dependents before it waits for the shrink: what follows it must wait before
+// touching memory (every kernel of this library does, but the decode kernel behind its shrink).
 __device__ __forceinline__ void wait_then_allow_dependents() {
   grid_dependency_wait();
   allow_dependents();
