@@ -41,7 +41,7 @@
 
 #include "cuda/kernels/fold_gemm.hpp"
 #include "gpu_util.hpp"
-#include "late_copy.hpp"
+#include "ordered_run.hpp"
 #include "linalg_test_util.hpp"
 
 namespace loraops::test {
@@ -782,21 +782,7 @@ TEST(CudaLora, DependentLaunchWaitsBeforeReadingAndWriting) {
         ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
         lora_forward(d[0], d[1], d[2], d[3], c.scale, &d[4], y2.view(), ex);  // writes y2
       };
-      if (graph) {
-        GraphRun g;
-        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-        sequence();
-        CUDA_OK(cudaStreamEndCapture(s, &g.graph));
-        CUDA_OK(cudaGraphInstantiate(&g.exec, g.graph, 0));
-        CUDA_OK(cudaGraphLaunch(g.exec, s));
-        CUDA_OK(cudaStreamSynchronize(s));
-      } else {
-        StreamGate gate(s);  // holds the stream until open() (or its destructor, on a failure)
-        sequence();
-        gate.open();
-        CUDA_OK(cudaStreamSynchronize(s));
-        EXPECT_FALSE(gate.timed_out()) << "a launch behind the gate waited for the device";
-      }
+      run_ordered(s, graph, sequence);
       y.to_host();
       snap.to_host();
       // Old inputs (2-3 against -1-1) move y by ~K: any early read is far outside this.

@@ -14,7 +14,7 @@
 
 #include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
-#include "late_copy.hpp"
+#include "ordered_run.hpp"
 
 namespace loraops::test {
 namespace {
@@ -542,24 +542,7 @@ TEST(CudaRows, DependentLaunchWaitsBeforeReadingAndWriting) {
           ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
           run(k, xv, wv, bv, y2.view(), ex);                                 // writes y2
         };
-        if (graph) {
-          cudaGraph_t g;
-          cudaGraphExec_t ge;
-          CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-          sequence();
-          CUDA_OK(cudaStreamEndCapture(s, &g));
-          CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
-          CUDA_OK(cudaGraphLaunch(ge, s));
-          CUDA_OK(cudaStreamSynchronize(s));
-          CUDA_OK(cudaGraphExecDestroy(ge));
-          CUDA_OK(cudaGraphDestroy(g));
-        } else {
-          StreamGate gate(s);  // holds the stream until open() (or its destructor, on a failure)
-          sequence();
-          gate.open();
-          CUDA_OK(cudaStreamSynchronize(s));
-          EXPECT_FALSE(gate.timed_out()) << "a launch behind the gate waited for the device";
-        }
+        run_ordered(s, graph, sequence);
         y.to_host();
         snap.to_host();
         EXPECT_TRUE(close(got, ref)) << "the op read x, weight or bias before the kernel before it wrote them";
