@@ -373,6 +373,12 @@ int main(int argc, char** argv) {
     LoraSetup* L0 = setups.back().get();
     cases.push_back({"lora custom scale0" + shape, [L0, custom] { L0->lora(custom); }, L0->weight_bytes()});
   }
+  for (int64_t r : {4, 16, 64}) {  // the seed suite's ranks at K = 1024 (r = 8 above)
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, 1, 1024, 1024, r, 1));
+    LoraSetup* L = setups.back().get();
+    cases.push_back({"lora custom fp32 x[1,1024] r" + std::to_string(r), [L, custom] { L->lora(custom); },
+                     L->weight_bytes()});
+  }
   {  // the floor for one pass over 32 MiB, rotating over 4 buffers as the decode rows do
     auto bufs = std::make_shared<std::vector<void*>>();
     for (int i = 0; i < 4; ++i) bufs->push_back(filled(loraops::DType::BFloat16, size_t(4096) * 4096, 7u + i));

@@ -336,6 +336,12 @@ const Case kGrid[] = {
     {"m=65 2049x513 r=16 scale 0", {65}, 2049, 513, 16, 0.0, Bias::Contig, kHalves},
     {"m=2 16x16 r=256 (r > K)", {2}, 16, 16, 256, 2.0, Bias::None, kF32 | kBF16},
     {"decode m=1 4096x4096 r=16", {1}, 4096, 4096, 16, 2.0},
+    // the seed suite's widest rank at one token (the low-rank sum split over a warp's lanes, two
+    // terms a lane), N = 513 at one token, and r = 38 (lanes with one term and with two, and a
+    // last shrink block of two rows of A)
+    {"decode m=1 1024x1024 r=64", {1}, 1024, 1024, 64, -0.5},
+    {"decode m=1 520x513 r=16", {1}, 520, 513, 16, 2.0},
+    {"m=2 1024x264 r=38", {2}, 1024, 264, 38, 0.3},
     {"decode m=1 4096x4096 r=256 no bias", {1}, 4096, 4096, 256, -0.5, Bias::None, kHalves},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
