@@ -59,13 +59,13 @@ constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
 // L2 fetch the whole 128-byte line on a miss: lora_decode_mma's warp loads cover 64 bytes of each
 // of 8 rows (the mma operand's layout), so the half the next instruction asks for comes with it
 // (the paired kernel's and the fma kernel's loads cover whole lines anyway).
-// Not volatile and no memory clobber: nothing in the language keeps it after decode_prologue's
-// wait (wait_first). ptxas and nvcc 13.0 keep every such load after it in all 44 shrink and decode
-// kernels (PTX read, 2026-11-30); a structural order (the row pointers passed through a volatile
-// asm after the wait) is NOTES' session 23 item, to be measured before it lands.
+// Volatile: the compiler keeps volatile asm in program order, so these loads stay after
+// decode_prologue's wait (griddepcontrol.wait, a volatile asm) where the kernel waits first. (The
+// PTX of all 48 shrink and decode kernels is the same as without it: nvcc 13.0 kept that order
+// anyway, but nothing in the language made it.)
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
