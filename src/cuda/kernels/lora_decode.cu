@@ -16,7 +16,12 @@
 // bf16 4096^2 r16: the decode kernel still launches after the shrink's wait); eager 0.7-0.9 us
 // less. The shrink is kept to few blocks (one per 4 rows of A): its blocks take SM slots the W
 // stream would use, and more of them (split over tokens or K) measured slower, as did one fused
-// kernel whose first blocks computed t for the others (NOTES.md).
+// kernel whose first blocks computed t for the others (NOTES.md). Also slower in graph replay,
+// though one launch fewer (NOTES.md, session 23): t computed once per thread-block cluster of the
+// decode grid and shared through distributed shared memory (a cluster launch alone cost 0.8-1.6
+// us); t computed by every block for itself (float32 m = 1, r <= 16: A's rows read by every block
+// at once); the shrink letting the decode kernel start before its own wait (the decode kernel
+// then waits first, and W's stream no longer overlaps the shrink: bf16 m = 16 15.3 -> 23.3 us).
 //
 // lora_decode_mma (float16/bfloat16, 16-byte aligned rows, K % 8 == 0): a block owns 16 rows of
 // W; its warps split K in 64-element chunks. Each lane loads 16 bytes of two W rows and of up to
