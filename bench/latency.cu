@@ -379,6 +379,12 @@ int main(int argc, char** argv) {
     cases.push_back({"lora custom fp32 x[1,1024] r" + std::to_string(r), [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
+  for (int64_t m : {2, 4}) {  // a few tokens (the fma kernel's passes of 2 and 4)
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, m, 1024, 1024, 8, 1));
+    LoraSetup* L = setups.back().get();
+    cases.push_back({"lora custom fp32 x[" + std::to_string(m) + ",1024] r8", [L, custom] { L->lora(custom); },
+                     L->weight_bytes()});
+  }
   {  // the floor for one pass over 32 MiB, rotating over 4 buffers as the decode rows do
     auto bufs = std::make_shared<std::vector<void*>>();
     for (int i = 0; i < 4; ++i) bufs->push_back(filled(loraops::DType::BFloat16, size_t(4096) * 4096, 7u + i));

@@ -214,8 +214,9 @@ template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
   if (a.t) {
-    // (Loads batched 16 at a time measured no faster at r = 16, H200 2026-11-29: the low-rank
-    // term's ~0.9 µs over scale 0 at m=1 is not in this loop.)
+    // (The mma kernels' epilogue, and the fma kernel's at several tokens. Loads batched 16 at a
+    // time measured no faster in the mma kernels at r = 16, H200 2026-11-29; the fma kernel at one
+    // token splits the sum over its lanes.)
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
     float lr = 0.f;
@@ -509,27 +510,35 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       if (lane == i) mine = v;
     }
     if (!waited) grid_dependency_wait(), waited = true;  // the shrink is complete after this
-    // The low-rank term of each token, its r products split over the warp's lanes: one round trip
-    // for t and B's row where one lane's loop made r of them (partly overlapped): the fp32 seed
-    // shape x[1,1024] took 3.61 / 3.73 / 3.84 / 5.32 us at r = 4 / 8 / 16 / 64 (graph replay).
-    float lr = 0.f;
-    if (a.t) {
-      const T* brow = static_cast<const T*>(a.b.p) + (live ? n : a.n - 1) * a.b.rs;
+    if constexpr (MT == 1) {
+      // One token: the low-rank term's r products split over the warp's lanes (one round trip for
+      // t and B's row at r <= 32), where one lane's loop made r dependent-ish loads. The fp32
+      // seed shape x[1,1024] at r = 4 / 8 / 16 / 64 went 3.62 / 3.70 / 3.79 / 5.30 -> 3.55 /
+      // 3.57 / 3.52 / 3.98 us in graph replay (H200, 2026-11-30, with the shrink's one-token pass).
+      // (Several tokens keep finish's loop in lanes 0..MT-1: a version with the lanes' split for
+      // them measured slower at m = 2 and 4, and at one token too; NOTES.md, session 23.)
+      float lr = 0.f;
+      if (a.t) {
+        const T* brow = static_cast<const T*>(a.b.p) + (live ? n : a.n - 1) * a.b.rs;
 #pragma unroll 1
-      for (int i = 0; i < MT; ++i) {
-        if (m0 + i >= a.m) break;
-        const float* tm = a.t + (m0 + i) * a.r;
-        float part = 0.f;
-        for (int64_t j = lane; j < a.r; j += 32) part = fmaf(tm[j], to_float(brow[j * a.b.cs]), part);
-        part = warp_sum(part);
-        if (lane == i) lr = part;
+        for (int i = 0; i < MT; ++i) {
+          if (m0 + i >= a.m) break;
+          const float* tm = a.t + (m0 + i) * a.r;
+          float part = 0.f;
+          for (int64_t j = lane; j < a.r; j += 32) part = fmaf(tm[j], to_float(brow[j * a.b.cs]), part);
+          part = warp_sum(part);
+          if (lane == i) lr = part;
+        }
       }
-    }
-    const int64_t m = m0 + lane;
-    if (live && lane < MT && m < a.m) {
-      float v = mine;
-      if (a.bias) v += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
-      y[m * a.n + n] = from_float<T>(v + lr);  // the order of finish: the dot, the bias, the low-rank term
+      const int64_t m = m0 + lane;
+      if (live && lane < MT && m < a.m) {
+        float v = mine;
+        if (a.bias) v += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
+        y[m * a.n + n] = from_float<T>(v + lr);  // the order of finish: the dot, the bias, the low-rank term
+      }
+    } else {
+      const int64_t m = m0 + lane;
+      if (live && lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
     }
   }
 }

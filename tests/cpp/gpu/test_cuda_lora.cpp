@@ -306,7 +306,7 @@ using L = Layout;
 // clang-format off
 // Every m of {1,2,3,4,5,7,8,12,16,17,33,64,65,300}, (K,N) of {(16,16),(64,48),(2049,513),
 // (4096,4096)} (the last only for m 1 and 16) and the decode kernels' tails (520x33, 72x17,
-// 136x40), r of {1,4,8,16,64,256}, scale of {2,0,-0.5}, bias on and off.
+// 136x40), r of {1,4,6,8,12,16,38,40,64,72,256}, scale of {2,0,-0.5,0.3}, bias on and off.
 const Case kGrid[] = {
     {"decode m=1 16x16 r=1", {1}, 16, 16, 1, 2.0},
     {"m=2 64x48 r=8 no bias", {2}, 64, 48, 8, -0.5, Bias::None},
@@ -342,8 +342,11 @@ const Case kGrid[] = {
     {"decode m=1 1024x1024 r=64", {1}, 1024, 1024, 64, -0.5},
     {"decode m=1 520x513 r=16", {1}, 520, 513, 16, 2.0},
     {"m=2 1024x264 r=38", {2}, 1024, 264, 38, 0.3},
-    // r = 12: three shrink blocks
+    // r = 12: three shrink blocks; r = 6: the one-token shrink's last block of two rows of A
     {"decode m=1 1024x40 r=12", {1}, 1024, 40, 12, -0.5},
+    {"decode m=1 520x33 r=6", {1}, 520, 33, 6, 2.0},
+    // float32: the two-token kernel with x staged, warps past N, lanes of one and two terms
+    {"m=2 512x33 r=40", {2}, 512, 33, 40, 2.0},
     {"decode m=1 4096x4096 r=256 no bias", {1}, 4096, 4096, 256, -0.5, Bias::None, kHalves},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
@@ -373,6 +376,8 @@ const Case kViews[] = {
      L::Transposed},
     {"decode, weight transposed, K/N tails", {1}, 2049, 513, 16, -0.5, Bias::Contig, kAll,
      L::Contig, L::Transposed},
+    {"decode, lora_b transposed, r=40", {1}, 64, 48, 40, -0.5, Bias::Contig, kAll, L::Contig,
+     L::Contig, L::Contig, L::Transposed},
     {"weight column slice", {7}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Contig, L::Padded},
     {"prefill, weight column slice", {65}, 2049, 513, 64, 2.0, Bias::None, kF32, L::Contig,
      L::Padded},

@@ -31,6 +31,7 @@ const XaCase kCases[] = {
     {"m=100 (custom: the fold)", 100, 512, 256, 16, 2.0},
     {"m=100 r=72 (custom: the fold, cuBLASLt's shrink)", 100, 512, 256, 72, 0.3},
     {"scale 0 still fills xa", 4, 512, 256, 16, 0.0},
+    {"scale 0 at one token still fills xa", 1, 512, 256, 16, 0.0},
     {"odd K (unvectorised)", 3, 2049, 65, 8, 1.0},
     {"n=0", 5, 64, 0, 8, 1.0},
     {"k=0", 5, 0, 32, 8, 1.0},
