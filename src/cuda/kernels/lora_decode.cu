@@ -209,14 +209,21 @@ __device__ __forceinline__ void decode_prologue(const DecodeArgs& a) {
   if (a.trigger_early) allow_dependents();
 }
 
-// The value stored at y[m][n], given the dot product with W.
+// The dot product with W plus the bias entry of column n, if any.
+template <class T>
+__device__ __forceinline__ float add_bias(const DecodeArgs& a, int64_t n, float acc) {
+  return a.bias ? acc + to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]) : acc;
+}
+
+// The value stored at y[m][n], given the dot product with W: the dot, the bias, the low-rank term
+// t[m] . B[n], added in that order (the one-token fma epilogue keeps it), the last summed by this
+// thread alone. (The mma kernels' epilogue, and the fma kernel's at several tokens. Loads batched
+// 16 at a time measured no faster in the mma kernels at r = 16, H200 2026-11-29; the fma kernel
+// at one token splits the sum over its lanes.)
 template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
-  if (a.bias) acc += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
+  acc = add_bias<T>(a, n, acc);
   if (a.t) {
-    // (The mma kernels' epilogue, and the fma kernel's at several tokens. Loads batched 16 at a
-    // time measured no faster in the mma kernels at r = 16, H200 2026-11-29; the fma kernel at one
-    // token splits the sum over its lanes.)
     const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
     const float* t = a.t + m * a.r;
     float lr = 0.f;
@@ -517,25 +524,17 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // 3.57 / 3.52 / 3.98 us in graph replay (H200, 2026-11-30, with the shrink's one-token pass).
       // (Several tokens keep finish's loop in lanes 0..MT-1: a version with the lanes' split for
       // them measured slower at m = 2 and 4, and at one token too; NOTES.md, session 23.)
-      float lr = 0.f;
+      // (a warp past N, kept for the staging's barriers, reads row N-1's bias and B and stores nothing)
+      const int64_t nr = live ? n : a.n - 1;
+      float v = add_bias<T>(a, nr, mine);
       if (a.t) {
-        const T* brow = static_cast<const T*>(a.b.p) + (live ? n : a.n - 1) * a.b.rs;
-#pragma unroll 1
-        for (int i = 0; i < MT; ++i) {
-          if (m0 + i >= a.m) break;
-          const float* tm = a.t + (m0 + i) * a.r;
-          float part = 0.f;
-          for (int64_t j = lane; j < a.r; j += 32) part = fmaf(tm[j], to_float(brow[j * a.b.cs]), part);
-          part = warp_sum(part);
-          if (lane == i) lr = part;
-        }
+        const T* brow = static_cast<const T*>(a.b.p) + nr * a.b.rs;
+        const float* tm = a.t + m0 * a.r;
+        float part = 0.f;
+        for (int64_t j = lane; j < a.r; j += 32) part = fmaf(tm[j], to_float(brow[j * a.b.cs]), part);
+        v += warp_sum(part);
       }
-      const int64_t m = m0 + lane;
-      if (live && lane < MT && m < a.m) {
-        float v = mine;
-        if (a.bias) v += to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]);
-        y[m * a.n + n] = from_float<T>(v + lr);  // the order of finish: the dot, the bias, the low-rank term
-      }
+      if (live && lane == 0) y[m0 * a.n + n] = from_float<T>(v);
     } else {
       const int64_t m = m0 + lane;
       if (live && lane < MT && m < a.m) y[m * a.n + n] = from_float<T>(finish<T>(a, m, n, mine));
