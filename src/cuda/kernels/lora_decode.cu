@@ -524,7 +524,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // 3.57 / 3.52 / 3.98 us in graph replay (H200, 2026-11-30, with the shrink's one-token pass).
       // (Several tokens keep finish's loop in lanes 0..MT-1: a version with the lanes' split for
       // them measured slower at m = 2 and 4, and at one token too; NOTES.md, session 23.)
-      // (a warp past N, kept for the staging's barriers, reads row N-1's bias and B and stores nothing)
+      // (a warp past N, kept only by the staged kernel for its barriers, reads row N-1 and stores nothing)
       const int64_t nr = live ? n : a.n - 1;
       float v = add_bias<T>(a, nr, mine);
       if (a.t) {
