@@ -114,11 +114,10 @@ struct ShrinkArgs {
   void* xa;  // [m, r]: x@A.T unscaled in T (the caller's xa_out), or null
 };
 
-// TOK tokens per pass over A's rows: 1 for one token, whose pass would otherwise reduce 8 x 4 sums
-// across the block where 4 are stored (160 shuffles a warp against 20).
-template <class T, bool kVector, int TOK>
+// kShrinkTokens tokens per pass over A's rows: 1 for one token, whose pass would otherwise reduce
+// 8 x 4 sums across the block where 4 are stored (160 shuffles a warp against 20).
+template <class T, bool kVector, int kShrinkTokens>
 __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
-  constexpr int kShrinkTokens = TOK;
   // After the work before: the decode kernel, which streams W without a wait of its own, starts
   // only once that work is complete.
   wait_then_allow_dependents();
