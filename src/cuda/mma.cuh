@@ -45,6 +45,15 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(a));
 }
 
+// The transpose of an 8x8 matrix of 16-bit elements held as one register a lane (lane l: row
+// l / 4, columns 2 (l % 4) and 2 (l % 4) + 1, low half first), in the same layout: turns an
+// mma accumulator's (rows, columns) into the column-major B operand of the next mma.
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
+
 // 16 bytes global -> shared, asynchronously; fewer than 16 source bytes (0 here: a row past the
 // end) are zero-filled.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {

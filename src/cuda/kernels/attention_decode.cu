@@ -1,15 +1,15 @@
 // attention for one query row (Sq = 1, D = 64 or 128, unit-stride rows): split-K. The keys of
 // each key/value head are cut into splits; a block owns one split and serves up to 16 query heads
 // of the head's group (all of them up to 16, so each K and V byte is read once from memory; a
-// larger group's row tiles re-read it, mostly from L2). It leaves a partial (max score,
+// larger group's head tiles re-read it, mostly from L2). It leaves a partial (max score,
 // sum of 2^(s - max), unnormalised output) per query head, and attention_decode_combine merges the
 // splits. One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction
 // of the SMs. With Sq = 1 the causal mask hides no key (bottom-right: the row sees all Sk).
 //
-// attention_decode_mma (float16/bfloat16, rows 16-byte aligned): tensor cores. The group's query
-// heads are the 16 rows of an mma tile (groups above 16 take several row tiles); each warp of the
-// block takes 16 keys of every 64-key tile, S = Q K^T and O += P V on mma.m16n8k16 with an online
-// softmax in registers, and the block's warps merge at the end. K/V tiles stream through a
+// attention_decode_mma (float16/bfloat16, rows 16-byte aligned): tensor cores. Each warp of the
+// block takes 16 keys of every 64-key tile as the 16 rows of mma.m16n8k16 and the group's query
+// heads as its 8 or 16 columns (groups above 16 take several head tiles): S^T = K Q^T and
+// O^T += V^T P^T with an online softmax in registers, and the block's warps merge at the end. K/V tiles stream through a
 // 3-stage cp.async pipeline, so a split's loads stay in flight while earlier tiles are computed.
 //
 // attention_decode (float32, or halves with misaligned rows): the SIMT kernel, a chunk of keys per
@@ -252,26 +252,40 @@ constexpr size_t decode_mma_smem_bytes() {
   return size_t(16 + kDecodeStages * 2 * kBN) * D * sizeof(T);
 }
 
-// Block (split, hk * row_tiles + rt, b): query heads hk * group + rt * 16 + [0, 16) against keys
-// [split * tiles_per_split * 64, ...) of key/value head hk.
-template <class T, int D>
+// Query heads a block serves: 8 per n tile of the mma, NT = 1 for groups up to 8, 2 above.
+template <int NT>
+constexpr int decode_heads() {
+  return 8 * NT;
+}
+
+// Block (split, hk * head_tiles + ht, b): query heads hk * group + ht * 8 NT + [0, 8 NT) against
+// keys [split * tiles_per_split * 64, ...) of key/value head hk.
+//
+// The products are taken transposed, S^T = K Q^T and O^T = V^T P^T: the warp's 16 keys are the
+// mma's 16 rows and the query heads its 8 columns (NT column tiles). A group of up to 8 heads
+// (4 at 32/8) then fills half of each mma, where with the heads as the rows it filled 4 of 16:
+// half the mmas, accumulators and rescales a tile. S^T's accumulator becomes P^T, the B operand
+// of O^T's mma, by movmatrix's register transpose.
+template <class T, int D, int NT>
 __global__ void __launch_bounds__(kDecodeMmaThreads)
-    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int row_tiles) {
+    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int head_tiles) {
+  constexpr int kHeads = decode_heads<NT>();
+  constexpr int kPitch = D + 4;  // red_o's row pitch in floats: the merge's stores miss no bank
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* const sq_tile = reinterpret_cast<T*>(smem_raw);
+  T* const sq_tile = reinterpret_cast<T*>(smem_raw);  // 16 rows (ldmatrix reads two column tiles)
   T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kBN D, then its V tile
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
-  const int split = int(blockIdx.x), rt = int(blockIdx.y) % row_tiles;
-  const int64_t hk = int64_t(blockIdx.y) / row_tiles, b = blockIdx.z;
+  const int g = lane >> 2, tq = lane & 3;  // accumulator rows (keys / dims) g, g + 8; columns (heads) 2 tq, 2 tq + 1
+  const int split = int(blockIdx.x), ht = int(blockIdx.y) % head_tiles;
+  const int64_t hk = int64_t(blockIdx.y) / head_tiles, b = blockIdx.z;
   const int group = int(a.hq / a.hkv);
-  const int r0 = rt * 16, rows = min(16, group - r0);  // this block's query heads: hk * group + r0 + [0, rows)
-  const int sk = int(a.sk);                             // < 2^30 (attention_decode_mma_eligible)
+  const int h0 = ht * kHeads, rows = min(kHeads, group - h0);  // query heads hk * group + h0 + [0, rows)
+  const int sk = int(a.sk);                                    // < 2^30 (attention_decode_mma_eligible)
   const int kbeg = split * tiles_per_split * kBN;
   const int kend = min(sk, kbeg + tiles_per_split * kBN);
   const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
   allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
-  const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + r0) * a.qs[1];
+  const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + h0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
   auto k_tile = [&](int s) { return stages + s * 2 * kBN * D; };
@@ -287,7 +301,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     }
   };
 
-  // Q (the rows past the group's zero-filled) joins the first tile's group.
+  // Q (the rows past the block's heads zero-filled) joins the first tile's group.
   attn::load_bounded_tile<T, D, 16, kDecodeMmaThreads>(sq_tile, q, a.qs[1], rows);
 #pragma unroll
   for (int t = 0; t < kDecodeStages - 1; ++t) {
@@ -295,9 +309,11 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     cp_async_commit();
   }
 
-  float o[D / 8][4] = {};
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-  uint32_t qf[D / 16][4];
+  float o[D / 16][NT][4] = {};  // O^T: dims mt * 16 + g (+ 8) by heads nt * 8 + 2 tq (+ 1)
+  float mrow[NT][2], lrow[NT][2];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) mrow[nt][0] = mrow[nt][1] = -INFINITY, lrow[nt][0] = lrow[nt][1] = 0.f;
+  uint32_t qf[D / 16][4];  // Q^T as B: [2 nt], [2 nt + 1] for heads nt * 8 + [0, 8)
   const int kw = warp * 16;  // this warp's keys in every tile
   for (int t = 0; t < ntiles; ++t) {
     cp_async_wait<kDecodeStages - 2>();  // tile t (and Q) landed
@@ -307,95 +323,100 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     if (t == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(qf[kk], sq_tile + swz<D>(lane & 15, kk * 2 + (lane >> 4)));
+        ldmatrix_x4(qf[kk], sq_tile + swz<D>((lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
     }
     const T* kt = k_tile(t % kDecodeStages);
     const T* vt = v_tile(t % kDecodeStages);
-    float s[2][4] = {};
+    float s[NT][4] = {};  // S^T: keys kw + g (+ 8) by heads
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t kb[4];  // B fragments of this warp's two 8-key column tiles
-      ldmatrix_x4(kb, kt + swz<D>(kw + (lane >> 4) * 8 + (lane & 7), kk * 2 + ((lane >> 3) & 1)));
-      mma16816<T>(s[0], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[0], kb[1]);
-      mma16816<T>(s[1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kb[2], kb[3]);
+      uint32_t ka[4];  // A fragment: this warp's 16 keys, dims kk * 16 + [0, 16)
+      ldmatrix_x4(ka, kt + swz<D>(kw + (lane & 15), kk * 2 + (lane >> 4)));
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mma16816<T>(s[nt], ka[0], ka[1], ka[2], ka[3], qf[kk][2 * nt], qf[kk][2 * nt + 1]);
     }
-    // the online softmax (base 2); only the split's last tile can hold keys past its end
+    // the online softmax (base 2), a head a column: its max over the warp's keys is over g, the
+    // lanes' bits 2-4; only the split's last tile can hold keys past its end
     const int n0 = kbeg + t * kBN;
     const bool masked = n0 + kBN > kend;
-    float mx[2] = {mrow[0], mrow[1]};
+    float base[NT][2];
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
+    for (int nt = 0; nt < NT; ++nt) {
+      float mx[2] = {mrow[nt][0], mrow[nt][1]};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[nt][e] * a.scale_log2;
-        if (masked && n0 + kw + nt * 8 + tq * 2 + (e & 1) >= kend) x = -INFINITY;
+        if (masked && n0 + kw + g + (e >> 1) * 8 >= kend) x = -INFINITY;
         s[nt][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        mx[e & 1] = fmaxf(mx[e & 1], x);
       }
-    float base[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      base[r] = mx[r] == -INFINITY ? 0.f : mx[r];  // no key yet (a warp's keys all past kend)
-      const float corr = fast_exp2(mrow[r] - base[r]);
-      mrow[r] = mx[r];
-      lrow[r] *= corr;
+      for (int c = 0; c < 2; ++c) {
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) o[dt][2 * r] *= corr, o[dt][2 * r + 1] *= corr;
+        for (int off = 4; off < 32; off <<= 1) mx[c] = fmaxf(mx[c], __shfl_xor_sync(0xffffffffu, mx[c], off));
+        base[nt][c] = mx[c] == -INFINITY ? 0.f : mx[c];  // no key yet (a warp's keys all past kend)
+        const float corr = fast_exp2(mrow[nt][c] - base[nt][c]);
+        mrow[nt][c] = mx[c];
+        lrow[nt][c] *= corr;
+#pragma unroll
+        for (int mt = 0; mt < D / 16; ++mt) o[mt][nt][c] *= corr, o[mt][nt][c + 2] *= corr;
+      }
     }
-    uint32_t pf[4];  // P (16 rows x this warp's 16 keys) as the A operand of P V
+    uint32_t pb[NT][2];  // P^T (this warp's 16 keys by 8 heads) as the B operand of O^T's mma
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      const float p0 = fast_exp2(s[nt][0] - base[0]), p1 = fast_exp2(s[nt][1] - base[0]);
-      const float p2 = fast_exp2(s[nt][2] - base[1]), p3 = fast_exp2(s[nt][3] - base[1]);
-      lrow[0] += p0 + p1;
-      lrow[1] += p2 + p3;
-      pf[nt * 2] = pack2<T>(p0, p1);
-      pf[nt * 2 + 1] = pack2<T>(p2, p3);
+    for (int nt = 0; nt < NT; ++nt) {
+      const float p0 = fast_exp2(s[nt][0] - base[nt][0]), p1 = fast_exp2(s[nt][1] - base[nt][1]);
+      const float p2 = fast_exp2(s[nt][2] - base[nt][0]), p3 = fast_exp2(s[nt][3] - base[nt][1]);
+      lrow[nt][0] += p0 + p2;
+      lrow[nt][1] += p1 + p3;
+      pb[nt][0] = movmatrix_trans(pack2<T>(p0, p1));  // keys 2 tq, 2 tq + 1 of head g
+      pb[nt][1] = movmatrix_trans(pack2<T>(p2, p3));  // keys 8 + 2 tq, 9 + 2 tq
     }
 #pragma unroll
-    for (int dt = 0; dt < D / 8; dt += 2) {
-      uint32_t vb[4];  // B fragments of output column tiles dt and dt + 1
-      ldmatrix_x4_trans(vb, vt + swz<D>(kw + (lane & 7) + ((lane >> 3) & 1) * 8, dt + (lane >> 4)));
-      mma16816<T>(o[dt], pf[0], pf[1], pf[2], pf[3], vb[0], vb[1]);
-      mma16816<T>(o[dt + 1], pf[0], pf[1], pf[2], pf[3], vb[2], vb[3]);
+    for (int mt = 0; mt < D / 16; ++mt) {
+      uint32_t va[4];  // A fragment of V^T: dims mt * 16 + [0, 16) by this warp's 16 keys
+      ldmatrix_x4_trans(va, vt + swz<D>(kw + (lane & 7) + (lane >> 4) * 8, mt * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mma16816<T>(o[mt][nt], va[0], va[1], va[2], va[3], pb[nt][0], pb[nt][1]);
     }
   }
 
-  // Merge the four warps' (max, sum, output) per row through shared memory (the stages, now
-  // free), then write the split's partials for the block's rows.
+  // Merge the four warps' (max, sum, output) per head through shared memory (the stages, now
+  // free), then write the split's partials for the block's heads.
   cp_async_wait<0>();
   __syncthreads();
-  float* const red_m = reinterpret_cast<float*>(stages);  // [warp][16 rows]
-  float* const red_l = red_m + 4 * 16;                    // [warp][16 rows]
-  float* const red_o = red_l + 4 * 16;                    // [warp][16 rows][D]
+  float* const red_m = reinterpret_cast<float*>(stages);  // [warp][16 heads]
+  float* const red_l = red_m + 4 * 16;                    // [warp][16 heads]
+  float* const red_o = red_l + 4 * 16;                    // [warp][16 heads][kPitch]
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
-    lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
-    if (tq == 0) red_m[warp * 16 + g + 8 * r] = mrow[r], red_l[warp * 16 + g + 8 * r] = lrow[r];
-  }
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+#pragma unroll
+      for (int off = 4; off < 32; off <<= 1) lrow[nt][c] += __shfl_xor_sync(0xffffffffu, lrow[nt][c], off);
+      if (g == 0) red_m[warp * 16 + nt * 8 + 2 * tq + c] = mrow[nt][c], red_l[warp * 16 + nt * 8 + 2 * tq + c] = lrow[nt][c];
+    }
   __syncthreads();
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = g + 8 * r;
-    float m = red_m[row];
+  for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-    for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + row]);
-    const float sc = fast_exp2(mrow[r] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
+    for (int c = 0; c < 2; ++c) {
+      const int head = nt * 8 + 2 * tq + c;
+      float m = red_m[head];
 #pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt)
-      *reinterpret_cast<float2*>(red_o + (warp * 16 + row) * D + dt * 8 + tq * 2) =
-          make_float2(o[dt][2 * r] * sc, o[dt][2 * r + 1] * sc);
-  }
+      for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + head]);
+      const float sc = fast_exp2(mrow[nt][c] - (m == -INFINITY ? 0.f : m));  // 0 for a warp that saw no key
+      float* const dst = red_o + (warp * 16 + head) * kPitch + g;
+#pragma unroll
+      for (int mt = 0; mt < D / 16; ++mt) dst[mt * 16] = o[mt][nt][c] * sc, dst[mt * 16 + 8] = o[mt][nt][c + 2] * sc;
+    }
   __syncthreads();
-  const int64_t row0 = b * a.hq + hk * group + r0;  // partials row of this block's first head
+  const int64_t row0 = b * a.hq + hk * group + h0;  // partials row of this block's first head
   for (int i = threadIdx.x; i < rows * D; i += kDecodeMmaThreads) {
     const int row = i / D, d = i % D;
     float acc = 0.f;
 #pragma unroll
-    for (int w = 0; w < 4; ++w) acc += red_o[(w * 16 + row) * D + d];
+    for (int w = 0; w < 4; ++w) acc += red_o[(w * 16 + row) * kPitch + d];
     part.o[((row0 + row) * part.nchunks + split) * D + d] = acc;
   }
   if (threadIdx.x < rows) {
@@ -506,17 +527,13 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 // 8.33 µs, 32 of 2 (one wave too) 8.81: each block's prologue (Q, the pipeline's fill) and
 // epilogue (the warps' merge, the partials) cost more than the extra blocks gain.
 // tiles_per_split > 0 overrides the choice (loraops_latency compares).
-template <class T, int D>
-void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
-  if (p.sk == 0) {  // no key: the combine of no split writes zeros
-    const PartialsLease pl = partials_for<D>(p, 0, stream);
-    return combine<T, D>(a, p, pl.part, stream);
-  }
-  const int64_t group = p.hq / p.hkv, row_tiles = (group + 15) / 16;
+template <class T, int D, int NT>
+void launch_mma_heads(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
+  const int64_t group = p.hq / p.hkv, head_tiles = (group + decode_heads<NT>() - 1) / decode_heads<NT>();
   const int64_t tiles = (p.sk + kBN - 1) / kBN;
-  const int64_t heads = p.batch * p.hkv * row_tiles;
+  const int64_t heads = p.batch * p.hkv * head_tiles;
   constexpr size_t smem = decode_mma_smem_bytes<T, D>();
-  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D>);
+  const void* const kernel = reinterpret_cast<const void*>(attention_decode_mma<T, D, NT>);
   if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(kernel, smem);
   const int64_t wave = resident_blocks(kernel, kDecodeMmaThreads, p.device_index, smem);
   const int64_t want = std::clamp<int64_t>(wave / heads, 1, tiles);
@@ -525,10 +542,20 @@ void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_p
                                 : std::max((tiles + want - 1) / want, std::min<int64_t>(kDecodeMinTiles, tiles));
   const int64_t splits = (tiles + per_split - 1) / per_split;
   const PartialsLease pl = partials_for<D>(p, splits, stream);
-  const dim3 grid(unsigned(splits), unsigned(p.hkv * row_tiles), unsigned(p.batch));
-  attention_decode_mma<T, D><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(row_tiles));
+  const dim3 grid(unsigned(splits), unsigned(p.hkv * head_tiles), unsigned(p.batch));
+  attention_decode_mma<T, D, NT><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split), int(head_tiles));
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
   combine<T, D>(a, p, pl.part, stream);
+}
+
+template <class T, int D>
+void launch_mma(const AttnArgs& a, const detail::AttentionParams& p, int tiles_per_split, cudaStream_t stream) {
+  if (p.sk == 0) {  // no key: the combine of no split writes zeros
+    const PartialsLease pl = partials_for<D>(p, 0, stream);
+    return combine<T, D>(a, p, pl.part, stream);
+  }
+  if (p.hq / p.hkv <= decode_heads<1>()) return launch_mma_heads<T, D, 1>(a, p, tiles_per_split, stream);
+  launch_mma_heads<T, D, 2>(a, p, tiles_per_split, stream);
 }
 
 bool common_eligible(const detail::AttentionParams& p) {
