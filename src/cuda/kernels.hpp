@@ -141,12 +141,17 @@ void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_
 // with 16-byte-aligned rows, any group size; else the SIMT kernel (at most 8 query heads per
 // key/value head). attention_decode_eligible: one of them takes p.
 enum class DecodeKernel { Auto, TensorCore, Simt };
+// How the tensor-core kernel's splits are merged: Auto, by the grid's last block of each head
+// group where there are at most 16 splits and counters are free for it (arrival_slots.hpp), else
+// by the combine kernel launched after it; Kernel, always by the combine kernel (the SIMT kernel
+// always uses it).
+enum class DecodeMerge { Auto, Kernel };
 bool attention_decode_eligible(const detail::AttentionParams& p);
 bool attention_decode_takes(const detail::AttentionParams& p, DecodeKernel kernel);
 // The given decode kernel (Auto: what attention_custom picks), for the tests and loraops_latency;
 // tiles_per_split > 0 sets the tensor-core kernel's split length in 64-key tiles (0: its own
 // choice). Throws UnsupportedError where attention_decode_takes is false.
 void attention_decode_with(const detail::AttentionParams& p, void* stream, DecodeKernel kernel,
-                           int tiles_per_split = 0);
+                           int tiles_per_split = 0, DecodeMerge merge = DecodeMerge::Auto);
 
 }  // namespace loraops::cuda

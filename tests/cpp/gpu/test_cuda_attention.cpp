@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -231,15 +232,18 @@ void check_case(const AttnCase& c, DType t) {
       if (!cuda::attention_decode_takes(params, kernel)) continue;
       const bool tc = kernel == cuda::DecodeKernel::TensorCore;
       // the tensor-core kernel also at split lengths of its own choice, 2, 3 and 5 tiles: short
-      // last splits and the 3-stage ring wrapping, whatever the GPU's SM count makes of auto
-      for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0}) {
-        SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, tiles per split " +
-                     std::to_string(tps));
-        out.poison();
-        cuda::attention_decode_with(params, nullptr, kernel, tps);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
-      }
+      // last splits and the 3-stage ring wrapping, whatever the GPU's SM count makes of auto;
+      // its splits merged in its grid and by the combine kernel
+      for (int tps : tc ? std::vector<int>{0, 2, 3, 5} : std::vector<int>{0})
+        for (auto merge : {cuda::DecodeMerge::Auto, cuda::DecodeMerge::Kernel}) {
+          if (!tc && merge == cuda::DecodeMerge::Kernel) continue;  // the SIMT kernel has only that
+          SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " decode kernel, tiles per split " +
+                       std::to_string(tps) + (merge == cuda::DecodeMerge::Kernel ? ", combine kernel" : ""));
+          out.poison();
+          cuda::attention_decode_with(params, nullptr, kernel, tps, merge);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
+        }
     }
   }
   // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks;
@@ -287,10 +291,12 @@ TEST(CudaAttention, DecodeNaNQueryGivesANaNHead) {
       for (auto kernel : {cuda::DecodeKernel::TensorCore, cuda::DecodeKernel::Simt}) {
         if (!cuda::attention_decode_takes(params, kernel)) continue;
         const bool tc = kernel == cuda::DecodeKernel::TensorCore;
-        for (int tps : tc ? std::vector<int>{0, 2, 5} : std::vector<int>{0}) {
+        for (int tps : tc ? std::vector<int>{0, 2, 5, -2, -5} : std::vector<int>{0}) {
+          // tps < 0: -tps tiles a split, merged by the combine kernel, not in the grid
+          const auto merge = tps < 0 ? cuda::DecodeMerge::Kernel : cuda::DecodeMerge::Auto;
           SCOPED_TRACE(std::string(tc ? "tensor-core" : "SIMT") + " tiles per split " + std::to_string(tps));
           ASSERT_EQ(cudaMemset(out.mem.ptr, 0x3F, size_t(out.host.numel() * dtype_size(t))), cudaSuccess);
-          cuda::attention_decode_with(params, nullptr, kernel, tps);
+          cuda::attention_decode_with(params, nullptr, kernel, std::abs(tps), merge);
           ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
           const HostTensor& got = out.fetch();
           int64_t wrong = 0;
@@ -302,6 +308,75 @@ TEST(CudaAttention, DecodeNaNQueryGivesANaNHead) {
         }
       }
     }
+}
+
+// The tensor-core decode kernel's last block of each head group merges the splits, counted on
+// counters that must be 0 before and after every launch, and not shared by launches that run at
+// once (arrival_slots.hpp). Eagerly: two streams each launching into its own output, round after
+// round, with the combine kernel's launches between (a counter left off 0, or one shared by the
+// streams, merges early or not at all: a wrong or poisoned output). In graphs captured on fresh
+// streams (global capture mode: any call unsafe during capture fails): two launches a graph, each
+// into its own output, two graphs replayed at once on two streams, three rounds. Each launch
+// must be one kernel node (the merge in its grid, no combine kernel).
+TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
+  LORAOPS_REQUIRE_GPU();
+  const DType t = DType::BFloat16;
+  const AttnCase c{"decode merged in the grid", 2, 32, 8, 1, 2000, 128, false, View::Contig, Path::Decode};
+  Inputs4 in = make_inputs(c, t);
+  const Expected want = expected(c, in, t);
+  DeviceOperand dq(in.q), dk(in.k), dv(in.v);
+  std::vector<std::unique_ptr<DeviceOut>> outs;
+  std::vector<detail::AttentionParams> params;
+  for (int i = 0; i < 4; ++i) {
+    outs.push_back(std::make_unique<DeviceOut>(t, std::vector<int64_t>{c.b, c.hq, c.sq, c.d}));
+    params.push_back(detail::attention_params(dq.view, dk.view, dv.view, false, std::nullopt, outs.back()->view()));
+  }
+  ASSERT_TRUE(cuda::attention_decode_takes(params[0], cuda::DecodeKernel::TensorCore));
+  cudaStream_t s[2];
+  for (auto& st : s) CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  const auto check_all = [&](const char* what, int round) {
+    for (size_t i = 0; i < outs.size(); ++i)
+      EXPECT_TRUE(within_tol(outs[i]->fetch(), want.out, want.tol, c.d)) << what << ", output " << i << ", round " << round;
+  };
+  for (int round = 0; round < 6; ++round) {
+    for (auto& o : outs) o->poison();
+    for (int i = 0; i < 4; ++i) {  // outputs 0, 2 on the first stream, 1, 3 on the second
+      const auto merge = (round % 2 == 1 && i < 2) ? cuda::DecodeMerge::Kernel : cuda::DecodeMerge::Auto;
+      cuda::attention_decode_with(params[size_t(i)], s[i % 2], cuda::DecodeKernel::TensorCore, 2, merge);
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    check_all("eager", round);
+  }
+  GraphRun g[2];
+  for (int gi = 0; gi < 2; ++gi) {
+    cudaStream_t cs;
+    CUDA_OK(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+    CUDA_OK(cudaStreamBeginCapture(cs, cudaStreamCaptureModeGlobal));
+    for (int i = gi; i < 4; i += 2) cuda::attention_decode_with(params[size_t(i)], cs, cuda::DecodeKernel::TensorCore, 2);
+    const cudaError_t ended = cudaStreamEndCapture(cs, &g[gi].graph);
+    CUDA_OK(cudaStreamDestroy(cs));
+    ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+    size_t n = 0;
+    CUDA_OK(cudaGraphGetNodes(g[gi].graph, nullptr, &n));
+    std::vector<cudaGraphNode_t> nodes(n);
+    CUDA_OK(cudaGraphGetNodes(g[gi].graph, nodes.data(), &n));
+    int kernels = 0;
+    for (cudaGraphNode_t node : nodes) {
+      cudaGraphNodeType type;
+      CUDA_OK(cudaGraphNodeGetType(node, &type));
+      kernels += type == cudaGraphNodeTypeKernel;
+    }
+    EXPECT_EQ(kernels, 2) << "a kernel node per launch: the splits merged in the decode grid";
+    CUDA_OK(cudaGraphInstantiate(&g[gi].exec, g[gi].graph, 0));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (auto& o : outs) o->poison();
+    CUDA_OK(cudaGraphLaunch(g[0].exec, s[0]));
+    CUDA_OK(cudaGraphLaunch(g[1].exec, s[1]));
+    CUDA_OK(cudaDeviceSynchronize());
+    check_all("graphs", round);
+  }
+  for (auto& st : s) CUDA_OK(cudaStreamDestroy(st));
 }
 
 TEST(CudaAttention, ToleranceAdmitsTheInputDtypeAndCatchesBugs) {

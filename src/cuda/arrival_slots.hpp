@@ -1,0 +1,32 @@
+// Counters for kernels whose last block to arrive does a final step (the attention decode's merge
+// of its splits, in the decode grid instead of a second launch). Each block of a group adds one to
+// the group's counter; the block that brings it to the group's size gets the step, and its
+// atomicInc wraps the counter back to 0. So every counter is 0 before and after each launch, and
+// a kernel file's zero-initialised __device__ pool serves launch after launch without a memset
+// (a memset, or a second kernel, is a serial step of the graph: the cost the counters avoid).
+//
+// Two launches that may run at the same time must not share a counter. What this hands out is
+// one range per (device, stream handle), eagerly, and per (capture, stream handle) under capture,
+// grown as needed (a range outgrown is abandoned, never handed out again, so a launch still
+// running on it finishes undisturbed): launches on one stream follow each other, eagerly and as
+// the nodes of one captured stream in every replay. Graphs may replay beside each other and beside
+// eager work, so a capture's ranges are its own, never handed out again. A graph exec replays in
+// order with itself, and a graph holding stream-ordered allocations (every capture of the ops that
+// use this) has at most one exec at a time. Not covered: a clone of such a graph replayed beside
+// it, and captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
+// No range (-1) where the pool is spent, for cudaStreamPerThread (one handle, a stream per
+// thread) and where the capture status cannot be told: the caller then takes its path without
+// counters.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace loraops::cuda {
+
+// The first of `count` counters for a launch on `stream` of `device`, as an index into a pool of
+// `pool_size` (one per kernel file: `pool_id` names it), or -1.
+int64_t arrival_slots(int pool_id, int64_t pool_size, int device, cudaStream_t stream, int64_t count);
+
+}  // namespace loraops::cuda
