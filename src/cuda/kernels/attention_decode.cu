@@ -327,7 +327,8 @@ constexpr int decode_heads() {
 // of O^T's mma, by movmatrix's register transpose.
 template <class T, int D, int NT>
 __global__ void __launch_bounds__(kDecodeMmaThreads)
-    attention_decode_mma(AttnArgs a, DecodePartials part, int tiles_per_split, int head_tiles, int64_t arrivals) {
+    attention_decode_mma(AttnArgs a, DecodePartials part, int group, int tiles_per_split, int head_tiles,
+                         int64_t arrivals) {
   constexpr int kHeads = decode_heads<NT>();
   constexpr int kPitch = D + 4;  // red_o's row pitch in floats: the merge's stores miss no bank
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -335,9 +336,10 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   T* const stages = sq_tile + 16 * D;  // stage s: K tile at stages + 2 s kBN D, then its V tile
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows (keys / dims) g, g + 8; columns (heads) 2 tq, 2 tq + 1
-  const int split = int(blockIdx.x), ht = int(blockIdx.y) % head_tiles;
-  const int64_t hk = int64_t(blockIdx.y) / head_tiles, b = blockIdx.z;
-  const int group = int(a.hq / a.hkv);
+  // No integer division where a group fits one head tile: each is a chain of ~30 instructions
+  // that the first loads' addresses wait for.
+  const int split = int(blockIdx.x), ht = head_tiles == 1 ? 0 : int(blockIdx.y) % head_tiles;
+  const int64_t hk = head_tiles == 1 ? int64_t(blockIdx.y) : int64_t(blockIdx.y) / head_tiles, b = blockIdx.z;
   const int h0 = ht * kHeads, rows = min(kHeads, group - h0);  // query heads hk * group + h0 + [0, rows)
   const int sk = int(a.sk);                                    // < 2^30 (attention_decode_mma_eligible)
   const int kbeg = split * tiles_per_split * kBN;
@@ -461,6 +463,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const int head = nt * 8 + 2 * tq + c;
+      if (head >= rows) continue;  // a padding column (past the block's heads): never read
       float m = red_m[head];
 #pragma unroll
       for (int w = 1; w < 4; ++w) m = fmaxf(m, red_m[w * 16 + head]);
@@ -624,7 +627,7 @@ void launch_mma_heads(const AttnArgs& a, const detail::AttentionParams& p, int t
   const int64_t arrivals = merge == DecodeMerge::Auto && splits <= kMaxGridMergeSplits
                                ? arrival_slots(kArrivalPool, kArrivalSlots, p.device_index, stream, heads)
                                : -1;
-  attention_decode_mma<T, D, NT><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(per_split),
+  attention_decode_mma<T, D, NT><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(group), int(per_split),
                                                                            int(head_tiles), arrivals);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
   if (arrivals < 0) combine<T, D>(a, p, pl.part, stream);
