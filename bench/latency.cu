@@ -632,7 +632,7 @@ int main(int argc, char** argv) {
   // Decode (Sq = 1, 32/8 heads, D = 128): the SIMT kernel against the tensor-core one that custom
   // picks for bf16, and the tensor-core kernel's split length (tiles of 64 keys per block; 0: its
   // own choice), at 4K keys and at batch 8 / 32K keys; "kernel merge": the splits merged by the
-  // combine kernel, not by the grid's last blocks.
+  // combine kernel, not by the grid's last blocks (Auto's way up to 16 splits).
   using loraops::cuda::DecodeMerge;
   auto decode = [&](int64_t b, int64_t sk, loraops::cuda::DecodeKernel kernel, int tps,
                     DecodeMerge merge = DecodeMerge::Auto) {
@@ -647,7 +647,7 @@ int main(int argc, char** argv) {
     for (int tps : {1, 2, 4, 8})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps), kv4k, 0});
-    for (int tps : {2, 4})
+    for (int tps : {4, 8})  // 16 and 8 splits: Auto merges them in the grid
       cases.push_back({"attn decode kernel merge tps" + std::to_string(tps) + " Hq32 Hkv8 Sk4096 D128",
                        decode(1, 4096, DecodeKernel::TensorCore, tps, DecodeMerge::Kernel), kv4k, 0});
     for (int tps : {0, 4, 16})
@@ -658,8 +658,6 @@ int main(int argc, char** argv) {
     for (int tps : {0, 4, 64})
       cases.push_back({"attn decode tps" + std::to_string(tps) + " Hq32 Hkv8 Sk32768 D128",
                        decode(1, 32768, DecodeKernel::TensorCore, tps), 8 * kv4k, 0});
-    cases.push_back({"attn decode kernel merge tps0 Hq32 Hkv8 Sk32768 D128",
-                     decode(1, 32768, DecodeKernel::TensorCore, 0, DecodeMerge::Kernel), 8 * kv4k, 0});
   }
 
   {  // row ops at the rowwise suite's shapes (bf16 16384x4096: 256 MiB moved per call; bf16

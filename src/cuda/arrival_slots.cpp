@@ -2,6 +2,7 @@
 #include "cuda/arrival_slots.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -19,8 +20,9 @@ struct Range {
 struct Pools {
   std::mutex mu;
   std::map<std::pair<int, int>, int64_t> used;  // (pool, device): handed out
-  // (pool, device, capture id or 0 eagerly, stream): the range its launches use
-  std::map<std::tuple<int, int, unsigned long long, cudaStream_t>, Range> ranges;
+  // (pool, device, capture id or 0 eagerly, stream id eagerly or handle under capture): the
+  // range its launches use
+  std::map<std::tuple<int, int, unsigned long long, unsigned long long>, Range> ranges;
 };
 
 Pools& pools() {
@@ -31,9 +33,14 @@ Pools& pools() {
 }  // namespace
 
 int64_t arrival_slots(int pool_id, int64_t pool_size, int device, cudaStream_t stream, int64_t count) {
-  if (count <= 0 || stream == cudaStreamPerThread) return -1;
+  if (count <= 0) return -1;
   const unsigned long long capture = stream_capture_id(stream);
   if (capture == kCaptureUnknown) return -1;
+  unsigned long long stream_key = reinterpret_cast<uintptr_t>(stream);
+  if (capture == 0 && cudaStreamGetId(stream, &stream_key) != cudaSuccess) {
+    (void)cudaGetLastError();  // not to surface at the next launch check
+    return -1;
+  }
   Pools& p = pools();
   std::lock_guard<std::mutex> lock(p.mu);
   int64_t& used = p.used[{pool_id, device}];
@@ -42,9 +49,9 @@ int64_t arrival_slots(int pool_id, int64_t pool_size, int device, cudaStream_t s
     used += n;
     return used - n;
   };
-  Range& r = p.ranges[{pool_id, device, capture, stream}];
-  if (r.count < count) {
-    const int64_t n = std::max({count, 2 * r.count, int64_t(64)});
+  Range& r = p.ranges[{pool_id, device, capture, stream_key}];
+  if (r.count < count) {  // eagerly with room to grow; a capture's launches are often all alike
+    const int64_t n = capture != 0 ? count : std::max({count, 2 * r.count, int64_t(64)});
     const int64_t first = take(n);
     if (first < 0) return -1;
     r = Range{first, n};

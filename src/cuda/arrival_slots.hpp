@@ -6,17 +6,19 @@
 // (a memset, or a second kernel, is a serial step of the graph: the cost the counters avoid).
 //
 // Two launches that may run at the same time must not share a counter. What this hands out is
-// one range per (device, stream handle), eagerly, and per (capture, stream handle) under capture,
-// grown as needed (a range outgrown is abandoned, never handed out again, so a launch still
-// running on it finishes undisturbed): launches on one stream follow each other, eagerly and as
-// the nodes of one captured stream in every replay. Graphs may replay beside each other and beside
-// eager work, so a capture's ranges are its own, never handed out again. A graph exec replays in
-// order with itself, and a graph holding stream-ordered allocations (every capture of the ops that
-// use this) has at most one exec at a time. Not covered: a clone of such a graph replayed beside
-// it, and captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
-// No range (-1) where the pool is spent, for cudaStreamPerThread (one handle, a stream per
-// thread) and where the capture status cannot be told: the caller then takes its path without
-// counters.
+// one range per (device, stream) eagerly, the stream known by its process-unique id (a destroyed
+// stream's work may still run when a new stream gets its handle; each thread's
+// cudaStreamPerThread has its own id), and per (capture, stream handle) under capture, grown as
+// needed (a range outgrown is abandoned, never handed out again, so a launch still running on it
+// finishes undisturbed): launches on one stream follow each other, eagerly and as the nodes of
+// one captured stream in every replay. Graphs may replay beside each other and beside eager work,
+// so a capture's ranges are its own, never handed out again. A graph exec replays in order with
+// itself, and a graph holding stream-ordered allocations (every capture of the ops that use this)
+// has at most one exec at a time. Not covered: a clone of such a graph replayed beside it, and
+// captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
+// Nothing is given back: each capture keeps its counters (as many as its largest launch needs)
+// for the process. No range (-1) once the pool is spent, and where the capture status or the
+// stream's id cannot be told: the caller then takes its path without counters.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -2,15 +2,17 @@
 // each key/value head are cut into splits; a block owns one split and serves up to 16 query heads
 // of the head's group (all of them up to 16, so each K and V byte is read once from memory; a
 // larger group's head tiles re-read it, mostly from L2). It leaves a partial (max score,
-// sum of 2^(s - max), unnormalised output) per query head, and attention_decode_combine merges the
-// splits. One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction
+// sum of 2^(s - max), unnormalised output) per query head; the tensor-core kernel's last block of
+// each head group merges the splits (up to 16 of them), else attention_decode_combine, a second
+// launch, does. One 64-row flash block per query head would waste 63 of its 64 rows and fill a fraction
 // of the SMs. With Sq = 1 the causal mask hides no key (bottom-right: the row sees all Sk).
 //
 // attention_decode_mma (float16/bfloat16, rows 16-byte aligned): tensor cores. Each warp of the
 // block takes 16 keys of every 64-key tile as the 16 rows of mma.m16n8k16 and the group's query
-// heads as its 8 or 16 columns (groups above 16 take several head tiles): S^T = K Q^T and
-// O^T += V^T P^T with an online softmax in registers, and the block's warps merge at the end. K/V tiles stream through a
-// 3-stage cp.async pipeline, so a split's loads stay in flight while earlier tiles are computed.
+// heads as the columns of one or two 8-column tiles (groups above 16 take several head tiles):
+// S^T = K Q^T and O^T += V^T P^T with an online softmax in registers, and the block's warps merge
+// at the end. K/V tiles stream through a 3-stage cp.async pipeline, so a split's loads stay in
+// flight while earlier tiles are computed.
 //
 // attention_decode (float32, or halves with misaligned rows): the SIMT kernel, a chunk of keys per
 // block staged in shared memory, a warp per key for the scores and a thread per output dim for
@@ -302,7 +304,7 @@ __device__ unsigned decode_arrivals[kArrivalSlots];
 
 constexpr int kDecodeMmaThreads = 128;  // 4 warps, each 16 keys of a 64-key tile
 constexpr int kDecodeStages = 3;        // K/V tiles in flight per block
-constexpr int kDecodeMinTiles = 4;      // 256 keys per split at least (launch_mma)
+constexpr int kDecodeMinTiles = 4;      // 256 keys per split at least (launch_mma_heads)
 
 // Q's 16 rows, then kDecodeStages (K tile, V tile) pairs: 100 KB for D = 128 halves, so two
 // blocks fit an SM (227 KB).
@@ -345,7 +347,7 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   const int kbeg = split * tiles_per_split * kBN;
   const int kend = min(sk, kbeg + tiles_per_split * kBN);
   const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
-  allow_dependents();  // the combine's blocks may be scheduled now (they wait for this grid's end)
+  allow_dependents();  // the next kernel's blocks (the combine's) may be scheduled now: they wait for this grid's end
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + h0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
@@ -394,7 +396,8 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
       uint32_t ka[4];  // A fragment: this warp's 16 keys, dims kk * 16 + [0, 16)
       ldmatrix_x4(ka, kt + swz<D>(kw + (lane & 15), kk * 2 + (lane >> 4)));
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) mma16816<T>(s[nt], ka[0], ka[1], ka[2], ka[3], qf[kk][2 * nt], qf[kk][2 * nt + 1]);
+      for (int nt = 0; nt < NT; ++nt)
+        mma16816<T>(s[nt], ka[0], ka[1], ka[2], ka[3], qf[kk][2 * nt], qf[kk][2 * nt + 1]);
     }
     // the online softmax (base 2), a head a column: its max over the warp's keys is over g, the
     // lanes' bits 2-4; only the split's last tile can hold keys past its end
@@ -455,7 +458,8 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     for (int c = 0; c < 2; ++c) {
 #pragma unroll
       for (int off = 4; off < 32; off <<= 1) lrow[nt][c] += __shfl_xor_sync(0xffffffffu, lrow[nt][c], off);
-      if (g == 0) red_m[warp * 16 + nt * 8 + 2 * tq + c] = mrow[nt][c], red_l[warp * 16 + nt * 8 + 2 * tq + c] = lrow[nt][c];
+      const int head = nt * 8 + 2 * tq + c;
+      if (g == 0) red_m[warp * 16 + head] = mrow[nt][c], red_l[warp * 16 + head] = lrow[nt][c];
     }
   __syncthreads();
 #pragma unroll
@@ -560,7 +564,8 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
 // ---- launches -----------------------------------------------------------------------------------
 
 // Partials of `chunks` splits for every query head, from the stream's scratch (held until the
-// combine is enqueued); the combine kernel merges them into out.
+// op's last kernel is enqueued); the decode grid's last blocks or the combine kernel merge them
+// into out.
 struct PartialsLease {
   Scratch lease;
   DecodePartials part;
@@ -600,7 +605,7 @@ void launch_simt(const AttnArgs& a, const detail::AttentionParams& p, cudaStream
 
 // Splits: as many as keep the whole grid in one wave (the blocks that fit at once: two per SM at
 // D = 128, four at D = 64), at least one per head, each at least one 64-key tile; then as few as
-// that tile count allows (the combine reads every split's partials). A partial second wave
+// that tile count allows (the merge reads every split's partials). A partial second wave
 // costs a whole split's time: on the H200 at batch 8, Sk 4096 (64 heads) 5 splits of 13 tiles
 // took 51.4 µs, 4 of 16 took 37.8.
 // A split has at least kDecodeMinTiles tiles: at batch 1, Sk 4096 (8 heads) 16 splits of 4 took

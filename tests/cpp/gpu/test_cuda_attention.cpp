@@ -68,11 +68,13 @@ const AttnCase kCases[] = {
     {"decode group 8 Sk=8201", 1, 16, 2, 1, 8201, 128, false, View::Contig, Path::Decode},
     {"decode [B,S,H,D] view", 2, 8, 2, 1, 300, 64, false, View::BSHD, Path::Decode},
     {"decode Sk=0", 1, 4, 2, 1, 0, 64, false, View::Contig, Path::Decode},
-    // (groups above 16 take two row tiles on the tensor-core kernel; float32 above 8: general)
+    // (groups above 16 take two head tiles on the tensor-core kernel; float32 above 8: general)
     {"MQA decode group 32", 1, 32, 1, 1, 300, 64, false, View::Contig, Path::Decode},
     {"decode group 12 Sk=1023 causal", 1, 24, 2, 1, 1023, 128, true, View::Contig, Path::Decode},
-    // (two kv heads of two row tiles each, the second 8 rows: blockIdx.y = hk * tiles + rt)
+    // (two kv heads of two head tiles each, the second 8 heads: blockIdx.y = hk * tiles + ht;
+    // at batch 2 too, where each (batch, head tile) has its own counter for the merge in the grid)
     {"decode group 24 Sk=700", 1, 48, 2, 1, 700, 128, false, View::Contig, Path::Decode},
+    {"decode group 24 B2 Sk=700", 2, 48, 2, 1, 700, 128, false, View::Contig, Path::Decode},
     // (splits of several tiles through the 3-stage pipeline, the last tile partial)
     {"decode GQA 32/8 Sk=4000", 4, 32, 8, 1, 4000, 64, false, View::Contig, Path::Decode},
     {"decode misaligned view (SIMT kernel)", 1, 8, 2, 1, 77, 128, false, View::Misaligned, Path::Decode},
@@ -312,37 +314,43 @@ TEST(CudaAttention, DecodeNaNQueryGivesANaNHead) {
 
 // The tensor-core decode kernel's last block of each head group merges the splits, counted on
 // counters that must be 0 before and after every launch, and not shared by launches that run at
-// once (arrival_slots.hpp). Eagerly: two streams each launching into its own output, round after
-// round, with the combine kernel's launches between (a counter left off 0, or one shared by the
-// streams, merges early or not at all: a wrong or poisoned output). In graphs captured on fresh
-// streams (global capture mode: any call unsafe during capture fails): two launches a graph, each
-// into its own output, two graphs replayed at once on two streams, three rounds. Each launch
-// must be one kernel node (the merge in its grid, no combine kernel).
+// once (arrival_slots.hpp). Four outputs, each of its own scale, so that a merge of another
+// launch's partials (the scratch a stream reuses, a graph's reused allocation) is far from the
+// expected output. Eagerly: two streams, each output on the first or the second by turns, round
+// after round, with launches merged by the combine kernel between (a counter left off 0, or one
+// shared by the streams, merges early, too late or never: a wrong or poisoned output). In graphs
+// captured on fresh streams (global capture mode: any call unsafe during capture fails): two
+// launches a graph, two graphs replayed at once on two streams, three rounds; each launch must be
+// one kernel node (the merge in its grid, no combine kernel).
 TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
   LORAOPS_REQUIRE_GPU();
   const DType t = DType::BFloat16;
-  const AttnCase c{"decode merged in the grid", 2, 32, 8, 1, 2000, 128, false, View::Contig, Path::Decode};
+  AttnCase c{"decode merged in the grid", 2, 32, 8, 1, 2000, 128, false, View::Contig, Path::Decode};
   Inputs4 in = make_inputs(c, t);
-  const Expected want = expected(c, in, t);
   DeviceOperand dq(in.q), dk(in.k), dv(in.v);
   std::vector<std::unique_ptr<DeviceOut>> outs;
   std::vector<detail::AttentionParams> params;
+  std::vector<Expected> want;
+  const double sharpness[4] = {8, 0.25, 0.5, 4};  // a peaked or flat softmax: outputs far apart
   for (int i = 0; i < 4; ++i) {
+    c.scale = sharpness[i] / std::sqrt(double(c.d));
+    want.push_back(expected(c, in, t));
     outs.push_back(std::make_unique<DeviceOut>(t, std::vector<int64_t>{c.b, c.hq, c.sq, c.d}));
-    params.push_back(detail::attention_params(dq.view, dk.view, dv.view, false, std::nullopt, outs.back()->view()));
+    params.push_back(detail::attention_params(dq.view, dk.view, dv.view, false, c.scale, outs.back()->view()));
   }
   ASSERT_TRUE(cuda::attention_decode_takes(params[0], cuda::DecodeKernel::TensorCore));
   cudaStream_t s[2];
   for (auto& st : s) CUDA_OK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   const auto check_all = [&](const char* what, int round) {
     for (size_t i = 0; i < outs.size(); ++i)
-      EXPECT_TRUE(within_tol(outs[i]->fetch(), want.out, want.tol, c.d)) << what << ", output " << i << ", round " << round;
+      EXPECT_TRUE(within_tol(outs[i]->fetch(), want[i].out, want[i].tol, c.d))
+          << what << ", output " << i << ", round " << round;
   };
   for (int round = 0; round < 6; ++round) {
     for (auto& o : outs) o->poison();
-    for (int i = 0; i < 4; ++i) {  // outputs 0, 2 on the first stream, 1, 3 on the second
-      const auto merge = (round % 2 == 1 && i < 2) ? cuda::DecodeMerge::Kernel : cuda::DecodeMerge::Auto;
-      cuda::attention_decode_with(params[size_t(i)], s[i % 2], cuda::DecodeKernel::TensorCore, 2, merge);
+    for (int i = 0; i < 4; ++i) {  // round 0: outputs 0, 2 on the first stream, 1, 3 on the second
+      const auto merge = (round % 3 == 1 && i < 2) ? cuda::DecodeMerge::Kernel : cuda::DecodeMerge::Auto;
+      cuda::attention_decode_with(params[size_t(i)], s[(i + round) % 2], cuda::DecodeKernel::TensorCore, 2, merge);
     }
     CUDA_OK(cudaDeviceSynchronize());
     check_all("eager", round);
