@@ -214,6 +214,17 @@ __device__ __forceinline__ float add_bias(const DecodeArgs& a, int64_t n, float 
   return a.bias ? acc + to_float(static_cast<const T*>(a.bias)[n * a.bias_stride]) : acc;
 }
 
+// The terms j = first, first + step, ... of the low-rank product t[m] . B[n] (a.t non-null).
+template <class T>
+__device__ __forceinline__ float low_rank_part(const DecodeArgs& a, int64_t m, int64_t n, int64_t first,
+                                               int64_t step) {
+  const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
+  const float* t = a.t + m * a.r;
+  float lr = 0.f;
+  for (int64_t j = first; j < a.r; j += step) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
+  return lr;
+}
+
 // The value stored at y[m][n], given the dot product with W: the dot, the bias, the low-rank term
 // t[m] . B[n], added in that order (the one-token fma epilogue keeps it), the last summed by this
 // thread alone. (The mma kernels' epilogue, and the fma kernel's at several tokens. Loads batched
@@ -222,13 +233,7 @@ __device__ __forceinline__ float add_bias(const DecodeArgs& a, int64_t n, float 
 template <class T>
 __device__ __forceinline__ float finish(const DecodeArgs& a, int64_t m, int64_t n, float acc) {
   acc = add_bias<T>(a, n, acc);
-  if (a.t) {
-    const T* b = static_cast<const T*>(a.b.p) + n * a.b.rs;
-    const float* t = a.t + m * a.r;
-    float lr = 0.f;
-    for (int64_t j = 0; j < a.r; ++j) lr = fmaf(t[j], to_float(b[j * a.b.cs]), lr);
-    acc += lr;
-  }
+  if (a.t) acc += low_rank_part<T>(a, m, n, 0, 1);
   return acc;
 }
 
@@ -526,13 +531,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // (a warp past N, kept only by the staged kernel for its barriers, reads row N-1 and stores nothing)
       const int64_t nr = live ? n : a.n - 1;
       float v = add_bias<T>(a, nr, mine);
-      if (a.t) {
-        const T* brow = static_cast<const T*>(a.b.p) + nr * a.b.rs;
-        const float* tm = a.t + m0 * a.r;
-        float part = 0.f;
-        for (int64_t j = lane; j < a.r; j += 32) part = fmaf(tm[j], to_float(brow[j * a.b.cs]), part);
-        v += warp_sum(part);
-      }
+      if (a.t) v += warp_sum(low_rank_part<T>(a, m0, nr, lane, 32));
       if (live && lane == 0) y[m0 * a.n + n] = from_float<T>(v);
     } else {
       const int64_t m = m0 + lane;
