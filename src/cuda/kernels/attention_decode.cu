@@ -390,15 +390,24 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
     }
     const T* kt = k_tile(t % kDecodeStages);
     const T* vt = v_tile(t % kDecodeStages);
-    float s[NT][4] = {};  // S^T: keys kw + g (+ 8) by heads
+    // S^T: keys kw + g (+ 8) by heads. At one column tile its D / 16 mmas would be one chain, each
+    // waiting for the one before: two chains (even and odd 16-dim blocks) added at the end. tps4
+    // 6.42 -> 6.32 us (H200, 2026-11-30, session 26's bisect; NOTES.md).
+    constexpr int kChains = NT == 1 ? 2 : 1;
+    float sc[kChains][NT][4] = {};
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t ka[4];  // A fragment: this warp's 16 keys, dims kk * 16 + [0, 16)
       ldmatrix_x4(ka, kt + swz<D>(kw + (lane & 15), kk * 2 + (lane >> 4)));
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
-        mma16816<T>(s[nt], ka[0], ka[1], ka[2], ka[3], qf[kk][2 * nt], qf[kk][2 * nt + 1]);
+        mma16816<T>(sc[kk % kChains][nt], ka[0], ka[1], ka[2], ka[3], qf[kk][2 * nt], qf[kk][2 * nt + 1]);
     }
+    float s[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = kChains == 2 ? sc[0][nt][e] + sc[kChains - 1][nt][e] : sc[0][nt][e];
     // the online softmax (base 2), a head a column: its max over the warp's keys is over g, the
     // lanes' bits 2-4; only the split's last tile can hold keys past its end
     const int n0 = kbeg + t * kBN;
