@@ -200,7 +200,19 @@ struct DecodeArgs {
   int64_t m, n, k, r;
   bool wait_first;     // no shrink before: the work before may still write x, W, B or bias
   bool trigger_early;  // one wave: the next kernel may start at once (it waits for this one)
+  bool b_whole;        // store_rows loads B's rows whole and stages t (see there)
 };
+
+// store_rows' one-round-trip low-rank term: B's rows of at most kWholeBVectors 16-byte vectors
+// (r <= 64 in 16-bit types), t staged in shared memory up to kStageT floats (8 KB). Only in the
+// kernel of 9-16 tokens (8 warps, a thread an output): there, bf16 4096^2 m = 16 went 30.8 ->
+// 24.7 us at r = 64 and 15.27 -> 15.10 at r = 16; in the 16-warp kernels (m <= 8) it lost, 11.46
+// -> 11.78 at m = 1 r = 16 and 12.39 -> 12.65 at m = 8 (H200, 2026-11-30, graph replay, old and
+// new twice each in one run; not understood).
+constexpr int kWholeBVectors = 8;
+constexpr int64_t kStageT = 2048;
+template <int WARPS, int TOK>
+constexpr bool kWholeB = WARPS == 8 && 16 * TOK <= WARPS * 32;
 
 // The start of every decode kernel, before any memory access.
 __device__ __forceinline__ void decode_prologue(const DecodeArgs& a) {
@@ -244,14 +256,52 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 // The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
 // red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
 // (deterministic), finished (bias, low-rank term) and stored.
+// ts: shared memory after red, m * r floats where b_whole.
 template <class T, int WARPS, int TOK>
-__device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, int64_t n0) {
+__device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, float* ts, int64_t n0) {
   constexpr int R = 16;
   // The shrink's t (and its x@A.T, when kept) is complete and visible after this; a kernel that
   // waited first returns at once. Every decode kernel waits before it ends, so that its end
   // implies the shrink's.
   grid_dependency_wait();
   T* y = static_cast<T*>(a.y);
+  if constexpr (kWholeB<WARPS, TOK>) {
+    // A thread an output, where B's rows are 16-byte vectors of r <= 64 and t fits shared memory:
+    // the thread loads its B row whole into registers and the block stages t, all loads in flight
+    // at once, so the low-rank term costs one round trip. finish's loop (below) loads t[j] and
+    // B[n][j] j after j, a round trip for every few j, on the critical path of every block's end.
+    // (The same sums in the same order: the same bits.)
+    if (a.b_whole) {
+      constexpr int V = kVec<T>;
+      const int row = threadIdx.x % R, tok = threadIdx.x / R;
+      const int64_t n = n0 + row;
+      const bool valid = threadIdx.x < R * TOK && n < a.n && tok < a.m;
+      const T* brow = static_cast<const T*>(a.b.p) + (valid ? n : 0) * a.b.rs;
+      uint4 bv[kWholeBVectors];
+#pragma unroll
+      for (int v = 0; v < kWholeBVectors; ++v)
+        bv[v] = valid && v * V < a.r ? load_shared_ro(brow + v * V) : make_uint4(0, 0, 0, 0);
+      for (int64_t j = threadIdx.x; j < a.m * a.r; j += WARPS * 32) ts[j] = a.t[j];
+      __syncthreads();
+      if (!valid) return;
+      float sum = 0.f;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
+      sum = add_bias<T>(a, n, sum);
+      const float* tt = ts + tok * a.r;
+      float lr = 0.f;
+#pragma unroll
+      for (int v = 0; v < kWholeBVectors; ++v) {
+        if (v * V >= a.r) break;
+        float bf[V];
+        unpack<T>(bv[v], bf);
+#pragma unroll
+        for (int e = 0; e < V; ++e) lr = fmaf(tt[v * V + e], bf[e], lr);
+      }
+      y[tok * a.n + n] = from_float<T>(sum + lr);
+      return;
+    }
+  }
   for (int i = threadIdx.x; i < R * TOK; i += WARPS * 32) {
     const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
     const int64_t n = n0 + row;
@@ -351,7 +401,7 @@ __global__ void __launch_bounds__(WARPS * 32, WARPS == 16 ? 2 : 1) lora_decode_m
     mine[(g + 8) * TK + tok + 1] = acc[nt][3];
   }
   __syncthreads();
-  store_rows<T, WARPS, TK>(a, red, n0);
+  store_rows<T, WARPS, TK>(a, red, red + WARPS * R * TK, n0);
 }
 
 // Paired layout, for few tokens: the same 16 rows a block, but each load instruction of a warp
@@ -435,7 +485,7 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
     }
   }
   __syncthreads();
-  store_rows<T, WARPS, TOK>(a, red, n0);
+  store_rows<T, WARPS, TOK>(a, red, red + WARPS * R * TOK, n0);
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
@@ -565,17 +615,20 @@ void launch_decode(void (*kernel)(DecodeArgs), DecodeArgs a, unsigned blocks, in
   launch_kernel(kernel, dim3(blocks), threads, smem, stream, true, a);
 }
 
-// A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK].
+// A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK],
+// then t where store_rows stages it (b_whole: one output a thread, B's rows whole, t small).
 template <int WARPS, int TOK>
-void launch_16_rows(void (*kernel)(DecodeArgs), const DecodeArgs& a, int device, cudaStream_t stream) {
+void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, bool b_vec, int device, cudaStream_t stream) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
-  static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
-  launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem, device, stream);
+  static_assert(smem + kStageT * sizeof(float) <= 48 * 1024, "the partial sums and t fit the default shared memory");
+  a.b_whole = kWholeB<WARPS, TOK> && a.t && b_vec && a.r <= kWholeBVectors * 8 && a.m * a.r <= kStageT;
+  const size_t staged = a.b_whole ? size_t(a.m * a.r) * sizeof(float) : 0;
+  launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem + staged, device, stream);
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
-  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, device, stream);
+void launch_mma(const DecodeArgs& a, bool b_vec, int device, cudaStream_t stream) {
+  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, b_vec, device, stream);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -620,20 +673,22 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   }
   if (p.n == 0) return;  // only xa was wanted (y is empty)
   const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
-                     p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false};
+                     p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false,
+                     /*b_whole=*/false};
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+  const bool b_vec = mat_vectorisable(p.lora_b, p.n, p.r, es);  // store_rows' whole B rows
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
       // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
-        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, dev, stream);
+        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, b_vec, dev, stream);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
-      if (p.m <= 8) return launch_mma<T, 1, 16>(a, dev, stream);
-      if (p.m <= 16) return launch_mma<T, 2, 8>(a, dev, stream);
-      if (p.m <= 32) return launch_mma<T, 4, 8>(a, dev, stream);
-      return launch_mma<T, 8, 8>(a, dev, stream);
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, b_vec, dev, stream);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, b_vec, dev, stream);
+      if (p.m <= 32) return launch_mma<T, 4, 8>(a, b_vec, dev, stream);
+      return launch_mma<T, 8, 8>(a, b_vec, dev, stream);
     }
   }
   if (p.m == 1) return launch_fma<T, 1>(a, vec, dev, stream);
