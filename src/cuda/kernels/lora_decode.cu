@@ -204,13 +204,12 @@ struct DecodeArgs {
 };
 
 // store_rows' one-round-trip low-rank term: B's rows of at most kWholeBVectors 16-byte vectors
-// (r <= 64 in 16-bit types), t staged in shared memory up to kStageT floats (8 KB). Only in the
+// (r <= 64 in 16-bit types), t (m * r <= 16 * 64 floats: 4 KB) staged in shared memory. Only in the
 // kernel of 9-16 tokens (8 warps, a thread an output): there, bf16 4096^2 m = 16 went 30.8 ->
 // 24.7 us at r = 64 and 15.27 -> 15.10 at r = 16; in the 16-warp kernels (m <= 8) it lost, 11.46
 // -> 11.78 at m = 1 r = 16 and 12.39 -> 12.65 at m = 8 (H200, 2026-11-30, graph replay, old and
 // new twice each in one run; not understood).
 constexpr int kWholeBVectors = 8;
-constexpr int64_t kStageT = 2048;
 template <int WARPS, int TOK>
 constexpr bool kWholeB = WARPS == 8 && 16 * TOK <= WARPS * 32;
 
@@ -616,19 +615,21 @@ void launch_decode(void (*kernel)(DecodeArgs), DecodeArgs a, unsigned blocks, in
 }
 
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK],
-// then t where store_rows stages it (b_whole: one output a thread, B's rows whole, t small).
-template <int WARPS, int TOK>
+// then t where store_rows stages it (b_whole: one output a thread, B's rows whole).
+template <class T, int WARPS, int TOK>
 void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, bool b_vec, int device, cudaStream_t stream) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
-  static_assert(smem + kStageT * sizeof(float) <= 48 * 1024, "the partial sums and t fit the default shared memory");
-  a.b_whole = kWholeB<WARPS, TOK> && a.t && b_vec && a.r <= kWholeBVectors * 8 && a.m * a.r <= kStageT;
+  static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
+  static_assert(!kWholeB<WARPS, TOK> || smem + size_t(TOK) * kWholeBVectors * kVec<T> * sizeof(float) <= 48 * 1024,
+                "and t where it is staged");
+  a.b_whole = kWholeB<WARPS, TOK> && a.t && b_vec && a.r <= kWholeBVectors * kVec<T>;
   const size_t staged = a.b_whole ? size_t(a.m * a.r) * sizeof(float) : 0;
   launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem + staged, device, stream);
 }
 
 template <class T, int NT, int WARPS>
 void launch_mma(const DecodeArgs& a, bool b_vec, int device, cudaStream_t stream) {
-  launch_16_rows<WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, b_vec, device, stream);
+  launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, b_vec, device, stream);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -683,7 +684,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
       // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
-        return launch_16_rows<kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, b_vec, dev, stream);
+        return launch_16_rows<T, kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, b_vec, dev, stream);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
       if (p.m <= 8) return launch_mma<T, 1, 16>(a, b_vec, dev, stream);
       if (p.m <= 16) return launch_mma<T, 2, 8>(a, b_vec, dev, stream);

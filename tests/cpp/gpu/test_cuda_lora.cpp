@@ -321,6 +321,11 @@ const Case kGrid[] = {
     {"m=12 520x33 r=16", {12}, 520, 33, 16, 2.0},
     // m 9-16 (two token tiles): N = 513 leaves a block of one row, K % 64 = 8 a part chunk
     {"m=16 520x513 r=16 (K and N tails)", {16}, 520, 513, 16, 2.0},
+    // 9-16 tokens with B's rows whole in registers (one 16-byte vector, three, seven) and a
+    // strided bias
+    {"m=16 136x40 r=8", {16}, 136, 40, 8, -0.5},
+    {"m=10 520x33 r=24, bias stride 2", {10}, 520, 33, 24, 2.0, Bias::Stride2},
+    {"m=9 64x48 r=56 no bias", {9}, 64, 48, 56, 2.0, Bias::None},
     {"m=17 2049x513 r=16 (K and N tails)", {17}, 2049, 513, 16, -0.5},
     {"m=33 64x48 r=256 no bias", {33}, 64, 48, 256, 2.0, Bias::None},
     {"m=64 2049x513 r=8", {64}, 2049, 513, 8, 2.0},
