@@ -252,6 +252,16 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// The dot product of row `row` with token `tok`: the WARPS warps' partial sums in red, added in a
+// fixed order.
+template <int WARPS, int TOK>
+__device__ __forceinline__ float warps_sum(const float* red, int row, int tok) {
+  float sum = 0.f;
+#pragma unroll
+  for (int w = 0; w < WARPS; ++w) sum += red[(w * 16 + row) * TOK + tok];
+  return sum;
+}
+
 // The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
 // red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
 // (deterministic), finished (bias, low-rank term) and stored.
@@ -283,10 +293,7 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
       for (int64_t j = threadIdx.x; j < a.m * a.r; j += WARPS * 32) ts[j] = a.t[j];
       __syncthreads();
       if (!valid) return;
-      float sum = 0.f;
-#pragma unroll
-      for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
-      sum = add_bias<T>(a, n, sum);
+      const float sum = add_bias<T>(a, n, warps_sum<WARPS, TOK>(red, row, tok));
       const float* tt = ts + tok * a.r;
       float lr = 0.f;
 #pragma unroll
@@ -305,10 +312,7 @@ __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red
     const int row = i % R, tok = i / R;  // consecutive threads: consecutive n of one token
     const int64_t n = n0 + row;
     if (n >= a.n || tok >= a.m) continue;
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) sum += red[(w * R + row) * TOK + tok];
-    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, sum));
+    y[tok * a.n + n] = from_float<T>(finish<T>(a, tok, n, warps_sum<WARPS, TOK>(red, row, tok)));
   }
 }
 
@@ -617,19 +621,20 @@ void launch_decode(void (*kernel)(DecodeArgs), DecodeArgs a, unsigned blocks, in
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK],
 // then t where store_rows stages it (b_whole: one output a thread, B's rows whole).
 template <class T, int WARPS, int TOK>
-void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, bool b_vec, int device, cudaStream_t stream) {
+void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, int device, cudaStream_t stream) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
   static_assert(!kWholeB<WARPS, TOK> || smem + size_t(TOK) * kWholeBVectors * kVec<T> * sizeof(float) <= 48 * 1024,
                 "and t where it is staged");
-  a.b_whole = kWholeB<WARPS, TOK> && a.t && b_vec && a.r <= kWholeBVectors * kVec<T>;
+  a.b_whole = kWholeB<WARPS, TOK> && a.t && a.r <= kWholeBVectors * kVec<T> &&
+              mat_vectorisable(a.b, a.n, a.r, sizeof(T));
   const size_t staged = a.b_whole ? size_t(a.m * a.r) * sizeof(float) : 0;
   launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem + staged, device, stream);
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, bool b_vec, int device, cudaStream_t stream) {
-  launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, b_vec, device, stream);
+void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
+  launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, device, stream);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -678,18 +683,17 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      /*b_whole=*/false};
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
-  const bool b_vec = mat_vectorisable(p.lora_b, p.n, p.r, es);  // store_rows' whole B rows
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
       // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
-        return launch_16_rows<T, kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, b_vec, dev, stream);
+        return launch_16_rows<T, kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, dev, stream);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
-      if (p.m <= 8) return launch_mma<T, 1, 16>(a, b_vec, dev, stream);
-      if (p.m <= 16) return launch_mma<T, 2, 8>(a, b_vec, dev, stream);
-      if (p.m <= 32) return launch_mma<T, 4, 8>(a, b_vec, dev, stream);
-      return launch_mma<T, 8, 8>(a, b_vec, dev, stream);
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, dev, stream);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, dev, stream);
+      if (p.m <= 32) return launch_mma<T, 4, 8>(a, dev, stream);
+      return launch_mma<T, 8, 8>(a, dev, stream);
     }
   }
   if (p.m == 1) return launch_fma<T, 1>(a, vec, dev, stream);
