@@ -6,7 +6,9 @@
 // registers (the two-pass formula, at the cost of one extra reduction and no extra traffic). For
 // 16-bit rows kept packed (8 vectors a thread: past 8192 elements in 16-byte vectors), rows whose
 // shift point x[0] is within 4 standard deviations of the mean take E[u^2] - E[u]^2 of the
-// shifted row u = x - x[0] instead, from one reduction (see stats below).
+// shifted row u = x - x[0] instead, from one reduction (see stats below). float32 rows whose
+// threads hold equal parts (up to 4 vectors a thread) reduce once too, each thread's two-pass
+// (sum, squared deviations) merged pairwise (kPairwise, group_sum_m2).
 // Longer rows: one pass of Welford/Chan merges (per vector, then across threads), then a pass
 // that re-reads and writes. Both sum x - x[0] (see stats below); float32 rows and the looped
 // kernel subtract the mean from x itself at the write (Mean2).
@@ -48,6 +50,103 @@ __device__ __forceinline__ Mean2 mean_of(float x0s, float m, float mc, float r) 
   return {hi, -lo * r, r};
 }
 
+// A part of a row: the sum of its u as hi + lo (hi rounded, lo the error terms) and the sum of
+// squared deviations from its mean.
+struct SumM2 {
+  float hi, lo, m2;
+};
+
+// Two parts of `side` elements each merged (Chan et al. with equal counts: no division, no
+// count): the sums added as two floats (Dekker's fast two-sum from the larger magnitude: the
+// rounding error of hi + hi exactly; equal magnitudes give an exact sum whichever is taken), and
+// m2a + m2b + (Sb - Sa)^2 / (2 * side). Every operation is symmetric in a and b (the difference
+// only changes sign), so both lanes of a butterfly step hold the same bits and the group needs no
+// broadcast. (Knuth's two-sum, order-free, measured the same: 1.54 us on the seed shape.)
+__device__ __forceinline__ SumM2 merge_equal(SumM2 a, SumM2 b, float inv_2side) {
+  const bool ab = fabsf(a.hi) >= fabsf(b.hi);
+  const float big = ab ? a.hi : b.hi, small = ab ? b.hi : a.hi;
+  const float s = a.hi + b.hi, err = small - (s - big);
+  const float d = (b.hi - a.hi) + (b.lo - a.lo);
+  return {s, err + (a.lo + b.lo), fmaf(d * d, inv_2side, a.m2 + b.m2)};
+}
+
+__device__ __forceinline__ SumM2 shfl_xor(SumM2 a, int o) {
+  return {__shfl_xor_sync(~0u, a.hi, o), __shfl_xor_sync(~0u, a.lo, o), __shfl_xor_sync(~0u, a.m2, o)};
+}
+
+// The row's SumM2 from each thread's part of `count` elements (every thread of the group the
+// same count, tpr a power of two): one butterfly, then (tpr > 32) one exchange between the warps
+// and a merge of their states. Every thread of the group ends with the same bits.
+__device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group& g, float* smem, int& parity) {
+  // 1 / (2 * the elements on each side of the next merge), halved at each step (a division a
+  // step, whose count depends on tpr, cost 0.15 us on the seed shape).
+  float inv_2side = 0.5f / count;
+  if (g.tpr == 64) {
+    // Two warps (the seed shape's rows): three butterfly steps leave four states a warp (lanes
+    // 0-3, each of 8 lanes' parts); the eight go through shared memory and every thread merges
+    // them in one fixed tree, in place of two more shuffle steps and a merge after the barrier.
+#pragma unroll
+    for (int o = 16; o >= 4; o >>= 1) {
+      s = merge_equal(s, shfl_xor(s, o), inv_2side);
+      inv_2side *= 0.5f;
+    }
+    float4* b4 = reinterpret_cast<float4*>(smem + 32 * 4 * parity);  // group_reduce's slots
+    parity ^= 1;
+    const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+    if (lane < 4) b4[warp * 4 + lane] = make_float4(s.hi, s.lo, s.m2, 0.f);
+    __syncthreads();
+    SumM2 t[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float4 v = b4[i];
+      t[i] = {v.x, v.y, v.z};
+    }
+#pragma unroll
+    for (int w = 1; w < 8; w *= 2) {
+#pragma unroll
+      for (int i = 0; i < 8; i += 2 * w) t[i] = merge_equal(t[i], t[i + w], inv_2side);
+      inv_2side *= 0.5f;
+    }
+    return t[0];
+  }
+  if (g.tpr >= 32) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {  // straight-line code: no branch between the steps
+      s = merge_equal(s, shfl_xor(s, o), inv_2side);
+      inv_2side *= 0.5f;
+    }
+  } else {
+    for (int o = g.tpr / 2; o > 0; o >>= 1) {
+      s = merge_equal(s, shfl_xor(s, o), inv_2side);
+      inv_2side *= 0.5f;
+    }
+    return s;
+  }
+  if (g.tpr == 32) return s;
+  float* buf = smem + 32 * 4 * parity;  // group_reduce's slots (see there)
+  parity ^= 1;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = g.tpr >> 5;
+  float4* b4 = reinterpret_cast<float4*>(buf);  // red is 16-byte aligned
+  if (lane == 0) b4[warp] = make_float4(s.hi, s.lo, s.m2, 0.f);
+  __syncthreads();
+  // Two warps: both states read by every thread, merged in one order. (Not reached: tpr = 64
+  // returns above. Left as it was measured in session 27; its removal changes the kernels'
+  // register allocation and is for a run on the GPU.)
+  if (warps == 2) {
+    const float4 x = b4[0], y = b4[1];
+    return merge_equal({x.x, x.y, x.z}, {y.x, y.y, y.z}, inv_2side);
+  }
+  const int i = lane & (warps - 1);
+  s = {buf[4 * i], buf[4 * i + 1], buf[4 * i + 2]};
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    if (o >= warps) continue;
+    s = merge_equal(s, shfl_xor(s, o), inv_2side);
+    inv_2side *= 0.5f;
+  }
+  return s;
+}
+
 template <class T, int V, int NVEC, bool kWave>
 __global__ void __launch_bounds__(reg_max_threads(NVEC), layer_norm_min_blocks(NVEC, kWave))
 layer_norm_reg(RowParams p, int tpr) {
@@ -69,13 +168,14 @@ layer_norm_reg(RowParams p, int tpr) {
   constexpr bool kHold = keep_fp32_row(NVEC) && kWave;
   const Group g(tpr);
   int nv = int(p.x.cols / V);  // <= 8192 here
+  const bool equal_parts = nv == NVEC * g.tpr && (g.tpr & (g.tpr - 1)) == 0;  // see kPairwise
   RowWalk<T> rw(p, g);
   if constexpr (kWave) settle(nv), rw.settle();
   wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f);
   RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f);
-  __shared__ float red[kReduceFloats];
-  const float inv_n = 1.f / float(p.x.cols);
+  __shared__ __align__(16) float red[kReduceFloats];
+  const float n_f = float(p.x.cols), inv_n = 1.f / n_f;
   int parity = 0;
   for (; rw.more(p); rw.next(p, g)) {
     const bool active = rw.active;
@@ -133,9 +233,59 @@ layer_norm_reg(RowParams p, int tpr) {
     // thread (the row in fp32 registers) it lost instead: 16384x4096 70.3 -> 71.6 us (H200,
     // 2026-11-30, loraops_latency, old and new kernels twice each in one call).
     constexpr bool kOneReduction = kLeanStats<T> && !kKeep;
+    // kPairwise: float32 rows whose threads hold equal parts (every vector slot a column: nv =
+    // NVEC * tpr) in a group of a power-of-two warps take the statistics from one reduction of
+    // each part's (sum, sum of squared deviations), merged pairwise (Chan et al.), where the
+    // two-pass method reduces twice. The mean is as exact as the two-pass one (the sums carried
+    // as two floats). The seed shape [4,16,1024] in graph replay: 1.67 -> 1.50 us; affine fp32
+    // 16384x4096 136.1 -> 137.7 us (H200, 2026-12-01, loraops_latency, each build three times in
+    // turn; NOTES.md, session 27). Not at 8 vectors a thread: its 1024-thread kernel's 64
+    // registers spilled 96 bytes with it (12 without).
+    constexpr bool kPairwise = std::is_same_v<T, float> && NVEC <= 4;
     // The mean of u comes as m + mc: d and the mean of the deviations from it (float32 keeps them
     // apart, see the write).
     auto stats = [&](float& m, float& mc, float& var) {
+      if constexpr (kPairwise) {
+        if (equal_parts) {
+          // Each thread's part by the corrected two-pass method over its registers (a partial
+          // sum a vector: the seed shape 1.54 -> 1.52 us against one chain), then one reduction
+          // of (sum as two floats, m2) with equal-count merges.
+          constexpr float kCount = float(NVEC * V), kInvCount = 1.f / kCount;  // powers of two
+          float sk[NVEC];
+#pragma unroll
+          for (int k = 0; k < NVEC; ++k) {
+            sk[k] = 0.f;
+#pragma unroll
+            for (int j = 0; j < V; ++j) sk[k] += at(k, j);
+          }
+          float s = 0.f;
+#pragma unroll
+          for (int k = 0; k < NVEC; ++k) s += sk[k];
+          const float d = s * kInvCount;
+          float cek[NVEC], qk[NVEC];
+#pragma unroll
+          for (int k = 0; k < NVEC; ++k) {
+            cek[k] = 0.f, qk[k] = 0.f;
+#pragma unroll
+            for (int j = 0; j < V; ++j) {
+              const float e = at(k, j) - d;
+              cek[k] += e;
+              qk[k] = fmaf(e, e, qk[k]);
+            }
+          }
+          float ce = 0.f, q = 0.f;
+#pragma unroll
+          for (int k = 0; k < NVEC; ++k) ce += cek[k], q += qk[k];
+          const SumM2 r = group_sum_m2({s, ce, fmaf(-ce, ce * kInvCount, q)}, kCount, g, red, parity);
+          // The mean of u as m + mc: m rounded, mc from the remainder r.hi - m * n (one fma,
+          // exact but for its last rounding) and r.lo. A sum that overflowed is no variance:
+          // var = inf sends the row to the rescue, as the two-pass sums' inf - inf would.
+          m = r.hi * inv_n;
+          mc = (fmaf(-m, n_f, r.hi) + r.lo) * inv_n;
+          var = fabsf(r.hi) <= FLT_MAX ? nanmax(r.m2 * inv_n, 0.f) : INFINITY;
+          return;
+        }
+      }
       float s = 0.f, cnt = 0.f, s2 = 0.f;
 #pragma unroll
       for (int k = 0; k < NVEC; ++k) {

@@ -337,9 +337,9 @@ TEST(CudaRows, NormSpecialRows) {
         {1e4f, kFill},                      // far from zero
         {0.f},
     };
-    // 16384: 8 vectors a thread (the row kept packed), 1000: 4 (layer_norm's fp32 copy), 66000:
-    // the looped kernel.
-    for (int64_t cols : {4, 1000, 16384, 66000})
+    // 16384: 8 vectors a thread (the row kept packed), 1000: 4 (layer_norm's fp32 copy), 1024:
+    // 4 in equal parts (float32 layer_norm's pairwise statistics), 66000: the looped kernel.
+    for (int64_t cols : {4, 1000, 1024, 16384, 66000})
       for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
         Mirror x(rows_of(t, patterns, cols, -1.f, 1.f));
         const AffineArg w = make_affine(t, cols, 0.5f, 1.5f, Affine::Contiguous);
@@ -355,7 +355,7 @@ TEST(CudaRows, NormTinyRowsWithEpsZero) {
   // Squares of 1e-25 underflow fp32; with eps = 0 nothing else sets the scale, so the kernels
   // rescale the row. (float16 cannot hold such values.)
   for (DType t : {DType::Float32, DType::BFloat16})
-    for (int64_t cols : {4, 1000, 100000})
+    for (int64_t cols : {4, 1000, 1024, 100000})
       for (Op op : {Op::RmsNorm, Op::LayerNorm}) {
         HostTensor h = random_tensor(t, {3, cols}, 0.5f, 1.5f);
         for (int64_t i = 0; i < h.numel(); ++i) h.set(i, h.get(i) * 1e-25f);
@@ -369,8 +369,8 @@ TEST(CudaRows, NormTinyRowsWithEpsZero) {
 // E[u^2] - E[u]^2 of the shifted row only while x0 is within 4 standard deviations of the mean;
 // farther, the exact two-pass statistics. Rows of [1, 3] (mean 2, sd 0.577) with x0 at 3.9 and
 // 4.2 sd (either method is accurate there: the results only), and x0 far out (60; -1e4, which
-// dominates the variance), at 1000 / 16384 / 65528 / 100000 columns (fp32 runs 65528 and 100000
-// on the looped kernel): float32 used to lose digits there (x - x0 and the mean of it rounded at
+// dominates the variance), at 1000 / 1024 / 4096 / 16384 / 65528 / 100000 columns (fp32 runs
+// 1024 and 4096 on the pairwise statistics, 65528 and 100000 on the looped kernel): float32 used to lose digits there (x - x0 and the mean of it rounded at
 // 2^-24 of |x - x0| and |mean - x0|: errors of 3e-6 against 2.2e-6 allowed at x0 = 60, H200
 // 2026-11-30). Then 32 half rows of 65528 with x0 far out, where E[u^2] - E[u]^2 without the
 // guard misses the tolerance in about half the rows' draws (float16 the most: a CPU emulation of
@@ -378,7 +378,7 @@ TEST(CudaRows, NormTinyRowsWithEpsZero) {
 TEST(CudaRows, LayerNormShiftPointFarFromTheMean) {
   LORAOPS_REQUIRE_GPU();
   for (DType t : kAllDTypes)
-    for (int64_t cols : {1000, 16384, 65528, 100000}) {
+    for (int64_t cols : {1000, 1024, 4096, 16384, 65528, 100000}) {
       SCOPED_TRACE(cols);
       HostTensor h = random_tensor(t, {5, cols}, 1.f, 3.f);
       const float sd = 0.57735f;
