@@ -75,8 +75,12 @@ __device__ __forceinline__ SumM2 shfl_xor(SumM2 a, int o) {
 }
 
 // The row's SumM2 from each thread's part of `count` elements (every thread of the group the
-// same count, tpr a power of two): one butterfly, then (tpr > 32) one exchange between the warps
-// and a merge of their states. Every thread of the group ends with the same bits.
+// same count, tpr a power of two): a butterfly over each warp (three steps at tpr = 64, five
+// above), then (tpr > 32) one exchange between the warps and a merge of their states. Every
+// thread of the group ends with the same bits. (m2's merge squares d = Sb - Sa before scaling it:
+// where d passes ~1.8e19 (halves whose means differ by ~1e16 at 4096 columns) var overflows and
+// the row takes the rescue, correctly but sooner than the two-pass sums would; fmaf(d, d *
+// inv_2side, ...) would not, and is for a run on the GPU.)
 __device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group& g, float* smem, int& parity) {
   // 1 / (2 * the elements on each side of the next merge), halved at each step (a division a
   // step, whose count depends on tpr, cost 0.15 us on the seed shape).
@@ -174,7 +178,20 @@ layer_norm_reg(RowParams p, int tpr) {
   wait_then_allow_dependents();  // launched as a programmatic dependent: before any memory access
   RowAffine<T, V, NVEC, kHold> w(p.weight, p.weight_stride, 1.f);
   RowAffine<T, V, NVEC, kHold> b(p.bias, p.bias_stride, 0.f);
-  __shared__ __align__(16) float red[kReduceFloats];
+  // kPairwise: float32 rows whose threads hold equal parts (every vector slot a column: nv =
+  // NVEC * tpr) in a group of a power-of-two threads take the statistics from one reduction of
+  // each part's (sum, sum of squared deviations), merged pairwise (Chan et al.), where the
+  // two-pass method reduces twice. The mean is as exact as the two-pass one (the sums carried
+  // as two floats). The seed shape [4,16,1024] in graph replay: 1.67 -> 1.50 us (H200,
+  // 2026-12-01, loraops_latency, each build three times in turn; NOTES.md, session 27). Only in
+  // the one-wave kernels (kWave), whose rows wait on the statistics' latency: the full-grid
+  // kernels, bandwidth-bound, gained nothing from it and lost 0.2-1.1% (affine fp32 16384x4096
+  // 136.1 -> 137.7 us), so their code stays the two-pass one. Not at 8 vectors a thread: its
+  // 1024-thread kernel's 64 registers spilled 96 bytes with it (12 without).
+  constexpr bool kPairwise = std::is_same_v<T, float> && NVEC <= 4 && kWave;
+  // (16-byte aligned for group_sum_m2's float4 states; elsewhere as before, 4: the alignment lets
+  // nvcc pair the other reductions' accesses, unmeasured.)
+  __shared__ alignas(kPairwise ? 16 : 4) float red[kReduceFloats];
   const float n_f = float(p.x.cols), inv_n = 1.f / n_f;
   int parity = 0;
   for (; rw.more(p); rw.next(p, g)) {
@@ -218,14 +235,14 @@ layer_norm_reg(RowParams p, int tpr) {
       if constexpr (kKeep) return u[k][j];
       else return fmaf(v[k][j], xs, -x0s);
     };
-    // The statistics as the CPU custom kernel computes them (but for kOneReduction's rows): the
-    // corrected two-pass method on u. The shift keeps data far from zero (1e4 + noise) small and
-    // exact, and the mean is x0 + d + c, never rounded to a float near x0; the second pass sums
-    // the deviations e = u - d and their squares, whose mean c is the rounding error of d: it
-    // corrects the mean and the variance without cancelling. kLeanStats: a thread's sum of
-    // deviations is taken from its first-pass sum (s - count * d: one fma a thread, not an add an
-    // element), which recovers the rounding of the group's sum and of the division, not that of
-    // the thread's own 8-32 additions (an error ~1e-7 of the row's mean deviation). bf16
+    // The statistics as the CPU custom kernel computes them (but for kOneReduction's and
+    // kPairwise's rows): the corrected two-pass method on u. The shift keeps data far from zero
+    // (1e4 + noise) small and exact, and the mean is x0 + d + c, never rounded to a float near x0;
+    // the second pass sums the deviations e = u - d and their squares, whose mean c is the rounding
+    // error of d: it corrects the mean and the variance without cancelling. kLeanStats: a thread's
+    // sum of deviations is taken from its first-pass sum (s - count * d: one fma a thread, not an
+    // add an element), which recovers the rounding of the group's sum and of the division, not that
+    // of the thread's own 8-32 additions (an error ~1e-7 of the row's mean deviation). bf16
     // 16384x4096 in loraops_latency, with the write below and the register cap: 74.9 -> 71.2 us
     // (H200, 2026-11-29).
     // kOneReduction: 16-bit rows kept packed (8 vectors a thread) first try the statistics from
@@ -233,17 +250,8 @@ layer_norm_reg(RowParams p, int tpr) {
     // thread (the row in fp32 registers) it lost instead: 16384x4096 70.3 -> 71.6 us (H200,
     // 2026-11-30, loraops_latency, old and new kernels twice each in one call).
     constexpr bool kOneReduction = kLeanStats<T> && !kKeep;
-    // kPairwise: float32 rows whose threads hold equal parts (every vector slot a column: nv =
-    // NVEC * tpr) in a group of a power-of-two warps take the statistics from one reduction of
-    // each part's (sum, sum of squared deviations), merged pairwise (Chan et al.), where the
-    // two-pass method reduces twice. The mean is as exact as the two-pass one (the sums carried
-    // as two floats). The seed shape [4,16,1024] in graph replay: 1.67 -> 1.50 us; affine fp32
-    // 16384x4096 136.1 -> 137.7 us (H200, 2026-12-01, loraops_latency, each build three times in
-    // turn; NOTES.md, session 27). Not at 8 vectors a thread: its 1024-thread kernel's 64
-    // registers spilled 96 bytes with it (12 without).
-    constexpr bool kPairwise = std::is_same_v<T, float> && NVEC <= 4;
     // The mean of u comes as m + mc: d and the mean of the deviations from it (float32 keeps them
-    // apart, see the write).
+    // apart, see the write); kPairwise: the two floats of the sum, each over n.
     auto stats = [&](float& m, float& mc, float& var) {
       if constexpr (kPairwise) {
         if (equal_parts) {
@@ -277,9 +285,10 @@ layer_norm_reg(RowParams p, int tpr) {
 #pragma unroll
           for (int k = 0; k < NVEC; ++k) ce += cek[k], q += qk[k];
           const SumM2 r = group_sum_m2({s, ce, fmaf(-ce, ce * kInvCount, q)}, kCount, g, red, parity);
-          // The mean of u as m + mc: m rounded, mc from the remainder r.hi - m * n (one fma,
-          // exact but for its last rounding) and r.lo. A sum that overflowed is no variance:
-          // var = inf sends the row to the rescue, as the two-pass sums' inf - inf would.
+          // The mean of u as m + mc: m = r.hi / n (exact: n is a power of two here, so the
+          // fma's remainder is 0; kept as measured) and mc = r.lo / n. A sum that overflowed is
+          // no variance: var = inf sends the row to the rescue, as the two-pass sums' inf - inf
+          // would.
           m = r.hi * inv_n;
           mc = (fmaf(-m, n_f, r.hi) + r.lo) * inv_n;
           var = fabsf(r.hi) <= FLT_MAX ? nanmax(r.m2 * inv_n, 0.f) : INFINITY;

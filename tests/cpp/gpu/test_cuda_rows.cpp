@@ -155,8 +155,9 @@ TEST(CudaRows, RowLengthsAndCounts) {
   for (DType t : kAllDTypes)
     for (Op op : kOps) {
       // 2..32 also give 1, 2 and 4 vectors per thread with a thread per row.
-      // 2048: a block of 2 warps per row (halves) or of 4 warps (float32).
-      for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 1023, 1024, 2048, 2049, 4096, 4099})
+      // 2048: a block of 2 warps per row (halves) or of 4 warps (float32). 256 and 512: float32
+      // groups of 16 and 32 threads in equal parts (layer_norm's pairwise statistics).
+      for (int64_t cols : {1, 2, 7, 8, 16, 31, 32, 33, 256, 512, 1023, 1024, 2048, 2049, 4096, 4099})
         for (int64_t rows : {1, 3, 17}) check_shape(op, t, {rows, cols}, rows <= 3);
       for (int64_t cols : {7, 33, 1024}) check_shape(op, t, {1000, cols}, false);
       check_shape(op, t, {3, 32768}, true);   // a block per row (bf16) or 8 vectors per thread
@@ -367,14 +368,15 @@ TEST(CudaRows, NormTinyRowsWithEpsZero) {
 // layer_norm shifts each row by its first element x0 (the sums stay small where the mean is far
 // from zero), and its 16-bit rows kept packed (8 vectors a thread: past 8192 elements) take
 // E[u^2] - E[u]^2 of the shifted row only while x0 is within 4 standard deviations of the mean;
-// farther, the exact two-pass statistics. Rows of [1, 3] (mean 2, sd 0.577) with x0 at 3.9 and
-// 4.2 sd (either method is accurate there: the results only), and x0 far out (60; -1e4, which
-// dominates the variance), at 1000 / 1024 / 4096 / 16384 / 65528 / 100000 columns (fp32 runs
-// 1024 and 4096 on the pairwise statistics, 65528 and 100000 on the looped kernel): float32 used to lose digits there (x - x0 and the mean of it rounded at
-// 2^-24 of |x - x0| and |mean - x0|: errors of 3e-6 against 2.2e-6 allowed at x0 = 60, H200
-// 2026-11-30). Then 32 half rows of 65528 with x0 far out, where E[u^2] - E[u]^2 without the
-// guard misses the tolerance in about half the rows' draws (float16 the most: a CPU emulation of
-// the kernel's summation order, 2026-11-30), so that dropping the guard fails.
+// farther, the exact two-pass statistics. Rows of [1, 3] (mean 2, sd 0.577) with x0 at 3.9 and 4.2
+// sd (either method is accurate there: the results only), and x0 far out (60; -1e4, which dominates
+// the variance), at 1000 / 1024 / 4096 / 16384 / 65528 / 100000 columns (fp32 runs 1024 and 4096 on
+// the pairwise statistics, 65528 and 100000 on the looped kernel): float32 used to lose digits
+// there (x - x0 and the mean of it rounded at 2^-24 of |x - x0| and |mean - x0|: errors of 3e-6
+// against 2.2e-6 allowed at x0 = 60, H200 2026-11-30). Then 32 half rows of 65528 with x0 far out,
+// where E[u^2] - E[u]^2 without the guard misses the tolerance in about half the rows' draws
+// (float16 the most: a CPU emulation of the kernel's summation order, 2026-11-30), so that dropping
+// the guard fails.
 TEST(CudaRows, LayerNormShiftPointFarFromTheMean) {
   LORAOPS_REQUIRE_GPU();
   for (DType t : kAllDTypes)
