@@ -94,8 +94,7 @@ __device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group&
       s = merge_equal(s, shfl_xor(s, o), inv_2side);
       inv_2side *= 0.5f;
     }
-    float4* b4 = reinterpret_cast<float4*>(smem + 32 * 4 * parity);  // group_reduce's slots
-    parity ^= 1;
+    float4* b4 = reinterpret_cast<float4*>(reduce_slot(smem, parity));
     const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
     if (lane < 4) b4[warp * 4 + lane] = make_float4(s.hi, s.lo, s.m2, 0.f);
     __syncthreads();
@@ -127,8 +126,7 @@ __device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group&
     return s;
   }
   if (g.tpr == 32) return s;
-  float* buf = smem + 32 * 4 * parity;  // group_reduce's slots (see there)
-  parity ^= 1;
+  float* buf = reduce_slot(smem, parity);
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, warps = g.tpr >> 5;
   float4* b4 = reinterpret_cast<float4*>(buf);  // red is 16-byte aligned
   if (lane == 0) b4[warp] = make_float4(s.hi, s.lo, s.m2, 0.f);

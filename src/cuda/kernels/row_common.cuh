@@ -425,11 +425,22 @@ struct RowWalk {
   }
 };
 
+// The next of kReduceFloats' two 32 x 16-byte slots (a group reduction's per-warp states), by
+// `parity`, which it flips: consecutive reductions alternate slots, so a reduction never
+// overwrites one that other warps may still be reading (between two uses of a slot there is
+// always the other reduction's barrier). A slot is fixed whatever the state's size: consecutive
+// reductions of different state sizes must not overlap (a 12-byte state at parity 0 would
+// otherwise reach into a 4-byte state's parity-1 slot while slow warps still read it).
+__device__ __forceinline__ float* reduce_slot(float* smem, int& parity) {
+  float* slot = smem + 32 * 4 * parity;
+  parity ^= 1;
+  return slot;
+}
+
 // The merge of `s` over the group; every thread of the group gets the same value (for ops that
 // are not kSymmetric, the group's first thread's: their merges need not be commutative to the last
-// bit). Every thread of the warp must call it (of the block when tpr > 32). `parity` alternates
-// the smem buffer, so a reduction never overwrites one that other warps may still be reading:
-// between two uses of a buffer there is always the other reduction's barrier.
+// bit). Every thread of the warp must call it (of the block when tpr > 32). `parity` picks the
+// smem slot (reduce_slot).
 // The shuffle steps are unrolled with the group's width as a uniform test (tpr is a kernel
 // argument: a loop over it cost a compare and a branch a step), and a kSymmetric op skips the
 // final broadcast: the seed shape's reductions (2 warps a row) are on the critical path of a
@@ -447,11 +458,7 @@ __device__ __forceinline__ S group_reduce(S s, const Group& g, float* smem, int&
     if constexpr (S::kSymmetric) return s;
     else return S::shfl(s, 0, g.tpr);
   }
-  // Each parity owns a fixed 32 x 16-byte slot, whatever S's size: consecutive reductions of
-  // different state sizes must not overlap (a 12-byte state at parity 0 would otherwise reach
-  // into a 4-byte state's parity-1 slot while slow warps still read it).
-  S* buf = reinterpret_cast<S*>(smem + 32 * 4 * parity);
-  parity ^= 1;
+  S* buf = reinterpret_cast<S*>(reduce_slot(smem, parity));
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   if (lane == 0) buf[warp] = s;
   __syncthreads();
