@@ -67,7 +67,7 @@ __device__ __forceinline__ SumM2 merge_equal(SumM2 a, SumM2 b, float inv_2side) 
   const float big = ab ? a.hi : b.hi, small = ab ? b.hi : a.hi;
   const float s = a.hi + b.hi, err = small - (s - big);
   const float d = (b.hi - a.hi) + (b.lo - a.lo);
-  return {s, err + (a.lo + b.lo), fmaf(d * d, inv_2side, a.m2 + b.m2)};
+  return {s, err + (a.lo + b.lo), fmaf(d, d * inv_2side, a.m2 + b.m2)};
 }
 
 __device__ __forceinline__ SumM2 shfl_xor(SumM2 a, int o) {
@@ -77,10 +77,9 @@ __device__ __forceinline__ SumM2 shfl_xor(SumM2 a, int o) {
 // The row's SumM2 from each thread's part of `count` elements (every thread of the group the
 // same count, tpr a power of two): a butterfly over each warp (three steps at tpr = 64, five
 // above), then (tpr > 32) one exchange between the warps and a merge of their states. Every
-// thread of the group ends with the same bits. (m2's merge squares d = Sb - Sa before scaling it:
-// where d passes ~1.8e19 (halves whose means differ by ~1e16 at 4096 columns) var overflows and
-// the row takes the rescue, correctly but sooner than the two-pass sums would; fmaf(d, d *
-// inv_2side, ...) would not, and is for a run on the GPU.)
+// thread of the group ends with the same bits. (m2's merge scales d = Sb - Sa before squaring it
+// all the way: d * d alone overflows from d ~ 1.8e19, halves whose means differ by ~1e16 at 4096
+// columns, where the two-pass sums do not.)
 __device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group& g, float* smem, int& parity) {
   // 1 / (2 * the elements on each side of the next merge), halved at each step (a division a
   // step, whose count depends on tpr, cost 0.15 us on the seed shape).
@@ -131,13 +130,6 @@ __device__ __forceinline__ SumM2 group_sum_m2(SumM2 s, float count, const Group&
   float4* b4 = reinterpret_cast<float4*>(buf);  // red is 16-byte aligned
   if (lane == 0) b4[warp] = make_float4(s.hi, s.lo, s.m2, 0.f);
   __syncthreads();
-  // Two warps: both states read by every thread, merged in one order. (Not reached: tpr = 64
-  // returns above. Left as it was measured in session 27; its removal changes the kernels'
-  // register allocation and is for a run on the GPU.)
-  if (warps == 2) {
-    const float4 x = b4[0], y = b4[1];
-    return merge_equal({x.x, x.y, x.z}, {y.x, y.y, y.z}, inv_2side);
-  }
   const int i = lane & (warps - 1);
   s = {buf[4 * i], buf[4 * i + 1], buf[4 * i + 2]};
 #pragma unroll
