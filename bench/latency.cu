@@ -403,6 +403,12 @@ int main(int argc, char** argv) {
     auto u4 = [](const void* b) { return static_cast<const uint4*>(b); };
     auto u16 = [](const void* b) { return static_cast<const uint16_t*>(b); };
     rotating("read floor 32 MiB rot", [=](const void* b) { read_kernel<<<132 * 8, 256, 0, s>>>(u4(b), vectors, sink); });
+    // the fp32 seed rows' weights (4 and 16 MiB at K = 1024 and 2048) read hot, one buffer: what
+    // L2 gives them (x[1,2048] r8 took 7.1 us, 5.8 at scale 0: DRAM's rate, not L2's)
+    for (size_t mib : {4, 16})
+      cases.push_back({"read floor " + std::to_string(mib) + " MiB hot",
+                       [=] { read_kernel<<<132 * 8, 256, 0, s>>>(u4((*bufs)[0]), mib * 1024 * 1024 / 16, sink); },
+                       double(mib) * 1024 * 1024});
     // the same bytes at the decode kernel's occupancy (2 blocks of 16 warps per SM), then in its
     // access pattern too: where the decode pass (11.2 µs at scale 0 then; 10.1-10.3 since the
     // whole-line loads) lost to the floor (9.0)

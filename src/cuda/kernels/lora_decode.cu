@@ -31,12 +31,16 @@
 // owns in two consecutive mmas, in W and x alike: no shuffles, no shared memory in the loop. The
 // warps' partial sums meet in shared memory in a fixed order (deterministic).
 //
-// lora_decode_mma_paired (what runs for m <= 4; lora_decode_mma above) is the same design with
+// lora_decode_mma_paired (what runs for m = 2..4; lora_decode_mma above) is the same design with
 // each load instruction covering 4 rows x 128 bytes instead of 8 rows x 64, each token taking
 // two of the tile's columns (see there).
 //
-// lora_decode_fma (float32 — true fp32, no TF32 — and any layout of any dtype): a warp per row
-// of W, 16-byte loads when aligned, element loads with strides otherwise, up to 8 tokens per pass.
+// lora_decode_linear (one token, any dtype, 16-byte rows): each load instruction 512 contiguous
+// bytes of one row, the products on FMAs (see there).
+//
+// lora_decode_fma (float32 — true fp32, no TF32 — from 2 tokens, and any layout of any dtype): a
+// warp per row of W, 16-byte loads when aligned, element loads with strides otherwise, up to 8
+// tokens per pass.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -491,6 +495,82 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
   store_rows<T, WARPS, TOK>(a, red, red + WARPS * R * TOK, n0);
 }
 
+// Block-linear layout, one token, any dtype (16-byte rows): 16 rows a block and 16 warps, each
+// load instruction 512 contiguous bytes of one row (a read of W in that order without the math
+// took 8.9 against 9.5 us for the paired layout's 4 rows x 128 bytes, loraops_latency, H200).
+// Warp w takes rows 8 (w % 2) .. 8 (w % 2) + 7 and the 256-element chunks w / 2, w / 2 + 8, ...
+// of each, row after row. A lane's 8 elements of x stay in registers for the 8 rows; the products
+// are fp32 FMAs (one token needs no tensor core), 8 row sums a lane reduced over the warp by
+// halving exchanges (9 shuffles). Graph replay, H200 2026-12-01, three machines: bf16 4096^2
+// against the paired kernel, r = 16 11.44-11.55 -> 11.04-11.32 us, scale 0 10.05-10.18 ->
+// 9.78-10.08; float32 against lora_decode_fma (a warp a row, x staged), x[1,1024] r8 3.55 ->
+// 3.30, x[1,2048] r8 7.2 -> 6.7-6.9, x[1,512] r8 3.00 -> 2.88. A variant without the FMAs (the
+// loads' words xor-ed) took 9.99 at bf16 scale 0 against 10.08: the math is not what keeps it 1
+// us over the read (9.0).
+constexpr int kLinearWarps = 16, kLinearRows = 8;  // rows a warp
+// Ranks above this take the low-rank term a warp an output row, the lanes over j (one round trip
+// for t and B's row): bf16 8192^2 m = 1 r = 64 37.1 -> 35.4 us; at r = 16 store_rows' thread an
+// output stays faster, 11.32 against 11.44 (H200, 2026-12-01, graph replay).
+constexpr int kLinearLoopRank = 16;
+
+template <class T>
+__global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(DecodeArgs a) {
+  constexpr int R = 16, J = kLinearRows, V = kVec<T>, CH = 32 * V;  // CH: a load instruction's elements
+  constexpr int SPLIT = kLinearWarps * J / R;                       // warps a row: 8
+  extern __shared__ float red[];                                    // [SPLIT][R]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = warp % 2, part = warp / 2;
+  const int64_t n0 = int64_t(blockIdx.x) * R;
+  const T* x = static_cast<const T*>(a.x.p) + a.x.row_offset(0);
+  decode_prologue(a);
+  prefetch_epilogue<T>(a, n0);
+
+  // Rows past the end read the block's first row and are never stored.
+  const int rows = int(a.n - n0 < R ? a.n - n0 : R) - half * J;
+  const T* wb = static_cast<const T*>(a.w.p) + (n0 + half * J * (rows > 0)) * a.w.rs;
+  float acc[J] = {};
+  for (int64_t k = int64_t(part) * CH + lane * V; k - lane * V < a.k; k += int64_t(SPLIT) * CH) {
+    const bool in = k < a.k;  // K % V == 0: a vector is all in or all out
+    uint4 wv[J];
+#pragma unroll
+    for (int j = 0; j < J; ++j) wv[j] = in ? load_stream(wb + (j < rows ? j : 0) * a.w.rs + k) : make_uint4(0, 0, 0, 0);
+    float xf[V];
+    unpack<T>(in ? load_shared_ro(x + k) : make_uint4(0, 0, 0, 0), xf);
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      float wf[V];
+      unpack<T>(wv[j], wf);
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[j] = fmaf(wf[e], xf[e], acc[j]);
+    }
+  }
+  // Halving exchanges: at offsets 16, 8, 4 the lanes with that bit keep the upper half of their
+  // sums and send the lower, so lane l ends with row l / 4's sum over 8 lanes; offsets 2 and 1
+  // complete it over the warp.
+#pragma unroll
+  for (int o = 16, n = J / 2; o > 2; o >>= 1, n >>= 1) {
+    const bool up = lane & o;
+#pragma unroll
+    for (int i = 0; i < n; ++i) {
+      const float keep = up ? acc[i + n] : acc[i], send = up ? acc[i] : acc[i + n];
+      acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
+  acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
+  if ((lane & 3) == 0) red[part * R + half * J + (lane >> 2)] = acc[0];
+  __syncthreads();
+  if (a.t && a.r > kLinearLoopRank) {
+    static_assert(kLinearWarps >= R, "a warp an output row");
+    grid_dependency_wait();  // as in store_rows
+    const int64_t n = n0 + warp;
+    if (warp >= R || n >= a.n) return;
+    const float lr = warp_sum(low_rank_part<T>(a, 0, n, lane, 32));
+    if (lane == 0) static_cast<T*>(a.y)[n] = from_float<T>(add_bias<T>(a, n, warps_sum<SPLIT, 1>(red, warp, 0)) + lr);
+    return;
+  }
+  store_rows<T, SPLIT, 1>(a, red, red + SPLIT * R, n0);
+}
+
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
 // kStageX (16-byte rows, MT rows of x within kStageXBytes): the block first copies the pass's rows
 // of x into shared memory, one load per thread, while each warp's first batch of W is in flight.
@@ -578,7 +658,8 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // One token: the low-rank term's r products split over the warp's lanes (one round trip for
       // t and B's row at r <= 32), where one lane's loop made r dependent-ish loads. The fp32
       // seed shape x[1,1024] at r = 4 / 8 / 16 / 64 went 3.62 / 3.70 / 3.79 / 5.30 -> 3.55 /
-      // 3.57 / 3.52 / 3.98 us in graph replay (H200, 2026-11-30, with the shrink's one-token pass).
+      // 3.57 / 3.52 / 3.98 us in graph replay (H200, 2026-11-30, with the shrink's one-token pass;
+      // vectorised rows of one token have run on lora_decode_linear since 2026-12-01).
       // (Several tokens keep finish's loop in lanes 0..MT-1: a version with the lanes' split for
       // them measured slower at m = 2 and 4, and at one token too; NOTES.md, session 23.)
       // (a warp past N, kept only by the staged kernel for its barriers, reads row N-1 and stores nothing)
@@ -638,25 +719,28 @@ void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
-// H200, fp32 m = 1 r = 8, graph replay, staged against not (same run, 2026-11-29): K = 1024 (4
-// KiB) 3.78 against 4.03 µs, K = 2048 (8 KiB) 7.71 against 7.40-7.44, K = 512 3.31 against 3.25.
+// H200, fp32 m = 1 r = 8, graph replay, staged against not (same run, 2026-11-29, when one token
+// ran here): K = 1024 (4 KiB) 3.78 against 4.03 µs, K = 2048 (8 KiB) 7.71 against 7.40-7.44, K =
+// 512 3.31 against 3.25.
 constexpr int64_t kStageXBytes = 4 * 1024;
 
 template <class T, int MT>
 void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t stream) {
   const unsigned blocks = unsigned((a.n + kWarps - 1) / kWarps);
   const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
-  // Staged for float at up to 2 tokens a pass: 16-bit types reach this kernel vectorised only past
-  // the mma kernels' reach, and at 4 and 8 tokens ptxas spilled the staged kernel (36-68 bytes).
-  constexpr bool kMayStage = std::is_same_v<T, float> && MT <= 2;
+  // Staged for float at 2 tokens a pass: 16-bit types reach this kernel vectorised only past the
+  // mma kernels' reach, and at 4 and 8 tokens ptxas spilled the staged kernel (36-68 bytes).
+  constexpr bool kMayStage = std::is_same_v<T, float> && MT == 2;
   if constexpr (kMayStage) {
     if (vector && stage <= kStageXBytes)
       return launch_decode(lora_decode_fma<T, MT, true, true>, a, blocks, kThreads, size_t(stage), device, stream);
   }
-  if (vector)
-    launch_decode(lora_decode_fma<T, MT, true, false>, a, blocks, kThreads, 0, device, stream);
-  else
-    launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
+  // One token comes here only with rows that are not 16-byte vectors (lora_decode_linear takes
+  // the rest).
+  if constexpr (MT > 1) {
+    if (vector) return launch_decode(lora_decode_fma<T, MT, true, false>, a, blocks, kThreads, 0, device, stream);
+  }
+  launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
 }
 
 template <class T>
@@ -683,6 +767,10 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      /*b_whole=*/false};
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+  // One token, every dtype: the block-linear layout.
+  if (vec && p.m == 1)
+    return launch_decode(lora_decode_linear<T>, a, unsigned((p.n + 15) / 16), kLinearWarps * 32,
+                         size_t(kLinearWarps * kLinearRows) * sizeof(float), dev, stream);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma

@@ -353,6 +353,10 @@ const Case kGrid[] = {
     // float32: the two-token kernel with x staged, warps past N, lanes of one and two terms
     {"m=2 512x33 r=40", {2}, 512, 33, 40, 2.0},
     {"decode m=1 4096x4096 r=256 no bias", {1}, 4096, 4096, 256, -0.5, Bias::None, kHalves},
+    // the one-token block-linear kernel: K past its last whole chunk (256 elements in 16-bit
+    // types, 128 in float32), a last block of 9 rows, r > 16 (the low-rank term a warp a row), a
+    // strided bias
+    {"decode m=1 1032x41 r=40, bias stride 2", {1}, 1032, 41, 40, -0.5, Bias::Stride2},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
     {"3-D x [3,1,K] 2049x513", {3, 1}, 2049, 513, 16, -0.5, Bias::None},
@@ -383,6 +387,8 @@ const Case kViews[] = {
      L::Contig, L::Transposed},
     {"decode, lora_b transposed, r=40", {1}, 64, 48, 40, -0.5, Bias::Contig, kAll, L::Contig,
      L::Contig, L::Contig, L::Transposed},
+    {"decode, weight padded rows (aligned)", {1}, 264, 40, 8, 2.0, Bias::Contig, kAll, L::Contig,
+     L::RowPad},
     {"weight column slice", {7}, 64, 48, 8, 2.0, Bias::Contig, kAll, L::Contig, L::Padded},
     {"prefill, weight column slice", {65}, 2049, 513, 64, 2.0, Bias::None, kF32, L::Contig,
      L::Padded},
