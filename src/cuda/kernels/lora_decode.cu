@@ -495,11 +495,11 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
   store_rows<T, WARPS, TOK>(a, red, red + WARPS * R * TOK, n0);
 }
 
-// Block-linear layout, one token, any dtype (16-byte rows): 16 rows a block and 16 warps, each
-// load instruction 512 contiguous bytes of one row (a read of W in that order without the math
-// took 8.9 against 9.5 us for the paired layout's 4 rows x 128 bytes, loraops_latency, H200).
-// Warp w takes rows 8 (w % 2) .. 8 (w % 2) + 7 and the 256-element chunks w / 2, w / 2 + 8, ...
-// of each, row after row. A lane's 8 elements of x stay in registers for the 8 rows; the products
+// Block-linear layout, one token, any dtype (16-byte rows): 16 rows a block (8 for small N, see
+// launch_linear) and 16 warps, each load instruction 512 contiguous bytes of one row (a read of W
+// in that order without the math took 8.9 against 9.5 us for the paired layout's 4 rows x 128
+// bytes, loraops_latency, H200). Warp w takes rows 8 (w % 2) .. 8 (w % 2) + 7 and the chunks (of
+// 512 bytes) w / 2, w / 2 + 8, ... of each, row after row. A lane's 8 elements of x stay in registers for the 8 rows; the products
 // are fp32 FMAs (one token needs no tensor core), 8 row sums a lane reduced over the warp by
 // halving exchanges (9 shuffles). Graph replay, H200 2026-12-01, three machines: bf16 4096^2
 // against the paired kernel, r = 16 11.44-11.55 -> 11.04-11.32 us, scale 0 10.05-10.18 ->
@@ -513,12 +513,15 @@ constexpr int kLinearWarps = 16, kLinearRows = 8;  // rows a warp
 // output stays faster, 11.32 against 11.44 (H200, 2026-12-01, graph replay).
 constexpr int kLinearLoopRank = 16;
 
-template <class T>
+// RB rows a block: 16 (two halves of 8 rows, 8 warps a row), or 8 (16 warps a row) where blocks
+// of 16 rows would leave SMs without a second block (N <= 16 x SMs): the same bytes in flight
+// per block over twice the blocks, each warp with half the chunks (launch_linear).
+template <class T, int RB>
 __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(DecodeArgs a) {
-  constexpr int R = 16, J = kLinearRows, V = kVec<T>, CH = 32 * V;  // CH: a load instruction's elements
-  constexpr int SPLIT = kLinearWarps * J / R;                       // warps a row: 8
-  extern __shared__ float red[];                                    // [SPLIT][R]
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = warp % 2, part = warp / 2;
+  constexpr int R = RB, J = kLinearRows, V = kVec<T>, CH = 32 * V;  // CH: a load instruction's elements
+  constexpr int HALVES = R / J, SPLIT = kLinearWarps / HALVES;      // SPLIT: warps a row
+  extern __shared__ float red[];                                    // [SPLIT][16] (store_rows' layout)
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = warp % HALVES, part = warp / HALVES;
   const int64_t n0 = int64_t(blockIdx.x) * R;
   const T* x = static_cast<const T*>(a.x.p) + a.x.row_offset(0);
   decode_prologue(a);
@@ -557,7 +560,7 @@ __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(Decod
   }
   acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 2);
   acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
-  if ((lane & 3) == 0) red[part * R + half * J + (lane >> 2)] = acc[0];
+  if ((lane & 3) == 0) red[part * 16 + half * J + (lane >> 2)] = acc[0];
   __syncthreads();
   if (a.t && a.r > kLinearLoopRank) {
     static_assert(kLinearWarps >= R, "a warp an output row");
@@ -568,7 +571,14 @@ __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(Decod
     if (lane == 0) static_cast<T*>(a.y)[n] = from_float<T>(add_bias<T>(a, n, warps_sum<SPLIT, 1>(red, warp, 0)) + lr);
     return;
   }
-  store_rows<T, SPLIT, 1>(a, red, red + SPLIT * R, n0);
+  if constexpr (R == 16) {
+    store_rows<T, SPLIT, 1>(a, red, red + SPLIT * R, n0);
+  } else {  // store_rows' generic path for R rows (b_whole is never set here)
+    grid_dependency_wait();
+    const int64_t n = n0 + threadIdx.x;
+    if (threadIdx.x < R && n < a.n)
+      static_cast<T*>(a.y)[n] = from_float<T>(finish<T>(a, 0, n, warps_sum<SPLIT, 1>(red, threadIdx.x, 0)));
+  }
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
@@ -743,6 +753,20 @@ void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t strea
   launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
 }
 
+// Blocks of 16 rows while they give every SM two (the grid is one wave up to two an SM), else
+// of 8 rows: twice the blocks (N <= 16 x SMs, e.g. the float32 seed shapes). Against 16-row
+// blocks there (graph replay, H200 2026-12-01): fp32 x[1,2048] r8 6.7 -> 5.0 us (scale 0 5.2 ->
+// 3.9), x[1,1024] r8 3.3 -> 3.3 (r64 3.65 -> 3.55), x[1,512] r8 2.87 -> 2.77.
+template <class T>
+void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
+  constexpr size_t smem = size_t(kLinearWarps) * 16 * sizeof(float);
+  const int64_t blocks16 = (a.n + 15) / 16;
+  const int slots = resident_blocks(reinterpret_cast<const void*>(lora_decode_linear<T, 16>), kLinearWarps * 32, device, smem);
+  if (2 * blocks16 > slots)
+    return launch_decode(lora_decode_linear<T, 16>, a, unsigned(blocks16), kLinearWarps * 32, smem, device, stream);
+  launch_decode(lora_decode_linear<T, 8>, a, unsigned((a.n + 7) / 8), kLinearWarps * 32, smem, device, stream);
+}
+
 template <class T>
 void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
@@ -768,9 +792,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
   // One token, every dtype: the block-linear layout.
-  if (vec && p.m == 1)
-    return launch_decode(lora_decode_linear<T>, a, unsigned((p.n + 15) / 16), kLinearWarps * 32,
-                         size_t(kLinearWarps * kLinearRows) * sizeof(float), dev, stream);
+  if (vec && p.m == 1) return launch_linear<T>(a, dev, stream);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma

@@ -357,6 +357,10 @@ const Case kGrid[] = {
     // types, 128 in float32), a last block of 9 rows, r > 16 (the low-rank term a warp a row), a
     // strided bias
     {"decode m=1 1032x41 r=40, bias stride 2", {1}, 1032, 41, 40, -0.5, Bias::Stride2},
+    // and its blocks of 16 rows (N past 16 x the H200's 132 SMs; smaller N takes blocks of 8):
+    // a last block of 4 rows with the warp-a-row low-rank term, one of 8 with the thread's loop
+    {"decode m=1 264x4100 r=24", {1}, 264, 4100, 24, 2.0},
+    {"decode m=1 72x2200 r=8", {1}, 72, 2200, 8, -0.5},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
     {"3-D x [3,1,K] 2049x513", {3, 1}, 2049, 513, 16, -0.5, Bias::None},
