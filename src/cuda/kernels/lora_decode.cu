@@ -498,13 +498,15 @@ __global__ void __launch_bounds__(kPairedWarps * 32, 2) lora_decode_mma_paired(D
 // Block-linear layout, one token, any dtype (16-byte rows): 16 rows a block (8 for small N, see
 // launch_linear) and 16 warps, each load instruction 512 contiguous bytes of one row (a read of W
 // in that order without the math took 8.9 against 9.5 us for the paired layout's 4 rows x 128
-// bytes, loraops_latency, H200). Warp w takes rows 8 (w % 2) .. 8 (w % 2) + 7 and the chunks (of
-// 512 bytes) w / 2, w / 2 + 8, ... of each, row after row. A lane's 8 elements of x stay in registers for the 8 rows; the products
-// are fp32 FMAs (one token needs no tensor core), 8 row sums a lane reduced over the warp by
-// halving exchanges (9 shuffles). Graph replay, H200 2026-12-01, three machines: bf16 4096^2
-// against the paired kernel, r = 16 11.44-11.55 -> 11.04-11.32 us, scale 0 10.05-10.18 ->
-// 9.78-10.08; float32 against lora_decode_fma (a warp a row, x staged), x[1,1024] r8 3.55 ->
-// 3.30, x[1,2048] r8 7.2 -> 6.7-6.9, x[1,512] r8 3.00 -> 2.88. A variant without the FMAs (the
+// bytes, loraops_latency, H200). With 16 rows, warp w takes rows 8 (w % 2) .. 8 (w % 2) + 7 and
+// the chunks (of 512 bytes) w / 2, w / 2 + 8, ... of each, row after row; with 8 rows, every warp
+// the block's rows and the chunks w, w + 16, .... A lane's 16 bytes of x (V elements) stay in
+// registers for the 8 rows; the products are fp32 FMAs (one token needs no tensor core), 8 row
+// sums a lane reduced over the warp by halving exchanges (9 shuffles). Graph replay, H200
+// 2026-12-01, three machines: bf16 4096^2 against the paired kernel, r = 16 11.44-11.55 ->
+// 11.04-11.32 us, scale 0 10.05-10.18 -> 9.78-10.08; float32 against lora_decode_fma (a warp a
+// row, x staged), with 16-row blocks, x[1,1024] r8 3.55 -> 3.30, x[1,2048] r8 7.2 -> 6.7-6.9,
+// x[1,512] r8 3.00 -> 2.88 (8-row blocks: launch_linear). A variant without the FMAs (the
 // loads' words xor-ed) took 9.99 at bf16 scale 0 against 10.08: the math is not what keeps it 1
 // us over the read (9.0).
 constexpr int kLinearWarps = 16, kLinearRows = 8;  // rows a warp
@@ -514,8 +516,8 @@ constexpr int kLinearWarps = 16, kLinearRows = 8;  // rows a warp
 constexpr int kLinearLoopRank = 16;
 
 // RB rows a block: 16 (two halves of 8 rows, 8 warps a row), or 8 (16 warps a row) where blocks
-// of 16 rows would leave SMs without a second block (N <= 16 x SMs): the same bytes in flight
-// per block over twice the blocks, each warp with half the chunks (launch_linear).
+// of 16 rows would leave SMs without a second block (ceil(N / 16) <= SMs): the same bytes in
+// flight per block over twice the blocks, each warp with half the chunks (launch_linear).
 template <class T, int RB>
 __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(DecodeArgs a) {
   constexpr int R = RB, J = kLinearRows, V = kVec<T>, CH = 32 * V;  // CH: a load instruction's elements
@@ -572,6 +574,8 @@ __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(Decod
     return;
   }
   if constexpr (R == 16) {
+    // (b_whole is never set for this kernel: store_rows' whole-B path, compiled in because SPLIT
+    // is 8, strides by 8 warps' threads and stages t after red; it is not for 16 warps.)
     store_rows<T, SPLIT, 1>(a, red, red + SPLIT * R, n0);
   } else {  // store_rows' generic path for R rows (b_whole is never set here)
     grid_dependency_wait();
@@ -672,7 +676,8 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // vectorised rows of one token have run on lora_decode_linear since 2026-12-01).
       // (Several tokens keep finish's loop in lanes 0..MT-1: a version with the lanes' split for
       // them measured slower at m = 2 and 4, and at one token too; NOTES.md, session 23.)
-      // (a warp past N, kept only by the staged kernel for its barriers, reads row N-1 and stores nothing)
+      // (a warp past N reads row N-1 and stores nothing; one token is never staged now, so no
+      // warp past N gets here: kept as it ran)
       const int64_t nr = live ? n : a.n - 1;
       float v = add_bias<T>(a, nr, mine);
       if (a.t) v += warp_sum(low_rank_part<T>(a, m0, nr, lane, 32));
@@ -753,10 +758,10 @@ void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t strea
   launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
 }
 
-// Blocks of 16 rows while they give every SM two (the grid is one wave up to two an SM), else
-// of 8 rows: twice the blocks (N <= 16 x SMs, e.g. the float32 seed shapes). Against 16-row
-// blocks there (graph replay, H200 2026-12-01): fp32 x[1,2048] r8 6.7 -> 5.0 us (scale 0 5.2 ->
-// 3.9), x[1,1024] r8 3.3 -> 3.3 (r64 3.65 -> 3.55), x[1,512] r8 2.87 -> 2.77.
+// Blocks of 8 rows while blocks of 16 would not give every SM a second block (ceil(N / 16) <=
+// SMs: twice the blocks, still one wave; e.g. the float32 seed shapes), else of 16. Against
+// 16-row blocks there (graph replay, H200 2026-12-01): fp32 x[1,2048] r8 6.7 -> 5.0 us (scale 0
+// 5.2 -> 3.9), x[1,1024] r8 3.3 -> 3.3 (r64 3.65 -> 3.55), x[1,512] r8 2.87 -> 2.77.
 template <class T>
 void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
   constexpr size_t smem = size_t(kLinearWarps) * 16 * sizeof(float);

@@ -354,13 +354,16 @@ const Case kGrid[] = {
     {"m=2 512x33 r=40", {2}, 512, 33, 40, 2.0},
     {"decode m=1 4096x4096 r=256 no bias", {1}, 4096, 4096, 256, -0.5, Bias::None, kHalves},
     // the one-token block-linear kernel: K past its last whole chunk (256 elements in 16-bit
-    // types, 128 in float32), a last block of 9 rows, r > 16 (the low-rank term a warp a row), a
-    // strided bias
+    // types, 128 in float32), blocks of 8 rows (small N) with a last block of 1 row, r > 16 (the
+    // low-rank term a warp a row), a strided bias
     {"decode m=1 1032x41 r=40, bias stride 2", {1}, 1032, 41, 40, -0.5, Bias::Stride2},
-    // and its blocks of 16 rows (N past 16 x the H200's 132 SMs; smaller N takes blocks of 8):
-    // a last block of 4 rows with the warp-a-row low-rank term, one of 8 with the thread's loop
+    // and its blocks of 16 rows (N past 16 x the H200's 132 SMs): a last block of 4 rows with the
+    // warp-a-row low-rank term, of 8 (its upper half empty), 9 (one upper row live) and, with no
+    // shrink (the kernel waits first), 5 with the thread's loop
     {"decode m=1 264x4100 r=24", {1}, 264, 4100, 24, 2.0},
     {"decode m=1 72x2200 r=8", {1}, 72, 2200, 8, -0.5},
+    {"decode m=1 72x4105 r=8", {1}, 72, 4105, 8, 2.0},
+    {"decode m=1 72x2117 r=8 scale 0", {1}, 72, 2117, 8, 0.0},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
     {"3-D x [3,1,K] 2049x513", {3, 1}, 2049, 513, 16, -0.5, Bias::None},
@@ -753,9 +756,10 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
 // (one buffer, one copy) or snapshots y. A call that read any of them early computes from the
 // old values (far from the fresh ones); one that wrote y early shows in the snapshot; xa_out,
 // when asked, must be the fresh x@A.T. Eagerly (behind a gate) and in a captured graph, on each
-// decode kernel (the paired mma kernel at m 1, the mma kernel at m 16, the fp32 kernel with x
-// staged at m 1 and not at m 3) with a shrink and without (scale 0; the waits first), a shrink for
-// xa only, N = 77 (rows and warps past N), and a grid of more than one wave (no early trigger).
+// decode kernel (the one-token linear kernel at m 1 in bf16 and fp32, in 8-row blocks and, at N =
+// 4240, 16-row blocks of more than one wave, no early trigger; the paired mma kernel at m 2, the
+// mma kernel at m 16, the fp32 kernel with x staged at m 2 and not at m 3) with a shrink and
+// without (scale 0; the waits first), a shrink for xa only and N = 77 (rows and warps past N).
 // The epilogue's wait for t is checked only where the shrink loses the race to the W stream
 // (every time at m 16 and fp32 m 3 on the H200; rarely at m 1).
 TEST(CudaLora, DependentLaunchWaitsBeforeReadingAndWriting) {
@@ -773,7 +777,7 @@ TEST(CudaLora, DependentLaunchWaitsBeforeReadingAndWriting) {
                         Shape{DType::Float32, 1, 512, 77, 8, -0.5, false}, Shape{DType::Float32, 3, 512, 80, 8, 2.0, true},
                         Shape{DType::BFloat16, 1, 512, 80, 8, 0.0, false}, Shape{DType::Float16, 2, 512, 80, 8, 0.0, true},
                         Shape{DType::Float32, 1, 512, 77, 8, 0.0, false}, Shape{DType::BFloat16, 16, 512, 77, 8, 0.0, false},
-                        Shape{DType::BFloat16, 1, 64, 4240, 8, 2.0, false}})
+                        Shape{DType::BFloat16, 1, 64, 4240, 8, 2.0, false}, Shape{DType::Float32, 2, 512, 77, 8, -0.5, false}})
     for (bool graph : {true, false}) {  // the graph first: its instantiation loads the kernels
       SCOPED_TRACE(std::string(dtype_name(c.t)) + " m " + std::to_string(c.m) + " scale " + std::to_string(c.scale) +
                    (c.keep_xa ? " xa" : "") + (graph ? " graph" : " eager"));
