@@ -74,13 +74,13 @@ void register_kernels(detail::Registry& reg) {
       });
   // LoRA forward: the decode kernels up to 16 rows in half precision (tensor cores from 2 rows;
   // one row on CUDA cores in every dtype) and up to 4 in float32 (CUDA cores, true fp32), for
-  // operands they read as 16-byte vectors; the fold where
-  // it measured faster (kernels.hpp); cuBLASLt beyond and for other layouts (the decode kernels'
-  // element-load path is not measured). H200, bf16 4096x4096 r16, graph replay with weights
-  // rotating past L2: custom 12.1 / 17.2 us at m = 1 / 16 against the composition's 20.8 / 21.1,
-  // but 22.5 / 41.8 against 22.0 / 20.2 at m = 32 / 64 (NOTES.md). Above rank 16 only up to 4
-  // rows: at r = 64 (2026-11-30) custom 38.1 against 42.6 us at m = 1 (35.0 on the one-token
-  // kernel of 2026-12-01), K = N = 8192, but 64.0 against 42.5 at m = 16 (30.7 against 21.6 at K = N = 4096).
+  // operands they read as 16-byte vectors; the fold where it measured faster (kernels.hpp);
+  // cuBLASLt beyond and for other layouts (the decode kernels' element-load path is not
+  // measured). H200, bf16 4096x4096 r16, graph replay with weights rotating past L2: custom 12.1 /
+  // 17.2 us at m = 1 / 16 against the composition's 20.8 / 21.1, but 22.5 / 41.8 against 22.0 /
+  // 20.2 at m = 32 / 64 (NOTES.md). Above rank 16 only up to 4 rows: at r = 64 (2026-11-30)
+  // custom 38.1 against 42.6 us at m = 1 (35.0 on the one-token kernel of 2026-12-01), K = N =
+  // 8192, but 64.0 against 42.5 at m = 16 (30.7 against 21.6 at K = N = 4096).
   reg.set_chooser<detail::LoraForwardParams>(
       OpId::LoraForward, kCUDA, [](const detail::LoraForwardParams& p) {
         const int64_t max_m = p.dtype == DType::Float32 ? 4 : p.r <= 16 ? 16 : 4;
