@@ -14,8 +14,9 @@
 // kernel start at once. Against plain launches (graph replay, H200, 2026-11-30): m = 1 at scale 0,
 // bf16 4096^2 10.30 -> 9.81 us, fp32 1024^2 2.83 -> 2.25; with the shrink no change (11.1 us at
 // bf16 4096^2 r16: the decode kernel still launches after the shrink's wait); eager 0.7-0.9 us
-// less. The shrink is kept to few blocks (one per 4 rows of A): its blocks take SM slots the W
-// stream would use, and more of them (split over tokens or K) measured slower, as did one fused
+// less. The shrink is kept to few blocks (one per 4 rows of A; at one token 2 or 1 where A's rows
+// are long, one_token_shrink_rows): its blocks take SM slots the W stream would use, and more of
+// them (split over tokens or K) measured slower, as did one fused
 // kernel whose first blocks computed t for the others (NOTES.md). Also slower in graph replay,
 // though one launch fewer (NOTES.md, session 23): t computed once per thread-block cluster of the
 // decode grid and shared through distributed shared memory (a cluster launch alone cost 0.8-1.6
@@ -120,64 +121,64 @@ struct ShrinkArgs {
 
 // kShrinkTokens tokens per pass over A's rows: 1 for one token, whose pass would otherwise reduce
 // 8 x 4 sums across the block where 4 are stored (160 shuffles a warp against 20).
-template <class T, bool kVector, int kShrinkTokens>
+template <class T, bool kVector, int kShrinkTokens, int ROWS = kShrinkRows>
 __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
   // After the work before: the decode kernel, which streams W without a wait of its own, starts
   // only once that work is complete.
   wait_then_allow_dependents();
-  __shared__ float red[kWarps][kShrinkTokens * kShrinkRows];
+  __shared__ float red[kWarps][kShrinkTokens * ROWS];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const T* x = static_cast<const T*>(s.x.p);
   const T* a = static_cast<const T*>(s.a.p);
-  const int64_t j0 = int64_t(blockIdx.x) * kShrinkRows;
-  const T* arow[kShrinkRows];
+  const int64_t j0 = int64_t(blockIdx.x) * ROWS;
+  const T* arow[ROWS];
 #pragma unroll
-  for (int i = 0; i < kShrinkRows; ++i) arow[i] = a + (j0 + i < s.r ? j0 + i : 0) * s.a.rs;
+  for (int i = 0; i < ROWS; ++i) arow[i] = a + (j0 + i < s.r ? j0 + i : 0) * s.a.rs;
 
   for (int64_t m0 = 0; m0 < s.m; m0 += kShrinkTokens) {
     const T* xrow[kShrinkTokens];  // tokens past m read row 0 and are never stored
 #pragma unroll
     for (int i = 0; i < kShrinkTokens; ++i) xrow[i] = x + s.x.row_offset(m0 + i < s.m ? m0 + i : 0);
-    float acc[kShrinkTokens][kShrinkRows] = {};
+    float acc[kShrinkTokens][ROWS] = {};
     if constexpr (kVector) {
       constexpr int V = kVec<T>;
       for (int64_t k = int64_t(threadIdx.x) * V; k < s.k; k += int64_t(kThreads) * V) {
-        float av[kShrinkRows][V];
+        float av[ROWS][V];
 #pragma unroll
-        for (int i = 0; i < kShrinkRows; ++i) unpack<T>(load_shared_ro(arow[i] + k), av[i]);
+        for (int i = 0; i < ROWS; ++i) unpack<T>(load_shared_ro(arow[i] + k), av[i]);
 #pragma unroll
         for (int tk = 0; tk < kShrinkTokens; ++tk) {
           float xv[V];
           unpack<T>(load_shared_ro(xrow[tk] + k), xv);
 #pragma unroll
-          for (int i = 0; i < kShrinkRows; ++i)
+          for (int i = 0; i < ROWS; ++i)
 #pragma unroll
             for (int v = 0; v < V; ++v) acc[tk][i] = fmaf(xv[v], av[i][v], acc[tk][i]);
         }
       }
     } else {
       for (int64_t k = threadIdx.x; k < s.k; k += kThreads) {
-        float av[kShrinkRows];
+        float av[ROWS];
 #pragma unroll
-        for (int i = 0; i < kShrinkRows; ++i) av[i] = to_float(arow[i][k * s.a.cs]);
+        for (int i = 0; i < ROWS; ++i) av[i] = to_float(arow[i][k * s.a.cs]);
 #pragma unroll
         for (int tk = 0; tk < kShrinkTokens; ++tk) {
           const float xv = to_float(xrow[tk][k * s.x.col_stride]);
 #pragma unroll
-          for (int i = 0; i < kShrinkRows; ++i) acc[tk][i] = fmaf(xv, av[i], acc[tk][i]);
+          for (int i = 0; i < ROWS; ++i) acc[tk][i] = fmaf(xv, av[i], acc[tk][i]);
         }
       }
     }
 #pragma unroll
     for (int tk = 0; tk < kShrinkTokens; ++tk)
 #pragma unroll
-      for (int i = 0; i < kShrinkRows; ++i) {
+      for (int i = 0; i < ROWS; ++i) {
         const float v = warp_sum(acc[tk][i]);
-        if (lane == 0) red[warp][tk * kShrinkRows + i] = v;
+        if (lane == 0) red[warp][tk * ROWS + i] = v;
       }
     __syncthreads();
-    if (threadIdx.x < kShrinkTokens * kShrinkRows) {
-      const int tk = threadIdx.x / kShrinkRows, i = threadIdx.x % kShrinkRows;
+    if (threadIdx.x < kShrinkTokens * ROWS) {
+      const int tk = threadIdx.x / ROWS, i = threadIdx.x % ROWS;
       float sum = 0.f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) sum += red[w][threadIdx.x];
@@ -240,6 +241,16 @@ __device__ __forceinline__ float low_rank_part(const DecodeArgs& a, int64_t m, i
   return lr;
 }
 
+// One token's value at y[m][n] from a warp, given the dot product with W (every lane): the bias,
+// then the low-rank term's r products split over the lanes (one round trip for t and B's row at
+// r <= 32). The fma kernel's one-token epilogue and lora_decode_linear's above its loop rank.
+template <class T>
+__device__ __forceinline__ float finish_warp(const DecodeArgs& a, int64_t m, int64_t n, float dot, int lane) {
+  float v = add_bias<T>(a, n, dot);
+  if (a.t) v += warp_sum(low_rank_part<T>(a, m, n, lane, 32));
+  return v;
+}
+
 // The value stored at y[m][n], given the dot product with W: the dot, the bias, the low-rank term
 // t[m] . B[n], added in that order (the one-token fma epilogue keeps it), the last summed by this
 // thread alone. (The mma kernels' epilogue, and the fma kernel's at several tokens. Loads batched
@@ -266,13 +277,14 @@ __device__ __forceinline__ float warps_sum(const float* red, int row, int tok) {
   return sum;
 }
 
-// The block's epilogue: the WARPS partial sums of each of its 16 rows x TOK tokens, in
-// red[warp][row][token] (shared memory, written before a barrier), added in a fixed order
-// (deterministic), finished (bias, low-rank term) and stored.
+// The block's epilogue: the WARPS partial sums of each of its ROWS rows (16, or
+// lora_decode_linear's 8) x TOK tokens, in red[warp][row][token] (a row pitch of 16 rows either
+// way; shared memory, written before a barrier), added in a fixed order (deterministic), finished
+// (bias, low-rank term) and stored.
 // ts: shared memory after red, m * r floats where b_whole.
-template <class T, int WARPS, int TOK>
+template <class T, int WARPS, int TOK, int ROWS = 16>
 __device__ __forceinline__ void store_rows(const DecodeArgs& a, const float* red, float* ts, int64_t n0) {
-  constexpr int R = 16;
+  constexpr int R = ROWS;
   // The shrink's t (and its x@A.T, when kept) is complete and visible after this; a kernel that
   // waited first returns at once. Every decode kernel waits before it ends, so that its end
   // implies the shrink's.
@@ -569,20 +581,13 @@ __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(Decod
     grid_dependency_wait();  // as in store_rows
     const int64_t n = n0 + warp;
     if (warp >= R || n >= a.n) return;
-    const float lr = warp_sum(low_rank_part<T>(a, 0, n, lane, 32));
-    if (lane == 0) static_cast<T*>(a.y)[n] = from_float<T>(add_bias<T>(a, n, warps_sum<SPLIT, 1>(red, warp, 0)) + lr);
+    const float v = finish_warp<T>(a, 0, n, warps_sum<SPLIT, 1>(red, warp, 0), lane);
+    if (lane == 0) static_cast<T*>(a.y)[n] = from_float<T>(v);
     return;
   }
-  if constexpr (R == 16) {
-    // (b_whole is never set for this kernel: store_rows' whole-B path, compiled in because SPLIT
-    // is 8, strides by 8 warps' threads and stages t after red; it is not for 16 warps.)
-    store_rows<T, SPLIT, 1>(a, red, red + SPLIT * R, n0);
-  } else {  // store_rows' generic path for R rows (b_whole is never set here)
-    grid_dependency_wait();
-    const int64_t n = n0 + threadIdx.x;
-    if (threadIdx.x < R && n < a.n)
-      static_cast<T*>(a.y)[n] = from_float<T>(finish<T>(a, 0, n, warps_sum<SPLIT, 1>(red, threadIdx.x, 0)));
-  }
+  // (b_whole is never set for this kernel: store_rows' whole-B path, compiled in at 16 rows
+  // because SPLIT is 8, strides by 8 warps' threads and stages t after red; not for 16 warps.)
+  store_rows<T, SPLIT, 1, R>(a, red, red + SPLIT * 16, n0);
 }
 
 // A warp per row of W; MT tokens per pass (the passes re-read the row, from L2).
@@ -679,8 +684,7 @@ __global__ void __launch_bounds__(kThreads) lora_decode_fma(DecodeArgs a) {
       // (a warp past N reads row N-1 and stores nothing; one token is never staged now, so no
       // warp past N gets here: kept as it ran)
       const int64_t nr = live ? n : a.n - 1;
-      float v = add_bias<T>(a, nr, mine);
-      if (a.t) v += warp_sum(low_rank_part<T>(a, m0, nr, lane, 32));
+      const float v = finish_warp<T>(a, m0, nr, mine, lane);
       if (live && lane == 0) y[m0 * a.n + n] = from_float<T>(v);
     } else {
       const int64_t m = m0 + lane;
@@ -772,6 +776,22 @@ void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
   launch_decode(lora_decode_linear<T, 8>, a, unsigned((a.n + 7) / 8), kLinearWarps * 32, smem, device, stream);
 }
 
+// Rows of A a one-token shrink block reads: at most kShrinkBlockBytes of A a block (4 rows up to
+// rows of 8 KiB, 2 up to 16 KiB, then 1). bf16 8192^2 m = 1 r = 64 (rows of 16 KiB): 35.09 us
+// with 4 rows a block (16 blocks), 34.75 with 2 or 1; no change at 4096^2 r16 (11.13 at 4 or 2
+// rows); float32 x[1,2048] r8 (8 KiB rows) 5.0 at 4 rows against 5.3 at 1 (graph replay, H200,
+// 2026-12-01, each twice in one run).
+constexpr int64_t kShrinkBlockBytes = 32 * 1024;
+int one_token_shrink_rows(int64_t row_bytes) {
+  return row_bytes * 4 <= kShrinkBlockBytes ? 4 : row_bytes * 2 <= kShrinkBlockBytes ? 2 : 1;
+}
+
+template <class T, bool kVector>
+auto one_token_shrink(int rows) {
+  static_assert(kShrinkRows == 4, "the rows one_token_shrink_rows picks");
+  return rows == 4 ? lora_shrink<T, kVector, 1, 4> : rows == 2 ? lora_shrink<T, kVector, 1, 2> : lora_shrink<T, kVector, 1, 1>;
+}
+
 template <class T>
 void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
@@ -784,9 +804,10 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   float* t = reinterpret_cast<float*>(lease.get());
   if (low_rank || keep_xa) {
     ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out};
-    const dim3 blocks(unsigned((p.r + kShrinkRows - 1) / kShrinkRows));
+    const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;
+    const dim3 blocks(unsigned((p.r + rows - 1) / rows));
     const bool vector = x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es);
-    auto shrink = p.m == 1 ? (vector ? lora_shrink<T, true, 1> : lora_shrink<T, false, 1>)
+    auto shrink = p.m == 1 ? (vector ? one_token_shrink<T, true>(rows) : one_token_shrink<T, false>(rows))
                            : (vector ? lora_shrink<T, true, 8> : lora_shrink<T, false, 8>);
     launch_kernel(shrink, blocks, kThreads, 0, stream, true, s);
   }

@@ -364,6 +364,9 @@ const Case kGrid[] = {
     {"decode m=1 72x2200 r=8", {1}, 72, 2200, 8, -0.5},
     {"decode m=1 72x4105 r=8", {1}, 72, 4105, 8, 2.0},
     {"decode m=1 72x2117 r=8 scale 0", {1}, 72, 2117, 8, 0.0},
+    // the one-token shrink's 2 rows a block (bf16 rows of 8208 bytes, r = 5: a last block of 1 row)
+    // and 1 row a block (float32 rows of 16416 bytes)
+    {"decode m=1 4104x40 r=5", {1}, 4104, 40, 5, 2.0},
     {"m=16 4096x4096 r=64", {16}, 4096, 4096, 64, -0.5},
     {"3-D x [2,3,K]", {2, 3}, 64, 48, 8, 2.0},
     {"3-D x [3,1,K] 2049x513", {3, 1}, 2049, 513, 16, -0.5, Bias::None},
@@ -592,6 +595,32 @@ TEST(CudaLora, NanAndInfStayInTheirRowOrColumn) {
           else if (with_inf && (i == 5 || i == 6)) ASSERT_FALSE(std::isfinite(v)) << i << "," << j;
           else ASSERT_TRUE(std::isfinite(v)) << i << "," << j;
         }
+      expect_every_impl_matches(in, t, ref, c.n, nullptr);
+    }
+}
+
+// One token (lora_decode_linear): a NaN and an inf in W stay in their output columns, through the
+// halving exchanges that carry 8 rows' sums over the lanes (a row's value mixed into a
+// neighbour's would spread them), in 8-row blocks (N = 48) and 16-row blocks (N = 4100).
+TEST(CudaLora, OneTokenNanAndInfStayInTheirColumn) {
+  LORAOPS_REQUIRE_GPU();
+  const Case cases[] = {
+      {"nan/inf m=1 1024x48 r=8", {1}, 1024, 48, 8, 2.0},
+      {"nan/inf m=1 264x4100 r=24", {1}, 264, 4100, 24, -0.5},
+  };
+  for (const Case& c : cases)
+    for (DType t : kAllDTypes) {
+      SCOPED_TRACE(label(c, t));
+      Inputs in = make_inputs(c, t);
+      store_from_float(in.w.view.data, t, 2 * in.w.view.strides[0] + (c.k - 1) * in.w.view.strides[1], std::nanf(""));
+      store_from_float(in.w.view.data, t, 9 * in.w.view.strides[0] + 5 * in.w.view.strides[1], INFINITY);
+      const HostTensor ref = reference(in, t);
+      for (int64_t j = 0; j < c.n; ++j) {
+        const float v = ref.get(j);
+        if (j == 2) ASSERT_TRUE(std::isnan(v)) << j;
+        else if (j == 9) ASSERT_FALSE(std::isfinite(v)) << j;
+        else ASSERT_TRUE(std::isfinite(v)) << j;
+      }
       expect_every_impl_matches(in, t, ref, c.n, nullptr);
     }
 }
