@@ -1,5 +1,7 @@
-// Counters for kernels whose last block to arrive does a final step (the attention decode's merge
-// of its splits, in the decode grid instead of a second launch). Each block of a group adds one to
+// Ranges of a kernel file's __device__ pool, per stream. First for counters of kernels whose last
+// block to arrive does a final step (the attention decode's merge of its splits, in the decode
+// grid instead of a second launch); also the LoRA decode's t under capture (lora_decode.cu: the
+// calls of one stream follow each other, so they share a range as counters do). Each block of a group adds one to
 // the group's counter; the block that brings it to the group's size gets the step, and its
 // atomicInc wraps the counter back to 0. So every counter is 0 before and after each launch, and
 // a kernel file's zero-initialised __device__ pool serves launch after launch without a memset
@@ -13,9 +15,10 @@
 // finishes undisturbed): launches on one stream follow each other, eagerly and as the nodes of
 // one captured stream in every replay. Graphs may replay beside each other and beside eager work,
 // so a capture's ranges are its own, never handed out again. A graph exec replays in order with
-// itself, and a graph holding stream-ordered allocations (every capture of the ops that use this)
-// has at most one exec at a time. Not covered: a clone of such a graph replayed beside it, and
-// captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
+// itself, and a graph holding stream-ordered allocations (every capture of the attention decode)
+// has at most one exec at a time. Not covered: a clone of such a graph replayed beside it, two
+// execs of one graph of LoRA decode calls (it holds no such allocation) replayed beside each
+// other, and captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
 // Nothing is given back: each capture keeps its counters (as many as its largest launch needs)
 // for the process. No range (-1) once the pool is spent, and where the capture status or the
 // stream's id cannot be told: the caller then takes its path without counters.

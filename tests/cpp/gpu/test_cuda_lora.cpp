@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -776,6 +777,69 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
         EXPECT_TRUE(within_tol(out2.fetch(), ref, tol, c.n)) << "second graph, round " << round;
       }
     }
+}
+
+// Under capture the custom decode path keeps t in one range of a device pool per (capture, stream),
+// shared by the stream's calls and grown when a call needs more (lora_decode.cu's TMemory): a
+// graph of decode calls whose m x r grows and shrinks, each with its own inputs and output, on one
+// stream; a second graph of the same calls captured on another stream; both replayed at once on
+// two streams, then again on new data. A call whose t another call overwrote before its store, or
+// a graph reading the other's range, would be far off.
+TEST(CudaLora, GraphOfDecodeCallsSharesItsRangeOfT) {
+  LORAOPS_REQUIRE_GPU();
+  const Case cases[] = {
+      {"graph seq m=1 r=8", {1}, 1024, 264, 8, 2.0},
+      {"graph seq m=16 r=64 (a larger range)", {16}, 512, 200, 64, -0.5},
+      {"graph seq m=1 r=16", {1}, 4104, 40, 16, 2.0},
+      {"graph seq m=4 r=8 scale 0", {4}, 256, 96, 8, 0.0},
+      {"graph seq m=2 r=33", {2}, 520, 72, 33, -0.5},
+  };
+  struct Call {
+    const Case& c;
+    DType t;
+    Inputs in;
+    DeviceOperand dx, dw, da, db, dbias;
+    DeviceOut out[2];
+    HostTensor ref;
+    std::vector<double> tol;
+    Call(const Case& c_, DType t_)
+        : c(c_), t(t_), in(make_inputs(c_, t_)), dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias),
+          out{DeviceOut(t_, in.yshape), DeviceOut(t_, in.yshape)}, ref(reference(in, t_)),
+          tol(tolerance(analyze(in), t_)) {}
+  };
+  for (const DType t : {DType::BFloat16, DType::Float32}) {
+    std::vector<std::unique_ptr<Call>> calls;
+    for (const Case& c : cases) calls.push_back(std::make_unique<Call>(c, t));
+    cudaStream_t s[2];
+    GraphRun g[2];
+    for (int i = 0; i < 2; ++i) {
+      CUDA_OK(cudaStreamCreateWithFlags(&s[i], cudaStreamNonBlocking));
+      CUDA_OK(cudaStreamBeginCapture(s[i], cudaStreamCaptureModeGlobal));
+      bool captured = true;
+      for (auto& k : calls) captured = run(k->in, k->dx, k->dw, k->da, k->db, k->dbias, k->out[i], Impl::Custom, s[i]) && captured;
+      const cudaError_t ended = cudaStreamEndCapture(s[i], &g[i].graph);
+      ASSERT_TRUE(captured);
+      ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+      CUDA_OK(cudaGraphInstantiate(&g[i].exec, g[i].graph, 0));
+    }
+    for (int round = 0; round < 3; ++round) {
+      if (round > 0)
+        for (auto& k : calls) {
+          refill(k->in, k->c.k, k->c.r);
+          for (DeviceOperand* d : {&k->dx, &k->dw, &k->da, &k->db, &k->dbias}) d->upload();
+          k->ref = reference(k->in, t);
+          k->tol = tolerance(analyze(k->in), t);
+        }
+      for (auto& k : calls) k->out[0].poison(), k->out[1].poison();
+      for (int i = 0; i < 2; ++i) CUDA_OK(cudaGraphLaunch(g[i].exec, s[i]));
+      CUDA_OK(cudaDeviceSynchronize());
+      for (auto& k : calls)
+        for (int i = 0; i < 2; ++i)
+          EXPECT_TRUE(within_tol(k->out[i].fetch(), k->ref, k->tol, k->c.n))
+              << label(k->c, t) << ", graph " << i << ", round " << round;
+    }
+    for (cudaStream_t x : s) CUDA_OK(cudaStreamDestroy(x));
+  }
 }
 
 // The decode path's kernels are programmatic dependents: the shrink waits for the work before it
