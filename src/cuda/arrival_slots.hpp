@@ -1,7 +1,9 @@
 // Ranges of a kernel file's __device__ pool, per stream. First for counters of kernels whose last
 // block to arrive does a final step (the attention decode's merge of its splits, in the decode
-// grid instead of a second launch); also the LoRA decode's t under capture (lora_decode.cu: the
-// calls of one stream follow each other, so they share a range as counters do). Each block of a group adds one to
+// grid instead of a second launch); also for temporaries under capture (stream_scratch's
+// CapturePool: the calls of one stream follow each other, so they share a range as counters do).
+// Pool names (pool_id): 0 the attention decode's counters, 1 the LoRA decode's t, 2 the attention
+// decode's partials. Each block of a group adds one to
 // the group's counter; the block that brings it to the group's size gets the step, and its
 // atomicInc wraps the counter back to 0. So every counter is 0 before and after each launch, and
 // a kernel file's zero-initialised __device__ pool serves launch after launch without a memset

@@ -2,11 +2,13 @@
 #include "cuda/stream_scratch.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
 
+#include "cuda/arrival_slots.hpp"
 #include "cuda/common.cuh"
 #include "cuda/per_stream.hpp"
 #include "loraops/error.hpp"
@@ -71,10 +73,22 @@ void Scratch::release() noexcept {
 }
 
 Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
-                       const char* what) {
+                       const char* what, const CapturePool* pool) {
   Scratch s;
   if (bytes == 0) return s;
   s.stream_ = stream;
+  if (stream_capturing(stream) && pool) {
+    const int64_t first = arrival_slots(pool->id, int64_t(pool->bytes / 256), device, stream, int64_t((bytes + 255) / 256));
+    char* base = first >= 0 ? static_cast<char*>(pool->address()) : nullptr;
+    if (base) {
+      // The lock keeps two host threads capturing on one stream from interleaving their calls'
+      // kernels over the shared range (the cached buffer's lock does that eagerly).
+      static std::mutex capture_mu;
+      s.lock_ = std::unique_lock<std::mutex>(capture_mu);
+      s.p_ = base + first * 256;
+      return s;
+    }
+  }
   if (stream_capturing(stream)) {
     const cudaError_t err = cudaMallocAsync(&s.p_, bytes, stream);
     if (err != cudaSuccess) {

@@ -9,6 +9,14 @@
 // Under capture: a stream-ordered allocation (cudaMallocAsync, freed with cudaFreeAsync when the
 // lease ends), which the graph records as its own memory nodes. A graph therefore never shares
 // memory with eager calls or other graphs, and capture works on a stream the op never ran on.
+// Or, for an op that names a CapturePool: a range of that __device__ pool per (capture, stream),
+// handed out by arrival_slots (arrival_slots.hpp) and kept for the process, shared by the
+// stream's calls in that capture as the cached buffer is eagerly. No memory node then sits
+// between one call's kernels and the next call's: a memory node cuts the programmatic edge
+// between two kernels (the next then starts ~0.75 us after the last ends, as a plain launch;
+// NOTES.md, session 29). Graphs still share no memory, but two execs of one graph replayed beside
+// each other share its range (a graph holding a memory node has one exec at a time); where the
+// pool is spent, the stream-ordered allocation.
 //
 // Streams are keyed by handle: a stream destroyed and another created with the same handle share
 // the cached buffer (harmless: calls on one stream are ordered), and buffers of destroyed streams
@@ -22,6 +30,13 @@
 
 namespace loraops::cuda {
 
+// A kernel file's __device__ pool that capture may take ranges of (see above).
+struct CapturePool {
+  int id;              // its arrival_slots name, unique in the process
+  size_t bytes;        // its size, a multiple of 256
+  void* (*address)();  // its address on the current device (cudaGetSymbolAddress), or null
+};
+
 class Scratch {
  public:
   Scratch() = default;
@@ -34,7 +49,7 @@ class Scratch {
   char* get() const { return static_cast<char*>(p_); }
 
  private:
-  friend Scratch stream_scratch(int, cudaStream_t, size_t, const char*, const char*);
+  friend Scratch stream_scratch(int, cudaStream_t, size_t, const char*, const char*, const CapturePool*);
   void release() noexcept;
   std::unique_lock<std::mutex> lock_;
   void* p_ = nullptr;
@@ -44,9 +59,11 @@ class Scratch {
 
 // At least `bytes` (256-byte aligned) for work enqueued on `stream` of `device` (the current
 // device), valid while the lease lives; keep it until the op's last kernel is enqueued. `op` and
-// `what` name the call in errors. bytes == 0 gives an empty lease.
+// `what` name the call in errors. bytes == 0 gives an empty lease. `pool`: under capture, a range
+// of it where it has room (its kernels must reach that memory only after the work before them on
+// the stream is complete, as they reach the cached buffer).
 Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char* op,
-                       const char* what);
+                       const char* what, const CapturePool* pool = nullptr);
 
 // The capture `stream` is part of: 0 none, its id while active, kCaptureUnknown where the runtime
 // cannot tell (e.g. the legacy stream while another thread captures globally; the error is

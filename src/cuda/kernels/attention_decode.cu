@@ -347,7 +347,11 @@ __global__ void __launch_bounds__(kDecodeMmaThreads)
   const int kbeg = split * tiles_per_split * kBN;
   const int kend = min(sk, kbeg + tiles_per_split * kBN);
   const int ntiles = (kend - kbeg + kBN - 1) / kBN;  // >= 1: the launch makes no empty split
-  allow_dependents();  // the next kernel's blocks (the combine's) may be scheduled now: they wait for this grid's end
+  // Launched as a programmatic dependent (launch_mma_heads): its blocks may be resident while the
+  // work before still runs, and touch memory (q, K, V, the partials, the counters) only after the
+  // wait. Then the next kernel's blocks (the combine's, or the next call's) may be scheduled: they
+  // wait for this grid's end.
+  wait_then_allow_dependents();
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + (hk * group + h0) * a.qs[1];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
@@ -572,6 +576,19 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
 
 // ---- launches -----------------------------------------------------------------------------------
 
+// The partials under CUDA-graph capture (stream_scratch): a range of this pool per (capture,
+// stream), where a stream-ordered allocation's alloc and free nodes would sit between one call's
+// decode kernel and the next call's and cut their programmatic edge (lora_decode.cu's t, the
+// same). The kernels touch the partials only after their wait, once the last call has completed.
+__device__ float decode_partials_pool[2 * 1024 * 1024];  // 8 MiB a device; a capture takes its largest
+void* decode_partials_pool_address() {
+  void* p = nullptr;
+  if (cudaGetSymbolAddress(&p, decode_partials_pool) == cudaSuccess) return p;
+  (void)cudaGetLastError();  // not to surface at the next launch check
+  return nullptr;
+}
+const CapturePool kPartialsPool{2, sizeof(decode_partials_pool), decode_partials_pool_address};
+
 // Partials of `chunks` splits for every query head, from the stream's scratch (held until the
 // op's last kernel is enqueued); the decode grid's last blocks or the combine kernel merge them
 // into out.
@@ -584,7 +601,7 @@ template <int D>
 PartialsLease partials_for(const detail::AttentionParams& p, int64_t chunks, cudaStream_t stream) {
   const int64_t rows = p.batch * p.hq, o_at = (2 * rows * chunks + 3) / 4 * 4;
   PartialsLease pl{stream_scratch(p.device_index, stream, size_t(o_at + rows * chunks * D) * sizeof(float),
-                                  "attention", "q"),
+                                  "attention", "q", &kPartialsPool),
                    {}};
   float* base = reinterpret_cast<float*>(pl.lease.get());
   pl.part = DecodePartials{base, base + rows * chunks, base + o_at, chunks};
@@ -641,9 +658,8 @@ void launch_mma_heads(const AttnArgs& a, const detail::AttentionParams& p, int t
   const int64_t arrivals = merge == DecodeMerge::Auto && splits <= kMaxGridMergeSplits
                                ? arrival_slots(kArrivalPool, kArrivalSlots, p.device_index, stream, heads)
                                : -1;
-  attention_decode_mma<T, D, NT><<<grid, kDecodeMmaThreads, smem, stream>>>(a, pl.part, int(group), int(per_split),
-                                                                           int(head_tiles), arrivals);
-  LORAOPS_CUDA_CHECK_LAUNCH("attention_decode_mma");
+  launch_kernel(attention_decode_mma<T, D, NT>, grid, kDecodeMmaThreads, smem, stream, true, a, pl.part, int(group),
+                int(per_split), int(head_tiles), arrivals);
   if (arrivals < 0) combine<T, D>(a, p, pl.part, stream);
 }
 

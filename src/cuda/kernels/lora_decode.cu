@@ -44,10 +44,8 @@
 // tokens per pass.
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <type_traits>
 
-#include "cuda/arrival_slots.hpp"
 #include "cuda/common.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/kernels.hpp"
@@ -794,48 +792,20 @@ auto one_token_shrink(int rows) {
   return rows == 4 ? lora_shrink<T, kVector, 1, 4> : rows == 2 ? lora_shrink<T, kVector, 1, 2> : lora_shrink<T, kVector, 1, 1>;
 }
 
-// t's memory under CUDA-graph capture: a range of this pool per (capture, stream), handed out by
-// arrival_slots (see there: a capture's range is its own for the process). A stream-ordered
-// allocation (stream_scratch under capture) puts its alloc and free nodes between one call's
-// decode kernel and the next call's shrink, and a memory node cuts their programmatic edge: the
-// shrink then entered only ~0.75 us after the decode kernel's last block ended, as a plain launch
-// (a %globaltimer trace of the last launches of a 40-call graph, H200, 2026-12-01; branch
-// next/s29-trace). One range serves every call of a captured stream, as the stream's scratch
-// buffer does eagerly: a call's shrink writes t only after its wait, once the work before it (the
-// last call's decode kernel, which read t) has completed.
-constexpr int kTPool = 1;                     // arrival_slots' name for the pool (attention_decode's is 0)
-constexpr int64_t kTPoolFloats = 512 * 1024;  // 2 MiB a device; a capture takes its largest m x r
-__device__ float lora_t_pool[kTPoolFloats];
-
-// Where one call's t (m x r floats) lives, held until the decode kernel is enqueued (both kernels
-// use it). Eagerly, or where the pool is spent or the capture status unknown: the stream's
-// scratch (stream_scratch), whose lease also keeps host threads sharing a stream from
-// interleaving their calls' kernels; under capture, the pool's range, with a lock for the same.
-class TMemory {
- public:
-  TMemory(int device, cudaStream_t stream, int64_t floats) {
-    if (floats == 0) return;
-    if (stream_capturing(stream)) {
-      const int64_t first = arrival_slots(kTPool, kTPoolFloats, device, stream, floats);
-      void* pool = nullptr;
-      if (first >= 0 && cudaGetSymbolAddress(&pool, lora_t_pool) == cudaSuccess) {
-        static std::mutex capture_mu;
-        lock_ = std::unique_lock<std::mutex>(capture_mu);
-        t_ = static_cast<float*>(pool) + first;
-        return;
-      }
-      if (first >= 0) (void)cudaGetLastError();  // not to surface at the next launch check
-    }
-    lease_ = stream_scratch(device, stream, size_t(floats) * 4, "lora_forward", "x");
-    t_ = reinterpret_cast<float*>(lease_.get());
-  }
-  float* get() const { return t_; }
-
- private:
-  std::unique_lock<std::mutex> lock_;
-  Scratch lease_;
-  float* t_ = nullptr;
-};
+// t's memory under CUDA-graph capture (stream_scratch): a range of this pool per (capture,
+// stream). With a stream-ordered allocation, its alloc and free nodes sat between one call's
+// decode kernel and the next call's shrink, and the shrink entered only ~0.75 us after the decode
+// kernel's last block ended, as a plain launch (a %globaltimer trace of the last launches of a
+// 40-call graph, H200, 2026-12-01; branch next/s29-trace). A call's shrink writes t only after its
+// wait, once the work before it (the last call's decode kernel, which read t) has completed.
+__device__ float lora_t_pool[512 * 1024];  // 2 MiB a device; a capture takes its largest m x r
+void* lora_t_pool_address() {
+  void* p = nullptr;
+  if (cudaGetSymbolAddress(&p, lora_t_pool) == cudaSuccess) return p;
+  (void)cudaGetLastError();  // not to surface at the next launch check
+  return nullptr;
+}
+const CapturePool kTPool{1, sizeof(lora_t_pool), lora_t_pool_address};  // (attention_decode's counters are 0)
 
 template <class T>
 void run(const LoraForwardParams& p, cudaStream_t stream) {
@@ -843,8 +813,10 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const bool low_rank = p.r > 0 && p.scale != 0.f;
   const bool keep_xa = p.xa_out != nullptr && p.r > 0;  // the shrink also stores x@A.T
   const bool x_vec = rows_vectorisable(p.x, es);
-  const TMemory t_memory(p.device_index, stream, low_rank ? p.m * p.r : 0);
-  float* t = t_memory.get();
+  // Held until the decode kernel is enqueued (both kernels use t).
+  const Scratch lease = stream_scratch(p.device_index, stream, low_rank ? size_t(p.m * p.r) * 4 : 0,
+                                       "lora_forward", "x", &kTPool);
+  float* t = reinterpret_cast<float*>(lease.get());
   if (low_rank || keep_xa) {
     ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out};
     const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;

@@ -11,6 +11,7 @@
 // probability below the normal range rounds by up to s, not relatively; fp16 at large scales).
 // A wrong mask, head or scale moves o by O(|v|) = O(1) against tol = O(u).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -23,6 +24,7 @@
 #include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
 #include "linalg_test_util.hpp"
+#include "ordered_run.hpp"
 
 namespace loraops::test {
 namespace {
@@ -385,6 +387,60 @@ TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
     check_all("graphs", round);
   }
   for (auto& st : s) CUDA_OK(cudaStreamDestroy(st));
+}
+
+// The tensor-core decode kernel is a programmatic dependent of the work before it. As
+// CudaLora.DependentLaunchWaitsBeforeReadingAndWriting: before each call a kernel that lets its
+// dependents start at once and only ~50 us later writes q, K and V (one buffer, one copy) or
+// snapshots out2. A call that read q, K or V early computes from the old values (V's 2-3 against
+// -1-1: outputs ~2.5 against ~0); one that wrote out2 early shows in the snapshot. Eagerly (behind
+// a gate) and in a captured graph, with the splits merged in the grid and by the combine kernel.
+TEST(CudaAttention, DecodeWaitsBeforeReadingAndWriting) {
+  LORAOPS_REQUIRE_GPU();
+  const DType t = DType::BFloat16;
+  const int64_t b = 2, hq = 8, hkv = 2, sk = 1000, d = 128;
+  const int64_t nq = b * hq * d, nkv = b * hkv * sk * d, total = nq + 2 * nkv;
+  HostTensor fresh = random_tensor(t, {total}, -1.f, 1.f), old = random_tensor(t, {total}, 2.f, 3.f);
+  const auto parts = [&](void* base, Device dev) {
+    const size_t es = size_t(dtype_size(t));
+    auto at = [&](int64_t off, std::initializer_list<int64_t> dims) {
+      return Tensor::contiguous(static_cast<uint8_t*>(base) + size_t(off) * es, t, dims, dev);
+    };
+    return std::array<Tensor, 3>{at(0, {b, hq, 1, d}), at(nq, {b, hkv, sk, d}), at(nq + nkv, {b, hkv, sk, d})};
+  };
+  HostTensor ref(t, {b, hq, 1, d}), got(t, {b, hq, 1, d}), before = random_tensor(t, {b, hq, 1, d}, 5.f, 6.f),
+      snap_h(t, {b, hq, 1, d});
+  {
+    const auto h = parts(fresh.bytes.data(), {});
+    attention(h[0], h[1], h[2], false, std::nullopt, ref.view(), {.impl = Impl::Reference});
+  }
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const Device gpu{DeviceType::CUDA, 0};
+  for (const auto merge : {cuda::DecodeMerge::Auto, cuda::DecodeMerge::Kernel})
+    for (bool graph : {true, false}) {  // the graph first: its instantiation loads the kernels
+      SCOPED_TRACE(std::string(merge == cuda::DecodeMerge::Auto ? "merged in the grid" : "combine kernel") +
+                   (graph ? ", graph" : ", eager"));
+      DeviceTensor src(fresh), buf(old), y(got), y2(before), snap(snap_h);
+      y.poison();
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto dv = parts(buf.ptr, gpu);
+      const auto p1 = detail::attention_params(dv[0], dv[1], dv[2], false, std::nullopt, y.view());
+      const auto p2 = detail::attention_params(dv[0], dv[1], dv[2], false, std::nullopt, y2.view());
+      ASSERT_TRUE(cuda::attention_decode_takes(p1, cuda::DecodeKernel::TensorCore));
+      auto sequence = [&] {
+        ASSERT_EQ(late_copy(buf.ptr, src.ptr, buf.bytes, 50, s), cudaSuccess);
+        cuda::attention_decode_with(p1, s, cuda::DecodeKernel::TensorCore, 0, merge);  // reads q, K, V
+        ASSERT_EQ(late_copy(snap.ptr, y2.ptr, y2.bytes, 50, s), cudaSuccess);
+        cuda::attention_decode_with(p2, s, cuda::DecodeKernel::TensorCore, 0, merge);  // writes y2
+      };
+      run_ordered(s, graph, sequence);
+      y.to_host();
+      snap.to_host();
+      EXPECT_TRUE(all_close(got, ref, 0.05, 2 * eps_of(t))) << "a read of q, K or V before the copy";
+      EXPECT_TRUE(snap_h.bytes == before.bytes) << "out2 written while the kernel before it read it";
+    }
+  CUDA_OK(cudaStreamDestroy(s));
 }
 
 TEST(CudaAttention, ToleranceAdmitsTheInputDtypeAndCatchesBugs) {
