@@ -779,19 +779,22 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
     }
 }
 
-// Under capture the custom decode path keeps t in one range of a device pool per (capture, stream),
-// shared by the stream's calls and grown when a call needs more (lora_decode.cu's TMemory): a
-// graph of decode calls whose m x r grows and shrinks, each with its own inputs and output, on one
-// stream; a second graph of the same calls captured on another stream; both replayed at once on
-// two streams, then again on new data. A call whose t another call overwrote before its store, or
-// a graph reading the other's range, would be far off.
-TEST(CudaLora, GraphOfDecodeCallsSharesItsRangeOfT) {
+// Under capture the custom paths keep their temporaries (the decode's t; the fold's t, B copy and
+// workspace) in one range of a device pool per (capture, stream), shared by the stream's calls and
+// grown when a call needs more (stream_scratch's CapturePool): a graph of calls whose m x r grows
+// and shrinks, decode and fold, each with its own inputs and output, on one stream; a second
+// graph of the same calls captured on another stream; both replayed at once on two streams, then
+// again on new data. A call whose temporaries another call overwrote before it read them, or a
+// graph reading the other's range, would be far off.
+TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
   LORAOPS_REQUIRE_GPU();
   const Case cases[] = {
       {"graph seq m=1 r=8", {1}, 1024, 264, 8, 2.0},
       {"graph seq m=16 r=64 (a larger range)", {16}, 512, 200, 64, -0.5},
       {"graph seq m=1 r=16", {1}, 4104, 40, 16, 2.0},
+      {"graph seq fold m=200 r=16", {200}, 512, 264, 16, 2.0},
       {"graph seq m=4 r=8 scale 0", {4}, 256, 96, 8, 0.0},
+      {"graph seq fold m=136 r=64", {136}, 256, 520, 64, -0.5},
       {"graph seq m=2 r=33", {2}, 520, 72, 33, -0.5},
   };
   struct Call {
