@@ -3,7 +3,7 @@
 // grid instead of a second launch); also for temporaries under capture (stream_scratch's
 // CapturePool: the calls of one stream follow each other, so they share a range as counters do).
 // Pool names (pool_id): 0 the attention decode's counters, 1 the LoRA decode's t, 2 the attention
-// decode's partials, 3 the LoRA fold's forward scratch. Each block of a group adds one to
+// decode's partials. Each block of a group adds one to
 // the group's counter; the block that brings it to the group's size gets the step, and its
 // atomicInc wraps the counter back to 0. So every counter is 0 before and after each launch, and
 // a kernel file's zero-initialised __device__ pool serves launch after launch without a memset

@@ -25,20 +25,6 @@ namespace loraops::cuda {
 
 namespace {
 
-// The forward's scratch under CUDA-graph capture (stream_scratch): a range of this pool per
-// (capture, stream), where a stream-ordered allocation's alloc and free nodes would sit between
-// one call's GEMM and the next call's shrink and cut their programmatic edge (lora_decode.cu's t,
-// the same). Every kernel that touches it waits for the work before it (the programmatic
-// dependents first thing, cuBLASLt's and the copy kernels as plain launches).
-__device__ __align__(256) unsigned char fold_scratch_pool[8 << 20];  // 8 MiB a device
-void* fold_scratch_pool_address() {
-  void* p = nullptr;
-  if (cudaGetSymbolAddress(&p, fold_scratch_pool) == cudaSuccess) return p;
-  (void)cudaGetLastError();  // not to surface at the next launch check
-  return nullptr;
-}
-const CapturePool kFoldPool{3, sizeof(fold_scratch_pool), fold_scratch_pool_address};
-
 // dst[i][j] = scale * src[i*rs + j*cs] for a rows x cols matrix, dst rows of `cols` (fp32 math,
 // one rounding to E).
 template <class E>
@@ -148,7 +134,7 @@ void lora_forward_fold(const detail::LoraForwardParams& p, void* stream_ptr) {
   g.a2 = g.b2 = p.x.p;  // placeholders for the workspace query (TMA descriptors are not built there)
   const int64_t ws_bytes = round_up(int64_t(fold_gemm_workspace(p.dtype, g)), 256);
   const Scratch lease =
-      stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x", &kFoldPool);
+      stream_scratch(p.device_index, stream, size_t(t_bytes + b_bytes + ws_bytes), "lora_forward", "x");
   char* scratch = lease.get();
   void* t = scratch;
   if (ours) {

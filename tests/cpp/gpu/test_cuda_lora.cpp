@@ -779,13 +779,13 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
     }
 }
 
-// Under capture the custom paths keep their temporaries (the decode's t; the fold's t, B copy and
-// workspace) in one range of a device pool per (capture, stream), shared by the stream's calls and
-// grown when a call needs more (stream_scratch's CapturePool): a graph of calls whose m x r grows
-// and shrinks, decode and fold, each with its own inputs and output, on one stream; a second
-// graph of the same calls captured on another stream; both replayed at once on two streams, then
-// again on new data. A call whose temporaries another call overwrote before it read them, or a
-// graph reading the other's range, would be far off.
+// Under capture the custom decode path keeps t in one range of a device pool per (capture,
+// stream), shared by the stream's calls and grown when a call needs more (stream_scratch's
+// CapturePool); the fold's temporaries are stream-ordered allocations of the graph. A graph of
+// calls whose m x r grows and shrinks, decode and fold, each with its own inputs and output, on
+// one stream; a second graph of the same calls captured on another stream; both replayed at once
+// on two streams, then again on new data. A call whose temporaries another call overwrote before
+// it read them, or a graph reading the other's range, would be far off.
 TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
   LORAOPS_REQUIRE_GPU();
   const Case cases[] = {
