@@ -110,6 +110,31 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 constexpr int kShrinkRows = 4;  // rows of A per block
 
+// The first `bytes` of each one-token decode block's rows of W, asked of L2 ahead of the block's
+// own loads (cp.async.bulk.prefetch: one instruction a region, no registers, nothing read into
+// the SM, so it may run before a wait: L2 is where the work before writes, so a line it brings is
+// the one the work leaves). Block j's rows are [j * rows, j * rows + rows) of n; the region
+// stops at its last row's last element. Who asks, and when: see kPrefetchBytes.
+struct WPrefetch {
+  const char* w = nullptr;  // null: none
+  int64_t rs = 0;           // bytes between rows
+  int64_t row_bytes = 0;    // bytes of a row's k elements
+  int64_t n = 0;
+  int rows = 0;             // a decode block's rows
+  int bytes = 0;            // a multiple of 16
+};
+
+__device__ __forceinline__ void prefetch_w_block(const WPrefetch& p, int64_t j) {
+  const int64_t r0 = j * p.rows, in = min(int64_t(p.rows), p.n - r0);
+  if (in <= 0) return;
+  const int64_t len = min(int64_t(p.bytes), ((in - 1) * p.rs + p.row_bytes) & ~int64_t(15));
+  const char* at = p.w + r0 * p.rs;
+  for (int64_t o = 0; o < len; o += 32768) {
+    const unsigned piece = unsigned(min(int64_t(32768), len - o));
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at + o), "r"(piece) : "memory");
+  }
+}
+
 struct ShrinkArgs {
   RowsView x;
   MatView a;  // [r, k]
@@ -117,12 +142,21 @@ struct ShrinkArgs {
   float scale;
   float* t;  // [m, r]: scale * x@A.T, or null when only xa is wanted
   void* xa;  // [m, r]: x@A.T unscaled in T (the caller's xa_out), or null
+  WPrefetch pf;           // the one-token decode's W (w null: none)
+  int64_t pf_blocks;      // the decode grid's blocks: as many prefetch blocks follow the shrink's
+  int64_t shrink_blocks;  // the blocks that compute t
 };
 
 // kShrinkTokens tokens per pass over A's rows: 1 for one token, whose pass would otherwise reduce
 // 8 x 4 sums across the block where 4 are stored (160 shuffles a warp against 20).
 template <class T, bool kVector, int kShrinkTokens, int ROWS = kShrinkRows>
 __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
+  // Blocks past the shrink's ask L2 for the first lines of a decode block's rows and end (see
+  // kPrefetchBytes), without a wait: they touch no memory.
+  if (blockIdx.x >= s.shrink_blocks) {
+    if (threadIdx.x == 0) prefetch_w_block(s.pf, int64_t(blockIdx.x) - s.shrink_blocks);
+    return;
+  }
   // After the work before: the decode kernel, which streams W without a wait of its own, starts
   // only once that work is complete.
   wait_then_allow_dependents();
@@ -206,6 +240,7 @@ struct DecodeArgs {
   bool wait_first;     // no shrink before: the work before may still write x, W, B or bias
   bool trigger_early;  // one wave: the next kernel may start at once (it waits for this one)
   bool b_whole;        // store_rows loads B's rows whole and stages t (see there)
+  WPrefetch pf;        // lora_decode_linear waiting first: its first lines of W before the wait
 };
 
 // store_rows' one-round-trip low-rank term: B's rows of at most kWholeBVectors 16-byte vectors
@@ -538,6 +573,7 @@ __global__ void __launch_bounds__(kLinearWarps * 32, 2) lora_decode_linear(Decod
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = warp % HALVES, part = warp / HALVES;
   const int64_t n0 = int64_t(blockIdx.x) * R;
   const T* x = static_cast<const T*>(a.x.p) + a.x.row_offset(0);
+  if (a.pf.w && threadIdx.x == 0) prefetch_w_block(a.pf, blockIdx.x);  // (kPrefetchBytes)
   decode_prologue(a);
   prefetch_epilogue<T>(a, n0);
 
@@ -766,14 +802,20 @@ void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t strea
 // SMs: twice the blocks, still one wave; e.g. the float32 seed shapes), else of 16. Against
 // 16-row blocks there (graph replay, H200 2026-12-01): fp32 x[1,2048] r8 6.7 -> 5.0 us (scale 0
 // 5.2 -> 3.9), x[1,1024] r8 3.3 -> 3.3 (r64 3.65 -> 3.55), x[1,512] r8 2.87 -> 2.77.
+constexpr size_t kLinearSmem = size_t(kLinearWarps) * 16 * sizeof(float);
+
+// lora_decode_linear's rows a block: 16, or 8 where 16 would leave SMs without a second block.
+template <class T>
+int linear_rows(int64_t n, int device) {
+  const int slots = resident_blocks(reinterpret_cast<const void*>(lora_decode_linear<T, 16>), kLinearWarps * 32, device, kLinearSmem);
+  return 2 * ((n + 15) / 16) > slots ? 16 : 8;
+}
+
 template <class T>
 void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
-  constexpr size_t smem = size_t(kLinearWarps) * 16 * sizeof(float);
-  const int64_t blocks16 = (a.n + 15) / 16;
-  const int slots = resident_blocks(reinterpret_cast<const void*>(lora_decode_linear<T, 16>), kLinearWarps * 32, device, smem);
-  if (2 * blocks16 > slots)
-    return launch_decode(lora_decode_linear<T, 16>, a, unsigned(blocks16), kLinearWarps * 32, smem, device, stream);
-  launch_decode(lora_decode_linear<T, 8>, a, unsigned((a.n + 7) / 8), kLinearWarps * 32, smem, device, stream);
+  if (linear_rows<T>(a.n, device) == 16)
+    return launch_decode(lora_decode_linear<T, 16>, a, unsigned((a.n + 15) / 16), kLinearWarps * 32, kLinearSmem, device, stream);
+  launch_decode(lora_decode_linear<T, 8>, a, unsigned((a.n + 7) / 8), kLinearWarps * 32, kLinearSmem, device, stream);
 }
 
 // Rows of A a one-token shrink block reads: at most kShrinkBlockBytes of A a block (4 rows up to
@@ -807,6 +849,32 @@ void* lora_t_pool_address() {
 }
 const CapturePool kTPool{1, sizeof(lora_t_pool), lora_t_pool_address};  // (attention_decode's counters are 0)
 
+// The one-token decode's W: kPrefetchBytes of each block's rows asked of L2 before the block
+// streams them, by whoever is resident while the kernel before ends. That is the decode kernel
+// itself where it waits first (no shrink: the next call's blocks take the slots the last call's
+// free, and ask before their wait), else extra blocks of the shrink's grid, one a decode block
+// (the decode kernel launches only ~0.7 us after the shrink's wait). DRAM would idle in that
+// window: the last call's tail, then the wait's release and the launch. Only where the decode
+// grid is one wave (a later wave's blocks start long after). Graph replay, bf16 4096^2 m1 r16
+// with 4 weight sets rotating past L2, H200 2026-12-01: 10.70 -> 9.41 us (16 KiB a block 9.82;
+// asked instead by the shrink's own 4 blocks after their wait, 10.6 -> 15.3 at 8 KiB and ~4.5 us
+// more per 2 MiB after: the shrink's grid, which the decode kernel's epilogue waits for, ends only
+// once its prefetches have); scale 0 9.84 -> 8.37 (32 KiB; 64 KiB 8.41); the float32 seed shapes
+// with W hot in L2 within 0.05 (x[1,512] r8 2.42 -> 2.45, x[1,1024] r8 2.90 -> 2.85).
+constexpr int kPrefetchBytes = 32 * 1024;
+
+template <class T>
+WPrefetch one_token_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
+  if (p.n == 0) return {};
+  const int rows = linear_rows<T>(p.n, device);
+  const void* kernel = rows == 16 ? reinterpret_cast<const void*>(lora_decode_linear<T, 16>)
+                                  : reinterpret_cast<const void*>(lora_decode_linear<T, 8>);
+  *blocks = (p.n + rows - 1) / rows;
+  if (*blocks > resident_blocks(kernel, kLinearWarps * 32, device, kLinearSmem)) return {};
+  const int64_t es = sizeof(T);
+  return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, rows, kPrefetchBytes};
+}
+
 template <class T>
 void run(const LoraForwardParams& p, cudaStream_t stream) {
   const int64_t es = sizeof(T);
@@ -817,10 +885,15 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   const Scratch lease = stream_scratch(p.device_index, stream, low_rank ? size_t(p.m * p.r) * 4 : 0,
                                        "lora_forward", "x", &kTPool);
   float* t = reinterpret_cast<float*>(lease.get());
+  const int dev = p.device_index;
+  const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+  int64_t pf_blocks = 0;  // the one-token decode grid's blocks, where its W is prefetched
+  const WPrefetch pf = vec && p.m == 1 ? one_token_prefetch<T>(p, dev, &pf_blocks) : WPrefetch{};
   if (low_rank || keep_xa) {
-    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out};
     const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;
-    const dim3 blocks(unsigned((p.r + rows - 1) / rows));
+    const int64_t shrink_blocks = (p.r + rows - 1) / rows;
+    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out, pf, pf.w ? pf_blocks : 0, shrink_blocks};
+    const dim3 blocks(unsigned(shrink_blocks + s.pf_blocks));
     const bool vector = x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es);
     auto shrink = p.m == 1 ? (vector ? one_token_shrink<T, true>(rows) : one_token_shrink<T, false>(rows))
                            : (vector ? lora_shrink<T, true, 8> : lora_shrink<T, false, 8>);
@@ -829,9 +902,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   if (p.n == 0) return;  // only xa was wanted (y is empty)
   const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
                      p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false,
-                     /*b_whole=*/false};
-  const int dev = p.device_index;
-  const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+                     /*b_whole=*/false, (low_rank || keep_xa) ? WPrefetch{} : pf};
   // One token, every dtype: the block-linear layout.
   if (vec && p.m == 1) return launch_linear<T>(a, dev, stream);
   if constexpr (!std::is_same_v<T, float>) {
