@@ -849,29 +849,41 @@ void* lora_t_pool_address() {
 }
 const CapturePool kTPool{1, sizeof(lora_t_pool), lora_t_pool_address};  // (attention_decode's counters are 0)
 
-// The one-token decode's W: kPrefetchBytes of each block's rows asked of L2 before the block
-// streams them, by whoever is resident while the kernel before ends. That is the decode kernel
+// The decode's W: kPrefetchBytes of each block's rows asked of L2 before the block streams them,
+// by whoever is resident while the kernel before ends. At one token that is the decode kernel
 // itself where it waits first (no shrink: the next call's blocks take the slots the last call's
 // free, and ask before their wait), else extra blocks of the shrink's grid, one a decode block
 // (the decode kernel launches only ~0.7 us after the shrink's wait). DRAM would idle in that
-// window: the last call's tail, then the wait's release and the launch. Only where the decode
-// grid is one wave (a later wave's blocks start long after). Graph replay, bf16 4096^2 m1 r16
-// with 4 weight sets rotating past L2, H200 2026-12-01: 10.70 -> 9.41 us (16 KiB a block 9.82;
+// window: the last call's tail, then the wait's release and the launch. Only where the
+// one-token grid is one wave (a later wave's blocks start long after); the mma kernels (2 to 64
+// tokens, 16-row blocks, two waves at 4096 rows) have their first wave's blocks prefetched by the
+// shrink's extra blocks (nothing without a shrink: their blocks are not resident early). Graph
+// replay, bf16 4096^2 r16 with 4 weight sets rotating past L2, H200 2026-12-01: m1 10.70 -> 9.41
+// us and 9.49-9.51 on another machine (16 KiB a block 9.82;
 // asked instead by the shrink's own 4 blocks after their wait, 10.6 -> 15.3 at 8 KiB and ~4.5 us
 // more per 2 MiB after: the shrink's grid, which the decode kernel's epilogue waits for, ends only
 // once its prefetches have); scale 0 9.84 -> 8.37 (32 KiB; 64 KiB 8.41); the float32 seed shapes
-// with W hot in L2 within 0.05 (x[1,512] r8 2.42 -> 2.45, x[1,1024] r8 2.90 -> 2.85).
+// with W hot in L2 within 0.05 (x[1,512] r8 2.42 -> 2.45, x[1,1024] r8 2.90 -> 2.85); m8 12.12 ->
+// 11.44, m16 15.48 -> 14.33, m16 r64 23.47 -> 23.41, 8192^2 m16 r64 55.36 -> 54.73 (m 2-4 and
+// 17-64 not measured).
 constexpr int kPrefetchBytes = 32 * 1024;
 
+// What to prefetch for a decode call on vectorised rows (w null: nothing), and the blocks
+// (*blocks) the shrink's grid would add for it.
 template <class T>
-WPrefetch one_token_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
+WPrefetch decode_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
+  const int64_t es = sizeof(T);
   if (p.n == 0) return {};
+  if (p.m > 1) {  // the mma kernels' first wave (at least a block an SM), by the shrink's blocks
+    if constexpr (std::is_same_v<T, float>) return {};  // (lora_decode_fma: not measured)
+    *blocks = std::min<int64_t>((p.n + 15) / 16, sm_count(device));
+    return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16, kPrefetchBytes};
+  }
   const int rows = linear_rows<T>(p.n, device);
   const void* kernel = rows == 16 ? reinterpret_cast<const void*>(lora_decode_linear<T, 16>)
                                   : reinterpret_cast<const void*>(lora_decode_linear<T, 8>);
   *blocks = (p.n + rows - 1) / rows;
   if (*blocks > resident_blocks(kernel, kLinearWarps * 32, device, kLinearSmem)) return {};
-  const int64_t es = sizeof(T);
   return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, rows, kPrefetchBytes};
 }
 
@@ -887,8 +899,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   float* t = reinterpret_cast<float*>(lease.get());
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
-  int64_t pf_blocks = 0;  // the one-token decode grid's blocks, where its W is prefetched
-  const WPrefetch pf = vec && p.m == 1 ? one_token_prefetch<T>(p, dev, &pf_blocks) : WPrefetch{};
+  int64_t pf_blocks = 0;  // the decode blocks whose W is prefetched
+  const WPrefetch pf = vec ? decode_prefetch<T>(p, dev, &pf_blocks) : WPrefetch{};
   if (low_rank || keep_xa) {
     const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;
     const int64_t shrink_blocks = (p.r + rows - 1) / rows;
@@ -902,7 +914,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   if (p.n == 0) return;  // only xa was wanted (y is empty)
   const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
                      p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false,
-                     /*b_whole=*/false, (low_rank || keep_xa) ? WPrefetch{} : pf};
+                     /*b_whole=*/false, (low_rank || keep_xa || p.m != 1) ? WPrefetch{} : pf};
   // One token, every dtype: the block-linear layout.
   if (vec && p.m == 1) return launch_linear<T>(a, dev, stream);
   if constexpr (!std::is_same_v<T, float>) {
