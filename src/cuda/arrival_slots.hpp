@@ -3,11 +3,13 @@
 // grid instead of a second launch); also for temporaries under capture (stream_scratch's
 // CapturePool: the calls of one stream follow each other, so they share a range as counters do).
 // Pool names (pool_id): 0 the attention decode's counters, 1 the LoRA decode's t, 2 the attention
-// decode's partials. Each block of a group adds one to
-// the group's counter; the block that brings it to the group's size gets the step, and its
-// atomicInc wraps the counter back to 0. So every counter is 0 before and after each launch, and
-// a kernel file's zero-initialised __device__ pool serves launch after launch without a memset
-// (a memset, or a second kernel, is a serial step of the graph: the cost the counters avoid).
+// decode's partials.
+//
+// Counters: each block of a group adds one to the group's counter; the block that brings it to
+// the group's size gets the step, and its atomicInc wraps the counter back to 0. So every counter
+// is 0 before and after each launch, and a kernel file's zero-initialised __device__ pool serves
+// launch after launch without a memset (a memset, or a second kernel, is a serial step of the
+// graph: the cost the counters avoid).
 //
 // Two launches that may run at the same time must not share a counter. What this hands out is
 // one range per (device, stream) eagerly, the stream known by its process-unique id (a destroyed
@@ -17,10 +19,9 @@
 // finishes undisturbed): launches on one stream follow each other, eagerly and as the nodes of
 // one captured stream in every replay. Graphs may replay beside each other and beside eager work,
 // so a capture's ranges are its own, never handed out again. A graph exec replays in order with
-// itself, and a graph holding stream-ordered allocations (every capture of the attention decode)
-// has at most one exec at a time. Not covered: a clone of such a graph replayed beside it, two
-// execs of one graph of LoRA decode calls (it holds no such allocation) replayed beside each
-// other, and captured nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
+// itself. Not covered: a clone of a graph, or a second exec of one, replayed beside it (the decode
+// graphs hold no stream-ordered allocation, which would limit a graph to one exec), and captured
+// nodes whose stream order cudaStreamUpdateCaptureDependencies removed.
 // Nothing is given back: each capture keeps its counters (as many as its largest launch needs)
 // for the process. No range (-1) once the pool is spent, and where the capture status or the
 // stream's id cannot be told: the caller then takes its path without counters.
