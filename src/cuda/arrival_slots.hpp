@@ -2,8 +2,7 @@
 // block to arrive does a final step (the attention decode's merge of its splits, in the decode
 // grid instead of a second launch); also for temporaries under capture (stream_scratch's
 // CapturePool: the calls of one stream follow each other, so they share a range as counters do).
-// Pool names (pool_id): 0 the attention decode's counters, 1 the LoRA decode's t, 2 the attention
-// decode's partials.
+// Pool names (pool_id): ArrivalPool below.
 //
 // Counters: each block of a group adds one to the group's counter; the block that brings it to
 // the group's size gets the step, and its atomicInc wraps the counter back to 0. So every counter
@@ -32,6 +31,13 @@
 #include <cstdint>
 
 namespace loraops::cuda {
+
+// The pools' names, unique in the process.
+enum ArrivalPool : int {
+  kAttentionDecodeCounters = 0,  // attention_decode.cu's merge counters
+  kLoraDecodeT = 1,              // lora_decode.cu's t under capture (stream_scratch)
+  kAttentionDecodePartials = 2,  // attention_decode.cu's partials under capture (stream_scratch)
+};
 
 // The first of `count` counters for a launch on `stream` of `device`, as an index into a pool of
 // `pool_size` (one per kernel file: `pool_id` names it), or -1.

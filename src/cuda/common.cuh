@@ -174,7 +174,8 @@ __device__ __forceinline__ void allow_dependents() { asm volatile("griddepcontro
 // keeps one guarantee for a dependent that reads early (as lora_decode reads x and W before its
 // own wait behind lora_shrink): every kernel before this one has completed. A LoRA decode kernel
 // itself allows its dependents before it waits for the shrink: what follows it must wait before
-// touching memory (every kernel of this library does, but the decode kernel behind its shrink).
+// touching memory (every kernel of this library does, but the decode kernel behind its shrink;
+// an L2 prefetch, which reads nothing into the SM, may come first: lora_decode.cu's WPrefetch).
 __device__ __forceinline__ void wait_then_allow_dependents() {
   grid_dependency_wait();
   allow_dependents();

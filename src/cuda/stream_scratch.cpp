@@ -78,13 +78,14 @@ Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char
   if (bytes == 0) return s;
   s.stream_ = stream;
   if (stream_capturing(stream) && pool) {
-    const int64_t first = arrival_slots(pool->id, int64_t(pool->bytes / 256), device, stream, int64_t((bytes + 255) / 256));
+    const int64_t first =
+        arrival_slots(pool->id, int64_t(pool->bytes / 256), device, stream, int64_t((bytes + 255) / 256));
     char* base = first >= 0 ? static_cast<char*>(pool->address()) : nullptr;
-    if (base) {
-      // The lock keeps two host threads capturing on one stream from interleaving their calls'
-      // kernels over the shared range (the cached buffer's lock does that eagerly).
-      static std::mutex capture_mu;
-      s.lock_ = std::unique_lock<std::mutex>(capture_mu);
+    if (base && reinterpret_cast<uintptr_t>(base) % 256 == 0) {
+      // The stream's lock keeps two host threads capturing on one stream from interleaving their
+      // calls' kernels over the shared range (as it does for the cached buffer eagerly; a
+      // capturing stream never takes that path).
+      s.lock_ = std::unique_lock<std::mutex>(buffer_of(device, stream)->mu);
       s.p_ = base + first * 256;
       return s;
     }

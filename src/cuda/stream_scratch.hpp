@@ -16,7 +16,9 @@
 // between two kernels (the next then starts ~0.75 us after the last ends, as a plain launch;
 // NOTES.md, session 29). Graphs still share no memory, but two execs of one graph replayed beside
 // each other share its range (a graph holding a memory node has one exec at a time); where the
-// pool is spent, the stream-ordered allocation.
+// pool is spent, the stream-ordered allocation. Not covered either: a clone of such a graph
+// replayed beside it. At most one lease of a pool may live per stream at a time (a second would
+// get the same range; under capture it would wait forever for the first's lock).
 //
 // Streams are keyed by handle: a stream destroyed and another created with the same handle share
 // the cached buffer (harmless: calls on one stream are ordered), and buffers of destroyed streams
@@ -30,12 +32,23 @@
 
 namespace loraops::cuda {
 
-// A kernel file's __device__ pool that capture may take ranges of (see above).
+// A kernel file's __device__ pool that capture may take ranges of (see above): declare it
+// __align__(256).
 struct CapturePool {
-  int id;              // its arrival_slots name, unique in the process
+  int id;              // its arrival_slots name (ArrivalPool), unique in the process
   size_t bytes;        // its size, a multiple of 256
-  void* (*address)();  // its address on the current device (cudaGetSymbolAddress), or null
+  void* (*address)();  // its address on the current device (pool_address), or null
 };
+
+// CapturePool::address for the __device__ array kPool, instantiated in the kernel file that
+// defines it; null where the runtime cannot tell.
+template <auto& kPool>
+void* pool_address() {
+  void* p = nullptr;
+  if (cudaGetSymbolAddress(&p, kPool) == cudaSuccess) return p;
+  (void)cudaGetLastError();  // not to surface at the next launch check
+  return nullptr;
+}
 
 class Scratch {
  public:
@@ -44,7 +57,7 @@ class Scratch {
   Scratch& operator=(Scratch&&) noexcept;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  ~Scratch();  // ends the lease: unlocks the cached buffer, or frees the capture's allocation
+  ~Scratch();  // ends the lease: unlocks the cached buffer or the pool's range, or frees the capture's allocation
 
   char* get() const { return static_cast<char*>(p_); }
 

@@ -298,7 +298,7 @@ __device__ __forceinline__ void merge_splits(const AttnArgs& a, const DecodePart
 // ---- the tensor-core kernel ---------------------------------------------------------------------
 
 // Counters of the in-grid merge (arrival_slots.hpp), one per (batch, head group) of a launch.
-constexpr int kArrivalPool = 0;                    // arrival_slots' name for this pool
+constexpr int kArrivalPool = kAttentionDecodeCounters;  // arrival_slots' name for this pool
 constexpr int64_t kArrivalSlots = int64_t(1) << 18;  // 1 MB a device
 __device__ unsigned decode_arrivals[kArrivalSlots];
 
@@ -579,15 +579,11 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
 // The partials under CUDA-graph capture (stream_scratch): a range of this pool per (capture,
 // stream), where a stream-ordered allocation's alloc and free nodes would sit between one call's
 // decode kernel and the next call's and cut their programmatic edge (lora_decode.cu's t, the
-// same). The kernels touch the partials only after their wait, once the last call has completed.
-__device__ float decode_partials_pool[2 * 1024 * 1024];  // 8 MiB a device; a capture takes its largest
-void* decode_partials_pool_address() {
-  void* p = nullptr;
-  if (cudaGetSymbolAddress(&p, decode_partials_pool) == cudaSuccess) return p;
-  (void)cudaGetLastError();  // not to surface at the next launch check
-  return nullptr;
-}
-const CapturePool kPartialsPool{2, sizeof(decode_partials_pool), decode_partials_pool_address};
+// same). The kernels touch the partials only once the last call has completed: the tensor-core
+// kernel and the combine after their wait, the SIMT kernel as a plain launch.
+__device__ __align__(256) float decode_partials_pool[2 * 1024 * 1024];  // 8 MiB a device; a capture takes its largest
+const CapturePool kPartialsPool{kAttentionDecodePartials, sizeof(decode_partials_pool),
+                                pool_address<decode_partials_pool>};
 
 // Partials of `chunks` splits for every query head, from the stream's scratch (held until the
 // op's last kernel is enqueued); the decode grid's last blocks or the combine kernel merge them

@@ -7,22 +7,24 @@
 //   lora_decode_* y = x @ W.T + bias + t @ B.T, W streamed once; t is only needed at the store.
 //
 // Both are launched as programmatic dependents (Hopper), each while the kernel before it still
-// runs. The shrink waits for the work before it (griddepcontrol.wait) before anything else and
-// only then lets the decode kernel start, so the decode kernel may stream W at once (all work
-// before the shrink is complete); it waits for the shrink's grid only before its epilogue, which
-// reads t. Without a shrink the decode kernel waits first. A decode grid of one wave lets the next
-// kernel start at once. Against plain launches (graph replay, H200, 2026-11-30): m = 1 at scale 0,
-// bf16 4096^2 10.30 -> 9.81 us, fp32 1024^2 2.83 -> 2.25; with the shrink no change (11.1 us at
-// bf16 4096^2 r16: the decode kernel still launches after the shrink's wait); eager 0.7-0.9 us
-// less. The shrink is kept to few blocks (one per 4 rows of A; at one token 2 or 1 where A's rows
-// are long, one_token_shrink_rows): its blocks take SM slots the W stream would use, and more of
-// them (split over tokens or K) measured slower, as did one fused
-// kernel whose first blocks computed t for the others (NOTES.md). Also slower in graph replay,
-// though one launch fewer (NOTES.md, session 23): t computed once per thread-block cluster of the
-// decode grid and shared through distributed shared memory (a cluster launch alone cost 0.8-1.6
-// us); t computed by every block for itself (float32 m = 1, r <= 16: A's rows read by every block
-// at once); the shrink letting the decode kernel start before its own wait (the decode kernel
-// then waits first, and W's stream no longer overlaps the shrink: bf16 m = 16 15.3 -> 23.3 us).
+// runs. The shrink waits for the work before it (griddepcontrol.wait) before anything else (but
+// an L2 prefetch of W by its extra blocks, see kPrefetchBytes) and only then lets the decode
+// kernel start, so the decode kernel may stream W at once (all work before the shrink is
+// complete); it waits for the shrink's grid only before its epilogue, which reads t. Without a
+// shrink the decode kernel waits first (after the one-token kernel's L2 prefetch of its W). A
+// decode grid of one wave lets the next kernel start at once. Against plain launches (graph
+// replay, H200, 2026-11-30): m = 1 at scale 0, bf16 4096^2 10.30 -> 9.81 us, fp32 1024^2 2.83 ->
+// 2.25; with the shrink no change (11.1 us at bf16 4096^2 r16: the decode kernel still launches
+// after the shrink's wait); eager 0.7-0.9 us less. The shrink is kept to few blocks (one per 4
+// rows of A; at one token 2 or 1 where A's rows are long, one_token_shrink_rows): its blocks take
+// SM slots the W stream would use, and more of them (split over tokens or K) measured slower, as
+// did one fused kernel whose first blocks computed t for the others (NOTES.md). Also slower in
+// graph replay, though one launch fewer (NOTES.md, session 23): t computed once per thread-block
+// cluster of the decode grid and shared through distributed shared memory (a cluster launch alone
+// cost 0.8-1.6 us); t computed by every block for itself (float32 m = 1, r <= 16: A's rows read
+// by every block at once); the shrink letting the decode kernel start before its own wait (the
+// decode kernel then waits first, and W's stream no longer overlaps the shrink: bf16 m = 16 15.3
+// -> 23.3 us).
 //
 // lora_decode_mma (float16/bfloat16, 16-byte aligned rows, K % 8 == 0): a block owns 16 rows of
 // W; its warps split K in 64-element chunks. Each lane loads 16 bytes of two W rows and of up to
@@ -46,6 +48,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/arrival_slots.hpp"
 #include "cuda/common.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/kernels.hpp"
@@ -110,11 +113,12 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 constexpr int kShrinkRows = 4;  // rows of A per block
 
-// The first `bytes` of each one-token decode block's rows of W, asked of L2 ahead of the block's
-// own loads (cp.async.bulk.prefetch: one instruction a region, no registers, nothing read into
-// the SM, so it may run before a wait: L2 is where the work before writes, so a line it brings is
-// the one the work leaves). Block j's rows are [j * rows, j * rows + rows) of n; the region
-// stops at its last row's last element. Who asks, and when: see kPrefetchBytes.
+// The first `bytes` of a decode block's span of W (its rows [j * rows, j * rows + rows) of n, from
+// the first row's start, stopping at the last row's last element: at 8 KiB rows, its first 4 rows
+// whole), asked of L2 ahead of the block's own loads (cp.async.bulk.prefetch: one instruction a
+// region, no registers, nothing read into the SM, so it may run before a wait: L2 is where the
+// work before writes, so a line it brings is the one that work leaves). Who asks, and when: see
+// kPrefetchBytes.
 struct WPrefetch {
   const char* w = nullptr;  // null: none
   int64_t rs = 0;           // bytes between rows
@@ -142,8 +146,8 @@ struct ShrinkArgs {
   float scale;
   float* t;  // [m, r]: scale * x@A.T, or null when only xa is wanted
   void* xa;  // [m, r]: x@A.T unscaled in T (the caller's xa_out), or null
-  WPrefetch pf;           // the one-token decode's W (w null: none)
-  int64_t pf_blocks;      // the decode grid's blocks: as many prefetch blocks follow the shrink's
+  WPrefetch pf;           // the decode kernel's W (w null: none)
+  int64_t pf_blocks;      // decode blocks prefetched: as many prefetch blocks follow the shrink's
   int64_t shrink_blocks;  // the blocks that compute t
 };
 
@@ -152,7 +156,7 @@ struct ShrinkArgs {
 template <class T, bool kVector, int kShrinkTokens, int ROWS = kShrinkRows>
 __global__ void __launch_bounds__(kThreads) lora_shrink(ShrinkArgs s) {
   // Blocks past the shrink's ask L2 for the first lines of a decode block's rows and end (see
-  // kPrefetchBytes), without a wait: they touch no memory.
+  // kPrefetchBytes), without a wait: they touch no memory (an L2 prefetch only).
   if (blockIdx.x >= s.shrink_blocks) {
     if (threadIdx.x == 0) prefetch_w_block(s.pf, int64_t(blockIdx.x) - s.shrink_blocks);
     return;
@@ -804,18 +808,28 @@ void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t strea
 // 5.2 -> 3.9), x[1,1024] r8 3.3 -> 3.3 (r64 3.65 -> 3.55), x[1,512] r8 2.87 -> 2.77.
 constexpr size_t kLinearSmem = size_t(kLinearWarps) * 16 * sizeof(float);
 
+template <class T>
+auto linear_kernel(int rows) {
+  return rows == 16 ? lora_decode_linear<T, 16> : lora_decode_linear<T, 8>;
+}
+
+// The blocks of `rows` rows that fit the device at once.
+template <class T>
+int linear_slots(int rows, int device) {
+  return resident_blocks(reinterpret_cast<const void*>(linear_kernel<T>(rows)), kLinearWarps * 32, device, kLinearSmem);
+}
+
 // lora_decode_linear's rows a block: 16, or 8 where 16 would leave SMs without a second block.
 template <class T>
 int linear_rows(int64_t n, int device) {
-  const int slots = resident_blocks(reinterpret_cast<const void*>(lora_decode_linear<T, 16>), kLinearWarps * 32, device, kLinearSmem);
-  return 2 * ((n + 15) / 16) > slots ? 16 : 8;
+  return 2 * ((n + 15) / 16) > linear_slots<T>(16, device) ? 16 : 8;
 }
 
 template <class T>
 void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
-  if (linear_rows<T>(a.n, device) == 16)
-    return launch_decode(lora_decode_linear<T, 16>, a, unsigned((a.n + 15) / 16), kLinearWarps * 32, kLinearSmem, device, stream);
-  launch_decode(lora_decode_linear<T, 8>, a, unsigned((a.n + 7) / 8), kLinearWarps * 32, kLinearSmem, device, stream);
+  const int rows = linear_rows<T>(a.n, device);
+  launch_decode(linear_kernel<T>(rows), a, unsigned((a.n + rows - 1) / rows), kLinearWarps * 32, kLinearSmem, device,
+                stream);
 }
 
 // Rows of A a one-token shrink block reads: at most kShrinkBlockBytes of A a block (4 rows up to
@@ -831,7 +845,9 @@ int one_token_shrink_rows(int64_t row_bytes) {
 template <class T, bool kVector>
 auto one_token_shrink(int rows) {
   static_assert(kShrinkRows == 4, "the rows one_token_shrink_rows picks");
-  return rows == 4 ? lora_shrink<T, kVector, 1, 4> : rows == 2 ? lora_shrink<T, kVector, 1, 2> : lora_shrink<T, kVector, 1, 1>;
+  return rows == 4   ? lora_shrink<T, kVector, 1, 4>
+         : rows == 2 ? lora_shrink<T, kVector, 1, 2>
+                     : lora_shrink<T, kVector, 1, 1>;
 }
 
 // t's memory under CUDA-graph capture (stream_scratch): a range of this pool per (capture,
@@ -840,14 +856,8 @@ auto one_token_shrink(int rows) {
 // kernel's last block ended, as a plain launch (a %globaltimer trace of the last launches of a
 // 40-call graph, H200, 2026-12-01; branch next/s29-trace). A call's shrink writes t only after its
 // wait, once the work before it (the last call's decode kernel, which read t) has completed.
-__device__ float lora_t_pool[512 * 1024];  // 2 MiB a device; a capture takes its largest m x r
-void* lora_t_pool_address() {
-  void* p = nullptr;
-  if (cudaGetSymbolAddress(&p, lora_t_pool) == cudaSuccess) return p;
-  (void)cudaGetLastError();  // not to surface at the next launch check
-  return nullptr;
-}
-const CapturePool kTPool{1, sizeof(lora_t_pool), lora_t_pool_address};  // (attention_decode's counters are 0)
+__device__ __align__(256) float lora_t_pool[512 * 1024];  // 2 MiB a device; a capture takes its largest m x r
+const CapturePool kTPool{kLoraDecodeT, sizeof(lora_t_pool), pool_address<lora_t_pool>};
 
 // The decode's W: kPrefetchBytes of each block's rows asked of L2 before the block streams them,
 // by whoever is resident while the kernel before ends. At one token that is the decode kernel
@@ -856,8 +866,8 @@ const CapturePool kTPool{1, sizeof(lora_t_pool), lora_t_pool_address};  // (atte
 // (the decode kernel launches only ~0.7 us after the shrink's wait). DRAM would idle in that
 // window: the last call's tail, then the wait's release and the launch. Only where the
 // one-token grid is one wave (a later wave's blocks start long after); the mma kernels (2 to 64
-// tokens, 16-row blocks, two waves at 4096 rows) have their first wave's blocks prefetched by the
-// shrink's extra blocks (nothing without a shrink: their blocks are not resident early). Graph
+// tokens, 16-row blocks, two waves at 4096 rows) have their first blocks, one an SM, prefetched by
+// the shrink's extra blocks (nothing without a shrink: their blocks are not resident early). Graph
 // replay, bf16 4096^2 r16 with 4 weight sets rotating past L2, H200 2026-12-01: m1 10.70 -> 9.41
 // us and 9.49-9.51 on another machine (16 KiB a block 9.82;
 // asked instead by the shrink's own 4 blocks after their wait, 10.6 -> 15.3 at 8 KiB and ~4.5 us
@@ -873,17 +883,15 @@ constexpr int kPrefetchBytes = 32 * 1024;
 template <class T>
 WPrefetch decode_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
   const int64_t es = sizeof(T);
-  if (p.n == 0) return {};
-  if (p.m > 1) {  // the mma kernels' first wave (at least a block an SM), by the shrink's blocks
+  if (p.n == 0 || p.k == 0) return {};  // (k = 0: no W to read)
+  if (p.m > 1) {  // the mma kernels' first blocks, one an SM, by the shrink's blocks
     if constexpr (std::is_same_v<T, float>) return {};  // (lora_decode_fma: not measured)
     *blocks = std::min<int64_t>((p.n + 15) / 16, sm_count(device));
     return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16, kPrefetchBytes};
   }
   const int rows = linear_rows<T>(p.n, device);
-  const void* kernel = rows == 16 ? reinterpret_cast<const void*>(lora_decode_linear<T, 16>)
-                                  : reinterpret_cast<const void*>(lora_decode_linear<T, 8>);
   *blocks = (p.n + rows - 1) / rows;
-  if (*blocks > resident_blocks(kernel, kLinearWarps * 32, device, kLinearSmem)) return {};
+  if (*blocks > linear_slots<T>(rows, device)) return {};
   return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, rows, kPrefetchBytes};
 }
 
@@ -904,7 +912,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   if (low_rank || keep_xa) {
     const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;
     const int64_t shrink_blocks = (p.r + rows - 1) / rows;
-    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out, pf, pf.w ? pf_blocks : 0, shrink_blocks};
+    ShrinkArgs s{p.x, p.lora_a, p.m, p.k, p.r, p.scale, low_rank ? t : nullptr, p.xa_out, pf,
+                 pf.w ? pf_blocks : 0, shrink_blocks};
     const dim3 blocks(unsigned(shrink_blocks + s.pf_blocks));
     const bool vector = x_vec && mat_vectorisable(p.lora_a, p.r, p.k, es);
     auto shrink = p.m == 1 ? (vector ? one_token_shrink<T, true>(rows) : one_token_shrink<T, false>(rows))

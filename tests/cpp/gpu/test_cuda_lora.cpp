@@ -823,6 +823,19 @@ TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
       const cudaError_t ended = cudaStreamEndCapture(s[i], &g[i].graph);
       ASSERT_TRUE(captured);
       ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+      // The decode calls' t comes from the pool: a memory node only for the two calls above 64
+      // rows (one allocation each, or none), none for the five decode calls.
+      size_t nodes = 0;
+      CUDA_OK(cudaGraphGetNodes(g[i].graph, nullptr, &nodes));
+      std::vector<cudaGraphNode_t> all(nodes);
+      CUDA_OK(cudaGraphGetNodes(g[i].graph, all.data(), &nodes));
+      int allocs = 0;
+      for (cudaGraphNode_t node : all) {
+        cudaGraphNodeType type;
+        CUDA_OK(cudaGraphNodeGetType(node, &type));
+        allocs += type == cudaGraphNodeTypeMemAlloc;
+      }
+      EXPECT_LE(allocs, 2) << dtype_name(t) << ": memory nodes for the decode calls' t";
       CUDA_OK(cudaGraphInstantiate(&g[i].exec, g[i].graph, 0));
     }
     for (int round = 0; round < 3; ++round) {
