@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <stdexcept>
+#include <vector>
 
 #include "test_util.hpp"
 
@@ -106,6 +107,21 @@ struct GraphRun {
     if (graph) cudaGraphDestroy(graph);
   }
 };
+
+// The nodes of `graph` of the given type (failures reported through gtest).
+inline int count_nodes(cudaGraph_t graph, cudaGraphNodeType type) {
+  size_t n = 0;
+  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &n), cudaSuccess);
+  std::vector<cudaGraphNode_t> nodes(n);
+  EXPECT_EQ(cudaGraphGetNodes(graph, nodes.data(), &n), cudaSuccess);
+  int count = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType t;
+    EXPECT_EQ(cudaGraphNodeGetType(node, &t), cudaSuccess);
+    count += t == type;
+  }
+  return count;
+}
 
 }  // namespace loraops::test
 

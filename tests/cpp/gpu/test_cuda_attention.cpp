@@ -366,17 +366,8 @@ TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
     const cudaError_t ended = cudaStreamEndCapture(cs, &g[gi].graph);
     CUDA_OK(cudaStreamDestroy(cs));
     ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
-    size_t n = 0;
-    CUDA_OK(cudaGraphGetNodes(g[gi].graph, nullptr, &n));
-    std::vector<cudaGraphNode_t> nodes(n);
-    CUDA_OK(cudaGraphGetNodes(g[gi].graph, nodes.data(), &n));
-    int kernels = 0;
-    for (cudaGraphNode_t node : nodes) {
-      cudaGraphNodeType type;
-      CUDA_OK(cudaGraphNodeGetType(node, &type));
-      kernels += type == cudaGraphNodeTypeKernel;
-    }
-    EXPECT_EQ(kernels, 2) << "a kernel node per launch: the splits merged in the decode grid";
+    EXPECT_EQ(count_nodes(g[gi].graph, cudaGraphNodeTypeKernel), 2)
+        << "a kernel node per launch: the splits merged in the decode grid";
     CUDA_OK(cudaGraphInstantiate(&g[gi].exec, g[gi].graph, 0));
   }
   for (int round = 0; round < 3; ++round) {

@@ -825,17 +825,8 @@ TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
       ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
       // The decode calls' t comes from the pool: a memory node only for the two calls above 64
       // rows (one allocation each, or none), none for the five decode calls.
-      size_t nodes = 0;
-      CUDA_OK(cudaGraphGetNodes(g[i].graph, nullptr, &nodes));
-      std::vector<cudaGraphNode_t> all(nodes);
-      CUDA_OK(cudaGraphGetNodes(g[i].graph, all.data(), &nodes));
-      int allocs = 0;
-      for (cudaGraphNode_t node : all) {
-        cudaGraphNodeType type;
-        CUDA_OK(cudaGraphNodeGetType(node, &type));
-        allocs += type == cudaGraphNodeTypeMemAlloc;
-      }
-      EXPECT_LE(allocs, 2) << dtype_name(t) << ": memory nodes for the decode calls' t";
+      EXPECT_LE(count_nodes(g[i].graph, cudaGraphNodeTypeMemAlloc), 2)
+          << dtype_name(t) << ": memory nodes for the decode calls' t";
       CUDA_OK(cudaGraphInstantiate(&g[i].exec, g[i].graph, 0));
     }
     for (int round = 0; round < 3; ++round) {
