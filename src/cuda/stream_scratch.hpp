@@ -41,13 +41,21 @@ struct CapturePool {
 };
 
 // CapturePool::address for the __device__ array kPool, instantiated in the kernel file that
-// defines it; null where the runtime cannot tell.
+// defines it; null where the runtime cannot tell. It runs under capture: the thread is put in
+// relaxed capture mode around the query, since an API call the runtime deems unsafe in global
+// mode (a module's lazy load, say) would fail and invalidate the capture.
 template <auto& kPool>
 void* pool_address() {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess) {
+    (void)cudaGetLastError();  // not to surface at the next launch check
+    return nullptr;
+  }
   void* p = nullptr;
-  if (cudaGetSymbolAddress(&p, kPool) == cudaSuccess) return p;
-  (void)cudaGetLastError();  // not to surface at the next launch check
-  return nullptr;
+  const bool found = cudaGetSymbolAddress(&p, kPool) == cudaSuccess;
+  (void)cudaThreadExchangeStreamCaptureMode(&mode);  // the thread's mode as it was
+  if (!found) (void)cudaGetLastError();
+  return found ? p : nullptr;
 }
 
 class Scratch {
