@@ -298,7 +298,6 @@ __device__ __forceinline__ void merge_splits(const AttnArgs& a, const DecodePart
 // ---- the tensor-core kernel ---------------------------------------------------------------------
 
 // Counters of the in-grid merge (arrival_slots.hpp), one per (batch, head group) of a launch.
-constexpr int kArrivalPool = kAttentionDecodeCounters;  // arrival_slots' name for this pool
 constexpr int64_t kArrivalSlots = int64_t(1) << 18;  // 1 MB a device
 __device__ unsigned decode_arrivals[kArrivalSlots];
 
@@ -652,7 +651,7 @@ void launch_mma_heads(const AttnArgs& a, const detail::AttentionParams& p, int t
   const PartialsLease pl = partials_for<D>(p, splits, stream);
   const dim3 grid(unsigned(splits), unsigned(p.hkv * head_tiles), unsigned(p.batch));
   const int64_t arrivals = merge == DecodeMerge::Auto && splits <= kMaxGridMergeSplits
-                               ? arrival_slots(kArrivalPool, kArrivalSlots, p.device_index, stream, heads)
+                               ? arrival_slots(kAttentionDecodeCounters, kArrivalSlots, p.device_index, stream, heads)
                                : -1;
   launch_kernel(attention_decode_mma<T, D, NT>, grid, kDecodeMmaThreads, smem, stream, true, a, pl.part, int(group),
                 int(per_split), int(head_tiles), arrivals);

@@ -819,17 +819,26 @@ int linear_slots(int rows, int device) {
   return resident_blocks(reinterpret_cast<const void*>(linear_kernel<T>(rows)), kLinearWarps * 32, device, kLinearSmem);
 }
 
-// lora_decode_linear's rows a block: 16, or 8 where 16 would leave SMs without a second block.
+// lora_decode_linear's grid for n rows: blocks of 16 rows, or of 8 where 16 would leave SMs
+// without a second block; whether it is one wave. Worked out once a call (occupancy lookups take
+// a lock), for the prefetch and the launch.
+struct LinearGrid {
+  int rows;
+  int64_t blocks;
+  bool one_wave;
+};
+
 template <class T>
-int linear_rows(int64_t n, int device) {
-  return 2 * ((n + 15) / 16) > linear_slots<T>(16, device) ? 16 : 8;
+LinearGrid linear_grid(int64_t n, int device) {
+  const int slots16 = linear_slots<T>(16, device);
+  const int rows = 2 * ((n + 15) / 16) > slots16 ? 16 : 8;
+  const int64_t blocks = (n + rows - 1) / rows;
+  return {rows, blocks, blocks <= (rows == 16 ? slots16 : linear_slots<T>(8, device))};
 }
 
 template <class T>
-void launch_linear(const DecodeArgs& a, int device, cudaStream_t stream) {
-  const int rows = linear_rows<T>(a.n, device);
-  launch_decode(linear_kernel<T>(rows), a, unsigned((a.n + rows - 1) / rows), kLinearWarps * 32, kLinearSmem, device,
-                stream);
+void launch_linear(const DecodeArgs& a, const LinearGrid& g, int device, cudaStream_t stream) {
+  launch_decode(linear_kernel<T>(g.rows), a, unsigned(g.blocks), kLinearWarps * 32, kLinearSmem, device, stream);
 }
 
 // Rows of A a one-token shrink block reads: at most kShrinkBlockBytes of A a block (4 rows up to
@@ -879,9 +888,9 @@ const CapturePool kTPool{kLoraDecodeT, sizeof(lora_t_pool), pool_address<lora_t_
 constexpr int kPrefetchBytes = 32 * 1024;
 
 // What to prefetch for a decode call on vectorised rows (w null: nothing), and the blocks
-// (*blocks) the shrink's grid would add for it.
+// (*blocks) the shrink's grid would add for it; lin: the one-token grid (m = 1).
 template <class T>
-WPrefetch decode_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
+WPrefetch decode_prefetch(const LoraForwardParams& p, const LinearGrid& lin, int device, int64_t* blocks) {
   const int64_t es = sizeof(T);
   if (p.n == 0 || p.k == 0) return {};  // (k = 0: no W to read)
   if (p.m > 1) {  // the mma kernels' first blocks, one an SM, by the shrink's blocks
@@ -889,10 +898,9 @@ WPrefetch decode_prefetch(const LoraForwardParams& p, int device, int64_t* block
     *blocks = std::min<int64_t>((p.n + 15) / 16, sm_count(device));
     return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16, kPrefetchBytes};
   }
-  const int rows = linear_rows<T>(p.n, device);
-  *blocks = (p.n + rows - 1) / rows;
-  if (*blocks > linear_slots<T>(rows, device)) return {};
-  return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, rows, kPrefetchBytes};
+  if (!lin.one_wave) return {};
+  *blocks = lin.blocks;
+  return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, lin.rows, kPrefetchBytes};
 }
 
 template <class T>
@@ -907,8 +915,9 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   float* t = reinterpret_cast<float*>(lease.get());
   const int dev = p.device_index;
   const bool vec = x_vec && mat_vectorisable(p.weight, p.n, p.k, es);
+  const LinearGrid lin = vec && p.m == 1 ? linear_grid<T>(p.n, dev) : LinearGrid{};
   int64_t pf_blocks = 0;  // the decode blocks whose W is prefetched
-  const WPrefetch pf = vec ? decode_prefetch<T>(p, dev, &pf_blocks) : WPrefetch{};
+  const WPrefetch pf = vec ? decode_prefetch<T>(p, lin, dev, &pf_blocks) : WPrefetch{};
   if (low_rank || keep_xa) {
     const int rows = p.m == 1 ? one_token_shrink_rows(p.k * es) : kShrinkRows;
     const int64_t shrink_blocks = (p.r + rows - 1) / rows;
@@ -925,7 +934,7 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false,
                      /*b_whole=*/false, (low_rank || keep_xa || p.m != 1) ? WPrefetch{} : pf};
   // One token, every dtype: the block-linear layout.
-  if (vec && p.m == 1) return launch_linear<T>(a, dev, stream);
+  if (vec && p.m == 1) return launch_linear<T>(a, lin, dev, stream);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
