@@ -123,6 +123,19 @@ inline int count_nodes(cudaGraph_t graph, cudaGraphNodeType type) {
   return count;
 }
 
+// The edges of `graph` that are programmatic (a kernel launched as a programmatic dependent of
+// the kernel before it, captured).
+inline int count_programmatic_edges(cudaGraph_t graph) {
+  size_t n = 0;
+  EXPECT_EQ(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n), cudaSuccess);
+  std::vector<cudaGraphNode_t> from(n), to(n);
+  std::vector<cudaGraphEdgeData> data(n);
+  EXPECT_EQ(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &n), cudaSuccess);
+  int count = 0;
+  for (size_t i = 0; i < n; ++i) count += data[i].type == cudaGraphDependencyTypeProgrammatic;
+  return count;
+}
+
 }  // namespace loraops::test
 
 // ---- per-element tolerances (the LoRA tests) ----------------------------------------------------

@@ -368,6 +368,8 @@ TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
     ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
     EXPECT_EQ(count_nodes(g[gi].graph, cudaGraphNodeTypeKernel), 2)
         << "a kernel node per launch: the splits merged in the decode grid";
+    EXPECT_EQ(count_programmatic_edges(g[gi].graph), 1)
+        << "the second launch a programmatic dependent of the first (no memory node between)";
     CUDA_OK(cudaGraphInstantiate(&g[gi].exec, g[gi].graph, 0));
   }
   for (int round = 0; round < 3; ++round) {

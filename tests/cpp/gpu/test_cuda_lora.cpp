@@ -849,6 +849,30 @@ TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
   }
 }
 
+// Two one-token calls captured back to back are one chain of programmatic edges (shrink ->
+// decode -> shrink -> decode) with no memory node: a stream-ordered allocation for t put alloc and
+// free nodes between the calls, which cut the edge (NOTES.md, session 29).
+TEST(CudaLora, CapturedDecodeCallsChainProgrammatically) {
+  LORAOPS_REQUIRE_GPU();
+  const Case c{"two captured calls", {1}, 1024, 264, 8, 2.0};
+  const DType t = DType::BFloat16;
+  Inputs in = make_inputs(c, t);
+  DeviceOperand dx(in.x), dw(in.w), da(in.a), db(in.b), dbias(in.bias);
+  DeviceOut out1(t, in.yshape), out2(t, in.yshape);
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  GraphRun g;
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  const bool captured = run(in, dx, dw, da, db, dbias, out1, Impl::Custom, s) &&
+                        run(in, dx, dw, da, db, dbias, out2, Impl::Custom, s);
+  const cudaError_t ended = cudaStreamEndCapture(s, &g.graph);
+  ASSERT_TRUE(captured);
+  ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+  EXPECT_EQ(count_nodes(g.graph, cudaGraphNodeTypeMemAlloc), 0);
+  EXPECT_EQ(count_programmatic_edges(g.graph), 3);
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
 // The decode path's kernels are programmatic dependents: the shrink waits for the work before it
 // and only then lets the decode kernel start, which streams W at once; without a shrink the decode
 // kernel waits first. As CudaRows.DependentLaunchWaitsBeforeReadingAndWriting: before each call a
