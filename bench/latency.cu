@@ -382,6 +382,16 @@ int main(int argc, char** argv) {
     cases.push_back({"lora custom fp32 x[1,1024] r" + std::to_string(r), [L, custom] { L->lora(custom); },
                      L->weight_bytes()});
   }
+  // The seed shapes with W cold, as `loraops bench` times them: enough weight sets rotating
+  // that one sweep passes 100 MiB (2x the H200's L2; the bench's rotation of cases under it).
+  const std::pair<int64_t, int64_t> cold_seeds[] = {{512, 8}, {1024, 4}, {1024, 8}, {1024, 16}, {1024, 64}, {2048, 8}};
+  for (const auto& [k, r] : cold_seeds) {
+    const int sets = int(100 * 1024 * 1024 / (k * k * 4)) + 1;
+    setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, 1, k, k, r, sets));
+    LoraSetup* L = setups.back().get();
+    cases.push_back({"lora custom fp32 x[1," + std::to_string(k) + "] r" + std::to_string(r) + " rot",
+                     [L, custom] { L->lora(custom); }, L->weight_bytes()});
+  }
   for (int64_t m : {2, 4}) {  // a few tokens (the fma kernel's passes of 2 and 4)
     setups.push_back(std::make_unique<LoraSetup>(loraops::DType::Float32, m, 1024, 1024, 8, 1));
     LoraSetup* L = setups.back().get();

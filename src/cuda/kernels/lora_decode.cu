@@ -241,10 +241,9 @@ struct DecodeArgs {
   const float* t;  // [m, r], scale applied; null: no low-rank term
   void* y;         // [m, n]
   int64_t m, n, k, r;
-  bool wait_first;     // no shrink before: the work before may still write x, W, B or bias
-  bool trigger_early;  // one wave: the next kernel may start at once (it waits for this one)
-  bool b_whole;        // store_rows loads B's rows whole and stages t (see there)
-  WPrefetch pf;        // lora_decode_linear waiting first: its first lines of W before the wait
+  bool wait_first;  // no shrink before: the work before may still write x, W, B or bias
+  bool b_whole;     // store_rows loads B's rows whole and stages t (see there)
+  WPrefetch pf;     // lora_decode_linear waiting first: its first lines of W before the wait
 };
 
 // store_rows' one-round-trip low-rank term: B's rows of at most kWholeBVectors 16-byte vectors
@@ -257,10 +256,17 @@ constexpr int kWholeBVectors = 8;
 template <int WARPS, int TOK>
 constexpr bool kWholeB = WARPS == 8 && 16 * TOK <= WARPS * 32;
 
-// The start of every decode kernel, before any memory access.
+// The start of every decode kernel, before any memory access. Every grid lets the next kernel
+// start early, of one wave or more: a dependent launches only once every block of this grid has
+// triggered or ended, i.e. once the last wave has started, so its blocks cannot take the slots a
+// later wave needs, and it waits for this grid's end before it touches memory. What it gains is
+// the next call's shrink and prefetch blocks resident in the last wave's tail: bf16 8192^2 m16
+// r64 54.73 -> 49.5 us, m1 r64 34.06 -> 33.85 (triggering only where the grid was one wave
+// before; 4096^2 m1-m16 unchanged; graph replay, 4 weight sets rotating, H200 2026-12-01, two
+// rounds interleaved).
 __device__ __forceinline__ void decode_prologue(const DecodeArgs& a) {
   if (a.wait_first) grid_dependency_wait();
-  if (a.trigger_early) allow_dependents();
+  allow_dependents();
 }
 
 // The dot product with W plus the bias entry of column n, if any.
@@ -749,12 +755,10 @@ bool mat_vectorisable(const MatView& v, int64_t rows, int64_t cols, int64_t es) 
   return aligned16(v.p) && (cols * es) % 16 == 0 && (rows <= 1 || rows16(v.p, v.rs, es));
 }
 
-// A decode kernel's launch, as a programmatic dependent; the next kernel may start at once where
-// the grid is one wave (where it is not, the next kernel's blocks would take the slots the later
-// waves need).
-void launch_decode(void (*kernel)(DecodeArgs), DecodeArgs a, unsigned blocks, int threads, size_t smem,
-                   int device, cudaStream_t stream) {
-  a.trigger_early = blocks <= unsigned(resident_blocks(reinterpret_cast<const void*>(kernel), threads, device, smem));
+// A decode kernel's launch, as a programmatic dependent (it lets the next one start early:
+// decode_prologue).
+void launch_decode(void (*kernel)(DecodeArgs), const DecodeArgs& a, unsigned blocks, int threads, size_t smem,
+                   cudaStream_t stream) {
   launch_kernel(kernel, dim3(blocks), threads, smem, stream, true, a);
 }
 
@@ -769,7 +773,7 @@ void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, int device, cudaSt
   a.b_whole = kWholeB<WARPS, TOK> && a.t && a.r <= kWholeBVectors * kVec<T> &&
               mat_vectorisable(a.b, a.n, a.r, sizeof(T));
   const size_t staged = a.b_whole ? size_t(a.m * a.r) * sizeof(float) : 0;
-  launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem + staged, device, stream);
+  launch_decode(kernel, a, unsigned((a.n + 15) / 16), WARPS * 32, smem + staged, stream);
 }
 
 template <class T, int NT, int WARPS>
@@ -792,14 +796,14 @@ void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t strea
   constexpr bool kMayStage = std::is_same_v<T, float> && MT == 2;
   if constexpr (kMayStage) {
     if (vector && stage <= kStageXBytes)
-      return launch_decode(lora_decode_fma<T, MT, true, true>, a, blocks, kThreads, size_t(stage), device, stream);
+      return launch_decode(lora_decode_fma<T, MT, true, true>, a, blocks, kThreads, size_t(stage), stream);
   }
   // One token comes here only with rows that are not 16-byte vectors (lora_decode_linear takes
   // the rest).
   if constexpr (MT > 1) {
-    if (vector) return launch_decode(lora_decode_fma<T, MT, true, false>, a, blocks, kThreads, 0, device, stream);
+    if (vector) return launch_decode(lora_decode_fma<T, MT, true, false>, a, blocks, kThreads, 0, stream);
   }
-  launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, device, stream);
+  launch_decode(lora_decode_fma<T, MT, false, false>, a, blocks, kThreads, 0, stream);
 }
 
 // Blocks of 8 rows while blocks of 16 would not give every SM a second block (ceil(N / 16) <=
@@ -838,7 +842,7 @@ LinearGrid linear_grid(int64_t n, int device) {
 
 template <class T>
 void launch_linear(const DecodeArgs& a, const LinearGrid& g, int device, cudaStream_t stream) {
-  launch_decode(linear_kernel<T>(g.rows), a, unsigned(g.blocks), kLinearWarps * 32, kLinearSmem, device, stream);
+  launch_decode(linear_kernel<T>(g.rows), a, unsigned(g.blocks), kLinearWarps * 32, kLinearSmem, stream);
 }
 
 // Rows of A a one-token shrink block reads: at most kShrinkBlockBytes of A a block (4 rows up to
@@ -873,8 +877,9 @@ const CapturePool kTPool{kLoraDecodeT, sizeof(lora_t_pool), pool_address<lora_t_
 // itself where it waits first (no shrink: the next call's blocks take the slots the last call's
 // free, and ask before their wait), else extra blocks of the shrink's grid, one a decode block
 // (the decode kernel launches only ~0.7 us after the shrink's wait). DRAM would idle in that
-// window: the last call's tail, then the wait's release and the launch. Only where the
-// one-token grid is one wave (a later wave's blocks start long after); the mma kernels (2 to 64
+// window: the last call's tail, then the wait's release and the launch. Where the
+// one-token grid is several waves, only its first (a later wave's blocks start long after), and
+// only by the shrink's blocks (without a shrink, not measured); the mma kernels (2 to 64
 // tokens, 16-row blocks, two waves at 4096 rows) have their first blocks, one an SM, prefetched by
 // the shrink's extra blocks (nothing without a shrink: their blocks are not resident early). Graph
 // replay, bf16 4096^2 r16 with 4 weight sets rotating past L2, H200 2026-12-01: m1 10.70 -> 9.41
@@ -898,8 +903,10 @@ WPrefetch decode_prefetch(const LoraForwardParams& p, const LinearGrid& lin, int
     *blocks = std::min<int64_t>((p.n + 15) / 16, sm_count(device));
     return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16, kPrefetchBytes};
   }
-  if (!lin.one_wave) return {};
-  *blocks = lin.blocks;
+  // A grid of several waves (8192 rows at 16 a block): its first wave's blocks, by the shrink's
+  // extra blocks. bf16 8192^2 m1 r64: 33.85 -> 33.70 us with every grid triggering early
+  // (without that, 34.06 -> 34.58; graph replay, H200 2026-12-01, two rounds interleaved).
+  *blocks = lin.one_wave ? lin.blocks : linear_slots<T>(lin.rows, device);
   return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, lin.rows, kPrefetchBytes};
 }
 
@@ -931,8 +938,8 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
   }
   if (p.n == 0) return;  // only xa was wanted (y is empty)
   const DecodeArgs a{p.x, p.weight, p.lora_b, p.bias, p.bias_stride, low_rank ? t : nullptr,
-                     p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa), /*trigger_early=*/false,
-                     /*b_whole=*/false, (low_rank || keep_xa || p.m != 1) ? WPrefetch{} : pf};
+                     p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa),
+                     /*b_whole=*/false, (low_rank || keep_xa || p.m != 1 || !lin.one_wave) ? WPrefetch{} : pf};
   // One token, every dtype: the block-linear layout.
   if (vec && p.m == 1) return launch_linear<T>(a, lin, dev, stream);
   if constexpr (!std::is_same_v<T, float>) {

@@ -881,9 +881,10 @@ TEST(CudaLora, CapturedDecodeCallsChainProgrammatically) {
 // old values (far from the fresh ones); one that wrote y early shows in the snapshot; xa_out,
 // when asked, must be the fresh x@A.T. Eagerly (behind a gate) and in a captured graph, on each
 // decode kernel (the one-token linear kernel at m 1 in bf16 and fp32, in 8-row blocks and, at N =
-// 4240, 16-row blocks of more than one wave, no early trigger; the paired mma kernel at m 2, the
-// mma kernel at m 16, the fp32 kernel with x staged at m 2 and not at m 3) with a shrink and
-// without (scale 0; the waits first), a shrink for xa only and N = 77 (rows and warps past N).
+// 4240, 16-row blocks of more than one wave, which let the next call start early too; the paired
+// mma kernel at m 2, the mma kernel at m 16, the fp32 kernel with x staged at m 2 and not at m 3)
+// with a shrink and without (scale 0; the waits first), a shrink for xa only and N = 77 (rows
+// and warps past N).
 // The epilogue's wait for t is checked only where the shrink loses the race to the W stream
 // (every time at m 16 and fp32 m 3 on the H200; rarely at m 1).
 TEST(CudaLora, DependentLaunchWaitsBeforeReadingAndWriting) {
