@@ -900,8 +900,17 @@ WPrefetch decode_prefetch(const LoraForwardParams& p, const LinearGrid& lin, int
   if (p.n == 0 || p.k == 0) return {};  // (k = 0: no W to read)
   if (p.m > 1) {  // the mma kernels' first blocks, one an SM, by the shrink's blocks
     if constexpr (std::is_same_v<T, float>) return {};  // (lora_decode_fma: not measured)
-    *blocks = std::min<int64_t>((p.n + 15) / 16, sm_count(device));
-    return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16, kPrefetchBytes};
+    // 64 KiB a block at 5-32 tokens, and every block at 17-32 (graph replay, bf16 4096^2 r16, 4
+    // weight sets rotating, H200 2026-12-01, two rounds interleaved on each of two machines; 32
+    // KiB one an SM before): m8 11.13 -> 10.97 and 11.15 -> 10.96, m32 26.00 -> 25.41 and 25.99 ->
+    // 25.37 (64 KiB one an SM 25.83), m16 13.99 both ways (r64 and 8192^2 r64 within 0.1); every
+    // block at 64 KiB lost at m8 (12.37) and m16 (r64 23.89, 8192^2 50.53). 2-4 and 33-64 tokens
+    // not measured: 32 KiB one an SM.
+    const int64_t grid = (p.n + 15) / 16;
+    const bool more = p.m > kPairedTokens && p.m <= 32;
+    *blocks = p.m > 16 && more ? grid : std::min<int64_t>(grid, sm_count(device));
+    return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16,
+                     more ? 2 * kPrefetchBytes : kPrefetchBytes};
   }
   // A grid of several waves (8192 rows at 16 a block): its first wave's blocks, by the shrink's
   // extra blocks. bf16 8192^2 m1 r64: 33.85 -> 33.70 us with every grid triggering early
