@@ -12,7 +12,7 @@
 // kernel start, so the decode kernel may stream W at once (all work before the shrink is
 // complete); it waits for the shrink's grid only before its epilogue, which reads t. Without a
 // shrink the decode kernel waits first (after the one-token kernel's L2 prefetch of its W). A
-// decode grid of one wave lets the next kernel start at once. Against plain launches (graph
+// decode grid lets the next kernel start at once (decode_prologue). Against plain launches (graph
 // replay, H200, 2026-11-30): m = 1 at scale 0, bf16 4096^2 10.30 -> 9.81 us, fp32 1024^2 2.83 ->
 // 2.25; with the shrink no change (11.1 us at bf16 4096^2 r16: the decode kernel still launches
 // after the shrink's wait); eager 0.7-0.9 us less. The shrink is kept to few blocks (one per 4
@@ -765,7 +765,7 @@ void launch_decode(void (*kernel)(DecodeArgs), const DecodeArgs& a, unsigned blo
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK],
 // then t where store_rows stages it (b_whole: one output a thread, B's rows whole).
 template <class T, int WARPS, int TOK>
-void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, int device, cudaStream_t stream) {
+void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, cudaStream_t stream) {
   constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
   static_assert(!kWholeB<WARPS, TOK> || smem + size_t(TOK) * kWholeBVectors * kVec<T> * sizeof(float) <= 48 * 1024,
@@ -777,8 +777,8 @@ void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, int device, cudaSt
 }
 
 template <class T, int NT, int WARPS>
-void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
-  launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, device, stream);
+void launch_mma(const DecodeArgs& a, cudaStream_t stream) {
+  launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -788,7 +788,7 @@ void launch_mma(const DecodeArgs& a, int device, cudaStream_t stream) {
 constexpr int64_t kStageXBytes = 4 * 1024;
 
 template <class T, int MT>
-void launch_fma(const DecodeArgs& a, bool vector, int device, cudaStream_t stream) {
+void launch_fma(const DecodeArgs& a, bool vector, cudaStream_t stream) {
   const unsigned blocks = unsigned((a.n + kWarps - 1) / kWarps);
   const int64_t stage = int64_t(MT) * a.k * int64_t(sizeof(T));  // a multiple of 16 when vector
   // Staged for float at 2 tokens a pass: 16-bit types reach this kernel vectorised only past the
@@ -841,7 +841,7 @@ LinearGrid linear_grid(int64_t n, int device) {
 }
 
 template <class T>
-void launch_linear(const DecodeArgs& a, const LinearGrid& g, int device, cudaStream_t stream) {
+void launch_linear(const DecodeArgs& a, const LinearGrid& g, cudaStream_t stream) {
   launch_decode(linear_kernel<T>(g.rows), a, unsigned(g.blocks), kLinearWarps * 32, kLinearSmem, stream);
 }
 
@@ -880,17 +880,42 @@ const CapturePool kTPool{kLoraDecodeT, sizeof(lora_t_pool), pool_address<lora_t_
 // window: the last call's tail, then the wait's release and the launch. Where the
 // one-token grid is several waves, only its first (a later wave's blocks start long after), and
 // only by the shrink's blocks (without a shrink, not measured); the mma kernels (2 to 64
-// tokens, 16-row blocks, two waves at 4096 rows) have their first blocks, one an SM, prefetched by
-// the shrink's extra blocks (nothing without a shrink: their blocks are not resident early). Graph
+// tokens, 16-row blocks) have their first blocks, one an SM (at 17-32 tokens every block of the
+// first wave; mma_prefetch), prefetched by the shrink's extra blocks (nothing without a
+// shrink: their blocks are not resident early). Graph
 // replay, bf16 4096^2 r16 with 4 weight sets rotating past L2, H200 2026-12-01: m1 10.70 -> 9.41
 // us and 9.49-9.51 on another machine (16 KiB a block 9.82;
 // asked instead by the shrink's own 4 blocks after their wait, 10.6 -> 15.3 at 8 KiB and ~4.5 us
 // more per 2 MiB after: the shrink's grid, which the decode kernel's epilogue waits for, ends only
 // once its prefetches have); scale 0 9.84 -> 8.37 (32 KiB; 64 KiB 8.41); the float32 seed shapes
 // with W hot in L2 within 0.05 (x[1,512] r8 2.42 -> 2.45, x[1,1024] r8 2.90 -> 2.85); m8 12.12 ->
-// 11.44, m16 15.48 -> 14.33, m16 r64 23.47 -> 23.41, 8192^2 m16 r64 55.36 -> 54.73 (m 2-4 and
-// 17-64 not measured).
+// 11.44, m16 15.48 -> 14.33, m16 r64 23.47 -> 23.41, 8192^2 m16 r64 55.36 -> 54.73 (at 32 KiB one
+// an SM; 5-32 tokens since: mma_prefetch).
 constexpr int kPrefetchBytes = 32 * 1024;
+
+// The mma kernels' W (2 to 64 tokens, 16-row blocks): the first blocks, asked by the shrink's
+// extra blocks.
+template <class T>
+WPrefetch mma_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) {
+  const int64_t es = sizeof(T);
+  // 64 KiB a block at 5-32 tokens, and every block at 17-32 (graph replay, bf16 4096^2 r16, 4
+  // weight sets rotating, H200 2026-12-01, two rounds interleaved on each of two machines; 32
+  // KiB one an SM before): m8 11.13 -> 10.97 and 11.15 -> 10.96, m32 26.00 -> 25.41 and 25.99 ->
+  // 25.37 (64 KiB one an SM 25.83), m16 13.99 both ways (r64 and 8192^2 r64 within 0.1); every
+  // block at 64 KiB lost at m8 (12.37) and m16 (r64 23.89, 8192^2 50.53). 2-4 and 33-64 tokens
+  // not measured: 32 KiB one an SM. "Every block" is the first wave's (only one wave, 256 of
+  // 264 slots, was measured; a later wave's blocks start long after, and a large N would ask
+  // more of L2 than it holds).
+  const int64_t grid = (p.n + 15) / 16;
+  const bool more = p.m > kPairedTokens && p.m <= 32;
+  const int64_t wave =
+      p.m > 16 && more ? int64_t(resident_blocks(reinterpret_cast<const void*>(lora_decode_mma<T, 4, 8>), 8 * 32,
+                                                 device, size_t(8) * 16 * 32 * sizeof(float)))
+                       : sm_count(device);
+  *blocks = std::min<int64_t>(grid, wave);
+  return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16,
+                   more ? 2 * kPrefetchBytes : kPrefetchBytes};
+}
 
 // What to prefetch for a decode call on vectorised rows (w null: nothing), and the blocks
 // (*blocks) the shrink's grid would add for it; lin: the one-token grid (m = 1).
@@ -898,19 +923,11 @@ template <class T>
 WPrefetch decode_prefetch(const LoraForwardParams& p, const LinearGrid& lin, int device, int64_t* blocks) {
   const int64_t es = sizeof(T);
   if (p.n == 0 || p.k == 0) return {};  // (k = 0: no W to read)
-  if (p.m > 1) {  // the mma kernels' first blocks, one an SM, by the shrink's blocks
-    if constexpr (std::is_same_v<T, float>) return {};  // (lora_decode_fma: not measured)
-    // 64 KiB a block at 5-32 tokens, and every block at 17-32 (graph replay, bf16 4096^2 r16, 4
-    // weight sets rotating, H200 2026-12-01, two rounds interleaved on each of two machines; 32
-    // KiB one an SM before): m8 11.13 -> 10.97 and 11.15 -> 10.96, m32 26.00 -> 25.41 and 25.99 ->
-    // 25.37 (64 KiB one an SM 25.83), m16 13.99 both ways (r64 and 8192^2 r64 within 0.1); every
-    // block at 64 KiB lost at m8 (12.37) and m16 (r64 23.89, 8192^2 50.53). 2-4 and 33-64 tokens
-    // not measured: 32 KiB one an SM.
-    const int64_t grid = (p.n + 15) / 16;
-    const bool more = p.m > kPairedTokens && p.m <= 32;
-    *blocks = p.m > 16 && more ? grid : std::min<int64_t>(grid, sm_count(device));
-    return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16,
-                     more ? 2 * kPrefetchBytes : kPrefetchBytes};
+  if (p.m > 1) {  // the mma kernels' first blocks, by the shrink's blocks
+    if constexpr (std::is_same_v<T, float>)
+      return {};  // (lora_decode_fma: not measured)
+    else
+      return mma_prefetch<T>(p, device, blocks);
   }
   // A grid of several waves (8192 rows at 16 a block): its first wave's blocks, by the shrink's
   // extra blocks. bf16 8192^2 m1 r64: 33.85 -> 33.70 us with every grid triggering early
@@ -950,24 +967,24 @@ void run(const LoraForwardParams& p, cudaStream_t stream) {
                      p.out, p.m, p.n, p.k, p.r, /*wait_first=*/!(low_rank || keep_xa),
                      /*b_whole=*/false, (low_rank || keep_xa || p.m != 1 || !lin.one_wave) ? WPrefetch{} : pf};
   // One token, every dtype: the block-linear layout.
-  if (vec && p.m == 1) return launch_linear<T>(a, lin, dev, stream);
+  if (vec && p.m == 1) return launch_linear<T>(a, lin, stream);
   if constexpr (!std::is_same_v<T, float>) {
     if (vec) {
       // Up to 4 tokens, the paired layout (whole 128-byte lines per load); above, lora_decode_mma
       // (why: at lora_decode_mma_paired).
       if (p.m <= kPairedTokens)
-        return launch_16_rows<T, kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, dev, stream);
+        return launch_16_rows<T, kPairedWarps, kPairedTokens>(lora_decode_mma_paired<T>, a, stream);
       // 16 warps at <= 64 registers for one token tile, two blocks per SM; 8 warps above.
-      if (p.m <= 8) return launch_mma<T, 1, 16>(a, dev, stream);
-      if (p.m <= 16) return launch_mma<T, 2, 8>(a, dev, stream);
-      if (p.m <= 32) return launch_mma<T, 4, 8>(a, dev, stream);
-      return launch_mma<T, 8, 8>(a, dev, stream);
+      if (p.m <= 8) return launch_mma<T, 1, 16>(a, stream);
+      if (p.m <= 16) return launch_mma<T, 2, 8>(a, stream);
+      if (p.m <= 32) return launch_mma<T, 4, 8>(a, stream);
+      return launch_mma<T, 8, 8>(a, stream);
     }
   }
-  if (p.m == 1) return launch_fma<T, 1>(a, vec, dev, stream);
-  if (p.m == 2) return launch_fma<T, 2>(a, vec, dev, stream);
-  if (p.m <= 4) return launch_fma<T, 4>(a, vec, dev, stream);
-  launch_fma<T, 8>(a, vec, dev, stream);
+  if (p.m == 1) return launch_fma<T, 1>(a, vec, stream);
+  if (p.m == 2) return launch_fma<T, 2>(a, vec, stream);
+  if (p.m <= 4) return launch_fma<T, 4>(a, vec, stream);
+  launch_fma<T, 8>(a, vec, stream);
 }
 
 }  // namespace

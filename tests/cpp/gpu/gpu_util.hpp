@@ -124,7 +124,8 @@ inline int count_nodes(cudaGraph_t graph, cudaGraphNodeType type) {
 }
 
 // The edges of `graph` that are programmatic (a kernel launched as a programmatic dependent of
-// the kernel before it, captured).
+// the kernel before it, captured). CUDA 13's cudaGraphGetEdges (with edge data; 12.x named it
+// cudaGraphGetEdges_v2): the project builds with nvcc 13.
 inline int count_programmatic_edges(cudaGraph_t graph) {
   size_t n = 0;
   EXPECT_EQ(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n), cudaSuccess);
