@@ -83,6 +83,8 @@ for s in "${SUITES[@]}"; do
   [ "$s" = none ] && continue
   STEP_TIMEOUT=${BENCH_TIMEOUT:-450} step "bench_$s" env PYTHONUNBUFFERED=1 python3 -m loraops.cli bench --suite "$s" --device cuda --out "$LOGS/bench_$s" "${CPP_ARG[@]}" ${BENCH_ARGS:-}
   [ -f "$LOGS/bench_$s/report.md" ] && cp "$LOGS/bench_$s/report.md" "$OUT/report_$s.md"
+  # the per-row graph figures, which the report keeps only in its notes
+  [ -f "$LOGS/bench_$s/results.json" ] && python3 scripts/graph_rows.py "$LOGS/bench_$s/results.json" >"$LOGS/graph_$s.log" 2>&1
 done
 fi
 
@@ -96,6 +98,7 @@ done
 tar xzf "$OUT/logs.tgz" -O ./profile_example.log 2>/dev/null | grep -E "^===|fallbacks" | sed "1i --- profile_example"
 for s in "${SUITES[@]}"; do
   tar xzf "$OUT/logs.tgz" -O "./bench_$s.log" 2>/dev/null | grep -E "custom|vendor" | grep -v absent | sed "1i --- bench $s"
+  tar xzf "$OUT/logs.tgz" -O "./graph_$s.log" 2>/dev/null
 done
 # the call's status: 0 when every step passed (not the last grep's)
 ! printf '%s\n' "${summary[@]}" | grep -qv 'rc=0 '

@@ -851,3 +851,29 @@ def test_cpp_bench_errors_and_no_gpu(tmp_path):
     p = _run_cpp([ok, "--out", tmp_path / "r.json"])  # the file's device: cuda; there is none
     assert p.returncode == 0 and "CUDA cases are skipped" in p.stdout
     assert not (tmp_path / "r.json").exists()
+
+
+def test_graph_rows_script_prints_only_rows_with_a_graph_time(tmp_path):
+    """scripts/graph_rows.py (the device script's per-row graph figures) reads results.json."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "graph_rows.py"
+    if not script.exists():
+        pytest.skip("not run from a source checkout")
+    doc = {"results": [
+        {"op": "lora_forward", "shape": "x[1,1,512] N=512 r=8", "dtype": "float32", "impl": "custom",
+         "us_median": 19.0, "us_graph": 2.88},
+        {"op": "softmax", "shape": "[4,16,1024]", "dtype": "float32", "impl": "vendor",
+         "us_median": None, "us_graph": None},
+        {"op": "rms_norm", "shape": "[4,16,1024]", "dtype": "float32", "impl": "torch",
+         "us_median": None, "us_graph": 1.5},
+    ]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].endswith(": 2 rows")
+    assert "lora_forward x[1,1,512] N=512 r=8 float32 custom" in out[1] and out[1].endswith("graph     2.88")
+    assert "rms_norm" in out[2] and " - " in out[2].replace("eager", "") and out[2].endswith("graph     1.50")
