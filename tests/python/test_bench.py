@@ -2,6 +2,9 @@
 implementations are missing, stubbed or broken, to show every failure becomes a row, not a crash."""
 
 import json
+import pathlib
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -855,10 +858,6 @@ def test_cpp_bench_errors_and_no_gpu(tmp_path):
 
 def test_graph_rows_script_prints_only_rows_with_a_graph_time(tmp_path):
     """scripts/graph_rows.py (the device script's per-row graph figures) reads results.json."""
-    import pathlib
-    import subprocess
-    import sys
-
     script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "graph_rows.py"
     if not script.exists():
         pytest.skip("not run from a source checkout")

@@ -764,9 +764,12 @@ void launch_decode(void (*kernel)(DecodeArgs), const DecodeArgs& a, unsigned blo
 
 // A block per 16 rows of W, WARPS warps; shared memory for the partial sums red[WARPS][16][TOK],
 // then t where store_rows stages it (b_whole: one output a thread, B's rows whole).
+template <int WARPS, int TOK>
+constexpr size_t kPartialSumsSmem = size_t(WARPS) * 16 * TOK * sizeof(float);
+
 template <class T, int WARPS, int TOK>
 void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, cudaStream_t stream) {
-  constexpr size_t smem = size_t(WARPS) * 16 * TOK * sizeof(float);
+  constexpr size_t smem = kPartialSumsSmem<WARPS, TOK>;
   static_assert(smem <= 48 * 1024, "the partial sums fit the default shared memory");
   static_assert(!kWholeB<WARPS, TOK> || smem + size_t(TOK) * kWholeBVectors * kVec<T> * sizeof(float) <= 48 * 1024,
                 "and t where it is staged");
@@ -779,6 +782,13 @@ void launch_16_rows(void (*kernel)(DecodeArgs), DecodeArgs a, cudaStream_t strea
 template <class T, int NT, int WARPS>
 void launch_mma(const DecodeArgs& a, cudaStream_t stream) {
   launch_16_rows<T, WARPS, 8 * NT>(lora_decode_mma<T, NT, WARPS>, a, stream);
+}
+
+// The blocks of launch_mma<T, NT, WARPS>'s kernel that fit the device at once (t not staged).
+template <class T, int NT, int WARPS>
+int mma_slots(int device) {
+  return resident_blocks(reinterpret_cast<const void*>(lora_decode_mma<T, NT, WARPS>), WARPS * 32, device,
+                         kPartialSumsSmem<WARPS, 8 * NT>);
 }
 
 // Rows of x staged in shared memory up to this many bytes a pass (lora_decode_fma's kStageX).
@@ -908,10 +918,8 @@ WPrefetch mma_prefetch(const LoraForwardParams& p, int device, int64_t* blocks) 
   // more of L2 than it holds).
   const int64_t grid = (p.n + 15) / 16;
   const bool more = p.m > kPairedTokens && p.m <= 32;
-  const int64_t wave =
-      p.m > 16 && more ? int64_t(resident_blocks(reinterpret_cast<const void*>(lora_decode_mma<T, 4, 8>), 8 * 32,
-                                                 device, size_t(8) * 16 * 32 * sizeof(float)))
-                       : sm_count(device);
+  const int64_t wave = p.m > 16 && more ? mma_slots<T, 4, 8>(device)  // (run's kernel at 17-32 tokens)
+                                        : sm_count(device);
   *blocks = std::min<int64_t>(grid, wave);
   return WPrefetch{static_cast<const char*>(p.weight.p), p.weight.rs * es, p.k * es, p.n, 16,
                    more ? 2 * kPrefetchBytes : kPrefetchBytes};
