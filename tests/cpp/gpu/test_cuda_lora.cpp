@@ -785,14 +785,19 @@ TEST(CudaLora, GraphCaptureOnAFreshStreamNeedsNoWarmUp) {
 // calls whose m x r grows and shrinks, decode and fold, each with its own inputs and output, on
 // one stream; a second graph of the same calls captured on another stream; both replayed at once
 // on two streams, then again on new data. A call whose temporaries another call overwrote before
-// it read them, or a graph reading the other's range, would be far off.
+// it read them, or a graph reading the other's range, would be far off. The two-wave decode grids
+// (one-token N = 4240, m 16 and m 20 at N = 4400) let the next call's shrink start, and write t,
+// while their last wave still reads t: the next shrink must wait for them first.
 TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
   LORAOPS_REQUIRE_GPU();
   const Case cases[] = {
       {"graph seq m=1 r=8", {1}, 1024, 264, 8, 2.0},
+      {"graph seq m=1 r=16, two waves", {1}, 264, 4240, 16, 2.0},
       {"graph seq m=16 r=64 (a larger range)", {16}, 512, 200, 64, -0.5},
+      {"graph seq m=16 r=16, two waves", {16}, 136, 4400, 16, 2.0},
       {"graph seq m=1 r=16", {1}, 4104, 40, 16, 2.0},
       {"graph seq fold m=200 r=16", {200}, 512, 264, 16, 2.0},
+      {"graph seq m=20 r=8, two waves", {20}, 200, 4400, 8, -0.5},
       {"graph seq m=4 r=8 scale 0", {4}, 256, 96, 8, 0.0},
       {"graph seq fold m=136 r=64", {136}, 256, 520, 64, -0.5},
       {"graph seq m=2 r=33", {2}, 520, 72, 33, -0.5},
@@ -824,7 +829,7 @@ TEST(CudaLora, GraphOfCallsSharesItsScratchRange) {
       ASSERT_TRUE(captured);
       ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
       // The decode calls' t comes from the pool: a memory node only for the two calls above 64
-      // rows (one allocation each, or none), none for the five decode calls.
+      // rows (one allocation each, or none), none for the eight decode calls.
       EXPECT_LE(count_nodes(g[i].graph, cudaGraphNodeTypeMemAlloc), 2)
           << dtype_name(t) << ": memory nodes for the decode calls' t";
       CUDA_OK(cudaGraphInstantiate(&g[i].exec, g[i].graph, 0));
