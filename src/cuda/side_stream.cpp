@@ -55,7 +55,7 @@ SideStream side_stream(int device, cudaStream_t stream) {
   if (mine == kCaptureUnknown) return {};
   Entry* const e = side_streams().get(device, stream, [&]() -> std::unique_ptr<Entry> {
     return mine != 0 ? nullptr : make_entry();  // nothing is created during a capture
-  });
+  }, mine != 0 ? 0 : stream_identity(stream));
   if (!e) return {};
   SideStream s;
   s.lease_ = std::unique_lock<std::mutex>(e->mu);

@@ -6,12 +6,15 @@
 // the SMs its last round of tiles leaves idle, where run after it they would add their whole time.
 //
 // One side stream and two events per (device, stream handle), created on first use outside
-// capture and kept until the process ends (keyed by handle: cudaStreamGetId is refused during
-// capture; threads sharing a handle, as cudaStreamPerThread, share the side stream, the lease
-// ordering their forks and joins). A call gets none (and runs on one stream) where that would
-// need creating during a capture, or where the side stream is still part of a capture other than
-// the caller's (a stream that joined a capture stays in it until the capture ends). The side
-// stream has CUDA's lowest priority, the default one: its blocks do not outrank the caller's.
+// capture and kept until the process ends (keyed by handle, as cudaStreamGetId is refused during
+// capture, and checked against the stream's identity outside it; cudaStreamPerThread by each
+// thread's own stream: per_stream.hpp; threads sharing a stream share its side stream, the lease
+// ordering their forks and joins). A call gets
+// none (and runs on one stream) where that would need creating during a capture (so a capture on
+// cudaStreamPerThread, keyed apart from the thread's eager stream, gets none), or where the side
+// stream is still part of a capture other than the caller's (a stream that joined a capture stays
+// in it until the capture ends). The side stream has CUDA's lowest priority, the default one: its
+// blocks do not outrank the caller's.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -38,11 +38,21 @@ unsigned long long stream_capture_id(cudaStream_t s) {
   return status == cudaStreamCaptureStatusActive ? id : 0;
 }
 
+unsigned long long stream_identity(cudaStream_t s) {
+  if (stream_capture_id(s) != 0) return 0;
+  unsigned long long id = 0;
+  if (cudaStreamGetId(s, &id) != cudaSuccess) {
+    (void)cudaGetLastError();  // not to surface at the next launch check
+    return 0;
+  }
+  return id;
+}
+
 namespace {
 
 Buffer* buffer_of(int device, cudaStream_t stream) {
   static auto* buffers = new PerStream<Buffer>;  // never destroyed: it would outlive the CUDA context
-  return buffers->get(device, stream, [] { return std::make_unique<Buffer>(); });
+  return buffers->get(device, stream, [] { return std::make_unique<Buffer>(); }, stream_identity(stream));
 }
 
 }  // namespace

@@ -20,9 +20,10 @@
 // replayed beside it. At most one lease of a pool may live per stream at a time (a second would
 // get the same range; under capture it would wait forever for the first's lock).
 //
-// Streams are keyed by handle: a stream destroyed and another created with the same handle share
-// the cached buffer (harmless: calls on one stream are ordered), and buffers of destroyed streams
-// are kept until the process ends.
+// Streams are keyed by handle, checked against the stream's identity (per_stream.hpp): a stream
+// created with the handle of one destroyed while its work still runs waits for that work before
+// it gets the buffer; cudaStreamPerThread is keyed by each thread's own stream. Buffers of
+// destroyed streams are kept until the process ends.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -91,6 +92,11 @@ Scratch stream_scratch(int device, cudaStream_t stream, size_t bytes, const char
 // cleared so that it does not surface at the next launch check) or the capture is invalidated.
 constexpr unsigned long long kCaptureUnknown = ~0ull;
 unsigned long long stream_capture_id(cudaStream_t stream);
+
+// The stream's process-unique id (cudaStreamGetId), the identity PerStream's registries check
+// handles against; 0 while it is capturing (the query would invalidate the capture) or where the
+// runtime cannot tell.
+unsigned long long stream_identity(cudaStream_t stream);
 
 // Whether work enqueued on `stream` now would be captured into a graph (then nothing may be
 // allocated with cudaMalloc); where the runtime cannot tell, assume it would.

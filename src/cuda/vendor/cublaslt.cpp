@@ -374,7 +374,7 @@ std::pair<cublasLtHandle_t, StreamState*> resources(int device, cudaStream_t str
   cublasLtHandle_t& h = cc.handles[size_t(device)];
   if (!h) check(cublasLtCreate(&h), op, "cublasLtCreate");  // the current device is `device`
   static auto* streams = new PerStream<StreamState>;  // never destroyed, as caches()
-  return {h, streams->get(device, stream, [] { return std::make_unique<StreamState>(); })};
+  return {h, streams->get(device, stream, [] { return std::make_unique<StreamState>(); }, stream_identity(stream))};
 }
 
 std::shared_ptr<Plan> find_plan(const PlanKey& key, cublasLtHandle_t h, const GemmDesc& g,

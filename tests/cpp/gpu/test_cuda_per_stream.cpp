@@ -1,6 +1,6 @@
 // PerStream (src/cuda/per_stream.hpp), the registry behind the stream scratch, the side streams
 // and cuBLASLt's per-stream workspaces. Host code only: it runs without a GPU (stream handles
-// are only keys here).
+// and identities are only keys here, the wait for a recycled handle a stand-in).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -15,7 +15,8 @@
 namespace loraops::cuda {
 namespace {
 
-cudaStream_t handle(uintptr_t i) { return reinterpret_cast<cudaStream_t>(i); }
+// Handles past the runtime's special ones (cudaStreamLegacy 0x1, cudaStreamPerThread 0x2).
+cudaStream_t handle(uintptr_t i) { return reinterpret_cast<cudaStream_t>(0x1000 + i); }
 
 TEST(PerStream, OneObjectPerDeviceAndStream) {
   PerStream<int> reg;
@@ -65,6 +66,67 @@ TEST(PerStream, ThreadsRacingForAKeyGetOneObject) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(made.load(), 1);
   for (int* p : got) EXPECT_EQ(p, got[0]);
+}
+
+// Identities: a handle met with another stream's identity (a recycled handle) waits, then keeps
+// its object; where the wait is refused, the object is retired and a new one made. Unknown
+// identities (0: under capture) change nothing.
+int waits = 0;
+bool wait_granted() { return ++waits, true; }
+bool wait_refused() { return ++waits, false; }
+
+TEST(PerStream, RecycledHandleWaitsThenKeepsItsObject) {
+  PerStream<int, wait_granted> reg;
+  waits = 0;
+  int made = 0;
+  auto make = [&] { return std::make_unique<int>(++made); };
+  int* a = reg.get(0, handle(1), make, 10);
+  EXPECT_EQ(reg.get(0, handle(1), make, 10), a);
+  EXPECT_EQ(reg.get(0, handle(1), make, 0), a);  // unknown (a capture): no wait
+  EXPECT_EQ(waits, 0);
+  EXPECT_EQ(reg.get(0, handle(1), make, 11), a);  // recycled: waits, same object
+  EXPECT_EQ(waits, 1);
+  EXPECT_EQ(reg.get(0, handle(1), make, 11), a);  // the new stream again: no wait
+  EXPECT_EQ(waits, 1);
+  EXPECT_EQ(made, 1);
+}
+
+TEST(PerStream, RecycledHandleWithoutAWaitGetsANewObject) {
+  PerStream<int, wait_refused> reg;
+  waits = 0;
+  int made = 0;
+  auto make = [&] { return std::make_unique<int>(++made); };
+  int* a = reg.get(0, handle(1), make, 10);
+  int* b = reg.get(0, handle(1), make, 11);
+  EXPECT_EQ(waits, 1);
+  ASSERT_NE(b, a);
+  EXPECT_EQ(*a, 1);  // the retired object lives on (the old stream's work may still use it)
+  EXPECT_EQ(*b, 2);
+  EXPECT_EQ(reg.get(0, handle(1), make, 11), b);
+  // an object made with its identity unknown takes the first one it meets, without a wait
+  int* c = reg.get(0, handle(2), make, 0);
+  EXPECT_EQ(reg.get(0, handle(2), make, 12), c);
+  EXPECT_EQ(reg.get(0, handle(2), make, 12), c);
+  EXPECT_EQ(waits, 1);
+}
+
+// cudaStreamPerThread is each thread's own stream: one object per identity, no waits; unknown
+// (under capture), one for the handle.
+TEST(PerStream, PerThreadStreamsGetTheirOwnObjects) {
+  PerStream<int, wait_granted> reg;
+  waits = 0;
+  int made = 0;
+  auto make = [&] { return std::make_unique<int>(++made); };
+  int* t1 = reg.get(0, cudaStreamPerThread, make, 20);
+  int* t2 = reg.get(0, cudaStreamPerThread, make, 21);
+  EXPECT_NE(t1, t2);
+  EXPECT_EQ(reg.get(0, cudaStreamPerThread, make, 20), t1);
+  EXPECT_EQ(reg.get(0, cudaStreamPerThread, make, 21), t2);
+  int* unknown = reg.get(0, cudaStreamPerThread, make, 0);
+  EXPECT_NE(unknown, t1);
+  EXPECT_NE(unknown, t2);
+  EXPECT_EQ(waits, 0);
+  EXPECT_EQ(made, 3);
 }
 
 }  // namespace
