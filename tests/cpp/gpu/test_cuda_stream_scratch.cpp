@@ -16,6 +16,37 @@
 namespace loraops::test {
 namespace {
 
+constexpr size_t kBytes = 4096;
+
+// Two patterns on the device (p1, p2) and a zeroed output, the late_copy kernel loaded before
+// the timed launches; freed on scope exit.
+struct Patterns {
+  std::vector<uint8_t> first, second;
+  void *p1 = nullptr, *p2 = nullptr, *out = nullptr;
+  Patterns(uint8_t a, uint8_t b) : first(kBytes, a), second(kBytes, b) {
+    EXPECT_EQ(cudaMalloc(&p1, kBytes), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(&p2, kBytes), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(&out, kBytes), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p1, first.data(), kBytes, cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p2, second.data(), kBytes, cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaMemset(out, 0, kBytes), cudaSuccess);
+    EXPECT_EQ(late_copy(out, out, kBytes, 0, nullptr), cudaSuccess);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
+  ~Patterns() {
+    cudaFree(p1);
+    cudaFree(p2);
+    cudaFree(out);
+  }
+  Patterns(const Patterns&) = delete;
+  Patterns& operator=(const Patterns&) = delete;
+  std::vector<uint8_t> fetch() const {
+    std::vector<uint8_t> got(kBytes);
+    EXPECT_EQ(cudaMemcpy(got.data(), out, kBytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    return got;
+  }
+};
+
 // Stream a, destroyed with its work queued: a pattern into its scratch at ~20 ms, the scratch
 // copied out at ~25 ms. Stream b, created with a's handle: its lease, then another pattern into
 // the scratch at ~22 ms after the lease. A lease that did not wait for a's work would put b's
@@ -23,17 +54,8 @@ namespace {
 // does not promise it; without the wait this failed once in four runs, H200, 2026-12-01).
 TEST(CudaStreamScratch, RecycledHandleWaitsForTheDestroyedStreamsWork) {
   LORAOPS_REQUIRE_GPU();
-  constexpr size_t kBytes = 4096;
-  const std::vector<uint8_t> first(kBytes, 0x11), second(kBytes, 0x22);
-  void *p1 = nullptr, *p2 = nullptr, *out = nullptr;
-  CUDA_OK(cudaMalloc(&p1, kBytes));
-  CUDA_OK(cudaMalloc(&p2, kBytes));
-  CUDA_OK(cudaMalloc(&out, kBytes));
-  CUDA_OK(cudaMemcpy(p1, first.data(), kBytes, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemcpy(p2, second.data(), kBytes, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemset(out, 0, kBytes));
-  CUDA_OK(late_copy(out, out, kBytes, 0, nullptr));  // loaded before the timed launches
-  CUDA_OK(cudaDeviceSynchronize());
+  Patterns pt(0x11, 0x22);
+  void *p1 = pt.p1, *p2 = pt.p2, *out = pt.out;
 
   cudaStream_t a = nullptr, b = nullptr;
   CUDA_OK(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking));
@@ -51,13 +73,9 @@ TEST(CudaStreamScratch, RecycledHandleWaitsForTheDestroyedStreamsWork) {
   }
   CUDA_OK(cudaDeviceSynchronize());
   CUDA_OK(cudaStreamDestroy(b));
-  std::vector<uint8_t> got(kBytes);
-  CUDA_OK(cudaMemcpy(got.data(), out, kBytes, cudaMemcpyDeviceToHost));
-  cudaFree(p1);
-  cudaFree(p2);
-  cudaFree(out);
+  const std::vector<uint8_t> got = pt.fetch();
   if (!recycled) GTEST_SKIP() << "the runtime gave the new stream another handle: nothing shared";
-  EXPECT_EQ(got, first) << "the destroyed stream's scratch was overwritten by the new stream's work";
+  EXPECT_EQ(got, pt.first) << "the destroyed stream's scratch was overwritten by the new stream's work";
 }
 
 // cudaStreamPerThread is one handle for every thread's own stream, and those streams are not
@@ -65,17 +83,8 @@ TEST(CudaStreamScratch, RecycledHandleWaitsForTheDestroyedStreamsWork) {
 // the second thread, once the first has enqueued, puts its pattern into its scratch at ~22 ms.
 TEST(CudaStreamScratch, PerThreadStreamsGetTheirOwnBuffers) {
   LORAOPS_REQUIRE_GPU();
-  constexpr size_t kBytes = 4096;
-  const std::vector<uint8_t> first(kBytes, 0x33), second(kBytes, 0x44);
-  void *p1 = nullptr, *p2 = nullptr, *out = nullptr;
-  CUDA_OK(cudaMalloc(&p1, kBytes));
-  CUDA_OK(cudaMalloc(&p2, kBytes));
-  CUDA_OK(cudaMalloc(&out, kBytes));
-  CUDA_OK(cudaMemcpy(p1, first.data(), kBytes, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemcpy(p2, second.data(), kBytes, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemset(out, 0, kBytes));
-  CUDA_OK(late_copy(out, out, kBytes, 0, nullptr));  // loaded before the timed launches
-  CUDA_OK(cudaDeviceSynchronize());
+  Patterns pt(0x33, 0x44);
+  void *p1 = pt.p1, *p2 = pt.p2, *out = pt.out;
 
   cudaError_t e1 = cudaSuccess, e2 = cudaSuccess;
   void *s1 = nullptr, *s2 = nullptr;
@@ -95,13 +104,9 @@ TEST(CudaStreamScratch, PerThreadStreamsGetTheirOwnBuffers) {
   CUDA_OK(e1);
   CUDA_OK(e2);
   CUDA_OK(cudaDeviceSynchronize());
-  std::vector<uint8_t> got(kBytes);
-  CUDA_OK(cudaMemcpy(got.data(), out, kBytes, cudaMemcpyDeviceToHost));
-  cudaFree(p1);
-  cudaFree(p2);
-  cudaFree(out);
+  const std::vector<uint8_t> got = pt.fetch();
   EXPECT_NE(s1, s2);
-  EXPECT_EQ(got, first) << "one thread's scratch was overwritten by another thread's work";
+  EXPECT_EQ(got, pt.first) << "one thread's scratch was overwritten by another thread's work";
 }
 
 }  // namespace
