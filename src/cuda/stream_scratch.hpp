@@ -10,7 +10,7 @@
 // lease ends), which the graph records as its own memory nodes. A graph therefore never shares
 // memory with eager calls or other graphs, and capture works on a stream the op never ran on.
 // Or, for an op that names a CapturePool: a range of that __device__ pool per (capture, stream),
-// handed out by arrival_slots (arrival_slots.hpp) and kept for the process, shared by the
+// handed out by arrival_slots (arrival_slots.hpp) and kept until the graph is gone, shared by the
 // stream's calls in that capture as the cached buffer is eagerly. No memory node then sits
 // between one call's kernels and the next call's: a memory node cuts the programmatic edge
 // between two kernels (the next then starts ~0.75 us after the last ends, as a plain launch;

@@ -580,7 +580,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_decode_combine(Attn
 // decode kernel and the next call's and cut their programmatic edge (lora_decode.cu's t, the
 // same). The kernels touch the partials only once the last call has completed: the tensor-core
 // kernel and the combine after their wait, the SIMT kernel as a plain launch.
-__device__ __align__(256) float decode_partials_pool[2 * 1024 * 1024];  // 8 MiB a device; a capture takes its largest
+__device__ __align__(256) float decode_partials_pool[2 * 1024 * 1024];  // 8 MiB a device; a live capture holds its largest
 const CapturePool kPartialsPool{kAttentionDecodePartials, sizeof(decode_partials_pool),
                                 pool_address<decode_partials_pool>};
 

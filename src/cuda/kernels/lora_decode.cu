@@ -879,7 +879,7 @@ auto one_token_shrink(int rows) {
 // kernel's last block ended, as a plain launch (a %globaltimer trace of the last launches of a
 // 40-call graph, H200, 2026-12-01; branch next/s29-trace). A call's shrink writes t only after its
 // wait, once the work before it (the last call's decode kernel, which read t) has completed.
-__device__ __align__(256) float lora_t_pool[512 * 1024];  // 2 MiB a device; a capture takes its largest m x r
+__device__ __align__(256) float lora_t_pool[512 * 1024];  // 2 MiB a device; a live capture holds its largest m x r
 const CapturePool kTPool{kLoraDecodeT, sizeof(lora_t_pool), pool_address<lora_t_pool>};
 
 // The decode's W: kPrefetchBytes of each block's rows asked of L2 before the block streams them,

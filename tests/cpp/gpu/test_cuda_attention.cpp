@@ -12,6 +12,7 @@
 // A wrong mask, head or scale moves o by O(|v|) = O(1) against tol = O(u).
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -19,10 +20,13 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "cuda/arrival_slots.hpp"
 #include "cuda/kernels.hpp"
 #include "gpu_util.hpp"
+#include "late_copy.hpp"
 #include "linalg_test_util.hpp"
 #include "ordered_run.hpp"
 
@@ -380,6 +384,110 @@ TEST(CudaAttention, DecodeMergesInItsGridOnConcurrentStreamsAndInGraphs) {
     check_all("graphs", round);
   }
   for (auto& st : s) CUDA_OK(cudaStreamDestroy(st));
+}
+
+// A captured decode holds a range of the partials pool (8 MiB, arrival_slots.hpp) while its graph
+// lives and gives it back once the graph is gone. At batch 2, 32/8 heads, Sk 2000 in 16 splits a
+// capture takes 533 KB: kept alive, some 15 captures spend the pool and the next one takes
+// stream-ordered scratch (a memory node: so the check of the second part can fail); destroyed,
+// the pool serves capture after capture. Third: a graph destroyed while its launch waits behind a
+// ~20 ms kernel keeps its range until that launch is complete.
+TEST(CudaAttention, DecodeGraphsGiveTheirPoolRangesBackWhenDestroyed) {
+  LORAOPS_REQUIRE_GPU();
+  const DType t = DType::BFloat16;
+  const AttnCase c{"decode captured again and again", 2, 32, 8, 1, 2000, 128, false, View::Contig, Path::Decode};
+  Inputs4 in = make_inputs(c, t);
+  DeviceOperand dq(in.q), dk(in.k), dv(in.v);
+  const Expected want = expected(c, in, t);
+  DeviceOut out(t, {c.b, c.hq, c.sq, c.d});
+  const detail::AttentionParams p = detail::attention_params(dq.view, dk.view, dv.view, false, c.scale, out.view());
+  ASSERT_TRUE(cuda::attention_decode_takes(p, cuda::DecodeKernel::TensorCore));
+  const int pool = cuda::kAttentionDecodePartials;
+  // The destructors run on a CUDA thread some time after the last reference goes: wait for the
+  // count to settle (earlier tests' graphs), or to reach `units`.
+  const auto in_use_after_wait = [&](int64_t units) {
+    int64_t now = cuda::arrival_slots_in_use(pool, 0), last = -1;
+    for (int i = 0; i < 2000 && now != units && (units >= 0 || now != last); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(units >= 0 ? 1 : 50));
+      last = now;
+      now = cuda::arrival_slots_in_use(pool, 0);
+    }
+    return now;
+  };
+  CUDA_OK(cudaDeviceSynchronize());
+  const int64_t base = in_use_after_wait(-1);
+  const auto capture = [&](GraphRun& g) {
+    cudaStream_t cs;
+    CUDA_OK(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+    CUDA_OK(cudaStreamBeginCapture(cs, cudaStreamCaptureModeGlobal));
+    cuda::attention_decode_with(p, cs, cuda::DecodeKernel::TensorCore, 2);
+    const cudaError_t ended = cudaStreamEndCapture(cs, &g.graph);
+    CUDA_OK(cudaStreamDestroy(cs));
+    ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+    CUDA_OK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+  };
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  const auto replay_and_check = [&](GraphRun& g, const std::string& what) {
+    out.poison();
+    CUDA_OK(cudaGraphLaunch(g.exec, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d)) << what;
+  };
+
+  // Kept alive: the pool runs out.
+  int spent_at = -1;
+  {
+    std::vector<std::unique_ptr<GraphRun>> kept;
+    for (int i = 0; i < 64 && spent_at < 0; ++i) {
+      kept.push_back(std::make_unique<GraphRun>());
+      ASSERT_NO_FATAL_FAILURE(capture(*kept.back()));
+      if (count_nodes(kept.back()->graph, cudaGraphNodeTypeMemAlloc) > 0) spent_at = i;
+    }
+    ASSERT_GT(spent_at, 0) << "the pool never ran out: the checks below could not fail";
+    replay_and_check(*kept[0], "the first graph kept");
+    replay_and_check(*kept.back(), "the graph on stream-ordered scratch");
+  }
+  EXPECT_EQ(in_use_after_wait(base), base) << "graphs destroyed, their ranges not given back";
+
+  // Destroyed after each replay: no capture finds the pool spent.
+  for (int i = 0; i < 2 * spent_at + 2; ++i) {
+    {
+      GraphRun g;
+      ASSERT_NO_FATAL_FAILURE(capture(g));
+      EXPECT_EQ(count_nodes(g.graph, cudaGraphNodeTypeMemAlloc), 0)
+          << "capture " << i << " (the pool ran out after " << spent_at << " kept): ranges not given back";
+      replay_and_check(g, "capture " + std::to_string(i));
+    }
+    ASSERT_EQ(in_use_after_wait(base), base) << "capture " << i << "'s range not given back";
+  }
+
+  // Destroyed while its launch is queued: the range stays until the launch is complete.
+  void *from = nullptr, *to = nullptr;
+  CUDA_OK(cudaMalloc(&from, 4096));
+  CUDA_OK(cudaMalloc(&to, 4096));
+  {
+    GraphRun g;
+    ASSERT_NO_FATAL_FAILURE(capture(g));
+    const int64_t held = cuda::arrival_slots_in_use(pool, 0);
+    EXPECT_GT(held, base);
+    out.poison();
+    CUDA_OK(late_copy(to, from, 4096, 20000, s));
+    CUDA_OK(cudaGraphLaunch(g.exec, s));
+    CUDA_OK(cudaGraphExecDestroy(g.exec));
+    CUDA_OK(cudaGraphDestroy(g.graph));
+    g.exec = nullptr, g.graph = nullptr;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady) << "the 20 ms kernel ended early: nothing tested";
+    (void)cudaGetLastError();  // (not-ready is not an error)
+    EXPECT_EQ(cuda::arrival_slots_in_use(pool, 0), held) << "given back while a launch of the graph was queued";
+    CUDA_OK(cudaStreamSynchronize(s));
+    EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d)) << "the launch of the destroyed graph";
+    EXPECT_EQ(in_use_after_wait(base), base) << "not given back after the launch";
+  }
+  CUDA_OK(cudaFree(from));
+  CUDA_OK(cudaFree(to));
+  CUDA_OK(cudaStreamDestroy(s));
 }
 
 // The tensor-core decode kernel is a programmatic dependent of the work before it. As
