@@ -630,26 +630,30 @@ int main(int argc, char** argv) {
     return std::make_shared<loraops::detail::AttentionParams>(
         loraops::detail::attention_params(a.q, a.k, a.v, causal, std::nullopt, a.o));
   };
-  // The flash kernel with 1 and 2 row tiles per warp (64- and 128-row blocks), whatever custom picks.
-  auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, int m_tiles, int64_t group = 0) {
+  // Each flash kernel (mma.sync with 64- and 128-row blocks, wgmma), whatever custom picks.
+  using loraops::cuda::FlashKernel;
+  auto flash = [&](int64_t b, int64_t h, int64_t sl, int64_t d, bool causal, FlashKernel kernel, int64_t group = 0) {
     auto p = params_for(attn_tensors(b, h, h, sl, sl, d, 41), causal);
     void* const stream = custom.stream;
-    return [p, stream, m_tiles, group] { loraops::cuda::attention_flash_with(*p, stream, m_tiles, group); };
+    return [p, stream, kernel, group] { loraops::cuda::attention_flash_with(*p, stream, kernel, group); };
   };
-  for (int mt : {1, 2}) {
-    const std::string tag = "attn flash m" + std::to_string(mt) + " ";
-    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, mt), 0, 5,
+  for (auto [kernel, name] : {std::pair{FlashKernel::Mma64, "m1"}, std::pair{FlashKernel::Mma128, "m2"},
+                              std::pair{FlashKernel::Wgmma, "wgmma"}}) {
+    const std::string tag = std::string("attn flash ") + name + " ";
+    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, kernel), 0, 5,
                      4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
-    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, mt), 0, 10,
+    cases.push_back({tag + "B4 H32 S4096 D128", flash(4, 32, 4096, 128, false, kernel), 0, 5,
+                     4.0 * 4 * 32 * 4096.0 * 4096 * 128});
+    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, kernel), 0, 10,
                      4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
   }
   // Causal blocks heaviest first across groups of (head, batch) pairs (1: per pair, the order
   // before; the default is the kernel's choice, above).
   for (int64_t group : {1, 4, 8, 16, 32, 128}) {
-    const std::string tag = "attn flash m2 group " + std::to_string(group) + " ";
-    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, 2, group), 0, 5,
+    const std::string tag = "attn flash wgmma group " + std::to_string(group) + " ";
+    cases.push_back({tag + "B4 H32 S4096 D128 causal", flash(4, 32, 4096, 128, true, FlashKernel::Wgmma, group), 0, 5,
                      4.0 * 4 * 32 * 4096.0 * 4096 * 128 / 2});
-    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, 2, group), 0, 10,
+    cases.push_back({tag + "B16 H32 S1024 D64 causal", flash(16, 32, 1024, 64, true, FlashKernel::Wgmma, group), 0, 10,
                      4.0 * 16 * 32 * 1024.0 * 1024 * 64 / 2});
   }
 

@@ -131,11 +131,13 @@ void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* 
 // (attention_flash_eligible); a warp per query row (fp32 math) for everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
-// The flash kernel with m_tiles (1 or 2) 16-row query tiles per warp, whatever attention_custom
-// would pick: for the tests and loraops_latency, which compare the two. head_group (causal): at
-// most how many (head, batch) pairs go heaviest first together (0: the kernel's choice). Throws
-// UnsupportedError where attention_flash_eligible is false.
-void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles, int64_t head_group = 0);
+// The flash kernels: on mma.sync with 64-row blocks (one 16-row tile a warp) or 128-row blocks
+// (two), or on warpgroup MMAs (wgmma) with 128-row blocks; Auto: attention_custom's choice.
+enum class FlashKernel { Auto, Mma64, Mma128, Wgmma };
+// One flash kernel, whatever attention_custom would pick: for the tests and loraops_latency, which
+// compare them. head_group (causal): at most how many (head, batch) pairs go heaviest first
+// together (0: the kernel's choice). Throws UnsupportedError where attention_flash_eligible is false.
+void attention_flash_with(const detail::AttentionParams& p, void* stream, FlashKernel kernel, int64_t head_group = 0);
 // kernels/attention_decode.cu: one query row (Sq = 1), D = 64 or 128, unit-stride rows: the
 // split-K decode kernels (taken before the flash kernel) — on tensor cores for float16/bfloat16
 // with 16-byte-aligned rows, any group size; else the SIMT kernel (at most 8 query heads per

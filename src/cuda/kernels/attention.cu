@@ -13,6 +13,9 @@
 // the general kernel). Tiles are XOR-swizzled by 16-byte chunk so ldmatrix reads are free of
 // bank conflicts. Causal blocks stop at the last key their last row can see.
 //
+// attention_flash_wgmma (attention_flash_wgmma.cu): the same math on Hopper's warpgroup MMAs,
+// 128-row blocks of two warpgroups; taken at D = 128 where Sq > 64 (flash_kernel_for).
+//
 // One query row (Sq = 1): the split-K decode kernels of attention_decode.cu, taken first.
 //
 // attention_rows (everything else: float32, other D, any strides): one warp per query row, keys
@@ -32,16 +35,15 @@ namespace {
 
 using attn::AttnArgs;
 using attn::args_of;
+using attn::flash_block;
+using attn::FlashBlock;
 using attn::kBN;
+using attn::kRescaleSlack;
 using attn::swz;
 
 // ---- the flash kernel -------------------------------------------------------------------------
 
 constexpr int kFlashThreads = 128;  // 4 warps
-
-// How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
-// before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
-constexpr float kRescaleSlack = 8.f;
 
 // Shared memory of a block: its Q rows, one K tile, one V tile.
 template <class T, int D, int kMT>
@@ -57,38 +59,6 @@ constexpr size_t flash_smem_bytes() {
 // warp reads from shared memory feeds two row tiles, halving those reads per query row (as
 // FlashAttention-2's 128-row blocks of 4 warps do); Q fragments are then re-read from shared
 // memory at each step rather than held (the registers go to 2 x D/2 output accumulators).
-// Which row block of which (head, batch) a flash block computes. The scheduler hands out blocks
-// in linear blockIdx order. Causal: the last row blocks see the most keys, so blocks go heaviest
-// first, across a group of (head, batch) pairs: every pair of the group has its heaviest block
-// before any pair has its next, and the grid ends on light blocks (a short tail). The pairs are
-// split into a.pair_groups groups of nearly equal size, one after the other. Per pair (as many
-// groups as pairs), the heavy blocks of the last pairs start among the grid's last few hundred
-// blocks: a simulation of in-order dispatch puts the tail at 7.5% (B4 H32 S4096 D128) and 10%
-// (B16 H32 S1024 D64), against 0-3% for a few large groups. One group would read every head's K
-// and V at once, past the L2 (launch_flash sizes the groups). Not causal: blockIdx as it is.
-struct FlashBlock {
-  int mb;
-  int64_t h, b;
-};
-__device__ __forceinline__ FlashBlock flash_block(const AttnArgs& a) {
-  if (!a.causal) return {int(blockIdx.x), int64_t(blockIdx.y), int64_t(blockIdx.z)};
-  const int64_t nb = gridDim.x, nh = gridDim.y, pairs = nh * int64_t(gridDim.z);
-  const int64_t lin = blockIdx.x + nb * (blockIdx.y + nh * int64_t(blockIdx.z));
-  // The first `extra` groups hold base + 1 pairs, the others base.
-  const int64_t ng = a.pair_groups, base = pairs / ng, extra = pairs - base * ng;
-  const int64_t big = nb * (base + 1), split = extra * big;
-  int64_t in, size, first;
-  if (lin < split) {
-    const int64_t gi = lin / big;
-    in = lin - gi * big, size = base + 1, first = gi * (base + 1);
-  } else {
-    const int64_t gi = (lin - split) / (nb * base);
-    in = lin - split - gi * nb * base, size = base, first = extra * (base + 1) + gi * base;
-  }
-  const int64_t rank = in / size, pair = first + (in - rank * size);
-  return {int(nb - 1 - rank), pair % nh, pair / nh};
-}
-
 template <class T, int D, int kMT>
 __global__ void __launch_bounds__(kFlashThreads, (kMT == 1 && D == 128) || (kMT == 2 && D == 64) ? 3 : 1) attention_flash(AttnArgs a) {
   constexpr int kBM = 64 * kMT;
@@ -343,51 +313,46 @@ __global__ void __launch_bounds__(kRowWarps * 32) attention_rows(AttnArgs a, int
   }
 }
 
-// The largest group of (head, batch) pairs (flash_block) whose K and V (the keys its heads share,
-// under GQA) take at most 3/4 of the L2: in the simulation, large groups that fit the L2 leave a
-// tail within ~2% (small ones do not: B1 H32 S4096 in groups of 12, 13%).
-int64_t flash_max_group(const AttnArgs& a, int device) {
-  const int bytes = device_attribute<cudaDevAttrL2CacheSize>(device);
-  const int64_t l2_bytes = bytes > 0 ? bytes : (50 << 20);
-  const int64_t kv_per_pair = std::max<int64_t>(1, 2 * a.sk * a.d * 2 / (a.hq / a.hkv));  // 16-bit K and V
-  return std::max<int64_t>(1, l2_bytes * 3 / 4 / kv_per_pair);
-}
-
 template <class T, int D, int kMT>
 void launch_flash(AttnArgs a, int64_t batch, int device, cudaStream_t stream, int64_t head_group) {
   constexpr size_t smem = flash_smem_bytes<T, D, kMT>();
   const auto kernel = attention_flash<T, D, kMT>;
   if constexpr (smem > 48 * 1024) attn::allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   const dim3 grid(unsigned((a.sq + 64 * kMT - 1) / (64 * kMT)), unsigned(a.hq), unsigned(batch));
-  if (a.causal) {
-    const int64_t pairs = a.hq * batch, group = head_group > 0 ? head_group : flash_max_group(a, device);
-    a.pair_groups = std::max<int64_t>(1, (pairs + group - 1) / group);
-  }
+  attn::set_pair_groups(a, batch, device, head_group);
   kernel<<<grid, kFlashThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash");
 }
 
-// The flash kernel with m_tiles 16-row tiles per warp (1 or 2).
-template <class T>
-void run_flash(const AttnArgs& a, const detail::AttentionParams& p, int m_tiles, cudaStream_t stream,
-               int64_t head_group = 0) {
-  if (p.d == 64) {
-    if (m_tiles == 2) return launch_flash<T, 64, 2>(a, p.batch, p.device_index, stream, head_group);
-    return launch_flash<T, 64, 1>(a, p.batch, p.device_index, stream, head_group);
-  }
-  if (m_tiles == 2) return launch_flash<T, 128, 2>(a, p.batch, p.device_index, stream, head_group);
-  return launch_flash<T, 128, 1>(a, p.batch, p.device_index, stream, head_group);
+// 128-row blocks where the queries fill them; 64-row blocks for short query runs (decode-like
+// prefill chunks), where half of a 128-row block would idle. D = 128 on warpgroup MMAs (H200,
+// 2026-12-02, B4 H32 S4096 causal: 396 TF/s against mma.sync's 326; 433 against 331 without the
+// mask); D = 64 on mma.sync (B16 H32 S1024 causal: 232 against wgmma's 200).
+FlashKernel flash_kernel_for(const detail::AttentionParams& p) {
+  if (p.sq <= 64) return FlashKernel::Mma64;
+  return p.d == 128 ? FlashKernel::Wgmma : FlashKernel::Mma128;
 }
 
-// 128-row blocks where the queries fill them; 64-row blocks for short query runs (decode-like
-// prefill chunks), where half of a 128-row block would idle.
-int flash_m_tiles(const detail::AttentionParams& p) { return p.sq > 64 ? 2 : 1; }
+template <class T>
+void run_flash(const AttnArgs& a, const detail::AttentionParams& p, FlashKernel kernel, cudaStream_t stream,
+               int64_t head_group = 0) {
+  if (kernel == FlashKernel::Auto) kernel = flash_kernel_for(p);
+  if (kernel == FlashKernel::Wgmma)
+    return attn::launch_flash_wgmma(a, p.dtype, p.batch, p.device_index, stream, head_group);
+  const bool two = kernel == FlashKernel::Mma128;
+  if (p.d == 64) {
+    if (two) return launch_flash<T, 64, 2>(a, p.batch, p.device_index, stream, head_group);
+    return launch_flash<T, 64, 1>(a, p.batch, p.device_index, stream, head_group);
+  }
+  if (two) return launch_flash<T, 128, 2>(a, p.batch, p.device_index, stream, head_group);
+  return launch_flash<T, 128, 1>(a, p.batch, p.device_index, stream, head_group);
+}
 
 template <class T>
 void run(const detail::AttentionParams& p, cudaStream_t stream) {
   const AttnArgs a = args_of(p);
   if constexpr (!std::is_same_v<T, float>) {
-    if (attention_flash_eligible(p)) return run_flash<T>(a, p, flash_m_tiles(p), stream);
+    if (attention_flash_eligible(p)) return run_flash<T>(a, p, FlashKernel::Auto, stream);
   }
   const int64_t rows = p.batch * p.hq * p.sq;
   const size_t smem = size_t(kRowWarps) * size_t(2 * p.d + 32) * sizeof(float);
@@ -422,9 +387,7 @@ bool attention_flash_eligible(const detail::AttentionParams& p) {
          attn::rows_aligned16(p.v, p.v_strides, p.dtype) && aligned16(p.out);
 }
 
-void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_tiles, int64_t head_group) {
-  if (m_tiles != 1 && m_tiles != 2)
-    throw Error(ErrorKind::Unsupported, "attention", "m_tiles", "1 or 2", std::to_string(m_tiles));
+void attention_flash_with(const detail::AttentionParams& p, void* stream, FlashKernel kernel, int64_t head_group) {
   if (p.hkv <= 0 || p.hq % p.hkv != 0 || !attention_flash_eligible(p))
     throw Error(ErrorKind::Unsupported, "attention", "q",
                 "a shape the flash kernel takes (attention_flash_eligible, Hkv dividing Hq)",
@@ -432,8 +395,8 @@ void attention_flash_with(const detail::AttentionParams& p, void* stream, int m_
   if (p.batch == 0 || p.hq == 0 || p.sq == 0) return;
   DeviceGuard guard(p.device_index);
   const auto s = static_cast<cudaStream_t>(stream);
-  if (p.dtype == DType::BFloat16) return run_flash<__nv_bfloat16>(args_of(p), p, m_tiles, s, head_group);
-  run_flash<__half>(args_of(p), p, m_tiles, s, head_group);
+  if (p.dtype == DType::BFloat16) return run_flash<__nv_bfloat16>(args_of(p), p, kernel, s, head_group);
+  run_flash<__half>(args_of(p), p, kernel, s, head_group);
 }
 
 void attention_custom(const detail::AttentionParams& p, void* stream) {

@@ -3,6 +3,7 @@
 // reads free of bank conflicts, and the dynamic shared-memory opt-in.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -50,7 +51,12 @@ inline bool rows_aligned16(const void* ptr, const std::array<int64_t, 4>& stride
   return true;
 }
 
-constexpr int kBN = 64;  // keys per K/V tile
+constexpr int kBN = 64;  // keys per K/V tile (the mma.sync kernels)
+
+// How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
+// before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
+constexpr float kRescaleSlack = 8.f;
+
 
 // Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
 template <int D>
@@ -107,6 +113,61 @@ __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64
   if (rows_left >= ROWS && cols_left >= D) load_whole_tile<T, D, ROWS, kThreads>(tile, g, rs);
   else load_bounded_tile<T, D, ROWS, kThreads>(tile, g, rs, rows_left, cols_left);
 }
+
+// Which row block of which (head, batch) a flash block computes. The scheduler hands out blocks
+// in linear blockIdx order. Causal: the last row blocks see the most keys, so blocks go heaviest
+// first, across a group of (head, batch) pairs: every pair of the group has its heaviest block
+// before any pair has its next, and the grid ends on light blocks (a short tail). The pairs are
+// split into a.pair_groups groups of nearly equal size, one after the other. Per pair (as many
+// groups as pairs), the heavy blocks of the last pairs start among the grid's last few hundred
+// blocks: a simulation of in-order dispatch puts the tail at 7.5% (B4 H32 S4096 D128) and 10%
+// (B16 H32 S1024 D64), against 0-3% for a few large groups. One group would read every head's K
+// and V at once, past the L2 (launch_flash sizes the groups). Not causal: blockIdx as it is.
+struct FlashBlock {
+  int mb;
+  int64_t h, b;
+};
+__device__ __forceinline__ FlashBlock flash_block(const AttnArgs& a) {
+  if (!a.causal) return {int(blockIdx.x), int64_t(blockIdx.y), int64_t(blockIdx.z)};
+  const int64_t nb = gridDim.x, nh = gridDim.y, pairs = nh * int64_t(gridDim.z);
+  const int64_t lin = blockIdx.x + nb * (blockIdx.y + nh * int64_t(blockIdx.z));
+  // The first `extra` groups hold base + 1 pairs, the others base.
+  const int64_t ng = a.pair_groups, base = pairs / ng, extra = pairs - base * ng;
+  const int64_t big = nb * (base + 1), split = extra * big;
+  int64_t in, size, first;
+  if (lin < split) {
+    const int64_t gi = lin / big;
+    in = lin - gi * big, size = base + 1, first = gi * (base + 1);
+  } else {
+    const int64_t gi = (lin - split) / (nb * base);
+    in = lin - split - gi * nb * base, size = base, first = extra * (base + 1) + gi * base;
+  }
+  const int64_t rank = in / size, pair = first + (in - rank * size);
+  return {int(nb - 1 - rank), pair % nh, pair / nh};
+}
+
+// The largest group of (head, batch) pairs (flash_block) whose K and V (the keys its heads share,
+// under GQA) take at most 3/4 of the L2: in the simulation, large groups that fit the L2 leave a
+// tail within ~2% (small ones do not: B1 H32 S4096 in groups of 12, 13%).
+inline int64_t flash_max_group(const AttnArgs& a, int device) {
+  const int bytes = device_attribute<cudaDevAttrL2CacheSize>(device);
+  const int64_t l2_bytes = bytes > 0 ? bytes : (50 << 20);
+  const int64_t kv_per_pair = std::max<int64_t>(1, 2 * a.sk * a.d * 2 / (a.hq / a.hkv));  // 16-bit K and V
+  return std::max<int64_t>(1, l2_bytes * 3 / 4 / kv_per_pair);
+}
+
+// Causal: a.pair_groups for a grid of `batch` x a.hq (head, batch) pairs, in groups of at most
+// head_group pairs (0: flash_max_group's).
+inline void set_pair_groups(AttnArgs& a, int64_t batch, int device, int64_t head_group) {
+  if (!a.causal) return;
+  const int64_t pairs = a.hq * batch, group = head_group > 0 ? head_group : flash_max_group(a, device);
+  a.pair_groups = std::max<int64_t>(1, (pairs + group - 1) / group);
+}
+
+// attention_flash_wgmma.cu: the flash forward on warpgroup MMAs, 128-row blocks (a's D 64 or 128,
+// dtype float16 or bfloat16, what attention_flash_eligible admits).
+void launch_flash_wgmma(const AttnArgs& a, DType dtype, int64_t batch, int device, cudaStream_t stream,
+                        int64_t head_group);
 
 // Lets `kernel` take `bytes` of dynamic shared memory on the current device (past the default 48
 // KB). The attribute is set only when a call needs more than it was last set to for that

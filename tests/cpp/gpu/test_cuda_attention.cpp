@@ -254,16 +254,17 @@ void check_case(const AttnCase& c, DType t) {
         }
     }
   }
-  // Both row-tile variants of the flash kernel (64- and 128-row blocks), whichever custom picks;
+  // Every flash kernel (mma.sync with 64- and 128-row blocks, wgmma), whichever custom picks;
   // causal, the blocks' order over groups of (head, batch) pairs: per pair, 3 and 4 (the last
   // group smaller where they do not divide the pairs), all pairs at once, and the kernel's choice.
   if (path == Path::Flash) {
-    for (int m_tiles : {1, 2})
+    using cuda::FlashKernel;
+    for (FlashKernel kernel : {FlashKernel::Mma64, FlashKernel::Mma128, FlashKernel::Wgmma})
       for (int64_t group : c.causal ? std::vector<int64_t>{0, 1, 3, 4, 1000} : std::vector<int64_t>{0}) {
-        SCOPED_TRACE("flash kernel, row tiles per warp: " + std::to_string(m_tiles) + ", head group " +
+        SCOPED_TRACE("flash kernel " + std::to_string(int(kernel)) + " (1: mma 64 rows, 2: mma 128, 3: wgmma), head group " +
                      std::to_string(group));
         out.poison();
-        cuda::attention_flash_with(params, nullptr, m_tiles, group);
+        cuda::attention_flash_with(params, nullptr, kernel, group);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         EXPECT_TRUE(within_tol(out.fetch(), want.out, want.tol, c.d));
       }
