@@ -126,9 +126,10 @@ void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* 
                                int64_t ld_gb, bool scaled_gb, void* scratch, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
-// (attention_decode_eligible); else FlashAttention-2 forward on tensor cores for float16/bfloat16
-// with D = 64 or 128, 16-byte-aligned unit-stride rows and a positive scale
-// (attention_flash_eligible); a warp per query row (fp32 math) for everything else.
+// (attention_decode_eligible); else a flash forward on tensor cores (warpgroup MMAs at D = 128,
+// mma.sync otherwise) for float16/bfloat16 with D = 64 or 128, 16-byte-aligned unit-stride rows
+// and a positive scale (attention_flash_eligible); a warp per query row (fp32 math) for
+// everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);
 bool attention_flash_eligible(const detail::AttentionParams& p);
 // The flash kernels: on mma.sync with 64-row blocks (one 16-row tile a warp) or 128-row blocks

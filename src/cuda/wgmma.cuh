@@ -21,9 +21,8 @@ namespace loraops::cuda::wgmma {
 
 // The 128-byte-swizzle tile both operands use: rows of 64 16-bit elements (128 bytes); 8-row atoms
 // of 1024 bytes, each starting 1024-byte aligned; 16-byte chunk c of row r stored at chunk
-// c ^ (r % 8) of that row. Element (r, col) of such a [rows][64] tile, in elements:
-__device__ __forceinline__ int sw128(int r, int col) { return r * 64 + ((((col >> 3) ^ r) & 7) << 3) + (col & 7); }
-
+// c ^ (r % 8) of that row.
+//
 // The descriptor of a 128-byte-swizzled operand at shared address `addr`.
 // K-major (the reduction index runs along the 128-byte rows; Q and K): lbo unused (16), sbo =
 // 1024, the step between 8-row groups; the MMA's 16 k-elements of a row are 32 bytes, so k-step

@@ -9,7 +9,9 @@
 // operand's), and O += P V is one m64nDk16 MMA per 16 keys with P from registers and V from
 // shared memory read transposed. The MMAs read shared memory themselves: no ldmatrix, and a
 // warp's issue slots go to the softmax. Q, K and V sit in 128-byte-swizzled tiles ([D/64][rows][64],
-// wgmma.cuh); K and V are double-buffered, tile t + 1 copied by cp.async while tile t is used.
+// wgmma.cuh); K and V are double-buffered, copied by cp.async a step ahead of their use, each
+// step behind one block barrier. Taken at D = 128 (flash_kernel_for); D = 64 is correct, not fast
+// (one block an SM: on short key runs nothing overlaps a block's loads and first scores).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -21,15 +23,15 @@ namespace loraops::cuda::attn {
 
 namespace {
 
-constexpr int kWgThreads = 256;  // two warpgroups
-constexpr int kWBM = 128;        // query rows per block, 64 per warpgroup
-constexpr int kWBN = 128;        // keys per K/V tile
+constexpr int kThreads = 256;  // two warpgroups
+constexpr int kBM = 128;       // query rows per block, 64 per warpgroup
+constexpr int kWBN = 128;      // keys per K/V tile
 
 // Shared memory: Q, two K tiles, two V tiles, and 1024 bytes to align the first to 1024 (the
 // swizzle atoms are addressed absolutely).
 template <int D>
 constexpr size_t wgmma_smem_bytes() {
-  return size_t(kWBM + 4 * kWBN) * D * 2 + 1024;
+  return size_t(kBM + 4 * kWBN) * D * 2 + 1024;
 }
 
 // Rows [0, ROWS) of a [rows][D] matrix at g (row stride rs elements) into a swizzled [D/64][ROWS][64]
@@ -38,8 +40,8 @@ constexpr size_t wgmma_smem_bytes() {
 // chunk is the same in every row it copies).
 template <class T, int D, int ROWS>
 __device__ __forceinline__ void load_sw128_tile(T* tile, const T* g, int64_t rs, int64_t rows_left) {
-  constexpr int kChunks = D / 8, kPass = kWgThreads / kChunks;
-  static_assert(kWgThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0, "whole passes");
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kPass % 8 == 0 && ROWS % kPass == 0, "whole passes");
   const int c = int(threadIdx.x) % kChunks, r0 = int(threadIdx.x) / kChunks;
   T* const dst = tile + (c >> 3) * ROWS * 64 + r0 * 64 + (((c & 7) ^ (r0 & 7)) << 3);
   const T* const src = g + r0 * rs + c * 8;
@@ -59,140 +61,223 @@ __device__ __forceinline__ void load_sw128_tile(T* tile, const T* g, int64_t rs,
   }
 }
 
+// S = Q K^T for this warpgroup's 64 rows against one K stage, issued and committed (not waited):
+// D / 16 steps of 16; step kk reads column block kk / 4 at byte 32 (kk % 4) of each 128-byte row.
 template <class T, int D>
-__global__ void __launch_bounds__(kWgThreads, 1) attention_flash_wgmma(AttnArgs a) {
+__device__ __forceinline__ void issue_scores(float (&s)[kWBN / 2], uint32_t q_addr, uint32_t k_stage) {
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint64_t da = wgmma::desc_sw128(q_addr + uint32_t((kk >> 2) * kBM * 128 + (kk & 3) * 32), 16, 1024);
+    const uint64_t db = wgmma::desc_sw128(k_stage + uint32_t((kk >> 2) * kWBN * 128 + (kk & 3) * 32), 16, 1024);
+    wgmma::mma_ss<T, kWBN>(s, da, db, kk > 0);
+  }
+  wgmma::commit();
+}
+
+// O += P V against one V stage, issued and committed: kWBN / 16 steps of 16 keys (2048 bytes of
+// the stage each); V is MN-major, its 64-wide column blocks kWBN * 128 bytes apart.
+template <class T, int D>
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const uint32_t (&pf)[kWBN / 16][4], uint32_t v_stage) {
+  wgmma::fence_operands(o);
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < kWBN / 16; ++kk)
+    wgmma::mma_rs_bt<T, D>(o, pf[kk], wgmma::desc_sw128(v_stage + uint32_t(kk * 16 * 128), kWBN * 128, 1024), 1);
+  wgmma::commit();
+}
+
+// A row state's online softmax over one tile of scores (attention.cu's, for a warp's 16 rows; a
+// thread's rows are i0 and i0 + 8): masks where `masked` (keys at or past sk, causal keys past
+// the diagonal), moves the running maximum when a row of the warp grew past it by more than the
+// slack (the factor the output must be multiplied by goes to corr; false: no rescale), adds the
+// probabilities to the running sums and packs them as P V's A operand.
+struct RowState {
+  float m[2], l[2];
+};
+template <class T>
+__device__ __forceinline__ bool softmax_tile(float (&s)[kWBN / 2], uint32_t (&pf)[kWBN / 16][4], RowState& rs,
+                                             float (&corr)[2], const AttnArgs& a, bool masked, int n0, int i0,
+                                             int tq, int sk, int shift) {
+  if (masked) {
+#pragma unroll
+    for (int nt = 0; nt < kWBN / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = n0 + nt * 8 + tq * 2 + (e & 1);
+        const int i = i0 + (e >> 1) * 8;
+        if (j >= sk || (a.causal && j > i + shift)) s[nt * 4 + e] = -INFINITY;
+      }
+  }
+  float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nt = 0; nt < kWBN / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[nt * 4 + e]);
+  bool grow = false;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+    tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+    tmax[r] *= a.scale_log2;  // -inf stays -inf (c > 0)
+    grow |= tmax[r] > rs.m[r] + kRescaleSlack;
+  }
+  const bool rescale = __any_sync(0xffffffffu, grow);
+  if (rescale) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float mnew = fmaxf(rs.m[r], tmax[r]);
+      corr[r] = fast_exp2(rs.m[r] - (mnew == -INFINITY ? 0.f : mnew));
+      rs.m[r] = mnew;
+      rs.l[r] *= corr[r];
+    }
+  }
+  float nbase[2];  // minus the maximum the probabilities are taken against; no key yet: p = 0
+#pragma unroll
+  for (int r = 0; r < 2; ++r) nbase[r] = rs.m[r] == -INFINITY ? 0.f : -rs.m[r];
+#pragma unroll
+  for (int nt = 0; nt < kWBN / 8; ++nt) {
+    const float p0 = fast_exp2(fmaf(s[nt * 4 + 0], a.scale_log2, nbase[0]));
+    const float p1 = fast_exp2(fmaf(s[nt * 4 + 1], a.scale_log2, nbase[0]));
+    const float p2 = fast_exp2(fmaf(s[nt * 4 + 2], a.scale_log2, nbase[1]));
+    const float p3 = fast_exp2(fmaf(s[nt * 4 + 3], a.scale_log2, nbase[1]));
+    rs.l[0] += p0 + p1;
+    rs.l[1] += p2 + p3;
+    pf[nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
+    pf[nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
+  }
+  return rescale;
+}
+
+template <int D>
+__device__ __forceinline__ void rescale_output(float (&o)[D / 2], const float (&corr)[2]) {
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dt * 4 + e] *= corr[e >> 1];
+}
+
+// Keeps P's registers live (unmoved, unreused) until the MMA reading them was waited for.
+__device__ __forceinline__ void hold(uint32_t (&pf)[kWBN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kWBN / 16; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(pf[kk][e])::"memory");
+}
+
+// The scores of tile t + 1 are computed, and their softmax taken, while P V of tile t runs on the
+// tensor cores (FlashAttention-3's intra-warpgroup pipelining: two P buffers; the output's rescale
+// waits for P V). H200, B4 H32 S4096 D128 causal: 389 TF/s with each tile's S, softmax and P V one
+// after the other, 417 so (same run). (One warpgroup a block, two blocks an SM, 64-row blocks: 316
+// at D = 128, where the shared memory fits one block; 232 at D = 64 causal S1024, against two
+// warpgroups' 184-199 and mma.sync's 240.)
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads, 1) attention_flash_wgmma(AttnArgs a) {
   extern __shared__ unsigned char smem_raw[];
   T* const sq_tile = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
-  T* const sk_tile = sq_tile + kWBM * D;  // two stages of kWBN x D
+  T* const sk_tile = sq_tile + kBM * D;  // two stages of kWBN x D
   T* const sv_tile = sk_tile + 2 * kWBN * D;
   const int wg = int(threadIdx.x) >> 7, warp = (int(threadIdx.x) >> 5) & 3, lane = int(threadIdx.x) & 31;
   const int g = lane >> 2, tq = lane & 3;  // accumulator rows g and g + 8, columns 2 tq, 2 tq + 1
   const FlashBlock fb = flash_block(a);
   const int64_t b = fb.b, h = fb.h;
-  const int m0 = fb.mb * kWBM, sq = int(a.sq), sk = int(a.sk);
+  const int m0 = fb.mb * kBM, sq = int(a.sq), sk = int(a.sk);
   const int64_t hk = h / (a.hq / a.hkv);
   const T* q = static_cast<const T*>(a.q) + b * a.qs[0] + h * a.qs[1] + m0 * a.qs[2];
   const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + hk * a.ks[1];
   const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + hk * a.vs[1];
   const int shift = sk - sq;  // causal: row i sees keys j <= i + shift
-  const int kend = a.causal ? min(sk, max(0, m0 + kWBM + shift)) : sk;
+  const int kend = a.causal ? min(sk, max(0, m0 + kBM + shift)) : sk;
   const int ntiles = (kend + kWBN - 1) / kWBN;
 
   constexpr int kStage = kWBN * D;  // elements of one K or V stage
+  constexpr uint32_t kStageBytes = uint32_t(kStage) * 2;
   const uint32_t q_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sq_tile)) + uint32_t(wg * 64 * 128);
   const uint32_t k_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sk_tile));
   const uint32_t v_addr = static_cast<uint32_t>(__cvta_generic_to_shared(sv_tile));
+  auto load_k = [&](int t) {  // key tile t into stage t % 2
+    load_sw128_tile<T, D, kWBN>(sk_tile + (t & 1) * kStage, k + int64_t(t) * kWBN * a.ks[2], a.ks[2], sk - t * kWBN);
+  };
+  auto load_v = [&](int t) {
+    load_sw128_tile<T, D, kWBN>(sv_tile + (t & 1) * kStage, v + int64_t(t) * kWBN * a.vs[2], a.vs[2], sk - t * kWBN);
+  };
+  // Each thread's copies landed, made visible to the MMAs, and (the barrier) every thread's.
+  auto copies_landed = [] {
+    cp_async_wait<0>();
+    wgmma::fence_proxy_async_smem();
+    __syncthreads();
+  };
 
   float o[D / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-  if (ntiles > 0) {
-    load_sw128_tile<T, D, kWBM>(sq_tile, q, a.qs[2], sq - m0);
-    load_sw128_tile<T, D, kWBN>(sk_tile, k, a.ks[2], sk);
-    load_sw128_tile<T, D, kWBN>(sv_tile, v, a.vs[2], sk);
-    cp_async_commit();
-  }
+  RowState rs{{-INFINITY, -INFINITY}, {0.f, 0.f}};
   const int r_lo = m0 + wg * 64 + warp * 16;  // this warp's first row; a thread's are r_lo + g (+ 8)
   const int i0 = r_lo + g;
-  for (int t = 0; t < ntiles; ++t) {
-    const int n0 = t * kWBN, st = t & 1;
-    // Tile t's copies landed (each thread's own), made visible to the MMAs, and every warp is done
-    // with tile t - 1, whose stage the next copies overwrite.
-    cp_async_wait<0>();
-    wgmma::fence_proxy_async_smem();
-    __syncthreads();
-    if (t + 1 < ntiles) {
-      load_sw128_tile<T, D, kWBN>(sk_tile + (st ^ 1) * kStage, k + int64_t(n0 + kWBN) * a.ks[2], a.ks[2], sk - n0 - kWBN);
-      load_sw128_tile<T, D, kWBN>(sv_tile + (st ^ 1) * kStage, v + int64_t(n0 + kWBN) * a.vs[2], a.vs[2], sk - n0 - kWBN);
-    }
-    cp_async_commit();
+  // Only a tile past the keys' end or crossing the causal diagonal of the warp's first row needs
+  // the mask.
+  auto masked = [&](int t) { return (t + 1) * kWBN > sk || (a.causal && (t + 1) * kWBN - 1 > r_lo + shift); };
+  float s[kWBN / 2];
+  float corr[2];
 
-    // S = Q K^T: D / 16 steps of 16; step kk reads column block kk / 4 at byte 32 (kk % 4) of each
-    // 128-byte row.
-    float s[kWBN / 2];
-    wgmma::fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const uint64_t da = wgmma::desc_sw128(q_addr + uint32_t((kk >> 2) * kWBM * 128 + (kk & 3) * 32), 16, 1024);
-      const uint64_t db = wgmma::desc_sw128(
-          k_addr + uint32_t(st * kStage * 2 + (kk >> 2) * kWBN * 128 + (kk & 3) * 32), 16, 1024);
-      wgmma::mma_ss<T, kWBN>(s, da, db, kk > 0);
-    }
-    wgmma::commit();
+  if (ntiles > 0) {
+    // Prologue: Q, K 0 and 1, V 0; the scores of tile 0 and their softmax.
+    load_sw128_tile<T, D, kBM>(sq_tile, q, a.qs[2], sq - m0);
+    load_k(0);
+    if (ntiles > 1) load_k(1);
+    load_v(0);
+    cp_async_commit();
+    copies_landed();
+    uint32_t pa[kWBN / 16][4], pb[kWBN / 16][4];
+    issue_scores<T, D>(s, q_addr, k_addr);
     wgmma::wait<0>();
     wgmma::fence_operands(s);
-
-    // mask, then the online softmax (attention.cu's, for this warp's 16 rows): only a tile past
-    // the keys' end or crossing the causal diagonal of the warp's first row needs the mask.
-    if (n0 + kWBN > sk || (a.causal && n0 + kWBN - 1 > r_lo + shift)) {
-#pragma unroll
-      for (int nt = 0; nt < kWBN / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = n0 + nt * 8 + tq * 2 + (e & 1);
-          const int i = i0 + (e >> 1) * 8;
-          if (j >= sk || (a.causal && j > i + shift)) s[nt * 4 + e] = -INFINITY;
-        }
+    softmax_tile<T>(s, pa, rs, corr, a, masked(0), 0, i0, tq, sk, shift);  // o is 0: no rescale
+    // Step t: P V of tile t (P in pc) beside the scores of tile t + 1 and their softmax (into pn).
+    // Entering it, K t + 1 and V t were copied at step t - 1 (the prologue); every warp is done
+    // with K t (its scores waited for before step t) and V t - 1, whose stages take K t + 2 and
+    // V t + 1.
+    // (Two kinds of step, with and without a next tile, rather than one with a test around the
+    // scores: ptxas serialized every MMA of a step whose wait it could not match to its MMAs.)
+    auto step = [&](int t, uint32_t(&pc)[kWBN / 16][4], uint32_t(&pn)[kWBN / 16][4]) {
+      copies_landed();
+      if (t + 2 < ntiles) load_k(t + 2);
+      load_v(t + 1);
+      cp_async_commit();
+      issue_scores<T, D>(s, q_addr, k_addr + ((t + 1) & 1) * kStageBytes);
+      issue_pv<T, D>(o, pc, v_addr + (t & 1) * kStageBytes);
+      wgmma::wait<1>();  // the scores (committed first) are done; P V may still run
+      wgmma::fence_operands(s);
+      const bool rescale = softmax_tile<T>(s, pn, rs, corr, a, masked(t + 1), (t + 1) * kWBN, i0, tq, sk, shift);
+      wgmma::wait<0>();
+      hold(pc);
+      wgmma::fence_operands(o);
+      if (rescale) rescale_output<D>(o, corr);
+    };
+    auto last_step = [&](int t, uint32_t(&pc)[kWBN / 16][4]) {
+      copies_landed();
+      issue_pv<T, D>(o, pc, v_addr + (t & 1) * kStageBytes);
+      wgmma::wait<0>();
+      hold(pc);
+      wgmma::fence_operands(o);
+    };
+    int t = 0;
+    for (; t + 2 < ntiles; t += 2) {
+      step(t, pa, pb);
+      step(t + 1, pb, pa);
     }
-    float tmax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nt = 0; nt < kWBN / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[nt * 4 + e]);
-    bool grow = false;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
-      tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
-      tmax[r] *= a.scale_log2;  // -inf stays -inf (c > 0)
-      grow |= tmax[r] > mrow[r] + kRescaleSlack;
+    if (ntiles - t == 2) {
+      step(t, pa, pb);
+      last_step(t + 1, pb);
+    } else {
+      last_step(t, pa);
     }
-    if (__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float mnew = fmaxf(mrow[r], tmax[r]);
-        const float corr = fast_exp2(mrow[r] - (mnew == -INFINITY ? 0.f : mnew));
-        mrow[r] = mnew;
-        lrow[r] *= corr;
-#pragma unroll
-        for (int dt = 0; dt < D / 8; ++dt) o[dt * 4 + 2 * r] *= corr, o[dt * 4 + 2 * r + 1] *= corr;
-      }
-    }
-    float nbase[2];  // minus the maximum the probabilities are taken against; no key yet: p = 0
-#pragma unroll
-    for (int r = 0; r < 2; ++r) nbase[r] = mrow[r] == -INFINITY ? 0.f : -mrow[r];
-    uint32_t pf[kWBN / 16][4];  // P as the A operand of P V, 16 keys a step
-#pragma unroll
-    for (int nt = 0; nt < kWBN / 8; ++nt) {
-      const float p0 = fast_exp2(fmaf(s[nt * 4 + 0], a.scale_log2, nbase[0]));
-      const float p1 = fast_exp2(fmaf(s[nt * 4 + 1], a.scale_log2, nbase[0]));
-      const float p2 = fast_exp2(fmaf(s[nt * 4 + 2], a.scale_log2, nbase[1]));
-      const float p3 = fast_exp2(fmaf(s[nt * 4 + 3], a.scale_log2, nbase[1]));
-      lrow[0] += p0 + p1;
-      lrow[1] += p2 + p3;
-      pf[nt / 2][(nt % 2) * 2] = pack2<T>(p0, p1);
-      pf[nt / 2][(nt % 2) * 2 + 1] = pack2<T>(p2, p3);
-    }
-
-    // O += P V: kWBN / 16 steps of 16 keys (2048 bytes of the stage each); V is MN-major, its
-    // 64-wide column blocks kWBN * 128 bytes apart.
-    wgmma::fence_operands(o);
-    wgmma::fence();
-#pragma unroll
-    for (int kk = 0; kk < kWBN / 16; ++kk) {
-      const uint64_t db = wgmma::desc_sw128(v_addr + uint32_t(st * kStage * 2 + kk * 16 * 128), kWBN * 128, 1024);
-      wgmma::mma_rs_bt<T, D>(o, pf[kk], db, 1);
-    }
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::fence_operands(o);
   }
 
   T* out = static_cast<T*>(a.out) + ((b * a.hq + h) * a.sq) * D;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    float l = lrow[r];
+    float l = rs.l[r];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     const float inv = l > 0.f ? 1.f / l : 0.f;  // a row that saw no key: zeros
@@ -210,9 +295,9 @@ void launch(AttnArgs a, int64_t batch, int device, cudaStream_t stream, int64_t 
   constexpr size_t smem = wgmma_smem_bytes<D>();
   const auto kernel = attention_flash_wgmma<T, D>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  const dim3 grid(unsigned((a.sq + kWBM - 1) / kWBM), unsigned(a.hq), unsigned(batch));
+  const dim3 grid(unsigned((a.sq + kBM - 1) / kBM), unsigned(a.hq), unsigned(batch));
   set_pair_groups(a, batch, device, head_group);
-  kernel<<<grid, kWgThreads, smem, stream>>>(a);
+  kernel<<<grid, kThreads, smem, stream>>>(a);
   LORAOPS_CUDA_CHECK_LAUNCH("attention_flash_wgmma");
 }
 
