@@ -126,8 +126,8 @@ void lora_backward_fold_grad_x(const detail::LoraBackwardParams& p, const void* 
                                int64_t ld_gb, bool scaled_gb, void* scratch, void* stream);
 
 // kernels/attention.cu: one query row goes to the decode kernels below
-// (attention_decode_eligible); else a flash forward on tensor cores (warpgroup MMAs at D = 128,
-// mma.sync otherwise) for float16/bfloat16 with D = 64 or 128, 16-byte-aligned unit-stride rows
+// (attention_decode_eligible); else a flash forward on tensor cores (warpgroup MMAs at D = 128
+// with Sq > 64, mma.sync otherwise) for float16/bfloat16 with D = 64 or 128, 16-byte-aligned unit-stride rows
 // and a positive scale (attention_flash_eligible); a warp per query row (fp32 math) for
 // everything else.
 void attention_custom(const detail::AttentionParams& p, void* stream);

@@ -4,7 +4,7 @@
 //
 // attention_flash (float16/bfloat16, D = 64 or 128, unit-stride rows 16-byte aligned): the
 // FlashAttention-2 forward on tensor cores. A block owns 64 or 128 query rows of one head (4
-// warps, 1 or 2 16-row tiles each: 128 where Sq > 64); it walks the keys in tiles of 64, K and V tiles brought into shared memory by
+// warps, 1 or 2 16-row tiles each; flash_kernel_for picks); it walks the keys in tiles of 64, K and V tiles brought into shared memory by
 // cp.async (K of the next tile streams while this tile's softmax and P@V run, V of the next while
 // its scores do), S = Q K^T and O += P V with mma.m16n8k16 (fp32 accumulators), an online softmax
 // in registers (the probabilities are rounded to the input dtype for P V, as FlashAttention does;

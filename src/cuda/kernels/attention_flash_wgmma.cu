@@ -10,8 +10,10 @@
 // shared memory read transposed. The MMAs read shared memory themselves: no ldmatrix, and a
 // warp's issue slots go to the softmax. Q, K and V sit in 128-byte-swizzled tiles ([D/64][rows][64],
 // wgmma.cuh); K and V are double-buffered, copied by cp.async a step ahead of their use, each
-// step behind one block barrier. Taken at D = 128 (flash_kernel_for); D = 64 is correct, not fast
-// (one block an SM: on short key runs nothing overlaps a block's loads and first scores).
+// step behind one block barrier. Taken at D = 128 where Sq > 64 (flash_kernel_for); D = 64 is
+// correct, not fast (one block an SM: on short key runs nothing overlaps a block's loads and
+// first scores). At D = 128 it holds 255 registers with no spill and no slack: check -Xptxas -v
+// after any change that adds state.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,7 +30,12 @@ constexpr int kBM = 128;       // query rows per block, 64 per warpgroup
 constexpr int kWBN = 128;      // keys per K/V tile
 
 // Shared memory: Q, two K tiles, two V tiles, and 1024 bytes to align the first to 1024 (the
-// swizzle atoms are addressed absolutely).
+// swizzle atoms are addressed absolutely). Every operand the MMAs read then starts on a 1024-byte
+// atom (a warpgroup's Q rows, the column blocks, the stages, V's 16-key steps) or 32 j bytes into
+// one (the k-steps of Q and K), as the descriptors' zero base offset asks.
+static_assert((64 * 128) % 1024 == 0 && (kBM * 128) % 1024 == 0 && (kWBN * 128) % 1024 == 0 &&
+                  (16 * 128) % 1024 == 0,
+              "operand tiles on 1024-byte swizzle atoms");
 template <int D>
 constexpr size_t wgmma_smem_bytes() {
   return size_t(kBM + 4 * kWBN) * D * 2 + 1024;
@@ -157,7 +164,8 @@ __device__ __forceinline__ void rescale_output(float (&o)[D / 2], const float (&
     for (int e = 0; e < 4; ++e) o[dt * 4 + e] *= corr[e >> 1];
 }
 
-// Keeps P's registers live (unmoved, unreused) until the MMA reading them was waited for.
+// Keeps P's registers live until the MMA reading them was waited for (ptxas's own analysis of the
+// wgmma's register operands does the rest).
 __device__ __forceinline__ void hold(uint32_t (&pf)[kWBN / 16][4]) {
 #pragma unroll
   for (int kk = 0; kk < kWBN / 16; ++kk)
@@ -168,9 +176,9 @@ __device__ __forceinline__ void hold(uint32_t (&pf)[kWBN / 16][4]) {
 // The scores of tile t + 1 are computed, and their softmax taken, while P V of tile t runs on the
 // tensor cores (FlashAttention-3's intra-warpgroup pipelining: two P buffers; the output's rescale
 // waits for P V). H200, B4 H32 S4096 D128 causal: 389 TF/s with each tile's S, softmax and P V one
-// after the other, 417 so (same run). (One warpgroup a block, two blocks an SM, 64-row blocks: 316
-// at D = 128, where the shared memory fits one block; 232 at D = 64 causal S1024, against two
-// warpgroups' 184-199 and mma.sync's 240.)
+// after the other, 417 so (same run). (One warpgroup a block, 64-row blocks: at D = 64 two
+// blocks an SM, 232 TF/s causal S1024 against two warpgroups' 184-199 and mma.sync's 240; at
+// D = 128 the shared memory fits one block, 316.)
 template <class T, int D>
 __global__ void __launch_bounds__(kThreads, 1) attention_flash_wgmma(AttnArgs a) {
   extern __shared__ unsigned char smem_raw[];

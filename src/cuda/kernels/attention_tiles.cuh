@@ -1,6 +1,8 @@
-// What the attention kernels (attention.cu: flash and general; attention_decode.cu: one query
-// row) share: their argument block, the swizzled [rows][D] shared-memory tiles that ldmatrix
-// reads free of bank conflicts, and the dynamic shared-memory opt-in.
+// What the attention kernels (attention.cu: flash and general; attention_flash_wgmma.cu;
+// attention_decode.cu: one query row) share: their argument block, the lazy rescale's slack, the
+// swizzled [rows][D] shared-memory tiles that ldmatrix reads free of bank conflicts, the causal
+// flash blocks' order (heaviest first over groups of (head, batch) pairs), the dynamic shared-memory
+// opt-in, and the wgmma kernel's launcher.
 #pragma once
 
 #include <algorithm>
@@ -56,7 +58,6 @@ constexpr int kBN = 64;  // keys per K/V tile (the mma.sync kernels)
 // How far (log2 units) a row's maximum may grow past the one its probabilities are taken against
 // before the running maximum, sum and output are rescaled: probabilities stay below 2^8.
 constexpr float kRescaleSlack = 8.f;
-
 
 // Element offset of 16-byte chunk c of row r in a [rows][D] tile, chunks XOR-swizzled by row.
 template <int D>
@@ -122,7 +123,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* g, int64_t rs, int64
 // groups as pairs), the heavy blocks of the last pairs start among the grid's last few hundred
 // blocks: a simulation of in-order dispatch puts the tail at 7.5% (B4 H32 S4096 D128) and 10%
 // (B16 H32 S1024 D64), against 0-3% for a few large groups. One group would read every head's K
-// and V at once, past the L2 (launch_flash sizes the groups). Not causal: blockIdx as it is.
+// and V at once, past the L2 (set_pair_groups sizes the groups). Not causal: blockIdx as it is.
 struct FlashBlock {
   int mb;
   int64_t h, b;
