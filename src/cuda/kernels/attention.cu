@@ -326,7 +326,7 @@ void launch_flash(AttnArgs a, int64_t batch, int device, cudaStream_t stream, in
 
 // 128-row blocks where the queries fill them; 64-row blocks for short query runs (decode-like
 // prefill chunks), where half of a 128-row block would idle. D = 128 on warpgroup MMAs (H200,
-// 2026-12-02, B4 H32 S4096 causal: 411-417 TF/s against mma.sync's 325-328; 452-461 against
+// 2026-12-02, B4 H32 S4096 causal: 411-424 TF/s against mma.sync's 325-328; 452-476 against
 // 337-340 without the mask); D = 64 on mma.sync (B16 H32 S1024 causal: 240 against wgmma's
 // 184-199: one block an SM, whose loads and first scores nothing overlaps, on short key runs).
 FlashKernel flash_kernel_for(const detail::AttentionParams& p) {
